@@ -1,0 +1,23 @@
+# CBIR loss benchmark: regenerates every table and figure of the configured
+# grid. `snakemake --cores 8 --resources gpu=1`; see README.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/prepare.smk"
+include: "rules/split.smk"
+include: "rules/train.smk"
+include: "rules/embed.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        get_final_output(),
+    default_target: True

@@ -1,0 +1,96 @@
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# Make the `workflow` package importable here and in every rule script.
+sys.path.insert(0, workflow.basedir)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [workflow.basedir] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+)
+
+from workflow.config import (
+    Cell,
+    ConfigError,
+    cell_settings,
+    cells,
+    prepare_config,
+    settings_hash,
+)
+
+validate(config, "../workflow/schemas/config.schema.yaml")
+try:
+    CONFIG = prepare_config(config)
+except ConfigError as error:
+    raise WorkflowError(str(error))
+
+CELLS = cells(CONFIG)
+RESULTS = "results"
+CELL_DIR = RESULTS + "/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}"
+CELL_LOG = "{dataset}/{regime}/{backbone}/{loss}/seed{seed}"
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    regime="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    backbone="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    loss="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    seed="[0-9]+",
+
+
+def cell_of(wildcards):
+    return Cell(
+        wildcards.dataset,
+        wildcards.regime,
+        wildcards.backbone,
+        wildcards.loss,
+        int(wildcards.seed),
+    )
+
+
+def get_dataset_spec(wildcards):
+    return CONFIG["datasets"][wildcards.dataset]
+
+
+def get_regime_spec(wildcards):
+    return CONFIG["regimes"][wildcards.regime]
+
+
+def get_cell_settings(wildcards):
+    return cell_settings(CONFIG, cell_of(wildcards))
+
+
+def get_cell_hash(wildcards):
+    return settings_hash(get_cell_settings(wildcards))
+
+
+def cells_of(dataset, regime):
+    return [c for c in CELLS if c.dataset == dataset and c.regime == regime]
+
+
+def cell_files(cells_, name):
+    return [f"{RESULTS}/cells/{c.path}/{name}" for c in cells_]
+
+
+def get_all_metric_files(wildcards):
+    return cell_files(CELLS, "metrics.csv")
+
+
+def get_pr_curve_files(wildcards):
+    return cell_files(cells_of(wildcards.dataset, wildcards.regime), "pr_curve.parquet")
+
+
+def get_cells_of_figure(wildcards):
+    return cells_of(wildcards.dataset, wildcards.regime)
+
+
+def get_final_output():
+    outputs = [f"{RESULTS}/metrics.csv"]
+    for dataset in CONFIG["datasets"]:
+        for regime in CONFIG["regimes"]:
+            for ext in ["csv", "md", "tex"]:
+                outputs.append(f"{RESULTS}/tables/{dataset}/{regime}.{ext}")
+            for ext in ["png", "pdf"]:
+                outputs.append(f"{RESULTS}/figures/{dataset}/pr_{regime}.{ext}")
+    return outputs

@@ -1,0 +1,301 @@
+"""Tests of the loss modules: hand-computed values, loop references,
+gradients, edge cases of the CAM terms, toy optimisation and the registry."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workflow.losses import LOSSES, build_loss
+from workflow.losses.class_anchor_margin import ClassAnchorMarginLoss
+from workflow.losses.cross_entropy import CrossEntropyLoss
+from workflow.losses.large_margin import LargeMarginLoss
+
+OURS = ["ce", "cam", "lm"]
+
+
+def t(rows):
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+# ---------------------------------------------------------------- hand values
+
+
+def test_ce_hand_computed():
+    loss = CrossEntropyLoss(num_classes=2, embedding_size=2).double()
+    with torch.no_grad():
+        loss.classifier.weight.copy_(t([[1, 0], [0, 1]]))
+        loss.classifier.bias.copy_(t([0.5, 0]))
+    f = t([[1, 0], [0, 2]])  # logits [1.5, 0] and [0.5, 2]
+    y = torch.tensor([0, 0])
+    expected = (math.log(1 + math.exp(-1.5)) + math.log(1 + math.exp(1.5))) / 2
+    assert loss(f, y).item() == pytest.approx(expected, rel=1e-12)
+    assert torch.equal(loss.predict(f), t([[1.5, 0], [0.5, 2]]))
+
+
+def test_cam_hand_computed():
+    loss = ClassAnchorMarginLoss(
+        num_classes=3,
+        embedding_size=2,
+        margin=1.0,
+        min_norm=1.0,
+        w_attractor=1.0,
+        w_repeller=2.0,
+        w_min_norm=3.0,
+    ).double()
+    with torch.no_grad():
+        loss.anchors.copy_(t([[0.5, 0], [2, 0], [0, 3]]))
+    f = t([[1.5, 0], [2, 2]])
+    y = torch.tensor([0, 1])
+    # L_A: squared distances 1 and 4 -> mean(1/2 * 1, 1/2 * 4)
+    l_a = (0.5 * 1 + 0.5 * 4) / 2
+    # L_R: only |a0 - a1| = 1.5 < 2m = 2 (others are sqrt(9.25), sqrt(13));
+    # two ordered pairs -> 1/2 * 2 * (2 - 1.5)^2
+    l_r = 0.5 * 2 * (2 - 1.5) ** 2
+    # L_N: norms 0.5, 2, 3 -> only (1 - 0.5)
+    l_n = 1 - 0.5
+    assert loss.attractor(f, y).item() == pytest.approx(l_a)
+    assert loss.repeller().item() == pytest.approx(l_r)
+    assert loss.min_norm_term().item() == pytest.approx(l_n)
+    assert loss(f, y).item() == pytest.approx(1 * l_a + 2 * l_r + 3 * l_n)
+    # predict: negative distance to each anchor
+    expected = -t(
+        [[1, 0.5, math.sqrt(1.5**2 + 9)], [math.sqrt(2.25 + 4), 2, math.sqrt(5)]]
+    )
+    assert torch.allclose(loss.predict(f), expected, atol=1e-6)
+
+
+def test_lm_hand_computed():
+    loss = LargeMarginLoss(num_classes=3, embedding_size=2, beta=0.5).double()
+    with torch.no_grad():
+        loss.classifier.weight.zero_()
+        loss.classifier.bias.zero_()  # CE = log 3 for every sample
+        loss.centres.copy_(t([[2, 0], [0, 3], [-0.5, 0]]))  # -> (1,0) (0,1) (-1,0)
+    f = t([[3, 4], [0, -5]])  # normalised: (0.6, 0.8) and (0, -1)
+    y = torch.tensor([0, 1])
+    # sample 0: distances sqrt(0.8), sqrt(0.4), sqrt(3.2); own class 0
+    lm0 = math.sqrt(0.8) - (math.sqrt(0.4) + math.sqrt(3.2)) / 2
+    # sample 1: distances sqrt(2), 2, sqrt(2); own class 1
+    lm1 = 2 - (math.sqrt(2) + math.sqrt(2)) / 2
+    assert loss.margin_term(f, y).item() == pytest.approx(lm0 + lm1)
+    assert loss(f, y).item() == pytest.approx(math.log(3) + 0.5 * (lm0 + lm1))
+    assert torch.allclose(loss.class_anchors(), t([[1, 0], [0, 1], [-1, 0]]))
+
+
+# ------------------------------------------------------ loop references
+
+
+def dist(u, v):
+    return ((u - v) ** 2).sum().sqrt()
+
+
+def cam_loop(f, y, a, m, p, wa, wr, wn):
+    n, c = len(f), len(a)
+    l_a = sum(0.5 * ((f[i] - a[y[i]]) ** 2).sum() for i in range(n)) / n
+    l_r = 0.5 * sum(
+        torch.clamp(2 * m - dist(a[j], a[k]), min=0) ** 2
+        for j in range(c)
+        for k in range(c)
+        if j != k
+    )
+    l_n = sum(torch.clamp(p - dist(a[j], 0 * a[j]), min=0) for j in range(c))
+    return wa * l_a + wr * l_r + wn * l_n, l_r, l_n
+
+
+def lm_loop(f, y, centres, w, b, beta):
+    n, c = len(f), len(centres)
+    ce = 0
+    for i in range(n):
+        z = [f[i] @ w[k] + b[k] for k in range(c)]
+        ce = ce - torch.log(torch.exp(z[y[i]]) / sum(torch.exp(zk) for zk in z))
+    ce = ce / n
+    lm = 0
+    for i in range(n):
+        x = f[i] / dist(f[i], 0 * f[i])
+        ch = [centres[k] / dist(centres[k], 0 * centres[k]) for k in range(c)]
+        others = sum(dist(x, ch[k]) for k in range(c) if k != y[i])
+        lm = lm + dist(x, ch[y[i]]) - others / (c - 1)
+    return ce + beta * lm
+
+
+def test_cam_matches_loop_values_and_gradients():
+    torch.manual_seed(0)
+    params = dict(
+        margin=0.8, min_norm=1.2, w_attractor=0.7, w_repeller=1.3, w_min_norm=0.9
+    )
+    loss = ClassAnchorMarginLoss(num_classes=5, embedding_size=3, **params).double()
+    with torch.no_grad():
+        loss.anchors.copy_(0.6 * torch.randn(5, 3, dtype=torch.float64))
+    f = torch.randn(12, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 5, (12,))
+
+    ours = loss(f, y)
+    ref, l_r, l_n = cam_loop(f, y, loss.anchors, *params.values())
+    assert l_r.item() > 0 and l_n.item() > 0  # all three terms are active
+    assert torch.allclose(ours, ref)
+    g_ours = torch.autograd.grad(ours, [f, loss.anchors])
+    g_ref = torch.autograd.grad(ref, [f, loss.anchors])
+    for a, b in zip(g_ours, g_ref):
+        assert torch.allclose(a, b)
+
+
+def test_lm_matches_loop_values_and_gradients():
+    torch.manual_seed(1)
+    loss = LargeMarginLoss(num_classes=4, embedding_size=5, beta=0.3).double()
+    f = torch.randn(8, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 4, (8,))
+    w, b = loss.classifier.weight, loss.classifier.bias
+
+    ours = loss(f, y)
+    ref = lm_loop(f, y, loss.centres, w, b, 0.3)
+    assert torch.allclose(ours, ref)
+    inputs = [f, loss.centres, w, b]
+    for a, b_ in zip(
+        torch.autograd.grad(ours, inputs), torch.autograd.grad(ref, inputs)
+    ):
+        assert torch.allclose(a, b_)
+
+
+# ---------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_gradients_reach_every_parameter(name):
+    torch.manual_seed(2)
+    loss = build_loss(name, num_classes=4, embedding_size=6)
+    params = dict(loss.named_parameters())
+    assert params, "every loss here has learnable state"
+    f = torch.randn(16, 6, requires_grad=True)
+    y = torch.arange(16) % 4
+    loss(f, y).backward()
+    for pname, p in list(params.items()) + [("embeddings", f)]:
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, pname
+
+
+# ------------------------------------------------------- CAM's edge cases
+
+
+def cam(anchors, **params):
+    loss = ClassAnchorMarginLoss(
+        num_classes=len(anchors), embedding_size=anchors.shape[1], **params
+    )
+    loss = loss.double()
+    with torch.no_grad():
+        loss.anchors.copy_(anchors)
+    return loss
+
+
+def test_cam_min_norm_pushes_small_anchors_out():
+    torch.manual_seed(3)
+    loss = cam(1e-3 * torch.randn(4, 3, dtype=torch.float64), min_norm=1.0)
+    l_n = loss.min_norm_term()
+    norms = loss.anchors.norm(dim=1)
+    assert l_n.item() == pytest.approx((1.0 - norms).sum().item())
+    assert l_n.item() > 3.9
+    (grad,) = torch.autograd.grad(l_n, loss.anchors)
+    assert torch.isfinite(grad).all()
+    # a descent step along -grad increases every anchor's norm
+    assert ((loss.anchors.detach() - 0.1 * grad).norm(dim=1) > norms.detach()).all()
+
+
+def test_cam_min_norm_zero_for_large_anchors():
+    a = 2.0 * F.normalize(torch.randn(4, 3, dtype=torch.float64), dim=1)
+    assert cam(a, min_norm=1.0).min_norm_term().item() == 0.0
+
+
+def test_cam_repeller_zero_when_anchors_far_apart():
+    # pairwise distances sqrt(2) * 1.5 ~ 2.12 > 2m = 2
+    loss = cam(1.5 * torch.eye(3, dtype=torch.float64), margin=1.0)
+    assert loss.repeller().item() == 0.0
+    # at 0.5 * sqrt(2) ~ 0.71 < 2 the repeller acts: 1/2 * 6 pairs * (2 - 0.71)^2
+    loss = cam(0.5 * torch.eye(3, dtype=torch.float64), margin=1.0)
+    assert loss.repeller().item() == pytest.approx(3 * (2 - math.sqrt(0.5)) ** 2)
+
+
+def test_cam_finite_gradient_when_anchors_coincide():
+    a = t([[1.0, 2.0], [1.0, 2.0], [0.0, 0.0]])  # two equal anchors, one at zero
+    loss = cam(a, margin=1.0, min_norm=1.0)
+    f = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    value = loss(f, torch.tensor([0, 1, 2]))
+    assert torch.isfinite(value)
+    value.backward()
+    assert torch.isfinite(loss.anchors.grad).all()
+    assert torch.isfinite(f.grad).all()
+    # coinciding pair contributes ~ (2m)^2 (the clamp moves it by ~1e-6)
+    two = cam(a[:2], margin=1.0)
+    assert two.repeller().item() == pytest.approx(0.5 * 2 * 4, abs=1e-4)
+
+
+def test_lm_finite_gradient_when_embedding_hits_centre():
+    loss = LargeMarginLoss(num_classes=2, embedding_size=2).double()
+    with torch.no_grad():
+        loss.centres.copy_(t([[1, 0], [0, 1]]))
+    f = t([[3, 0]]).requires_grad_()
+    loss(f, torch.tensor([0])).backward()
+    assert torch.isfinite(f.grad).all() and torch.isfinite(loss.centres.grad).all()
+
+
+def test_cam_predict_and_anchors():
+    loss = cam(t([[0, 0], [5, 0], [0, 5]]))
+    f = t([[4, 1], [0.5, 0.2], [1, 4]])
+    assert loss.predict(f).argmax(1).tolist() == [1, 0, 2]
+    assert torch.equal(loss.class_anchors(), loss.anchors.detach())
+
+
+# ----------------------------------------------------------- optimisation
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_adam_lowers_loss_on_separable_toy(name):
+    torch.manual_seed(4)
+    centres = t([[3, 0], [-3, 3], [-3, -3]]).float()
+    y = torch.arange(30) % 3
+    f = (centres[y] + 0.5 * torch.randn(30, 2)).requires_grad_()
+    loss = build_loss(name, num_classes=3, embedding_size=2)
+    opt = torch.optim.Adam([f, *loss.parameters()], lr=0.05)
+    values = []
+    for _ in range(60):
+        opt.zero_grad()
+        value = loss(f, y)
+        value.backward()
+        opt.step()
+        values.append(value.item())
+    assert values[-1] < values[0] - 0.1 * abs(values[0])
+    with torch.no_grad():
+        accuracy = (loss.predict(f).argmax(1) == y).float().mean().item()
+    assert accuracy == 1.0
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_registry_names():
+    assert set(OURS) <= set(LOSSES.names())
+
+
+def test_unknown_loss_raises_key_error_naming_known_ones():
+    with pytest.raises(KeyError) as info:
+        build_loss("no_such_loss", num_classes=3, embedding_size=4)
+    message = info.value.args[0]
+    assert "no_such_loss" in message
+    known = message.split("registered: ")[1].split(", ")
+    assert set(OURS) <= set(known)
+
+
+@pytest.mark.parametrize(
+    "name, cls",
+    [("ce", CrossEntropyLoss), ("cam", ClassAnchorMarginLoss), ("lm", LargeMarginLoss)],
+)
+def test_build_with_defaults_and_interface(name, cls):
+    loss = build_loss(name, num_classes=5, embedding_size=7)
+    assert type(loss) is cls
+    f = torch.randn(4, 7)
+    assert loss(f, torch.tensor([0, 1, 2, 4])).dim() == 0
+    assert loss.predict(f).shape == (4, 5)
+    if name == "ce":
+        assert not hasattr(loss, "class_anchors")
+    else:
+        assert loss.class_anchors().shape == (5, 7)

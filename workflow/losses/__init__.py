@@ -1,0 +1,25 @@
+"""Loss functions, one file each, registered by name.
+
+Every loss is an ``nn.Module`` built as ``cls(num_classes=..., embedding_size=...,
+**params)`` and called as ``loss(embeddings, labels) -> scalar``. Learnable
+state (anchors, centres, classifier weights) is an ordinary ``nn.Parameter``
+so the optimiser and the checkpoint include it. Two optional methods:
+
+- ``predict(embeddings) -> (N, C) scores``: class scores for ``accuracy``;
+- ``class_anchors() -> (C, D) tensor``: learned anchors or class centres in
+  the embedding space (exported next to the embeddings).
+
+Add a loss: a new module here with ``@register_loss("name")`` on the class,
+plus one entry under ``losses:`` in the config.
+"""
+
+from workflow.registry import Registry
+
+LOSSES = Registry("loss", __name__)
+register_loss = LOSSES.register
+
+
+def build_loss(impl: str, num_classes: int, embedding_size: int, **params):
+    return LOSSES.get(impl)(
+        num_classes=num_classes, embedding_size=embedding_size, **params
+    )

@@ -1,0 +1,61 @@
+"""Large margin loss: cross-entropy plus a distance-based margin term.
+
+Racoviteanu, Florea & Badea (large-margin loss on L2-normalised embeddings
+and class centres).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workflow.losses import register_loss
+from workflow.losses.class_anchor_margin import safe_norm
+
+
+@register_loss("lm")
+class LargeMarginLoss(nn.Module):
+    """Cross-entropy plus a large-margin term on normalised class centres.
+
+    ``L = CE + beta * L_LM`` where CE is the cross-entropy of a linear head
+    ``nn.Linear(D, C)`` on the raw embedding ``x``, and, with ``x^ = x/||x||``
+    and learnable centres ``c^_k = c_k/||c_k||``,
+
+    ``L_LM = sum_i ( ||x^_i - c^_{y_i}|| - 1/(C-1) sum_{k != y_i} ||x^_i - c^_k|| )``
+
+    (a sum over the batch, as in the paper; CE is a batch mean). Distances
+    use ``safe_norm`` (finite gradient when ``x^_i = c^_k``).
+
+    Args:
+        num_classes: number of classes C (at least 2).
+        embedding_size: embedding dimension D; centres have shape (C, D),
+            initialised from a standard normal distribution.
+        beta: weight of ``L_LM``.
+    """
+
+    def __init__(self, num_classes: int, embedding_size: int, beta: float = 0.01):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError("LargeMarginLoss needs at least 2 classes")
+        self.classifier = nn.Linear(embedding_size, num_classes)
+        self.centres = nn.Parameter(torch.randn(num_classes, embedding_size))
+        self.beta = beta
+
+    def margin_term(self, embeddings, labels):
+        x = F.normalize(embeddings, dim=1)
+        c = F.normalize(self.centres, dim=1)
+        dist = safe_norm(x[:, None, :] - c[None, :, :])  # (N, C)
+        own = dist.gather(1, labels[:, None]).squeeze(1)
+        others = (dist.sum(1) - own) / (len(c) - 1)
+        return (own - others).sum()
+
+    def forward(self, embeddings, labels):
+        ce = F.cross_entropy(self.classifier(embeddings), labels)
+        return ce + self.beta * self.margin_term(embeddings, labels)
+
+    def predict(self, embeddings):
+        """Class logits of the CE head, shape (N, C)."""
+        return self.classifier(embeddings)
+
+    def class_anchors(self):
+        """The normalised centres ``c^``, shape (C, D), detached."""
+        return F.normalize(self.centres.detach(), dim=1)

@@ -1,0 +1,8 @@
+from workflow.io import save_csv
+from workflow.logs import log_to
+from workflow.report import aggregate
+
+with log_to(snakemake.log[0]):
+    metrics = aggregate(snakemake.params.cells, list(snakemake.input))
+    save_csv(snakemake.output[0], metrics)
+    print(f"{len(metrics)} rows")

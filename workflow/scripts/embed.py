@@ -1,0 +1,28 @@
+import numpy as np
+import pandas as pd
+import torch
+
+from workflow.embedding import compute_embeddings, provenance, write_embeddings
+from workflow.logs import log_to
+
+with log_to(snakemake.log[0]):
+    settings = snakemake.params.settings
+    torch.set_num_threads(snakemake.threads)
+    checkpoint = torch.load(snakemake.input.model, map_location="cpu", weights_only=True)
+    images = np.load(snakemake.input.images, mmap_mode="r")
+    labels = pd.read_parquet(snakemake.input.labels)["label"].to_numpy()
+    split = pd.read_parquet(snakemake.input.split)
+    split = split[split["split"] != "train"].reset_index(drop=True)
+    index = split["index"].to_numpy()
+    embeddings, predictions, anchors = compute_embeddings(checkpoint, settings, images, index)
+    write_embeddings(
+        snakemake.output.embeddings,
+        snakemake.output.anchors,
+        split,
+        labels[index],
+        embeddings,
+        predictions,
+        anchors,
+        provenance(settings, snakemake.params.config_hash),
+    )
+    print(f"{len(index)} embeddings of size {embeddings.shape[1]}")

@@ -1,0 +1,18 @@
+import pandas as pd
+
+from workflow.evaluate import evaluate_cell
+from workflow.io import save_csv, save_parquet
+from workflow.logs import log_to
+
+with log_to(snakemake.log[0]):
+    cfg = snakemake.params.evaluation
+    metrics, curve = evaluate_cell(
+        pd.read_parquet(snakemake.input.embeddings),
+        pd.read_parquet(snakemake.input.anchors),
+        precision_at=cfg["precision_at"],
+        top_k_error=cfg["top_k_error"],
+        chunk_size=cfg["chunk_size"],
+    )
+    print(metrics.to_string(index=False))
+    save_csv(snakemake.output.metrics, metrics)
+    save_parquet(snakemake.output.pr_curve, curve)

@@ -1,0 +1,17 @@
+import pandas as pd
+
+from workflow.io import atomic_path
+from workflow.logs import log_to
+from workflow.report import pr_figure
+
+with log_to(snakemake.log[0]):
+    frames = []
+    for cell, path in zip(snakemake.params.cells, snakemake.input):
+        curve = pd.read_parquet(path)
+        curve["backbone"], curve["loss"], curve["seed"] = cell.backbone, cell.loss, cell.seed
+        frames.append(curve)
+    dataset, regime = snakemake.wildcards.dataset, snakemake.wildcards.regime
+    fig = pr_figure(pd.concat(frames, ignore_index=True), f"{dataset} ({regime})")
+    for key in ["png", "pdf"]:
+        with atomic_path(snakemake.output[key]) as tmp:
+            fig.savefig(tmp, format=key)

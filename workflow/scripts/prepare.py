@@ -1,0 +1,6 @@
+from workflow.logs import log_to
+from workflow.prepare import prepare
+
+with log_to(snakemake.log[0]):
+    spec = snakemake.params.spec
+    prepare(spec["source"], spec.get("params", {}), **snakemake.output)

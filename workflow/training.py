@@ -1,0 +1,160 @@
+"""train: one cell = one backbone trained with one loss on one split.
+
+Deterministic on the CPU for a given seed (same settings, same bits). The
+whole training set is held as one float tensor on the device: the datasets
+of this stage are small, and it keeps the loop free of DataLoader overhead.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from workflow.backbones import build_backbone
+from workflow.losses import build_loss
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but no CUDA device is available")
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def to_tensor(images: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> normalised float (N, C, H, W) on ``device``."""
+    x = torch.as_tensor(np.ascontiguousarray(images), device=device)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - mean.to(device).view(1, -1, 1, 1)) / std.to(device).view(1, -1, 1, 1)
+
+
+def build_models(settings: dict, in_channels: int, image_size: int, num_classes: int):
+    backbone = build_backbone(
+        settings["arch"],
+        in_channels=in_channels,
+        image_size=image_size,
+        embedding_size=settings["embedding_size"],
+        **settings["backbone_params"],
+    )
+    loss = build_loss(
+        settings["loss_impl"],
+        num_classes=num_classes,
+        embedding_size=settings["embedding_size"],
+        **settings["loss_params"],
+    )
+    return backbone, loss
+
+
+def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
+    name = cfg["optimizer"]
+    if name == "adam":
+        return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"]
+        )
+    raise ValueError(f"training.optimizer: unknown optimiser {name!r}")
+
+
+def make_scheduler(optimizer, cfg: dict):
+    schedule = cfg["lr_schedule"]
+    if schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=cfg["lr_step_epochs"], gamma=cfg["lr_gamma"]
+        )
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["epochs"])
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A shuffled pass in batches; a last batch of one image joins the one
+    before (batch norm needs two)."""
+    order = torch.randperm(n, generator=generator)
+    chunks = list(order.split(batch_size))
+    if len(chunks) > 1 and len(chunks[-1]) < 2:
+        chunks[-2] = torch.cat(chunks[-2:])
+        chunks.pop()
+    return chunks
+
+
+def train_cell(
+    images: np.ndarray,
+    labels: np.ndarray,
+    train_index: np.ndarray,
+    num_classes: int,
+    settings: dict,
+    threads: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Train one cell; return a checkpoint dict (state dicts and plain data
+    only, so it loads with ``torch.load(weights_only=True)``)."""
+    cfg = settings["training"]
+    torch.set_num_threads(max(1, threads))
+    device = select_device(cfg["device"])
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    seed_everything(settings["seed"])
+
+    train_images = np.asarray(images[np.sort(train_index)])
+    y = torch.as_tensor(labels[np.sort(train_index)], dtype=torch.long, device=device)
+    pixels = torch.as_tensor(train_images, dtype=torch.float64).div(255.0)
+    mean = pixels.mean(dim=(0, 1, 2)).float()
+    std = pixels.std(dim=(0, 1, 2)).clamp_min(1e-3).float()
+    x = to_tensor(train_images, mean, std, device)
+
+    backbone, loss_fn = build_models(settings, x.shape[1], x.shape[2], num_classes)
+    backbone.to(device)
+    loss_fn.to(device)
+    optimizer = make_optimizer(list(backbone.parameters()) + list(loss_fn.parameters()), cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    generator = torch.Generator().manual_seed(settings["seed"])
+
+    history = []
+    cell = f"{settings['dataset']}/{settings['regime']}/{settings['backbone']}/{settings['loss']}/seed{settings['seed']}"
+    bar = tqdm(range(cfg["epochs"]), desc=f"train {cell}", file=sys.stderr, disable=not progress)
+    for epoch in bar:
+        backbone.train()
+        loss_fn.train()
+        total, count = 0.0, 0
+        for batch in batches(len(y), cfg["batch_size"], generator):
+            batch = batch.to(device)
+            loss = loss_fn(backbone(x[batch]), y[batch])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"cell {cell}: loss is {loss.item()} at epoch {epoch + 1}; "
+                    "lower training.lr or check the loss parameters"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+            count += len(batch)
+        scheduler.step()
+        history.append(total / count)
+        bar.set_postfix(loss=f"{history[-1]:.4f}")
+
+    return {
+        "backbone": {k: v.cpu() for k, v in backbone.state_dict().items()},
+        "loss": {k: v.cpu() for k, v in loss_fn.state_dict().items()},
+        "mean": mean,
+        "std": std,
+        "in_channels": int(x.shape[1]),
+        "image_size": int(x.shape[2]),
+        "num_classes": int(num_classes),
+        "history": history,
+        "device": str(device),
+    }
