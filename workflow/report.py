@@ -51,8 +51,10 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
     )
     table = stats.pivot(index=["backbone", "loss"], columns="metric", values=["mean", "std", "n"])
     table = table.swaplevel(0, 1, axis=1)
-    order = metric_order(stats["metric"])
-    return table.reindex(columns=pd.MultiIndex.from_product([order, ["mean", "std", "n"]]))
+    # Rows in config order (the order cells appear), columns in reading order.
+    rows = pd.MultiIndex.from_frame(stats[["backbone", "loss"]].drop_duplicates())
+    columns = pd.MultiIndex.from_product([metric_order(stats["metric"]), ["mean", "std", "n"]])
+    return table.reindex(index=rows, columns=columns)
 
 
 def formatted_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:

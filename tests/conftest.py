@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny pipeline workspace run once per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PIPELINE_FILES = ["Snakefile", "rules", "workflow", "envs"]
+
+TINY_CONFIG = {
+    "datasets": {"digits": {"source": "sklearn_digits", "query_per_class": 5}},
+    "regimes": {"full": {"train_per_class": None}, "fewshot5": {"train_per_class": 5}},
+    "backbones": {
+        "small_cnn": {"arch": "small_cnn", "embedding_size": 16, "params": {"widths": [8, 16]}}
+    },
+    "losses": {"ce": {"impl": "ce"}, "cam": {"impl": "cam"}, "lm": {"impl": "lm"}},
+    "seeds": [0, 1],
+    "training": {"epochs": 2, "batch_size": 64},
+}
+
+
+def make_workspace(path: Path, config: dict) -> Path:
+    """A copy of the pipeline code in ``path`` with ``config`` as config.yaml."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in PIPELINE_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, path / name)
+    (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir, env=env, capture_output=True, text=True,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The tiny config run end to end once, as `snakemake --cores 2 --resources gpu=1`."""
+    workdir = make_workspace(tmp_path_factory.mktemp("pipeline"), TINY_CONFIG)
+    snakemake(workdir, "--cores", "2", "--resources", "gpu=1")
+    return workdir

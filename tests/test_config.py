@@ -1,0 +1,94 @@
+"""Config checks: sweeps, registry names and schema errors that name the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from conftest import TINY_CONFIG, make_workspace, snakemake
+from workflow.config import (
+    Cell,
+    ConfigError,
+    cell_settings,
+    cells,
+    expand_losses,
+    prepare_config,
+    settings_hash,
+)
+
+
+def test_list_parameters_expand_into_named_entries():
+    losses = {"ce": {"impl": "ce"}, "cam": {"impl": "cam", "params": {"margin": [1, 2.5], "min_norm": 1}}}
+    expanded = expand_losses(losses)
+    assert list(expanded) == ["ce", "cam-margin1", "cam-margin2.5"]
+    assert expanded["cam-margin2.5"]["params"] == {"margin": 2.5, "min_norm": 1}
+    assert losses["cam"]["params"]["margin"] == [1, 2.5]  # input untouched
+
+
+def test_two_lists_expand_to_their_product():
+    expanded = expand_losses({"cam": {"impl": "cam", "params": {"margin": [1, 2], "min_norm": [0.5, 1]}}})
+    assert len(expanded) == 4 and "cam-margin2-min_norm0.5" in expanded
+
+
+def test_cells_are_the_product_of_the_grid():
+    config = prepare_config(TINY_CONFIG)
+    grid = cells(config)
+    assert len(grid) == 1 * 2 * 1 * 3 * 2
+    assert Cell("digits", "fewshot5", "small_cnn", "lm", 1) in grid
+
+
+def test_training_overrides_per_backbone_then_loss():
+    config = copy.deepcopy(TINY_CONFIG)
+    config["training"] = {"epochs": 5, "lr": 0.1, "batch_size": 8}
+    config["backbones"]["small_cnn"]["training"] = {"epochs": 7, "lr": 0.2}
+    config["losses"]["cam"]["training"] = {"lr": 0.3}
+    config = prepare_config(config)
+    settings = cell_settings(config, Cell("digits", "full", "small_cnn", "cam", 0))
+    assert settings["training"] == {"epochs": 7, "lr": 0.3, "batch_size": 8}
+    other = cell_settings(config, Cell("digits", "full", "small_cnn", "ce", 0))
+    assert other["training"]["lr"] == 0.2
+    assert settings_hash(settings) != settings_hash(other)
+    assert settings_hash(settings) == settings_hash(copy.deepcopy(settings))
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [("losses", "impl", "no_such_loss"), ("backbones", "arch", "resnet9000"), ("datasets", "source", "mnist_typo")],
+)
+def test_unregistered_names_are_rejected_naming_the_key(section, key, value):
+    config = copy.deepcopy(TINY_CONFIG)
+    name = next(iter(config[section]))
+    config[section][name][key] = value
+    with pytest.raises(ConfigError, match=rf"{section}\.{name}\.{key}: unknown .*'{value}'; registered: "):
+        prepare_config(config)
+
+
+BAD_VALUES = [
+    # (path in the config, bad value, words the message must contain)
+    (("losses", "cam", "impl"), "camm", ["losses.cam.impl", "camm", "registered: ", "cam, ce"]),
+    (("datasets", "digits", "source"), "cifar", ["datasets.digits.source", "cifar"]),
+    (("backbones", "small_cnn", "arch"), "vit_huge", ["backbones.small_cnn.arch", "vit_huge"]),
+    (("regimes", "fewshot5", "train_per_class"), -5, ["regimes", "fewshot5", "train_per_class", "-5"]),
+    (("training", "epochs"), "ten", ["training", "epochs", "'ten'"]),
+    (("training", "optimizer"), "adamax", ["training", "optimizer", "adamax"]),
+    (("seeds",), [0, "one"], ["seeds", "'one'"]),
+    (("datasets", "digits", "query_per_class"), 0, ["digits", "query_per_class", "0"]),
+    (("losses", "ce", "lr"), 0.1, ["losses", "ce", "'lr'"]),  # misplaced key
+]
+
+
+@pytest.mark.parametrize("path, value, words", BAD_VALUES, ids=lambda v: str(v))
+def test_bad_config_stops_snakemake_before_any_job(tmp_path, path, value, words):
+    config = copy.deepcopy(TINY_CONFIG)
+    node = config
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    workdir = make_workspace(tmp_path, config)
+    result = snakemake(workdir, "--cores", "1", "--dry-run", check=False)
+    message = result.stdout + result.stderr
+    assert result.returncode != 0
+    for word in words:
+        assert word in message, f"{word!r} not in:\n{message}"
+    assert not (workdir / "results").exists()

@@ -1,0 +1,329 @@
+"""Tests of workflow.metrics against sklearn, pytorch-metric-learning and a
+brute-force numpy reference (full Q x N argsort, float64).
+
+Test data lie on an integer grid: every intermediate of the float32 distance
+computation (ours, and PML's torch.cdist) is then an integer below 2**24, so
+float32 is exact and the float64 reference ranks exactly as the code under
+test. "Continuous" data are a fine grid checked to have no tie between a
+positive and a negative (the only ties that could change a metric); "tie" data
+use a coarse grid {0, 1, 2}^3 on which most distances tie.
+"""
+
+import numpy as np
+import pytest
+import torch
+from pytorch_metric_learning.distances import LpDistance
+from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from pytorch_metric_learning.utils.inference import CustomKNN
+from sklearn.metrics import auc, average_precision_score
+
+from workflow.metrics import (
+    evaluate_retrieval,
+    metrics_from_positive_ranks,
+    positive_ranks,
+    pr_curve,
+    retrieval_metrics,
+)
+
+PML_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
+
+
+# ---------------------------------------------------------------------------
+# Data and references
+# ---------------------------------------------------------------------------
+
+
+def make_labels(rng, n_db, n_classes, query_counts):
+    """Database labels with every class present; query labels with the given
+    number of queries per class; both shuffled."""
+    db_labels = np.concatenate(
+        [np.arange(n_classes), rng.integers(0, n_classes, n_db - n_classes)]
+    )
+    query_labels = np.repeat(np.arange(n_classes), query_counts)
+    return rng.permutation(query_labels), rng.permutation(db_labels)
+
+
+def grid_data(seed, n_classes, query_counts, n_db=120, coarse=False):
+    """Class-structured integer-valued float32 embeddings.
+
+    Fine: 4-D, coordinates in [-500, 500]: squared distances are integers
+    below 4 * 1000**2 < 2**22, so every float32 intermediate is exact and
+    distinct squared distances keep distinct float32 square roots (PML ranks
+    by the root). Coarse: 3-D, coordinates in {0, 1, 2}.
+    """
+    rng = np.random.default_rng(seed)
+    if np.isscalar(query_counts):
+        query_counts = [query_counts] * n_classes
+    ql, dl = make_labels(rng, n_db, n_classes, query_counts)
+    if coarse:
+        dim, lo, hi, spread, noise = 3, 0, 2, 2.0, 0.7
+        centres = rng.uniform(0, spread, (n_classes, dim))
+    else:
+        dim, lo, hi, spread, noise = 4, -500, 500, 300.0, 120.0
+        centres = rng.uniform(-spread, spread, (n_classes, dim))
+
+    def embed(labels):
+        x = centres[labels] + rng.normal(0, noise, (len(labels), dim))
+        return np.clip(np.rint(x), lo, hi).astype(np.float32)
+
+    return embed(ql), ql, embed(dl), dl
+
+
+def reference(q, ql, db, dl):
+    """Brute force: float64 squared distances, full stable argsort (ties by
+    database index), relevance of every rank position."""
+    d = ((q[:, None, :].astype(np.float64) - db[None, :, :].astype(np.float64)) ** 2).sum(-1)
+    order = np.argsort(d, axis=1, kind="stable")
+    relevant = dl[order] == ql[:, None]
+    return d, order, relevant
+
+
+def pos_neg_ties(d, ql, dl):
+    """Number of queries with a positive and a negative at the same distance."""
+    n = 0
+    for row, label in zip(d, ql):
+        pos = set(row[dl == label].tolist())
+        n += bool(pos & set(row[dl != label].tolist()))
+    return n
+
+
+def class_macro(per_query, ql):
+    return np.mean([per_query[ql == c].mean() for c in np.unique(ql)])
+
+
+def ref_curve(relevant):
+    hits = np.cumsum(relevant, axis=1)
+    cutoff = np.arange(1, relevant.shape[1] + 1)
+    precision = (hits / cutoff).mean(axis=0)
+    recall = (hits / relevant.sum(axis=1, keepdims=True)).mean(axis=0)
+    return precision, recall
+
+
+def pml(q, ql, db, dl, avg_of_avgs=False, knn_func=None):
+    calc = AccuracyCalculator(
+        include=PML_METRICS,
+        avg_of_avgs=avg_of_avgs,
+        device=torch.device("cpu"),
+        knn_func=knn_func or CustomKNN(LpDistance(normalize_embeddings=False)),
+    )
+    return calc.get_accuracy(q, ql, db, dl, ref_includes_query=False)
+
+
+def with_index_tiebreak(q, db, reverse=False):
+    """Encode a tie-break by database index into the data, for PML.
+
+    PML's CustomKNN ranks with torch.topk, whose order among equal distances
+    is unspecified, so on tied data it need not agree with our convention.
+    Append one coordinate: 0 for queries, c_j = sqrt((j+1) / (2(N+1))) for
+    database item j. A squared distance s (an integer on the coarse grid)
+    becomes s + c_j**2 with 0 < c_j**2 < 1/2, increasing in j in steps of
+    1/(2(N+1)) (far above float32 rounding at these magnitudes): items at
+    different s keep their order and items tied at s are ordered by index,
+    with no ties left for topk to break. ``reverse`` orders ties by
+    descending index instead (to show that the tie-break matters).
+    """
+    n = len(db)
+    j = np.arange(n)[::-1] if reverse else np.arange(n)
+    extra = np.sqrt((j + 1) / (2.0 * (n + 1)))
+    q_aug = np.hstack([q, np.zeros((len(q), 1))]).astype(np.float32)
+    db_aug = np.hstack([db, extra[:, None]]).astype(np.float32)
+    return q_aug, db_aug
+
+
+class StableKNN:
+    """A knn_func for PML that ranks by L2 with a stable sort (our tie-break),
+    so PML's own metric code can be run on tied data unchanged."""
+
+    def __call__(self, query, k, reference, ref_includes_query=False):
+        assert not ref_includes_query
+        mat = LpDistance(normalize_embeddings=False)(query, reference)
+        dist, idx = torch.sort(mat, dim=1, stable=True)
+        return dist[:, :k], idx[:, :k]
+
+
+# ---------------------------------------------------------------------------
+# Tests
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_classes,seed", [(2, 1), (5, 1), (12, 2)])
+def test_map_matches_sklearn_average_precision(n_classes, seed):
+    # (Seeds are fixed; the precondition below holds for them.)
+    q, ql, db, dl = grid_data(seed, n_classes, query_counts=60 // n_classes)
+    d, _, _ = reference(q, ql, db, dl)
+    assert pos_neg_ties(d, ql, dl) == 0  # precondition: -distance is a tie-free score
+    expected = np.mean(
+        [average_precision_score(dl == label, -row) for row, label in zip(d, ql)]
+    )
+    got = retrieval_metrics(q, ql, db, dl)
+    assert got["map"] == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def test_map_with_ties_matches_sklearn_on_index_tiebreak_scores():
+    q, ql, db, dl = grid_data(3, 4, query_counts=15, coarse=True)
+    d, order, _ = reference(q, ql, db, dl)
+    assert pos_neg_ties(d, ql, dl) > len(ql) // 2  # ties are everywhere
+    # Scores that encode the documented convention: minus the position in the
+    # stable (index tie-broken) ranking. sklearn on raw -distance would
+    # instead pool tied items, so give it these tie-free scores.
+    position = np.empty_like(order)
+    np.put_along_axis(position, order, np.arange(len(db))[None, :], axis=1)
+    expected = np.mean(
+        [average_precision_score(dl == label, -pos) for pos, label in zip(position, ql)]
+    )
+    got = retrieval_metrics(q, ql, db, dl)
+    assert got["map"] == pytest.approx(expected, rel=1e-12)
+    # ...and the tie convention matters here: pooled ties give another value.
+    pooled = np.mean(
+        [average_precision_score(dl == label, -row) for row, label in zip(d, ql)]
+    )
+    assert abs(pooled - expected) > 1e-3
+
+
+@pytest.mark.parametrize("n_classes,seed", [(3, 4), (8, 5)])
+def test_matches_pml_accuracy_calculator(n_classes, seed):
+    # Balanced query classes: PML's precision_at_1 (a per-query mean with
+    # avg_of_avgs=False) then equals our class-macro precision@1.
+    q, ql, db, dl = grid_data(seed, n_classes, query_counts=48 // n_classes)
+    d, _, _ = reference(q, ql, db, dl)
+    assert pos_neg_ties(d, ql, dl) == 0
+    ref = pml(q, ql, db, dl)
+    got = retrieval_metrics(q, ql, db, dl)
+    assert got["precision@1"] == pytest.approx(ref["precision_at_1"], abs=1e-12)
+    assert got["r_precision"] == pytest.approx(ref["r_precision"], abs=1e-12)
+    assert got["map@r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-12)
+
+
+def test_matches_pml_on_unbalanced_query_classes():
+    q, ql, db, dl = grid_data(8, 4, query_counts=[30, 10, 5, 3])
+    d, _, _ = reference(q, ql, db, dl)
+    assert pos_neg_ties(d, ql, dl) == 0
+    micro = pml(q, ql, db, dl, avg_of_avgs=False)
+    macro = pml(q, ql, db, dl, avg_of_avgs=True)
+    got = retrieval_metrics(q, ql, db, dl)
+    # precision@k is class-macro (PML's avg_of_avgs=True) ...
+    assert got["precision@1"] == pytest.approx(macro["precision_at_1"], abs=1e-12)
+    assert abs(macro["precision_at_1"] - micro["precision_at_1"]) > 1e-3
+    # ... while top1_error, r_precision and map@r are per-query means.
+    assert 1 - got["top1_error"] == pytest.approx(micro["precision_at_1"], abs=1e-12)
+    assert got["r_precision"] == pytest.approx(micro["r_precision"], abs=1e-12)
+    assert got["map@r"] == pytest.approx(micro["mean_average_precision_at_r"], abs=1e-12)
+
+
+def test_matches_pml_with_ties():
+    # Coarse grid: most distances tie, between positives and negatives too.
+    q, ql, db, dl = grid_data(7, 4, query_counts=12, coarse=True)
+    d, _, _ = reference(q, ql, db, dl)
+    assert pos_neg_ties(d, ql, dl) > len(ql) // 2
+    got = retrieval_metrics(q, ql, db, dl)
+    keys = {"precision@1": "precision_at_1", "r_precision": "r_precision",
+            "map@r": "mean_average_precision_at_r"}
+
+    # (a) PML's metric code, ranked by a stable sort (our tie-break).
+    ref = pml(q, ql, db, dl, knn_func=StableKNN())
+    for ours, theirs in keys.items():
+        assert got[ours] == pytest.approx(ref[theirs], abs=1e-12), ours
+
+    # (b) PML's stock CustomKNN (torch.topk) on the same data with the index
+    # tie-break encoded into it (see with_index_tiebreak).
+    ref = pml(*_interleave(with_index_tiebreak(q, db), ql, dl))
+    for ours, theirs in keys.items():
+        assert got[ours] == pytest.approx(ref[theirs], abs=1e-12), ours
+
+    # The comparison is sensitive to the tie-break: ordering ties by
+    # descending index changes PML's values.
+    rev = pml(*_interleave(with_index_tiebreak(q, db, reverse=True), ql, dl))
+    assert any(abs(got[o] - rev[t]) > 1e-3 for o, t in keys.items())
+
+
+def _interleave(embs, ql, dl):
+    q_aug, db_aug = embs
+    return q_aug, ql, db_aug, dl
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+def test_precision_and_topk_error_match_brute_force(coarse):
+    # Unbalanced query classes, so class-macro and per-query means differ.
+    q, ql, db, dl = grid_data(8, 5, query_counts=[25, 12, 6, 3, 2], coarse=coarse)
+    _, _, relevant = reference(q, ql, db, dl)
+    ks = (1, 3, 5, 10, 50)
+    got = retrieval_metrics(q, ql, db, dl, precision_at=ks, top_k_error=ks)
+    assert set(got) == (
+        {f"precision@{k}" for k in ks} | {f"top{k}_error" for k in ks}
+        | {"map", "map@r", "r_precision", "pr_auc"}
+    )
+    macro_differs = False
+    for k in ks:
+        per_query = relevant[:, :k].mean(axis=1)
+        expected = class_macro(per_query, ql)
+        assert got[f"precision@{k}"] == pytest.approx(expected, abs=1e-12)
+        macro_differs |= abs(expected - per_query.mean()) > 1e-3
+        err = np.mean(~relevant[:, :k].any(axis=1))
+        assert got[f"top{k}_error"] == pytest.approx(err, abs=1e-12)
+    assert macro_differs
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+def test_pr_curve_and_auc_match_brute_force(coarse):
+    q, ql, db, dl = grid_data(9, 6, query_counts=[12, 9, 7, 5, 4, 3], coarse=coarse)
+    _, _, relevant = reference(q, ql, db, dl)
+    precision, recall = ref_curve(relevant)
+    metrics, curve = evaluate_retrieval(q, ql, db, dl)
+    assert list(curve.columns) == ["cutoff", "precision", "recall"]
+    np.testing.assert_array_equal(curve["cutoff"], np.arange(1, len(db) + 1))
+    np.testing.assert_allclose(curve["precision"], precision, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(curve["recall"], recall, rtol=0, atol=1e-12)
+    assert curve["recall"].iloc[-1] == pytest.approx(1.0)
+    expected_auc = auc(np.r_[0.0, recall], np.r_[precision[0], precision])
+    assert metrics["pr_auc"] == pytest.approx(expected_auc, abs=1e-12)
+    # pr_curve alone gives the same curve.
+    np.testing.assert_allclose(pr_curve(q, ql, db, dl).to_numpy(), curve.to_numpy())
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+def test_chunking_does_not_change_results(coarse):
+    q, ql, db, dl = grid_data(10, 5, query_counts=[9, 8, 7, 6, 3], coarse=coarse)
+    runs = [evaluate_retrieval(q, ql, db, dl, chunk_size=c) for c in (1, 7, len(q), 1000)]
+    m0, c0 = runs[0]
+    for m, c in runs[1:]:
+        assert m.keys() == m0.keys()
+        for key in m0:
+            if key == "pr_auc":
+                # Built from per-cutoff float sums accumulated chunk by chunk:
+                # equal up to summation order.
+                assert m[key] == pytest.approx(m0[key], rel=1e-12)
+            else:
+                assert m[key] == m0[key], key
+        np.testing.assert_allclose(c.to_numpy(), c0.to_numpy(), rtol=1e-12, atol=0)
+
+
+def test_positive_ranks_and_torch_inputs():
+    q, ql, db, dl = grid_data(11, 3, query_counts=5, coarse=True)
+    _, _, relevant = reference(q, ql, db, dl)
+    ranks, counts = positive_ranks(q, ql, db, dl, chunk_size=4)
+    np.testing.assert_array_equal(counts, relevant.sum(axis=1))
+    np.testing.assert_array_equal(ranks, np.nonzero(relevant)[1] + 1)
+    metrics, curve = metrics_from_positive_ranks(ranks, counts, ql, len(db))
+    from_numpy = retrieval_metrics(q, ql, db, dl)
+    from_torch = retrieval_metrics(
+        torch.from_numpy(q), torch.from_numpy(ql), torch.from_numpy(db),
+        torch.from_numpy(dl), device="cpu",
+    )
+    assert from_torch == from_numpy
+    assert metrics == pytest.approx(from_numpy, rel=1e-12)
+
+
+def test_query_class_missing_from_database_raises():
+    q, ql, db, dl = grid_data(12, 3, query_counts=4)
+    ql = ql.copy()
+    ql[[0, 5]] = 99  # class 99 has no database item
+    with pytest.raises(ValueError, match=r"^2 of 12 queries"):
+        retrieval_metrics(q, ql, db, dl)
+    with pytest.raises(ValueError, match=r"^2 of 12 queries"):
+        pr_curve(q, ql, db, dl)
+
+
+def test_cutoff_larger_than_database_raises():
+    q, ql, db, dl = grid_data(13, 2, query_counts=3, n_db=20)
+    with pytest.raises(ValueError, match="exceeds the database size"):
+        retrieval_metrics(q, ql, db, dl, precision_at=(21,))

@@ -1,0 +1,131 @@
+"""The whole pipeline on a tiny config, through real Snakemake runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import yaml
+
+from conftest import TINY_CONFIG, snakemake
+from workflow.config import cells, prepare_config
+
+CELLS = cells(prepare_config(TINY_CONFIG))
+
+
+def test_every_output_exists_and_is_well_formed(tiny_run):
+    results = tiny_run / "results"
+    assert (results / "data/digits/images.npy").exists()
+    assert json.loads((results / "data/digits/classes.json").read_text()) == [str(i) for i in range(10)]
+    for cell in CELLS:
+        cell_dir = results / "cells" / cell.path
+        checkpoint = torch.load(cell_dir / "model.pt", weights_only=True)
+        assert len(checkpoint["history"]) == TINY_CONFIG["training"]["epochs"]
+
+        table = pq.read_table(cell_dir / "embeddings.parquet")
+        assert table.column_names == ["index", "split", "label", "prediction", "embedding"]
+        emb_type = table.schema.field("embedding").type
+        assert pa.types.is_fixed_size_list(emb_type)
+        assert emb_type.list_size == 16 and emb_type.value_type == pa.float32()
+        frame = table.to_pandas()
+        assert set(frame["split"]) == {"database", "query"}
+        assert (frame["split"] == "query").sum() == 5 * 10
+        meta = json.loads(table.schema.metadata[b"cbir"])
+        assert {k: meta[k] for k in ["dataset", "regime", "backbone", "loss", "seed"]} == {
+            "dataset": cell.dataset, "regime": cell.regime, "backbone": cell.backbone,
+            "loss": cell.loss, "seed": cell.seed,
+        }
+        assert meta["embedding_size"] == 16
+        assert re.fullmatch(r"[0-9a-f]{16}", meta["config_hash"])
+        for key in ["git_commit", "torch_version", "project_version"]:
+            assert meta[key]
+
+        anchors = pq.read_table(cell_dir / "anchors.parquet").to_pandas()
+        assert len(anchors) == (0 if cell.loss == "ce" else 10)
+
+        # The split files give the embedded rows: queries and database only.
+        split = pd.read_parquet(results / f"splits/{cell.dataset}/{cell.regime}/seed{cell.seed}.parquet")
+        expected = split.loc[split["split"] != "train", "index"].sort_values().to_numpy()
+        assert np.array_equal(np.sort(frame["index"].to_numpy()), expected)
+
+        assert (results / "logs/train" / f"{cell.path}.log").read_text().strip()
+        assert (results / "benchmarks/train" / f"{cell.path}.tsv").exists()
+
+
+def test_metrics_table_is_tidy_and_complete(tiny_run):
+    metrics = pd.read_csv(tiny_run / "results/metrics.csv")
+    assert list(metrics.columns) == [
+        "dataset", "regime", "backbone", "loss", "seed", "retrieval", "metric", "value"
+    ]
+    assert set(metrics["retrieval"]) == {"exact"}
+    expected_metrics = {
+        "precision@1", "precision@5", "precision@10", "top1_error", "top5_error",
+        "map", "map@r", "r_precision", "pr_auc", "accuracy",
+    }
+    assert set(metrics["metric"]) == expected_metrics
+    assert len(metrics) == len(CELLS) * len(expected_metrics)
+    assert metrics["value"].between(0, 1).all()
+    # Two epochs on digits already beat chance (0.1) by far.
+    p1 = metrics[metrics["metric"] == "precision@1"]
+    assert p1["value"].mean() > 0.3
+
+
+def test_tables_and_figures(tiny_run):
+    results = tiny_run / "results"
+    for regime in TINY_CONFIG["regimes"]:
+        table = pd.read_csv(results / f"tables/digits/{regime}.csv")
+        assert list(table["loss"]) == ["ce", "cam", "lm"]
+        metrics = pd.read_csv(results / "metrics.csv")
+        ce = metrics[(metrics["regime"] == regime) & (metrics["loss"] == "ce") & (metrics["metric"] == "map")]
+        assert np.isclose(table.loc[table["loss"] == "ce", "map mean"].item(), ce["value"].mean())
+        assert np.isclose(table.loc[table["loss"] == "ce", "map std"].item(), ce["value"].std())
+        markdown = (results / f"tables/digits/{regime}.md").read_text()
+        assert "±" in markdown and "| cam" in markdown
+        latex = (results / f"tables/digits/{regime}.tex").read_text()
+        assert r"\toprule" in latex and r"\bottomrule" in latex and r"$\pm$" in latex
+        png = (results / f"figures/digits/pr_{regime}.png").read_bytes()
+        assert png.startswith(b"\x89PNG")
+        assert (results / f"figures/digits/pr_{regime}.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_second_run_does_nothing(tiny_run):
+    result = snakemake(tiny_run, "--cores", "2", "--dry-run")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_added_loss_adds_only_its_cells(tiny_run, tmp_path):
+    """Adding a loss is one new file plus one config entry; the dry run then
+    lists only the new loss's cells (and the reports that read them)."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    (workdir / "workflow/losses/cosine_face_toy.py").write_text(
+        "import torch.nn.functional as F\n"
+        "from torch import nn\n"
+        "from workflow.losses import register_loss\n\n\n"
+        "@register_loss('toy_cosine')\n"
+        "class ToyCosine(nn.Module):\n"
+        "    def __init__(self, num_classes, embedding_size, scale=10.0):\n"
+        "        super().__init__()\n"
+        "        self.weight = nn.Parameter(F.normalize(__import__('torch').randn(num_classes, embedding_size)))\n"
+        "        self.scale = scale\n\n"
+        "    def predict(self, x):\n"
+        "        return self.scale * F.normalize(x) @ F.normalize(self.weight).T\n\n"
+        "    def forward(self, x, y):\n"
+        "        return F.cross_entropy(self.predict(x), y)\n"
+    )
+    config = dict(TINY_CONFIG, losses={**TINY_CONFIG["losses"], "toy": {"impl": "toy_cosine"}})
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    out = snakemake(workdir, "--cores", "1", "--dry-run").stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1], flags=re.M))
+    n_new = len(TINY_CONFIG["regimes"]) * len(TINY_CONFIG["seeds"])
+    assert jobs.pop("total") == str(3 * n_new + 1 + 2 * 2 + 1)
+    assert jobs == {"train": str(n_new), "embed": str(n_new), "evaluate": str(n_new),
+                    "aggregate": "1", "table": "2", "pr_figure": "2", "all": "1"}
+    trained = re.findall(r"rule train:.*?wildcards: ([^\n]+)", out, flags=re.S)
+    assert trained and all("loss=toy" in w for w in trained)
