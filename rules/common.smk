@@ -1,14 +1,11 @@
-import os
 import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-# Make the `workflow` package importable here and in every rule script.
+# The `workflow` package of this repository (rule scripts import it through
+# workflow/scripts/_repo_path.py).
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [workflow.basedir] + [p for p in [os.environ.get("PYTHONPATH")] if p]
-)
 
 from workflow.config import (
     Cell,
@@ -26,9 +23,6 @@ except ConfigError as error:
     raise WorkflowError(str(error))
 
 CELLS = cells(CONFIG)
-RESULTS = "results"
-CELL_DIR = RESULTS + "/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}"
-CELL_LOG = "{dataset}/{regime}/{backbone}/{loss}/seed{seed}"
 
 
 wildcard_constraints:
@@ -70,7 +64,7 @@ def cells_of(dataset, regime):
 
 
 def cell_files(cells_, name):
-    return [f"{RESULTS}/cells/{c.path}/{name}" for c in cells_]
+    return [f"results/cells/{c.path}/{name}" for c in cells_]
 
 
 def get_all_metric_files(wildcards):
@@ -86,11 +80,11 @@ def get_cells_of_figure(wildcards):
 
 
 def get_final_output():
-    outputs = [f"{RESULTS}/metrics.csv"]
+    outputs = [f"results/metrics.csv"]
     for dataset in CONFIG["datasets"]:
         for regime in CONFIG["regimes"]:
             for ext in ["csv", "md", "tex"]:
-                outputs.append(f"{RESULTS}/tables/{dataset}/{regime}.{ext}")
+                outputs.append(f"results/tables/{dataset}/{regime}.{ext}")
             for ext in ["png", "pdf"]:
-                outputs.append(f"{RESULTS}/figures/{dataset}/pr_{regime}.{ext}")
+                outputs.append(f"results/figures/{dataset}/pr_{regime}.{ext}")
     return outputs

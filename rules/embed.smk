@@ -1,23 +1,23 @@
 rule embed:
     input:
-        model=CELL_DIR + "/model.pt",
-        images=RESULTS + "/data/{dataset}/images.npy",
-        labels=RESULTS + "/data/{dataset}/labels.parquet",
-        split=RESULTS + "/splits/{dataset}/{regime}/seed{seed}.parquet",
+        model="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/model.pt",
+        images="results/data/{dataset}/images.npy",
+        labels="results/data/{dataset}/labels.parquet",
+        split="results/splits/{dataset}/{regime}/seed{seed}.parquet",
     output:
-        embeddings=CELL_DIR + "/embeddings.parquet",
-        anchors=CELL_DIR + "/anchors.parquet",
-    params:
-        settings=get_cell_settings,
-        config_hash=get_cell_hash,
+        embeddings="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/embeddings.parquet",
+        anchors="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/anchors.parquet",
+    log:
+        "results/logs/embed/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/embed/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.tsv"
+    conda:
+        "../envs/pytorch.yaml"
     threads: 1
     resources:
         gpu=1,
-    log:
-        RESULTS + "/logs/embed/" + CELL_LOG + ".log",
-    benchmark:
-        RESULTS + "/benchmarks/embed/" + CELL_LOG + ".tsv"
-    conda:
-        "../envs/pytorch.yaml"
+    params:
+        settings=get_cell_settings,
+        config_hash=get_cell_hash,
     script:
         "../workflow/scripts/embed.py"

@@ -1,17 +1,17 @@
 rule evaluate:
     input:
-        embeddings=CELL_DIR + "/embeddings.parquet",
-        anchors=CELL_DIR + "/anchors.parquet",
+        embeddings="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/embeddings.parquet",
+        anchors="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/anchors.parquet",
     output:
-        metrics=CELL_DIR + "/metrics.csv",
-        pr_curve=CELL_DIR + "/pr_curve.parquet",
-    params:
-        evaluation=CONFIG["evaluation"],
+        metrics="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/metrics.csv",
+        pr_curve="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/pr_curve.parquet",
     log:
-        RESULTS + "/logs/evaluate/" + CELL_LOG + ".log",
+        "results/logs/evaluate/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.log",
     benchmark:
-        RESULTS + "/benchmarks/evaluate/" + CELL_LOG + ".tsv"
+        "results/benchmarks/evaluate/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.tsv"
     conda:
         "../envs/pytorch.yaml"
+    params:
+        evaluation=CONFIG["evaluation"],
     script:
         "../workflow/scripts/evaluate.py"

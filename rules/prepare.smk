@@ -1,15 +1,15 @@
 rule prepare:
     output:
-        images=RESULTS + "/data/{dataset}/images.npy",
-        labels=RESULTS + "/data/{dataset}/labels.parquet",
-        classes=RESULTS + "/data/{dataset}/classes.json",
-    params:
-        spec=get_dataset_spec,
+        images="results/data/{dataset}/images.npy",
+        labels="results/data/{dataset}/labels.parquet",
+        classes="results/data/{dataset}/classes.json",
     log:
-        RESULTS + "/logs/prepare/{dataset}.log",
+        "results/logs/prepare/{dataset}.log",
     benchmark:
-        RESULTS + "/benchmarks/prepare/{dataset}.tsv"
+        "results/benchmarks/prepare/{dataset}.tsv"
     conda:
         "../envs/pytorch.yaml"
+    params:
+        spec=get_dataset_spec,
     script:
         "../workflow/scripts/prepare.py"

@@ -3,37 +3,37 @@ rule aggregate:
         get_all_metric_files,
     output:
         report(
-            RESULTS + "/metrics.csv",
+            "results/metrics.csv",
             caption="../workflow/captions/metrics.rst",
             category="Metrics",
         ),
-    params:
-        cells=CELLS,
     log:
-        RESULTS + "/logs/aggregate.log",
+        "results/logs/aggregate.log",
     benchmark:
-        RESULTS + "/benchmarks/aggregate.tsv"
+        "results/benchmarks/aggregate.tsv"
     conda:
         "../envs/report.yaml"
+    params:
+        cells=CELLS,
     script:
         "../workflow/scripts/aggregate.py"
 
 
 rule table:
     input:
-        RESULTS + "/metrics.csv",
+        "results/metrics.csv",
     output:
-        csv=RESULTS + "/tables/{dataset}/{regime}.csv",
+        csv="results/tables/{dataset}/{regime}.csv",
         md=report(
-            RESULTS + "/tables/{dataset}/{regime}.md",
+            "results/tables/{dataset}/{regime}.md",
             caption="../workflow/captions/table.rst",
             category="Tables",
         ),
-        tex=RESULTS + "/tables/{dataset}/{regime}.tex",
+        tex="results/tables/{dataset}/{regime}.tex",
     log:
-        RESULTS + "/logs/table/{dataset}/{regime}.log",
+        "results/logs/table/{dataset}/{regime}.log",
     benchmark:
-        RESULTS + "/benchmarks/table/{dataset}/{regime}.tsv"
+        "results/benchmarks/table/{dataset}/{regime}.tsv"
     conda:
         "../envs/report.yaml"
     script:
@@ -45,18 +45,18 @@ rule pr_figure:
         get_pr_curve_files,
     output:
         png=report(
-            RESULTS + "/figures/{dataset}/pr_{regime}.png",
+            "results/figures/{dataset}/pr_{regime}.png",
             caption="../workflow/captions/pr_figure.rst",
             category="Figures",
         ),
-        pdf=RESULTS + "/figures/{dataset}/pr_{regime}.pdf",
-    params:
-        cells=get_cells_of_figure,
+        pdf="results/figures/{dataset}/pr_{regime}.pdf",
     log:
-        RESULTS + "/logs/pr_figure/{dataset}/{regime}.log",
+        "results/logs/pr_figure/{dataset}/{regime}.log",
     benchmark:
-        RESULTS + "/benchmarks/pr_figure/{dataset}/{regime}.tsv"
+        "results/benchmarks/pr_figure/{dataset}/{regime}.tsv"
     conda:
         "../envs/report.yaml"
+    params:
+        cells=get_cells_of_figure,
     script:
         "../workflow/scripts/pr_figure.py"

@@ -1,16 +1,16 @@
 rule split:
     input:
-        labels=RESULTS + "/data/{dataset}/labels.parquet",
+        labels="results/data/{dataset}/labels.parquet",
     output:
-        RESULTS + "/splits/{dataset}/{regime}/seed{seed}.parquet",
+        "results/splits/{dataset}/{regime}/seed{seed}.parquet",
+    log:
+        "results/logs/split/{dataset}/{regime}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/split/{dataset}/{regime}/seed{seed}.tsv"
+    conda:
+        "../envs/pytorch.yaml"
     params:
         dataset_spec=get_dataset_spec,
         regime_spec=get_regime_spec,
-    log:
-        RESULTS + "/logs/split/{dataset}/{regime}/seed{seed}.log",
-    benchmark:
-        RESULTS + "/benchmarks/split/{dataset}/{regime}/seed{seed}.tsv"
-    conda:
-        "../envs/pytorch.yaml"
     script:
         "../workflow/scripts/split.py"

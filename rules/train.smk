@@ -1,21 +1,21 @@
 rule train:
     input:
-        images=RESULTS + "/data/{dataset}/images.npy",
-        labels=RESULTS + "/data/{dataset}/labels.parquet",
-        classes=RESULTS + "/data/{dataset}/classes.json",
-        split=RESULTS + "/splits/{dataset}/{regime}/seed{seed}.parquet",
+        images="results/data/{dataset}/images.npy",
+        labels="results/data/{dataset}/labels.parquet",
+        classes="results/data/{dataset}/classes.json",
+        split="results/splits/{dataset}/{regime}/seed{seed}.parquet",
     output:
-        CELL_DIR + "/model.pt",
-    params:
-        settings=get_cell_settings,
+        "results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/model.pt",
+    log:
+        "results/logs/train/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/train/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.tsv"
+    conda:
+        "../envs/pytorch.yaml"
     threads: 1
     resources:
         gpu=1,
-    log:
-        RESULTS + "/logs/train/" + CELL_LOG + ".log",
-    benchmark:
-        RESULTS + "/benchmarks/train/" + CELL_LOG + ".tsv"
-    conda:
-        "../envs/pytorch.yaml"
+    params:
+        settings=get_cell_settings,
     script:
         "../workflow/scripts/train.py"

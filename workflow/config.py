@@ -13,6 +13,9 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -82,6 +85,20 @@ def check_registered(config: dict) -> None:
                     f"config key {section}.{name}.{key}: unknown {registry.kind} "
                     f"{entry[key]!r}; registered: {', '.join(registry.names())}"
                 )
+
+
+def validate_config(config: dict) -> dict:
+    """Check ``config`` against the schema and fill in defaults (in place and
+    returned), as the Snakefile does; for use outside Snakemake."""
+    from snakemake.utils import validate
+
+    validate(config, str(SCHEMA))
+    return config
+
+
+def load_config(config: dict) -> dict:
+    """Schema check, defaults, sweep expansion and registry check."""
+    return prepare_config(validate_config(copy.deepcopy(config)))
 
 
 def prepare_config(config: dict) -> dict:

@@ -1,3 +1,4 @@
+import _repo_path  # noqa: F401  (makes `workflow` importable)
 from workflow.io import save_csv
 from workflow.logs import log_to
 from workflow.report import aggregate

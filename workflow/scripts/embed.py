@@ -1,3 +1,4 @@
+import _repo_path  # noqa: F401  (makes `workflow` importable)
 import numpy as np
 import pandas as pd
 import torch

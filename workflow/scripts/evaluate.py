@@ -1,10 +1,13 @@
+import _repo_path  # noqa: F401  (makes `workflow` importable)
 import pandas as pd
+import torch
 
 from workflow.evaluate import evaluate_cell
 from workflow.io import save_csv, save_parquet
 from workflow.logs import log_to
 
 with log_to(snakemake.log[0]):
+    torch.set_num_threads(snakemake.threads)
     cfg = snakemake.params.evaluation
     metrics, curve = evaluate_cell(
         pd.read_parquet(snakemake.input.embeddings),

@@ -1,3 +1,4 @@
+import _repo_path  # noqa: F401  (makes `workflow` importable)
 import pandas as pd
 
 from workflow.io import atomic_path

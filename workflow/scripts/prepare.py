@@ -1,3 +1,4 @@
+import _repo_path  # noqa: F401  (makes `workflow` importable)
 from workflow.logs import log_to
 from workflow.prepare import prepare
 
