@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-from conftest import TINY_CONFIG, snakemake
+from conftest import REPO, TINY_CONFIG, snakemake
 from workflow.config import cells, prepare_config
 
 CELLS = cells(prepare_config(TINY_CONFIG))
@@ -99,33 +99,35 @@ def test_second_run_does_nothing(tiny_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def readme_block(after: str, language: str) -> str:
+    """The first fenced code block of README.md after the text ``after``."""
+    text = (REPO / "README.md").read_text()
+    text = text[text.index(after):]
+    return re.search(rf"```{language}\n(.*?)```", text, flags=re.S).group(1)
+
+
 def test_added_loss_adds_only_its_cells(tiny_run, tmp_path):
-    """Adding a loss is one new file plus one config entry; the dry run then
-    lists only the new loss's cells (and the reports that read them)."""
+    """README's worked example: one new file plus one config entry; the dry
+    run then lists only the new loss's cells (and the reports that read them)."""
     workdir = tmp_path / "copy"
     shutil.copytree(tiny_run, workdir, symlinks=True)
-    (workdir / "workflow/losses/cosine_face_toy.py").write_text(
-        "import torch.nn.functional as F\n"
-        "from torch import nn\n"
-        "from workflow.losses import register_loss\n\n\n"
-        "@register_loss('toy_cosine')\n"
-        "class ToyCosine(nn.Module):\n"
-        "    def __init__(self, num_classes, embedding_size, scale=10.0):\n"
-        "        super().__init__()\n"
-        "        self.weight = nn.Parameter(F.normalize(__import__('torch').randn(num_classes, embedding_size)))\n"
-        "        self.scale = scale\n\n"
-        "    def predict(self, x):\n"
-        "        return self.scale * F.normalize(x) @ F.normalize(self.weight).T\n\n"
-        "    def forward(self, x, y):\n"
-        "        return F.cross_entropy(self.predict(x), y)\n"
+    (workdir / "workflow/losses/normalized_softmax.py").write_text(
+        readme_block("Save as `workflow/losses/normalized_softmax.py`", "python")
     )
-    config = dict(TINY_CONFIG, losses={**TINY_CONFIG["losses"], "toy": {"impl": "toy_cosine"}})
+    entry = yaml.safe_load(readme_block("and add to `config.yaml`", "yaml"))["losses"]
+    config = dict(TINY_CONFIG, losses={**TINY_CONFIG["losses"], **entry})
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
     out = snakemake(workdir, "--cores", "1", "--dry-run").stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1], flags=re.M))
     n_new = len(TINY_CONFIG["regimes"]) * len(TINY_CONFIG["seeds"])
-    assert jobs.pop("total") == str(3 * n_new + 1 + 2 * 2 + 1)
     assert jobs == {"train": str(n_new), "embed": str(n_new), "evaluate": str(n_new),
-                    "aggregate": "1", "table": "2", "pr_figure": "2", "all": "1"}
+                    "aggregate": "1", "table": "2", "pr_figure": "2", "all": "1",
+                    "total": str(3 * n_new + 6)}
     trained = re.findall(r"rule train:.*?wildcards: ([^\n]+)", out, flags=re.S)
-    assert trained and all("loss=toy" in w for w in trained)
+    assert len(trained) == n_new and all("loss=normsoftmax" in w for w in trained)
+
+    # And the new loss really trains, embeds and is evaluated.
+    snakemake(workdir, "--cores", "2")
+    metrics = pd.read_csv(workdir / "results/metrics.csv")
+    assert (metrics["loss"] == "normsoftmax").sum() == n_new * 10

@@ -62,3 +62,27 @@ def test_rule_files_are_snakefmt_formatted():
     files = ["Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "rules").glob("*.smk"))]
     result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def schema_keys(schema: dict, prefix: str = "") -> list[str]:
+    """Dotted paths of every documented key, `<name>` for user-chosen names."""
+    keys = []
+    for name, sub in schema.get("properties", {}).items():
+        path = f"{prefix}{name}"
+        keys.append(path)
+        if "additionalProperties" in sub and isinstance(sub["additionalProperties"], dict):
+            keys += schema_keys(sub["additionalProperties"], f"{path}.<name>.")
+        keys += schema_keys(sub, f"{path}.")
+    return keys
+
+
+def test_every_config_key_has_a_description_and_is_in_the_readme():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    readme = (REPO / "README.md").read_text()
+    fields = schema["$defs"]["training_fields"]["properties"]
+    keys = schema_keys(schema)
+    assert "losses.<name>.impl" in keys and "training.epochs" in keys
+    for key in keys:
+        assert f"| `{key}` |" in readme, f"README's configuration table lacks {key}"
+    for key, sub in fields.items():
+        assert sub.get("description"), f"training.{key} has no description"

@@ -96,6 +96,7 @@ def pr_figure(curves: pd.DataFrame, title: str):
     multiple_backbones = mean["backbone"].nunique() > 1
     sns.lineplot(
         data=mean, x="recall", y="precision", hue="loss",
+        hue_order=list(dict.fromkeys(curves["loss"])),  # config order
         style="backbone" if multiple_backbones else None,
         estimator=None, sort=False, ax=ax,
     )
