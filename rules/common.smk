@@ -12,13 +12,16 @@ from workflow.config import (
     ConfigError,
     cell_settings,
     cells,
+    describe_schema_error,
     prepare_config,
     settings_hash,
 )
 
-validate(config, "../workflow/schemas/config.schema.yaml")
 try:
+    validate(config, "../workflow/schemas/config.schema.yaml")
     CONFIG = prepare_config(config)
+except WorkflowError as error:
+    raise WorkflowError(describe_schema_error(error))
 except ConfigError as error:
     raise WorkflowError(str(error))
 

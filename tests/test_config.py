@@ -13,6 +13,7 @@ from workflow.config import (
     cell_settings,
     cells,
     expand_losses,
+    load_config,
     prepare_config,
     settings_hash,
 )
@@ -66,15 +67,16 @@ def test_unregistered_names_are_rejected_naming_the_key(section, key, value):
 
 BAD_VALUES = [
     # (path in the config, bad value, words the message must contain)
-    (("losses", "cam", "impl"), "camm", ["losses.cam.impl", "camm", "registered: ", "cam, ce"]),
-    (("datasets", "digits", "source"), "cifar", ["datasets.digits.source", "cifar"]),
-    (("backbones", "small_cnn", "arch"), "vit_huge", ["backbones.small_cnn.arch", "vit_huge"]),
-    (("regimes", "fewshot5", "train_per_class"), -5, ["regimes", "fewshot5", "train_per_class", "-5"]),
-    (("training", "epochs"), "ten", ["training", "epochs", "'ten'"]),
-    (("training", "optimizer"), "adamax", ["training", "optimizer", "adamax"]),
-    (("seeds",), [0, "one"], ["seeds", "'one'"]),
-    (("datasets", "digits", "query_per_class"), 0, ["digits", "query_per_class", "0"]),
-    (("losses", "ce", "lr"), 0.1, ["losses", "ce", "'lr'"]),  # misplaced key
+    (("losses", "cam", "impl"), "camm", ["config key losses.cam.impl: unknown loss 'camm'", "registered: cam, ce, lm"]),
+    (("datasets", "digits", "source"), "cifar", ["config key datasets.digits.source: unknown dataset 'cifar'"]),
+    (("backbones", "small_cnn", "arch"), "vit_huge", ["config key backbones.small_cnn.arch: unknown backbone 'vit_huge'"]),
+    (("regimes", "fewshot5", "train_per_class"), -5, ["config key regimes.fewshot5.train_per_class: -5 is less than the minimum of 1"]),
+    (("training", "epochs"), "ten", ["config key training.epochs: 'ten' is not of type 'integer'"]),
+    (("training", "optimizer"), "adamax", ["config key training.optimizer: 'adamax' is not one of"]),
+    (("seeds",), [0, "one"], ["config key seeds.1: 'one' is not of type 'integer'"]),
+    (("datasets", "digits", "query_per_class"), 0, ["config key datasets.digits.query_per_class: 0 is less than"]),
+    (("losses", "ce", "lr"), 0.1, ["config key losses.ce:", "'lr' was unexpected"]),  # misplaced key
+    (("backbones", "small_cnn", "embedding_size"), 1.5, ["config key backbones.small_cnn.embedding_size: 1.5 is not of type 'integer'"]),
 ]
 
 
@@ -92,3 +94,17 @@ def test_bad_config_stops_snakemake_before_any_job(tmp_path, path, value, words)
     for word in words:
         assert word in message, f"{word!r} not in:\n{message}"
     assert not (workdir / "results").exists()
+
+
+def test_names_that_would_escape_results_are_rejected():
+    config = copy.deepcopy(TINY_CONFIG)
+    config["losses"]["../../etc"] = {"impl": "ce"}
+    with pytest.raises(ConfigError, match=r"config key losses: '\.\./\.\./etc' does not match"):
+        load_config(config)
+
+
+def test_load_config_fills_schema_defaults():
+    config = load_config({k: v for k, v in TINY_CONFIG.items() if k != "training"})
+    assert config["training"]["epochs"] == 15 and config["training"]["device"] == "auto"
+    assert config["datasets"]["digits"]["test_fraction"] == 0.3
+    assert config["evaluation"]["precision_at"] == [1, 5, 10]

@@ -88,12 +88,35 @@ def check_registered(config: dict) -> None:
 
 
 def validate_config(config: dict) -> dict:
-    """Check ``config`` against the schema and fill in defaults (in place and
-    returned), as the Snakefile does; for use outside Snakemake."""
+    """Check ``config`` against the schema with ``snakemake.utils.validate``
+    and fill in defaults (in place and returned). A violation raises
+    :class:`ConfigError` naming the key."""
+    from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
-    validate(config, str(SCHEMA))
+    try:
+        validate(config, str(SCHEMA))
+    except WorkflowError as error:
+        raise ConfigError(describe_schema_error(error)) from error
     return config
+
+
+def describe_schema_error(error: Exception) -> str:
+    """One line naming the config key of a schema violation (the jsonschema
+    error inside Snakemake's WorkflowError), then the schema's description."""
+    import jsonschema
+
+    inner = error  # Snakemake raises its WorkflowError while handling it
+    while inner is not None and not isinstance(inner, jsonschema.ValidationError):
+        inner = inner.__cause__ or inner.__context__
+    if inner is None:
+        return str(error)
+    key = ".".join(str(part) for part in inner.absolute_path) or "(top level)"
+    message = f"config key {key}: {inner.message}"
+    description = inner.schema.get("description") if isinstance(inner.schema, dict) else None
+    if description:
+        message += f"\n  {key}: {description}"
+    return message
 
 
 def load_config(config: dict) -> dict:
