@@ -1,0 +1,73 @@
+"""Backbones: output shapes, grey inputs, pretrained weights from a file or URL."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from workflow.backbones import BACKBONES, build_backbone
+
+CASES = [("small_cnn", 8), ("small_cnn", 32), ("cifar_resnet18", 32), ("resnet18", 32), ("resnet50", 64), ("swin_t", 64)]
+
+
+@pytest.mark.parametrize("arch, size", CASES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_backbone_maps_images_to_embeddings(arch, size, channels):
+    torch.manual_seed(0)
+    model = build_backbone(arch, in_channels=channels, image_size=size, embedding_size=24).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, channels, size, size))
+    assert out.shape == (2, 24) and torch.isfinite(out).all()
+
+
+def test_cifar_stem_keeps_resolution():
+    model = build_backbone("cifar_resnet18", in_channels=3, image_size=32, embedding_size=8)
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    assert isinstance(model.maxpool, torch.nn.Identity)
+
+
+def test_registry_lists_all_backbones():
+    assert {"small_cnn", "resnet18", "resnet50", "cifar_resnet18", "swin_t"} <= set(BACKBONES.names())
+
+
+def save_imagenet_style_checkpoint(path, wrap: bool):
+    """A torchvision resnet18 with a 365-way classifier, saved as Places365
+    checkpoints are (``state_dict`` + ``module.`` prefixes) or plainly."""
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18(num_classes=365)
+    state = reference.state_dict()
+    if wrap:
+        state = {"epoch": 90, "state_dict": {f"module.{k}": v for k, v in state.items()}}
+    torch.save(state, path)
+    return reference
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+@pytest.mark.parametrize("as_url", [False, True])
+def test_pretrained_weights_load_into_the_trunk(tmp_path, wrap, as_url):
+    path = tmp_path / "weights.pth"
+    reference = save_imagenet_style_checkpoint(path, wrap)
+    source = path.as_uri() if as_url else str(path)
+    if as_url:
+        torch.hub.set_dir(str(tmp_path / "hub"))
+    model = build_backbone("resnet18", in_channels=3, image_size=32, embedding_size=512, pretrained=source)
+    assert torch.equal(model.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert torch.equal(model.conv1.weight, reference.conv1.weight)
+    assert model.fc.out_features == 512  # the classifier became the embedding layer
+
+
+def test_pretrained_weights_adapt_to_grey_inputs(tmp_path):
+    path = tmp_path / "weights.pth"
+    reference = save_imagenet_style_checkpoint(path, wrap=False)
+    model = build_backbone("resnet18", in_channels=1, image_size=32, embedding_size=8, pretrained=str(path))
+    assert torch.allclose(model.conv1.weight[:, 0], reference.conv1.weight.mean(dim=1))
+
+
+def test_mismatched_or_missing_weights_are_clear_errors(tmp_path):
+    path = tmp_path / "resnet50.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+    with pytest.raises(ValueError, match="do not fit this backbone"):
+        build_backbone("resnet18", in_channels=3, image_size=32, embedding_size=8, pretrained=str(path))
+    with pytest.raises(FileNotFoundError, match="no_such.pth"):
+        build_backbone("resnet18", in_channels=3, image_size=32, embedding_size=8, pretrained=str(tmp_path / "no_such.pth"))
