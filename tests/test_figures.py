@@ -1,0 +1,48 @@
+"""Figures render from real data (digits) and show what they claim."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import to_hex
+
+from workflow.datasets import load_dataset
+from workflow.figures import (
+    RIGHT, WRONG, anchor_distance_figure, retrieval_examples_figure, training_curves_figure, tsne_figure,
+)
+
+DIGITS = load_dataset("sklearn_digits")
+
+
+def test_tsne_has_one_panel_per_loss_with_all_points():
+    emb = DIGITS.images.reshape(len(DIGITS.images), -1)[:300].astype(np.float32)
+    labels = DIGITS.labels[:300]
+    fig = tsne_figure({"ce": (emb, labels), "cam": (emb * 2, labels)}, max_points=200)
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == ["ce", "cam"]
+    assert all(len(ax.collections[0].get_offsets()) == 200 for ax in axes)
+
+
+def test_retrieval_examples_frame_right_and_wrong_results():
+    labels = DIGITS.labels
+    query = 0
+    same = [int(i) for i in np.flatnonzero(labels == labels[query])[1:3]]
+    other = [int(i) for i in np.flatnonzero(labels != labels[query])[:3]]
+    fig = retrieval_examples_figure(
+        DIGITS.images, labels, [query], {"ce": {query: same + other}}, DIGITS.class_names, top=5
+    )
+    colours = [to_hex(ax.spines["top"].get_edgecolor()) for ax in fig.axes[1:6]]
+    assert colours == [RIGHT] * 2 + [WRONG] * 3
+
+
+def test_training_curves_and_anchor_heatmap():
+    history = pd.DataFrame(
+        [{"loss": l, "seed": s, "epoch": e, "term": t, "value": 1.0 / e}
+         for l in ["ce", "cam"] for s in [0, 1] for e in [1, 2, 3] for t in ["loss", "accuracy"]]
+    )
+    fig = training_curves_figure(history)
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy"]
+    anchors = np.eye(3, dtype=np.float32) * 2
+    fig = anchor_distance_figure(anchors, ["a", "b", "c"])
+    mesh = fig.axes[0].collections[0].get_array().reshape(3, 3)
+    assert np.allclose(mesh, [[0, 8**0.5, 8**0.5], [8**0.5, 0, 8**0.5], [8**0.5, 8**0.5, 0]])
