@@ -71,3 +71,22 @@ def test_mismatched_or_missing_weights_are_clear_errors(tmp_path):
         build_backbone("resnet18", in_channels=3, image_size=32, embedding_size=8, pretrained=str(path))
     with pytest.raises(FileNotFoundError, match="no_such.pth"):
         build_backbone("resnet18", in_channels=3, image_size=32, embedding_size=8, pretrained=str(tmp_path / "no_such.pth"))
+
+
+def test_frozen_trunk_trains_only_the_embedding_layer(tmp_path):
+    path = tmp_path / "weights.pth"
+    reference = save_imagenet_style_checkpoint(path, wrap=False)
+    model = build_backbone("resnet18", in_channels=3, image_size=32, embedding_size=8,
+                           pretrained=str(path), freeze_trunk=True)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["model.fc.weight", "model.fc.bias"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    assert not model.model.bn1.training and model.model.fc.training
+    model(torch.randn(4, 3, 32, 32)).pow(2).mean().backward()
+    optimizer.step()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"model.fc.weight", "model.fc.bias"}  # BN statistics did not move either
+    assert torch.equal(after["model.layer1.0.conv1.weight"], reference.layer1[0].conv1.weight)

@@ -5,7 +5,9 @@
   usual choice for 32x32 inputs;
 - ``swin_t``: Swin-T transformer (the CAM paper's transformer backbone).
 
-Each takes ``pretrained``: ``null`` (random init), a file path, or a URL
+Each takes ``freeze_trunk`` (default false): train only the embedding layer,
+with every other weight fixed and batch-norm statistics frozen (the LM
+paper's "fine-tuned with the convolutional layers frozen"), and ``pretrained``: ``null`` (random init), a file path, or a URL
 (``http(s)://`` or ``file://``; downloaded to torch's hub cache) of a
 state dict, e.g. torchvision's ImageNet weights or a Places365 ResNet-18
 checkpoint. Checkpoints are loaded with ``weights_only=True``; a
@@ -71,6 +73,32 @@ def adapt_input_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     return new
 
 
+class FrozenTrunk(nn.Module):
+    """Wraps a model so that only ``head`` trains: every other parameter has
+    ``requires_grad=False`` and the trunk stays in eval mode (batch-norm
+    running statistics do not move) even when the model is put in training
+    mode."""
+
+    def __init__(self, model: nn.Module, head: str):
+        super().__init__()
+        self.model, self.head = model, head
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.startswith(head + "."))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.model.eval()
+        getattr(self.model, self.head).train(mode)
+        return self
+
+    def forward(self, x):
+        return self.model(x)
+
+
+def _finish(model: nn.Module, head: str, freeze_trunk: bool) -> nn.Module:
+    return FrozenTrunk(model, head) if freeze_trunk else model
+
+
 def _resnet(builder, in_channels: int, embedding_size: int, pretrained: str | None, cifar_stem: bool) -> nn.Module:
     model = builder(weights=None)
     if cifar_stem:
@@ -84,26 +112,34 @@ def _resnet(builder, in_channels: int, embedding_size: int, pretrained: str | No
 
 
 @register_backbone("resnet18")
-def resnet18(in_channels: int, image_size: int, embedding_size: int, pretrained: str | None = None) -> nn.Module:
-    return _resnet(torchvision.models.resnet18, in_channels, embedding_size, pretrained, cifar_stem=False)
+def resnet18(
+    in_channels: int, image_size: int, embedding_size: int, pretrained: str | None = None, freeze_trunk: bool = False
+) -> nn.Module:
+    return _finish(_resnet(torchvision.models.resnet18, in_channels, embedding_size, pretrained, cifar_stem=False), "fc", freeze_trunk)
 
 
 @register_backbone("resnet50")
-def resnet50(in_channels: int, image_size: int, embedding_size: int, pretrained: str | None = None) -> nn.Module:
-    return _resnet(torchvision.models.resnet50, in_channels, embedding_size, pretrained, cifar_stem=False)
+def resnet50(
+    in_channels: int, image_size: int, embedding_size: int, pretrained: str | None = None, freeze_trunk: bool = False
+) -> nn.Module:
+    return _finish(_resnet(torchvision.models.resnet50, in_channels, embedding_size, pretrained, cifar_stem=False), "fc", freeze_trunk)
 
 
 @register_backbone("cifar_resnet18")
-def cifar_resnet18(in_channels: int, image_size: int, embedding_size: int, pretrained: str | None = None) -> nn.Module:
-    return _resnet(torchvision.models.resnet18, in_channels, embedding_size, pretrained, cifar_stem=True)
+def cifar_resnet18(
+    in_channels: int, image_size: int, embedding_size: int, pretrained: str | None = None, freeze_trunk: bool = False
+) -> nn.Module:
+    return _finish(_resnet(torchvision.models.resnet18, in_channels, embedding_size, pretrained, cifar_stem=True), "fc", freeze_trunk)
 
 
 @register_backbone("swin_t")
-def swin_t(in_channels: int, image_size: int, embedding_size: int, pretrained: str | None = None) -> nn.Module:
+def swin_t(
+    in_channels: int, image_size: int, embedding_size: int, pretrained: str | None = None, freeze_trunk: bool = False
+) -> nn.Module:
     model = torchvision.models.swin_t(weights=None)
     if pretrained:
         load_trunk_weights(model, pretrained)
     patch_embed = model.features[0][0]
     model.features[0][0] = adapt_input_channels(patch_embed, in_channels)
     model.head = nn.Linear(model.head.in_features, embedding_size)
-    return model
+    return _finish(model, "head", freeze_trunk)
