@@ -9,6 +9,7 @@ configfile: "config.yaml"
 
 
 include: "rules/common.smk"
+include: "rules/download.smk"
 include: "rules/prepare.smk"
 include: "rules/split.smk"
 include: "rules/train.smk"

@@ -16,6 +16,8 @@ from workflow.config import (
     prepare_config,
     settings_hash,
 )
+from workflow.download import plan_downloads
+from workflow.prepare import prepare_settings
 
 try:
     validate(config, "../workflow/schemas/config.schema.yaml")
@@ -27,6 +29,13 @@ except ConfigError as error:
 
 CELLS = cells(CONFIG)
 
+# Which downloaded folder (results/raw/<key>) each dataset reads, and the
+# official files of each; datasets sharing files share one download.
+try:
+    DATASET_DOWNLOADS, DOWNLOAD_FILES = plan_downloads(CONFIG["datasets"])
+except ConfigError as error:
+    raise WorkflowError(str(error))
+
 
 wildcard_constraints:
     dataset="[A-Za-z0-9][A-Za-z0-9_.-]*",
@@ -34,6 +43,7 @@ wildcard_constraints:
     backbone="[A-Za-z0-9][A-Za-z0-9_.-]*",
     loss="[A-Za-z0-9][A-Za-z0-9_.-]*",
     seed="[0-9]+",
+    download="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 def cell_of(wildcards):
@@ -48,6 +58,19 @@ def cell_of(wildcards):
 
 def get_dataset_spec(wildcards):
     return CONFIG["datasets"][wildcards.dataset]
+
+
+def get_download_files(wildcards):
+    return DOWNLOAD_FILES[wildcards.download]
+
+
+def get_prepare_input(wildcards):
+    key = DATASET_DOWNLOADS[wildcards.dataset]
+    return {"raw": f"results/raw/{key}"} if key else {}
+
+
+def get_prepare_spec(wildcards):
+    return prepare_settings(CONFIG["datasets"][wildcards.dataset])
 
 
 def get_regime_spec(wildcards):
@@ -82,6 +105,16 @@ def get_cells_of_figure(wildcards):
     return cells_of(wildcards.dataset, wildcards.regime)
 
 
+def get_speedup_k(wildcards):
+    from workflow.two_stage import speedup_k
+
+    evaluation = CONFIG["evaluation"]
+    try:
+        return speedup_k(evaluation["precision_at"], evaluation["speedup_precision_at"])
+    except ValueError as error:
+        raise WorkflowError(str(error))
+
+
 def get_final_output():
     outputs = [f"results/metrics.csv"]
     for dataset in CONFIG["datasets"]:
@@ -90,4 +123,7 @@ def get_final_output():
                 outputs.append(f"results/tables/{dataset}/{regime}.{ext}")
             for ext in ["png", "pdf"]:
                 outputs.append(f"results/figures/{dataset}/pr_{regime}.{ext}")
+            if CONFIG["evaluation"]["two_stage"]["classes"]:
+                for ext in ["png", "pdf"]:
+                    outputs.append(f"results/figures/{dataset}/speedup_{regime}.{ext}")
     return outputs

@@ -12,6 +12,9 @@ rule evaluate:
     conda:
         "../envs/pytorch.yaml"
     params:
-        evaluation=CONFIG["evaluation"],
+        precision_at=CONFIG["evaluation"]["precision_at"],
+        top_k_error=CONFIG["evaluation"]["top_k_error"],
+        chunk_size=CONFIG["evaluation"]["chunk_size"],
+        two_stage=CONFIG["evaluation"]["two_stage"],
     script:
         "../workflow/scripts/evaluate.py"

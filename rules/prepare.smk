@@ -1,4 +1,6 @@
 rule prepare:
+    input:
+        unpack(get_prepare_input),
     output:
         images="results/data/{dataset}/images.npy",
         labels="results/data/{dataset}/labels.parquet",
@@ -9,7 +11,8 @@ rule prepare:
         "results/benchmarks/prepare/{dataset}.tsv"
     conda:
         "../envs/pytorch.yaml"
+    threads: 2
     params:
-        spec=get_dataset_spec,
+        spec=get_prepare_spec,
     script:
         "../workflow/scripts/prepare.py"

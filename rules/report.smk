@@ -60,3 +60,25 @@ rule pr_figure:
         cells=get_cells_of_figure,
     script:
         "../workflow/scripts/pr_figure.py"
+
+
+rule speedup_figure:
+    input:
+        "results/metrics.csv",
+    output:
+        png=report(
+            "results/figures/{dataset}/speedup_{regime}.png",
+            caption="../workflow/captions/speedup_figure.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/{dataset}/speedup_{regime}.pdf",
+    log:
+        "results/logs/speedup_figure/{dataset}/{regime}.log",
+    benchmark:
+        "results/benchmarks/speedup_figure/{dataset}/{regime}.tsv"
+    conda:
+        "../envs/report.yaml"
+    params:
+        k=get_speedup_k,
+    script:
+        "../workflow/scripts/speedup_figure.py"

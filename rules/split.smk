@@ -1,6 +1,7 @@
 rule split:
     input:
         labels="results/data/{dataset}/labels.parquet",
+        classes="results/data/{dataset}/classes.json",
     output:
         "results/splits/{dataset}/{regime}/seed{seed}.parquet",
     log:

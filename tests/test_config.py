@@ -17,6 +17,7 @@ from workflow.config import (
     prepare_config,
     settings_hash,
 )
+from workflow.losses import LOSSES
 
 
 def test_list_parameters_expand_into_named_entries():
@@ -67,7 +68,7 @@ def test_unregistered_names_are_rejected_naming_the_key(section, key, value):
 
 BAD_VALUES = [
     # (path in the config, bad value, words the message must contain)
-    (("losses", "cam", "impl"), "camm", ["config key losses.cam.impl: unknown loss 'camm'", "registered: cam, ce, lm"]),
+    (("losses", "cam", "impl"), "camm", ["config key losses.cam.impl: unknown loss 'camm'", "registered: " + ", ".join(LOSSES.names())]),
     (("datasets", "digits", "source"), "cifar", ["config key datasets.digits.source: unknown dataset 'cifar'"]),
     (("backbones", "small_cnn", "arch"), "vit_huge", ["config key backbones.small_cnn.arch: unknown backbone 'vit_huge'"]),
     (("regimes", "fewshot5", "train_per_class"), -5, ["config key regimes.fewshot5.train_per_class: -5 is less than the minimum of 1"]),

@@ -10,6 +10,7 @@ use a coarse grid {0, 1, 2}^3 on which most distances tie.
 """
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from pytorch_metric_learning.distances import LpDistance
@@ -17,12 +18,17 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN
 from sklearn.metrics import auc, average_precision_score
 
+import workflow.metrics as metrics_module
 from workflow.metrics import (
+    MetricAccumulator,
+    count_at_or_before,
     evaluate_retrieval,
     metrics_from_positive_ranks,
     positive_ranks,
     pr_curve,
+    queries_without_positives,
     retrieval_metrics,
+    sort_thresholds,
 )
 
 PML_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
@@ -313,14 +319,123 @@ def test_positive_ranks_and_torch_inputs():
     assert metrics == pytest.approx(from_numpy, rel=1e-12)
 
 
-def test_query_class_missing_from_database_raises():
+def test_queries_whose_class_is_absent_from_the_database_are_left_out():
+    # Documented: such queries have no defined AP or recall; they are left
+    # out of every metric (as PML leaves out its "lone" queries) and counted.
     q, ql, db, dl = grid_data(12, 3, query_counts=4)
     ql = ql.copy()
     ql[[0, 5]] = 99  # class 99 has no database item
-    with pytest.raises(ValueError, match=r"^2 of 12 queries"):
-        retrieval_metrics(q, ql, db, dl)
-    with pytest.raises(ValueError, match=r"^2 of 12 queries"):
-        pr_curve(q, ql, db, dl)
+    keep = ql != 99
+    assert queries_without_positives(ql, dl) == 2
+    metrics, curve = evaluate_retrieval(q, ql, db, dl)
+    expected, expected_curve = evaluate_retrieval(q[keep], ql[keep], db, dl)
+    assert metrics == expected
+    pd.testing.assert_frame_equal(curve, expected_curve)
+    assert all(np.isfinite(v) for v in metrics.values())
+    ref = pml(q, ql, db, dl)  # PML's own handling of the absent class
+    assert metrics["r_precision"] == pytest.approx(ref["r_precision"], abs=1e-12)
+    assert metrics["map@r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-12)
+    ranks, counts = positive_ranks(q, ql, db, dl)
+    assert counts[0] == counts[5] == 0 and counts.sum() == len(ranks)
+
+
+def test_no_query_with_a_positive_raises():
+    q, ql, db, dl = grid_data(12, 3, query_counts=4)
+    with pytest.raises(ValueError, match="none of the 12 queries has a class"):
+        retrieval_metrics(q, np.full(len(ql), 99), db, dl)
+
+
+def test_query_class_with_a_single_database_item():
+    q, ql, db, dl = grid_data(14, 4, query_counts=[5, 4, 3, 3], n_db=60)
+    dl = dl.copy()
+    dl[dl == 3] = 0
+    dl[7] = 3  # class 3: one database item
+    _, _, relevant = reference(q, ql, db, dl)
+    assert (relevant[ql == 3].sum(axis=1) == 1).all()
+    ranks, counts = positive_ranks(q, ql, db, dl, chunk_size=2)
+    np.testing.assert_array_equal(ranks, np.nonzero(relevant)[1] + 1)
+    got = retrieval_metrics(q, ql, db, dl, precision_at=(1, 5), top_k_error=(1, 5))
+    rank1 = np.argmax(relevant, axis=1) + 1  # the first (for class 3: only) positive
+    # For R = 1: AP = map@r's term = 1/r, r_precision = [r == 1].
+    ap = np.array([np.mean(np.arange(1, r.sum() + 1) / (np.nonzero(r)[0] + 1)) for r in relevant])
+    assert np.allclose(ap[ql == 3], 1 / rank1[ql == 3])
+    assert got["map"] == pytest.approx(ap.mean(), abs=1e-12)
+    assert got["top5_error"] == pytest.approx(np.mean(rank1 > 5), abs=1e-12)
+    assert all(np.isfinite(v) for v in got.values())
+
+
+def brute_force_ranks(q, ql, db, dl):
+    _, _, relevant = reference(q, ql, db, dl)
+    return np.nonzero(relevant)[1] + 1, relevant.sum(axis=1)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Few rows per block and few bins, so that the blocks, the per-bin
+    look-up and the exact search among a bin's thresholds are all used."""
+    monkeypatch.setitem(metrics_module._BLOCK_ENTRIES, "cpu", 50)
+    monkeypatch.setattr(metrics_module, "_MIN_BINS", 2)
+    monkeypatch.setattr(metrics_module, "_BINS_PER_THRESHOLD", 0.25)
+
+
+@pytest.mark.parametrize("bins", ["default", "small"])
+@pytest.mark.parametrize("kind", ["fine", "coarse", "duplicates"])
+def test_chunked_ranks_equal_brute_force(kind, bins, request):
+    if bins == "small":
+        request.getfixturevalue("small_blocks")
+    q, ql, db, dl = grid_data(15, 5, query_counts=[9, 8, 7, 6, 3], coarse=kind == "coarse")
+    if kind == "duplicates":  # many database items at exactly one point
+        db = db.copy()
+        db[::3] = db[0]
+        q = q.copy()
+        q[::4] = db[0]
+    expected = brute_force_ranks(q, ql, db, dl)
+    for chunk_size in (1, 3, 7, len(q), len(q) + 5):
+        ranks, counts = positive_ranks(q, ql, db, dl, chunk_size=chunk_size)
+        np.testing.assert_array_equal(ranks, expected[0])
+        np.testing.assert_array_equal(counts, expected[1])
+    d, _, _ = reference(q, ql, db, dl)
+    if kind != "fine":
+        assert pos_neg_ties(d, ql, dl) > 0  # ties between positives and negatives
+
+
+def test_count_at_or_before_against_loops(small_blocks):
+    rng = np.random.default_rng(16)
+    b, k_items, t = 6, 40, 9
+    dist = torch.from_numpy(rng.integers(0, 6, (b, k_items)).astype(np.float32))
+    dist[1, ::2] = float("inf")  # padding items
+    item_index = torch.from_numpy(rng.permutation(100)[:k_items])
+    thr = torch.from_numpy(rng.integers(0, 6, (b, t)).astype(np.float32))
+    thr_index = torch.from_numpy(rng.integers(0, 100, (b, t)))
+    n_thr = torch.tensor([9, 0, 1, 5, 9, 3])
+    valid = torch.arange(t) < n_thr[:, None]
+    thr, thr_index, _ = sort_thresholds(thr, thr_index, valid)
+    got = count_at_or_before(dist, thr, thr_index, n_thr, item_index=item_index)
+    for r in range(b):
+        for k in range(t):
+            expected = 0
+            if k < n_thr[r]:
+                expected = sum(
+                    (float(dist[r, j]), int(item_index[j])) <= (float(thr[r, k]), int(thr_index[r, k]))
+                    for j in range(k_items)
+                )
+            assert got[r, k] == expected, (r, k)
+
+
+def test_unretrieved_positives_rank_at_infinity():
+    # Two queries with R = 3 over a database of 10; the first retrieves
+    # positives at ranks 2 and 5 of a 6-item list (its third positive is not
+    # retrieved), the second retrieves none.
+    acc = MetricAccumulator(10, (1, 5))
+    acc.add(np.array([2, 5]), np.array([2, 0]), np.array([3, 3]))
+    metrics, curve = acc.finish(np.array([0, 1]), (1, 5), (1, 5))
+    assert metrics["precision@5"] == pytest.approx((2 / 5 + 0) / 2)
+    assert metrics["top1_error"] == 1.0 and metrics["top5_error"] == 0.5
+    assert metrics["map"] == pytest.approx(((1 / 2 + 2 / 5) / 3 + 0) / 2)
+    assert metrics["map@r"] == pytest.approx((1 / 2 / 3 + 0) / 2)  # R = 3: only rank 2 counts
+    assert metrics["r_precision"] == pytest.approx((1 / 3 + 0) / 2)
+    assert curve["recall"].iloc[-1] == pytest.approx((2 / 3 + 0) / 2)  # never reaches 1
+    assert np.isfinite(metrics["pr_auc"]) and 0 < metrics["pr_auc"] < 1
 
 
 def test_cutoff_larger_than_database_raises():

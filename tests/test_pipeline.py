@@ -63,16 +63,42 @@ def test_metrics_table_is_tidy_and_complete(tiny_run):
     assert list(metrics.columns) == [
         "dataset", "regime", "backbone", "loss", "seed", "retrieval", "metric", "value"
     ]
-    assert set(metrics["retrieval"]) == {"exact"}
-    expected_metrics = {
+    # Two-stage retrieval is on by default (classes [1, 2]) for the losses
+    # that export anchors or centres (cam, lm), not for ce.
+    assert set(metrics["retrieval"]) == {"exact", "two_stage_c1", "two_stage_c2"}
+    quality = {
         "precision@1", "precision@5", "precision@10", "top1_error", "top5_error",
-        "map", "map@r", "r_precision", "pr_auc", "accuracy",
+        "map", "map@r", "r_precision", "pr_auc",
     }
-    assert set(metrics["metric"]) == expected_metrics
-    assert len(metrics) == len(CELLS) * len(expected_metrics)
-    assert metrics["value"].between(0, 1).all()
+    cost = {"distance_computations_per_query", "seconds_per_query"}
+    expected = {"exact": quality | cost | {"accuracy", "queries_without_positives"},
+                "two_stage_c1": quality | cost, "two_stage_c2": quality | cost}
+    for cell in CELLS:
+        rows = metrics[(metrics["loss"] == cell.loss) & (metrics["regime"] == cell.regime)
+                       & (metrics["seed"] == cell.seed)]
+        methods = ["exact"] if cell.loss == "ce" else ["exact", "two_stage_c1", "two_stage_c2"]
+        assert list(dict.fromkeys(rows["retrieval"])) == methods
+        for method in methods:
+            names = rows.loc[rows["retrieval"] == method, "metric"]
+            assert len(names) == len(set(names)) and set(names) == expected[method]
+        value = rows.set_index(["retrieval", "metric"])["value"]
+        embeddings = pd.read_parquet(tiny_run / "results/cells" / cell.path / "embeddings.parquet")
+        n_db = int((embeddings["split"] == "database").sum())
+        assert value["exact", "distance_computations_per_query"] == n_db
+        assert value["exact", "queries_without_positives"] == 0
+        if cell.loss != "ce":
+            # 10 anchors plus the items of the kept classes (after 2 epochs
+            # these may still be all of the database); more with c = 2.
+            c1, c2 = (value[f"two_stage_c{c}", "distance_computations_per_query"] for c in (1, 2))
+            assert 10 < c1 <= c2 <= 10 + n_db
+    assert len(metrics) == sum(
+        len(expected["exact"]) + (0 if c.loss == "ce" else len(quality | cost) * 2) for c in CELLS
+    )
+    assert not metrics["value"].isna().any()
+    assert metrics.loc[metrics["metric"].isin(quality | {"accuracy"}), "value"].between(0, 1).all()
+    assert (metrics.loc[metrics["metric"] == "seconds_per_query", "value"] > 0).all()
     # Two epochs on digits already beat chance (0.1) by far.
-    p1 = metrics[metrics["metric"] == "precision@1"]
+    p1 = metrics[(metrics["metric"] == "precision@1") & (metrics["retrieval"] == "exact")]
     assert p1["value"].mean() > 0.3
 
 
@@ -89,9 +115,10 @@ def test_tables_and_figures(tiny_run):
         assert "±" in markdown and "| cam" in markdown
         latex = (results / f"tables/digits/{regime}.tex").read_text()
         assert r"\toprule" in latex and r"\bottomrule" in latex and r"$\pm$" in latex
-        png = (results / f"figures/digits/pr_{regime}.png").read_bytes()
-        assert png.startswith(b"\x89PNG")
-        assert (results / f"figures/digits/pr_{regime}.pdf").read_bytes().startswith(b"%PDF")
+        for figure in ["pr", "speedup"]:
+            png = (results / f"figures/digits/{figure}_{regime}.png").read_bytes()
+            assert png.startswith(b"\x89PNG")
+            assert (results / f"figures/digits/{figure}_{regime}.pdf").read_bytes().startswith(b"%PDF")
 
 
 def test_second_run_does_nothing(tiny_run):
@@ -122,12 +149,14 @@ def test_added_loss_adds_only_its_cells(tiny_run, tmp_path):
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1], flags=re.M))
     n_new = len(TINY_CONFIG["regimes"]) * len(TINY_CONFIG["seeds"])
     assert jobs == {"train": str(n_new), "embed": str(n_new), "evaluate": str(n_new),
-                    "aggregate": "1", "table": "2", "pr_figure": "2", "all": "1",
-                    "total": str(3 * n_new + 6)}
+                    "aggregate": "1", "table": "2", "pr_figure": "2", "speedup_figure": "2",
+                    "all": "1", "total": str(3 * n_new + 8)}
     trained = re.findall(r"rule train:.*?wildcards: ([^\n]+)", out, flags=re.S)
     assert len(trained) == n_new and all("loss=normsoftmax" in w for w in trained)
 
     # And the new loss really trains, embeds and is evaluated.
     snakemake(workdir, "--cores", "2")
     metrics = pd.read_csv(workdir / "results/metrics.csv")
-    assert (metrics["loss"] == "normsoftmax").sum() == n_new * 10
+    # Exact retrieval only (no anchors): 9 retrieval metrics, accuracy,
+    # queries_without_positives and the two cost rows.
+    assert (metrics["loss"] == "normsoftmax").sum() == n_new * 13

@@ -1,9 +1,12 @@
-"""Repository-level checks: pinned envs agree with the pip pins, the
-workflow lints clean and its rule files are snakefmt-formatted."""
+"""Repository-level checks: pinned envs agree with the pip pins, every rule
+has a log and a conda env, the workflow profiles use only options Snakemake
+and the SLURM plugin know, the workflow lints clean and its rule files are
+snakefmt-formatted."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,23 +36,203 @@ def test_requirements_are_all_pinned():
     assert lines and len(pins(lines)) == len(lines), "every requirement must be pinned with =="
 
 
+# conda-forge names that differ from the pip names in requirements.txt.
+CONDA_TO_PIP = {"matplotlib-base": "matplotlib", "seaborn-base": "seaborn", "pytorch": "torch"}
+CONDA_PIN = re.compile(r"^([A-Za-z0-9_.\-]+)=([0-9][^=\s]*)$")
+
+
 @pytest.mark.parametrize("env", env_files(), ids=lambda p: p.name)
 def test_conda_env_pins_agree_with_pip_pins(env):
+    """conda entries `name=version`, pip entries `name==version`, each the
+    version requirements.txt pins (python and pip aside)."""
     requirements = pins((REPO / "requirements.txt").read_text().splitlines())
     spec = yaml.safe_load(env.read_text())
-    pip_lists = [d["pip"] for d in spec["dependencies"] if isinstance(d, dict) and "pip" in d]
-    assert pip_lists, f"{env.name} has no pip section"
-    env_pins = pins(pip_lists[0])
-    assert len(env_pins) == len(pip_lists[0]), f"{env.name}: every pip entry must be pinned"
-    for name, version in env_pins.items():
-        assert requirements.get(name) == version, f"{env.name}: {name}=={version} but requirements.txt has {requirements.get(name)}"
-    assert "python=3.11" in spec["dependencies"]
+    assert spec["channels"] == ["conda-forge", "nodefaults"], f"{env.name}: channels"
+    conda = [d for d in spec["dependencies"] if isinstance(d, str)]
+    pip_sections = [d["pip"] for d in spec["dependencies"] if isinstance(d, dict)]
+    assert len(conda) + len(pip_sections) == len(spec["dependencies"]) and len(pip_sections) <= 1
+    assert "python=3.11" in conda, f"{env.name}: python=3.11 (as requirements.txt)"
+
+    found = {}
+    for entry in conda:
+        match = CONDA_PIN.match(entry)
+        assert match, f"{env.name}: {entry!r} is not an exact conda pin `name=version`"
+        name, version = match.groups()
+        if name in ("python", "pip"):
+            continue
+        pip_name = CONDA_TO_PIP.get(name, name)
+        assert requirements.get(pip_name) == version, (
+            f"{env.name}: {entry} but requirements.txt has {pip_name}=={requirements.get(pip_name)}"
+        )
+        found[pip_name] = "conda"
+    for entry in pip_sections[0] if pip_sections else []:
+        env_pin = pins([entry])
+        assert len(env_pin) == 1, f"{env.name}: pip entry {entry!r} is not pinned `name==version`"
+        ((name, version),) = env_pin.items()
+        assert requirements.get(name) == version, f"{env.name}: {entry} but requirements.txt has {name}=={requirements.get(name)}"
+        assert name not in found, f"{env.name}: {name} both as a conda and a pip entry"
+        found[name] = "pip"
+    if pip_sections:
+        assert any(e.startswith("pip=") for e in conda), f"{env.name}: a pip section needs `pip=<version>`"
+    assert found, f"{env.name} pins nothing"
+
+
+def test_conda_to_pip_names_are_what_they_say():
+    """The mapping's pip names are real requirements (a rename shows here)."""
+    requirements = pins((REPO / "requirements.txt").read_text().splitlines())
+    assert set(CONDA_TO_PIP.values()) <= set(requirements)
 
 
 def test_every_rule_uses_a_conda_env_that_exists():
     for smk in (REPO / "rules").glob("*.smk"):
         for env in re.findall(r'conda:\s*"\.\./(envs/[^"]+)"', smk.read_text()):
             assert (REPO / env).exists(), f"{smk.name} names missing {env}"
+
+
+RULE = re.compile(r"^(?:rule|checkpoint) (\w+):\n((?:[ \t]+.*\n|\n)*)", re.M)
+ACTIONS = ("script:", "shell:", "run:", "wrapper:", "notebook:", "cwl:")
+
+
+def rule_blocks() -> dict[str, str]:
+    """Each rule of the Snakefile and the files it includes, with the text of
+    its body."""
+    snakefile = REPO / "Snakefile"
+    included = re.findall(r'^include:\s*"([^"]+)"', snakefile.read_text(), re.M)
+    blocks = {}
+    for path in [snakefile, *(REPO / name for name in included)]:
+        for name, body in RULE.findall(path.read_text() + "\n"):
+            blocks[name] = body
+    return blocks
+
+
+@pytest.fixture(scope="module")
+def rule_names() -> set[str]:
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return set(result.stdout.split())
+
+
+def test_every_rule_that_runs_something_has_log_and_conda(rule_names):
+    blocks = rule_blocks()
+    assert set(blocks) == rule_names, "rules parsed from the files differ from `snakemake --list-rules`"
+    for name, body in blocks.items():
+        directives = {line.strip().split()[0] for line in body.splitlines() if line.strip()}
+        if directives.isdisjoint(ACTIONS):
+            continue  # a target rule such as `all` runs nothing
+        assert "log:" in directives, f"rule {name} has no log:"
+        assert "conda:" in directives, f"rule {name} has no conda:"
+    assert {"train", "embed"} <= set(blocks)
+
+
+PROFILES = ["local", "slurm"]
+# Resources Snakemake itself defines (the rest must be read by the plugin).
+STANDARD_RESOURCES = {"mem", "mem_mb", "mem_mib", "disk", "disk_mb", "disk_mib", "runtime", "tmpdir"}
+DRY_RUN_JOB = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)", re.M)
+
+
+def profile(name: str) -> dict:
+    return yaml.safe_load((REPO / "profiles" / name / "config.yaml").read_text())
+
+
+def plugin_resource_names() -> set[str]:
+    """Resource names the installed SLURM executor plugin (and its jobstep
+    plugin, which sets CPUs) read, from their source."""
+    import snakemake_executor_plugin_slurm
+    import snakemake_executor_plugin_slurm_jobstep
+
+    names = set()
+    for module in (snakemake_executor_plugin_slurm, snakemake_executor_plugin_slurm_jobstep):
+        for path in Path(module.__file__).parent.glob("*.py"):
+            text = path.read_text()
+            names |= set(re.findall(r"resources\.get\(\s*[\"'](\w+)[\"']", text))
+            names |= set(re.findall(r"resources\.(\w+)", text)) - {"get"}
+    return names
+
+
+def dry_run_jobs(output: str) -> dict[str, dict[str, str]]:
+    """rule -> {"threads": ..., resource: value} of the first job of each rule
+    in a dry run's output."""
+    jobs = {}
+    for rule, body in DRY_RUN_JOB.findall(output):
+        fields = dict(line.strip().split(": ", 1) for line in body.splitlines() if ": " in line)
+        resources = dict(item.split("=", 1) for item in fields.get("resources", "").split(", ") if "=" in item)
+        jobs.setdefault(rule, {"threads": fields.get("threads", "1"), **resources})
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def profile_workspace(tmp_path_factory) -> Path:
+    from conftest import TINY_CONFIG, make_workspace
+
+    path = make_workspace(tmp_path_factory.mktemp("profiles"), TINY_CONFIG)
+    shutil.copytree(REPO / "profiles", path / "profiles")
+    return path
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_profile_parses_and_every_key_is_commented(name):
+    path = REPO / "profiles" / name / "config.yaml"
+    spec = profile(name)
+    assert isinstance(spec, dict) and spec, f"{path} is not a YAML mapping"
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^[A-Za-z]", line):  # a top-level key
+            assert "#" in line or lines[i - 1].lstrip().startswith("#"), f"{path}: `{line}` has no comment"
+
+
+@pytest.fixture(scope="module")
+def dry_run(profile_workspace):
+    """The output of `snakemake --workflow-profile profiles/<name> -n` on
+    the tiny config (as on a cluster, threads not capped by local cores)."""
+    outputs = {}
+
+    def run(name: str) -> subprocess.CompletedProcess:
+        if name not in outputs:
+            outputs[name] = subprocess.run(
+                [sys.executable, "-m", "snakemake", "--workflow-profile", f"profiles/{name}", "-n", "--cores", "64"],
+                cwd=profile_workspace, capture_output=True, text=True,
+            )
+        return outputs[name]
+
+    return run
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_profile_options_are_known_to_snakemake(name, dry_run):
+    """An option that Snakemake (with the SLURM plugin installed) does not
+    know stops the dry run with `unrecognized arguments`."""
+    result = dry_run(name)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "unrecognized arguments" not in output, output
+    assert "This was a dry-run" in output
+
+
+def test_slurm_profile_resources_are_known_and_reach_the_jobs(dry_run, rule_names):
+    spec = profile("slurm")
+    assert spec["executor"] == "slurm"
+    assert spec["slurm-status-command"] == "squeue"
+    known = STANDARD_RESOURCES | plugin_resource_names()
+    assert {"slurm_partition", "slurm_account", "gpu", "cpus_per_task"} <= known
+    for rule, resources in [("default", spec["default-resources"]), *spec["set-resources"].items()]:
+        assert rule == "default" or rule in rule_names, f"set-resources names unknown rule {rule}"
+        unknown = set(resources) - known
+        assert not unknown, f"{rule}: resources {unknown} are read neither by Snakemake nor by the SLURM plugin"
+    assert set(spec["set-threads"]) <= rule_names
+    assert {"slurm_partition", "slurm_account"} <= set(spec["default-resources"])
+
+    result = dry_run("slurm")
+    jobs = dry_run_jobs(result.stdout + result.stderr)
+    assert {"prepare", "split", "train", "embed", "evaluate"} <= set(jobs), result.stdout
+    for rule, job in jobs.items():
+        wanted = spec["set-resources"].get(rule, {}).get("slurm_partition", spec["default-resources"]["slurm_partition"])
+        assert job["slurm_partition"] == wanted, (rule, job)
+        assert job["slurm_account"] == spec["default-resources"]["slurm_account"], (rule, job)
+        # Expressions (by backbone, scaled by attempt) evaluated to minutes / MB.
+        assert job["runtime"].isdigit() and job["mem_mb"].isdigit(), (rule, job)
+        assert job["threads"] == str(spec["set-threads"].get(rule, job["threads"])), (rule, job)
+    for rule in ("train", "embed"):
+        assert jobs[rule]["gpu"] == "1", jobs[rule]  # the plugin's `--gpus=1`
+    assert jobs["train"]["runtime"] == "60"  # small_cnn's entry in the profile
 
 
 def test_snakemake_lint_is_clean():

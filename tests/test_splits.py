@@ -75,3 +75,41 @@ def test_asking_for_too_many_images_names_the_key():
         make_split(DIGITS.labels, NONE, seed=0, query_per_class=10, train_per_class=500, regime="fewshot500")
     with pytest.raises(ConfigError, match=r"datasets\.digits\.query_per_class"):
         make_split(DIGITS.labels, NONE, seed=0, query_per_class=60, name="digits")
+
+
+def test_database_from_train_draws_the_database_from_the_training_pool():
+    labels = np.repeat(np.arange(3), 30)
+    official = np.tile(np.array(["train"] * 24 + ["test"] * 6), 3)
+    frame = make_split(labels, official, seed=2, query_per_class=6, database_per_class=10,
+                       database_from="train", train_per_class=5)
+    sets = split_sets(frame)
+    train_side = set(np.flatnonzero(official == "train"))
+    assert sets["query"] == set(np.flatnonzero(official == "test"))
+    assert sets["database"] < train_side and sets["train"] < train_side
+    assert not sets["database"] & sets["train"]
+    assert (per_class(frame, "database", labels) == 10).all()
+    assert (per_class(frame, "train", labels) == 5).all()
+    # The database is the same for every regime of a seed.
+    full = make_split(labels, official, seed=2, query_per_class=6, database_per_class=10, database_from="train")
+    assert split_sets(full)["database"] == sets["database"]
+    assert split_sets(full)["train"] == train_side - sets["database"]
+
+
+def test_database_from_train_needs_a_database_size_and_enough_images():
+    labels = np.repeat(np.arange(2), 10)
+    official = np.tile(np.array(["train"] * 8 + ["test"] * 2), 2)
+    with pytest.raises(ConfigError, match=r"datasets\.d\.database_per_class: must be a number"):
+        make_split(labels, official, seed=0, query_per_class=1, database_from="train", name="d")
+    with pytest.raises(ConfigError, match=r"class 0 \(cat\) has 8 training images, not more than the 8"):
+        make_split(labels, official, seed=0, query_per_class=1, database_per_class=8, database_from="train",
+                   name="d", class_names=["cat", "dog"])
+
+
+def test_errors_name_the_class_by_its_name():
+    labels = np.repeat(np.arange(2), 10)
+    official = np.tile(np.array(["train"] * 8 + ["test"] * 2), 2)
+    with pytest.raises(ConfigError, match=r"regimes\.k9\.train_per_class: .*class 0 \(cat\) of d has 8"):
+        make_split(labels, official, seed=0, query_per_class=1, train_per_class=9, name="d", regime="k9",
+                   class_names=["cat", "dog"])
+    with pytest.raises(ConfigError, match=r"class 0 \(cat\) has 2 evaluation images, fewer than 3 queries"):
+        make_split(labels, official, seed=0, query_per_class=3, name="d", class_names=["cat", "dog"])

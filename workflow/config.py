@@ -132,7 +132,26 @@ def prepare_config(config: dict) -> dict:
     config = copy.deepcopy(config)
     config["losses"] = expand_losses(config["losses"])
     check_registered(config)
+    check_samplers(config)
     return config
+
+
+def check_samplers(config: dict) -> None:
+    """A class-balanced sampler's m_per_class must divide the batch size of
+    every cell of its loss, with at least two classes per batch. (Whether
+    the dataset has batch_size/m classes is checked when training starts.)"""
+    for loss, entry in config["losses"].items():
+        m = (entry.get("sampler") or {}).get("m_per_class")
+        if m is None:
+            continue
+        for backbone in config["backbones"]:
+            batch_size = training_settings(config, backbone, loss)["batch_size"]
+            if batch_size % m or batch_size < 2 * m:
+                raise ConfigError(
+                    f"config key losses.{loss}.sampler.m_per_class: {m} must divide "
+                    f"training.batch_size ({batch_size} for backbone {backbone!r}) into "
+                    "at least two classes per batch; change one of them"
+                )
 
 
 def cells(config: dict) -> list[Cell]:
@@ -174,6 +193,8 @@ def cell_settings(config: dict, cell: Cell) -> dict:
         "backbone_params": backbone.get("params", {}),
         "loss_impl": loss["impl"],
         "loss_params": loss.get("params", {}),
+        "loss_lr_multiplier": loss.get("lr_multiplier", 1.0),
+        "sampler": loss.get("sampler"),
         "training": training_settings(config, cell.backbone, cell.loss),
     }
 

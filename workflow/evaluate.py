@@ -1,4 +1,9 @@
-"""evaluate: one cell's embeddings -> its metrics and mean precision-recall curve."""
+"""evaluate: one cell's embeddings -> its metrics and mean precision-recall curve.
+
+Exact retrieval always; two-stage retrieval with class anchors
+(:mod:`workflow.two_stage`) as well when the loss exported anchors and
+``evaluation.two_stage.classes`` is not empty.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,11 @@ import numpy as np
 import pandas as pd
 
 from workflow.embedding import embedding_matrix
-from workflow.metrics import evaluate_retrieval
+from workflow.metrics import queries_without_positives
+from workflow.two_stage import evaluate_retrieval_methods
+
+# Rows of every retrieval method that describe its cost, not its quality.
+COST_METRICS = ("distance_computations_per_query", "seconds_per_query")
 
 
 def classification_accuracy(queries: pd.DataFrame, anchors: pd.DataFrame) -> float:
@@ -29,19 +38,45 @@ def evaluate_cell(
     precision_at=(1, 5, 10),
     top_k_error=(1, 5),
     chunk_size: int = 1024,
+    two_stage: dict | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return (tidy metrics with columns ``metric``, ``value``; PR curve)."""
+    """Return (tidy metrics with columns ``retrieval``, ``metric``, ``value``;
+    the exact retrieval's PR curve).
+
+    ``two_stage``: ``{"classes": [c, ...], "rest": "follow" | "cut"}``; used
+    only when ``anchors`` has rows. Rows: for ``exact``, the retrieval
+    metrics, ``accuracy``, ``queries_without_positives`` (queries left out
+    of the retrieval metrics because no database item has their class) and
+    the cost rows ``distance_computations_per_query`` and
+    ``seconds_per_query``; for each ``two_stage_c{c}``, its retrieval metrics
+    and cost rows.
+    """
     queries = embeddings[embeddings["split"] == "query"]
     database = embeddings[embeddings["split"] == "database"]
-    metrics, curve = evaluate_retrieval(
+    two_stage = two_stage or {}
+    classes = list(two_stage.get("classes", [])) if len(anchors) else []
+    results = evaluate_retrieval_methods(
         embedding_matrix(queries),
         queries["label"].to_numpy(),
         embedding_matrix(database),
         database["label"].to_numpy(),
+        anchors=embedding_matrix(anchors, "anchor") if classes else None,
+        classes=classes,
+        rest=two_stage.get("rest", "follow"),
         precision_at=tuple(precision_at),
         top_k_error=tuple(top_k_error),
         chunk_size=chunk_size,
     )
-    metrics["accuracy"] = classification_accuracy(queries, anchors)
-    frame = pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())})
-    return frame, pd.DataFrame(curve)
+    rows = []
+    for method, result in results.items():
+        metrics = dict(result.metrics)
+        if method == "exact":
+            cost = {k: metrics.pop(k) for k in COST_METRICS}
+            metrics["accuracy"] = classification_accuracy(queries, anchors)
+            metrics["queries_without_positives"] = float(
+                queries_without_positives(queries["label"], database["label"])
+            )
+            metrics.update(cost)
+        rows += [(method, name, value) for name, value in metrics.items()]
+    frame = pd.DataFrame(rows, columns=["retrieval", "metric", "value"])
+    return frame, pd.DataFrame(results["exact"].curve)

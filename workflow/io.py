@@ -71,6 +71,16 @@ def read_metadata(path) -> dict:
     return json.loads(raw.get(b"cbir", b"{}"))
 
 
+def save_figure(fig, png_path, pdf_path) -> None:
+    """Save a matplotlib figure as PNG and PDF, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    for path, kind in [(png_path, "png"), (pdf_path, "pdf")]:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=kind, bbox_inches="tight")
+    plt.close(fig)
+
+
 def git_commit() -> str:
     """The commit of the code that runs, with ``-dirty`` if it has local changes."""
     root = Path(__file__).resolve().parents[1]

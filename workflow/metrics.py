@@ -12,19 +12,29 @@ Distances
     own ``||a||^2``, which is constant along a query's row and so does not
     change its ranking (leaving it out only removes a rounding step).
 Ties
-    Broken by database index: a query's ranking is a *stable* sort of its
-    distances, so database items at the same computed distance keep their
-    database order (the lower index ranks first). Every metric below follows
+    Broken by database index: a query's ranking orders the database by
+    ``(distance, database index)``, so database items at the same computed
+    distance keep their database order (the lower index ranks first), exactly
+    as a *stable* sort of the distances would. Every metric below follows
     from this single ranking, so all of them see the same tie-break.
 Positive ranks
     For a query of class ``c``, the *positives* are the ``R`` database items of
     class ``c``; their *positive ranks* ``r_1 < ... < r_R`` are their 1-based
     positions in the query's ranking. All metrics are functions of these
     ranks (and ``N``, the database size).
-Missing classes
+Queries without positives
     A query whose class has no item in the database (``R = 0``) has no defined
-    average precision or recall: :class:`ValueError` is raised, naming how many
-    such queries there are, instead of silently dropping them.
+    average precision or recall. Such queries are left out of every metric and
+    of the curve, as pytorch-metric-learning's ``AccuracyCalculator`` leaves
+    out its "lone" queries; :func:`queries_without_positives` counts them (the
+    pipeline writes the count as a metric row). Only when *no* query has a
+    positive is :class:`ValueError` raised.
+Unretrieved positives
+    A retrieval method may return only part of the database (two-stage
+    retrieval with ``rest: cut``, see :mod:`workflow.two_stage`). A positive it
+    does not return is ranked at infinity: it counts towards ``R`` but is never
+    within a cutoff, adds 0 to the average precision, and the curve's recall
+    stays below 1 (the area under the curve stops at the recall reached).
 
 Metrics (keys of the dict returned by :func:`retrieval_metrics`)
 ----------------------------------------------------------------
@@ -54,14 +64,34 @@ Metrics (keys of the dict returned by :func:`retrieval_metrics`)
     precision@k against mean recall@k over queries, for every cutoff
     ``k = 1..N``), by the trapezoidal rule over recall
     (as ``sklearn.metrics.auc``), with the point ``(recall 0, precision of the
-    first point)`` prepended so the area starts at recall 0. The curve ends at
-    recall 1 (cutoff ``N`` retrieves every positive).
+    first point)`` prepended so the area starts at recall 0. With exact
+    retrieval the curve ends at recall 1 (cutoff ``N`` retrieves every
+    positive).
+
+How the positive ranks are computed (no sort of the database)
+-------------------------------------------------------------
+The rank of a positive ``p`` is ``1 +`` the number of database items before
+it, i.e. with a smaller distance, or an equal distance and a lower index. So
+a query's ranks are counts against its ``R`` sorted positive distances (the
+*thresholds*), and no sort of the ``N`` database distances is needed: with
+``L_j`` the number of thresholds before item ``j`` in ``(distance, index)``
+order, ``r_k = #{j : L_j <= k}`` for the ``k``-th positive (0-based; the
+positive itself has ``L = k``), i.e. the cumulative sum of the histogram of
+``L``. :func:`count_at_or_before` finds every ``L_j`` in ``O(1)``: it cuts
+the range of the thresholds into ``M`` equal bins by one monotone float
+mapping ``bin(x)`` applied alike to thresholds and items, so an item in a bin
+without thresholds has ``L_j`` = the number of thresholds in lower bins (a
+table look-up; these items are only histogrammed per bin), and only items
+that share a bin with a threshold are compared with those thresholds
+exactly, by a binary search in ``(distance, index)`` order, which also
+settles every tie by index. The result is exact, whatever the bins.
 
 Memory
 ------
-Queries are processed ``chunk_size`` at a time; the largest arrays are the
-chunk's ``chunk_size x N`` distance matrix, its stable sort and the gathered
-labels (about 25 bytes per entry), never a full ``Q x N`` matrix. Each chunk is
+Queries are processed ``chunk_size`` at a time; the largest array is the
+chunk's ``chunk_size x N`` distance matrix (4 bytes per entry), never a full
+``Q x N`` matrix. The counting works through the chunk a few rows at a time,
+with temporaries of about 8 bytes per entry of those rows. Each chunk is
 reduced at once to per-query statistics (``O(Q)`` in all) and to per-cutoff
 histograms of the positive ranks (``O(N)``), from which the curve follows: the
 sum over queries of ``#{i : r_i <= k}`` is the cumulative sum over ``k`` of
@@ -71,19 +101,31 @@ each rank weighted by ``1/R`` of its query.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 __all__ = [
+    "ExactChunk",
+    "MetricAccumulator",
+    "Prepared",
+    "count_at_or_before",
     "evaluate_retrieval",
     "metrics_from_positive_ranks",
     "positive_ranks",
     "pr_curve",
+    "prepare",
+    "queries_without_positives",
+    "query_chunk",
+    "distance_buffer",
+    "keep_rows",
+    "rank_exact",
     "retrieval_metrics",
+    "sort_thresholds",
 ]
 
 # ---------------------------------------------------------------------------
@@ -117,13 +159,18 @@ def _emb_to_tensor(emb, name: str) -> torch.Tensor:
 
 
 @dataclass
-class _Prepared:
+class Prepared:
+    """Queries and database checked, coded and placed on the device."""
+
     query_emb: torch.Tensor  # (Q, D), where the caller had it; moved per chunk
     query_codes: np.ndarray  # (Q,) int64 class codes
     db_emb: torch.Tensor  # (N, D) float32 on device
     db_sq: torch.Tensor  # (N,) float32 on device, ||b||^2
-    db_codes: torch.Tensor  # (N,) class codes on device
+    db_codes: torch.Tensor  # (N,) int64 class codes on device
     n_pos: np.ndarray  # (Q,) int64: R, the number of positives of each query
+    # (n_classes, max R) int64 on device: each class's database indices in
+    # ascending order, padded with -1.
+    class_items: torch.Tensor
     device: torch.device
 
     @property
@@ -134,8 +181,13 @@ class _Prepared:
     def n_db(self) -> int:
         return len(self.db_codes)
 
+    @property
+    def has_positives(self) -> np.ndarray:
+        return self.n_pos > 0
 
-def _prepare(query_emb, query_labels, db_emb, db_labels, device) -> _Prepared:
+
+def prepare(query_emb, query_labels, db_emb, db_labels, device=None) -> Prepared:
+    """Check shapes and values, code the labels, move the database to ``device``."""
     device = _default_device(device)
     q = _emb_to_tensor(query_emb, "query_emb")
     db = _emb_to_tensor(db_emb, "db_emb")
@@ -158,30 +210,53 @@ def _prepare(query_emb, query_labels, db_emb, db_labels, device) -> _Prepared:
     codes = codes.reshape(-1).astype(np.int64)
     q_codes, d_codes = codes[: len(ql)], codes[len(ql) :]
     n_classes = int(codes.max()) + 1
-    n_pos = np.bincount(d_codes, minlength=n_classes)[q_codes].astype(np.int64)
-    missing = n_pos == 0
-    if missing.any():
-        absent = np.unique(ql[missing])
-        shown = ", ".join(map(str, absent[:10])) + (", ..." if len(absent) > 10 else "")
+    class_sizes = np.bincount(d_codes, minlength=n_classes)
+    n_pos = class_sizes[q_codes].astype(np.int64)
+    if not (n_pos > 0).any():
         raise ValueError(
-            f"{int(missing.sum())} of {len(ql)} queries have a class with no item "
-            f"in the database ({len(absent)} such classes: {shown}); their "
-            "average precision and recall are undefined"
+            f"none of the {len(ql)} queries has a class with an item in the "
+            "database: no retrieval metric is defined"
         )
 
+    # Each class's database indices, ascending (a stable argsort by class).
+    by_class = np.argsort(d_codes, kind="stable")
+    width = max(int(class_sizes.max()), 1)
+    class_items = np.full((n_classes, width), -1, dtype=np.int64)
+    starts = np.cumsum(class_sizes) - class_sizes
+    column = np.arange(len(d_codes)) - starts[d_codes[by_class]]
+    class_items[d_codes[by_class], column] = by_class
+
     db = db.to(device=device, dtype=torch.float32)
-    if not torch.isfinite(db).all():
-        raise ValueError("db_emb contains NaN or infinite values")
-    code_dtype = torch.int32 if n_classes < 2**31 else torch.int64
-    return _Prepared(
+    db_sq = _squared_norms(db)
+    # (A NaN or infinity anywhere in a row makes its squared norm one.)
+    if not torch.isfinite(db_sq).all():
+        raise ValueError(
+            "db_emb contains NaN or infinite values (or values so large that "
+            "their squared norm overflows float32)"
+        )
+    return Prepared(
         query_emb=q,
         query_codes=q_codes,
         db_emb=db,
-        db_sq=(db * db).sum(dim=1),
-        db_codes=torch.from_numpy(d_codes).to(device=device, dtype=code_dtype),
+        db_sq=db_sq,
+        db_codes=torch.from_numpy(d_codes).to(device),
         n_pos=n_pos,
+        class_items=torch.from_numpy(class_items).to(device),
         device=device,
     )
+
+
+def _squared_norms(x: torch.Tensor, rows: int = 1 << 15) -> torch.Tensor:
+    """||x_i||^2 of each row, a block of rows at a time (no full-size temporary)."""
+    return torch.cat([(x[s : s + rows] * x[s : s + rows]).sum(dim=1) for s in range(0, len(x), rows)])
+
+
+def queries_without_positives(query_labels, db_labels) -> int:
+    """Number of queries whose class has no item in the database (left out of
+    every metric, see the module docstring)."""
+    ql = _labels_to_numpy(query_labels, "query_labels")
+    dl = _labels_to_numpy(db_labels, "db_labels")
+    return int((~np.isin(ql, dl)).sum())
 
 
 def _check_chunk_size(chunk_size) -> int:
@@ -201,41 +276,301 @@ def _check_cutoffs(ks, n_db: int, name: str) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------
-# Retrieval: positive ranks, one chunk of queries at a time
+# Counting: how many items come at or before each threshold
+# ---------------------------------------------------------------------------
+
+# Entries of the distance matrix processed at once by count_at_or_before: on
+# the CPU a few rows at a time, so the temporaries stay in the cache.
+_BLOCK_ENTRIES = {"cpu": 1 << 22}
+_BLOCK_ENTRIES_OTHER = 1 << 26
+# Bins per threshold of count_at_or_before: more bins leave fewer items that
+# share a bin with a threshold (the exact, slower path) but make the per-row
+# tables larger.
+_BINS_PER_THRESHOLD = 16
+_MIN_BINS, _MAX_BINS = 64, 1 << 16
+
+
+def count_at_or_before(
+    dist: torch.Tensor,
+    thresholds: torch.Tensor,
+    threshold_index: torch.Tensor,
+    n_thresholds: torch.Tensor,
+    item_index: torch.Tensor | None = None,
+    threshold_columns: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per row and threshold, the number of items at or before the threshold.
+
+    Arguments (``b`` rows, ``K`` items per row, up to ``T`` thresholds):
+    ``dist`` (b, K) float32 item distances; ``thresholds`` (b, T) distances
+    and ``threshold_index`` (b, T) database indices of each row's thresholds,
+    sorted by ``(distance, index)``, the first ``n_thresholds[r]`` of row
+    ``r`` valid (the rest ignored); ``item_index`` (K,) or (b, K) the
+    database index of each item (default ``0..K-1``); items of distance
+    ``+inf`` are padding (never before a threshold). ``threshold_columns``
+    (b, T): when the thresholds are themselves items of their row (as a
+    query's positives are), the column of each; ``None`` when they are not.
+
+    Returns (b, T) int64: entry ``[r, k]`` is the number of items ``j`` of row
+    ``r`` with ``(dist[r, j], item_index[r, j]) <= (thresholds[r, k],
+    threshold_index[r, k])`` in lexicographic order; 0 where ``k`` is not a
+    valid threshold. When the thresholds are items this is the 1-based rank
+    of each threshold; otherwise it is the number of items before it. Exact
+    for any data (see the module docstring).
+    """
+    b, k_items = dist.shape
+    width = thresholds.shape[1]
+    out = torch.zeros((b, width), dtype=torch.int64, device=dist.device)
+    if b == 0 or width == 0 or k_items == 0:
+        return out
+    if item_index is None:
+        item_index = torch.arange(k_items, device=dist.device)
+    per_block = _BLOCK_ENTRIES.get(dist.device.type, _BLOCK_ENTRIES_OTHER)
+    # (No more bins than items: beyond that the per-row tables cost more than
+    # the items themselves.)
+    n_bins = int(min(max(_BINS_PER_THRESHOLD * width, _MIN_BINS), _MAX_BINS, max(k_items, _MIN_BINS)))
+    rows = min(b, max(1, per_block // k_items))
+    # Work buffers reused by every block (fresh large arrays would cost page
+    # faults each time).
+    buffers = (
+        torch.empty((rows, k_items), dtype=torch.float32, device=dist.device),
+        torch.empty((rows, k_items), dtype=torch.int32, device=dist.device),
+    )
+    for start in range(0, b, rows):
+        stop = min(start + rows, b)
+        out[start:stop] = _count_block(
+            dist[start:stop], thresholds[start:stop], threshold_index[start:stop],
+            n_thresholds[start:stop].to(device=dist.device, dtype=torch.int64),
+            item_index if item_index.ndim == 1 else item_index[start:stop],
+            None if threshold_columns is None else threshold_columns[start:stop],
+            n_bins, buffers,
+        )
+    return out
+
+
+def _count_block(dist, thr, thr_index, n_thr, item_index, thr_cols, n_bins, buffers):
+    """count_at_or_before for one block of rows (see there)."""
+    device = dist.device
+    b, k_items = dist.shape
+    width = thr.shape[1]
+    valid = torch.arange(width, device=device).unsqueeze(0) < n_thr.unsqueeze(1)
+
+    # Bins: n_bins equal bins over [lowest, highest threshold] of each row,
+    # numbered -1 .. n_bins + 1 (clamped), by bin(x) = trunc(clamp(x * scale
+    # + shift)): separate IEEE float operations (a multiplication by a
+    # positive number, an addition, a clamp) and a truncation, each monotone
+    # (non-decreasing) and computed alike for items and thresholds, so equal
+    # values share a bin and an item in a lower bin than a threshold is
+    # smaller than it. Bin m of row r is entry r * n_cols + m + 1 of the
+    # flattened (b, n_cols) tables; the last column of a row is a sink that
+    # no threshold occupies.
+    n_cols = n_bins + 4
+    lo = thr[:, :1]
+    hi = thr.gather(1, (n_thr - 1).clamp(min=0).unsqueeze(1))
+    span = hi - lo
+    ok = torch.isfinite(span) & (span > 0)
+    scale = torch.where(ok, n_bins / torch.where(ok, span, 1.0), 1.0)
+    shift = -torch.where(torch.isfinite(lo), lo, 0.0) * scale
+    first = torch.arange(b, device=device, dtype=torch.int32).unsqueeze(1) * n_cols + 1
+
+    def table_entry(x, out_float=None, out_int=None):
+        y = torch.mul(x, scale, out=out_float) if out_float is not None else x * scale
+        y.add_(shift).clamp_(-1.0, n_bins + 1.0)
+        y = out_int.copy_(y) if out_int is not None else y.to(torch.int32)
+        return y.add_(first)
+
+    entry = table_entry(dist, buffers[0][:b], buffers[1][:b])
+    thr_entry = table_entry(thr)
+    if thr_cols is not None:
+        # Thresholds that are items: moved to the sink, counted apart below
+        # (each threshold k has itself and thresholds 0..k-1 at or before it).
+        at = (torch.arange(b, device=device).unsqueeze(1) * k_items + thr_cols)[valid]
+        sink = (first + (n_cols - 2)).expand(b, width)[valid]
+        entry.view(-1).index_put_((at,), sink)
+    entry = entry.view(-1)
+    hist = torch.bincount(entry, minlength=b * n_cols).view(b, n_cols)
+    # The valid thresholds' entries, row after row: ascending overall. Each
+    # occupied entry holds the thresholds at positions first_at .. end_at - 1.
+    thr_entries = thr_entry[valid]
+    is_first = torch.ones(len(thr_entries), dtype=torch.bool, device=device)
+    is_first[1:] = thr_entries[1:] != thr_entries[:-1]
+    first_at = is_first.nonzero().squeeze(1)
+    end_at = torch.cat([first_at[1:], first_at.new_tensor([len(thr_entries)])])
+    used = thr_entries.index_select(0, first_at).long()
+    occupied = torch.zeros(b * n_cols, dtype=torch.bool, device=device)
+    occupied[used] = True
+    occupied = occupied.view(b, n_cols)
+
+    # An item in a bin without thresholds is at or before threshold k iff
+    # its bin is at most threshold k's bin: count those by a cumulative sum.
+    free = hist.masked_fill(occupied, 0)
+    thr_col = (thr_entry - first + 1).long().clamp(0, n_cols - 1)
+    counts = free.cumsum(1).gather(1, thr_col)
+    if thr_cols is not None:
+        counts += torch.arange(1, width + 1, device=device).unsqueeze(0)
+    # Items in a bin with thresholds: compared with them exactly.
+    search = (hist.sum(1) - free.sum(1)) > 0
+    if search.any():
+        # Looked up only at occupied entries, so need no initial values.
+        bin_first = torch.empty(b * n_cols, dtype=torch.int64, device=device)
+        bin_first[used] = first_at
+        bin_end = torch.empty(b * n_cols, dtype=torch.int64, device=device)
+        bin_end[used] = end_at
+        counts += _search_block(
+            dist, entry, thr[valid], thr_index[valid], bin_first, bin_end, n_thr, item_index,
+            occupied, search, width,
+        )
+    return counts.masked_fill(~valid, 0)
+
+
+def _search_block(dist, entry, thr_v, thr_i, bin_first, bin_end, n_thr, item_index, occupied,
+                  search, width):
+    """For the rows flagged by ``search``: (b, width), per threshold k the
+    number of items in bins with thresholds that come at or before it. Each
+    such item's L (thresholds before it) is found by binary search in
+    (distance, index) order among the thresholds of its bin; the count is
+    the cumulative histogram of L. Arrays are flat (index_select is much
+    faster than advanced indexing on the CPU); ``thr_v`` and ``thr_i`` hold
+    the valid thresholds row after row, those of table entry ``e`` at
+    positions ``bin_first[e] .. bin_end[e] - 1``."""
+    device = dist.device
+    b, k_items = dist.shape
+    rows = search.nonzero().squeeze(1)
+    entry = entry.view(b, k_items)
+    if len(rows) < b:
+        entry = entry.index_select(0, rows)
+    entry = entry.reshape(-1)
+    at = occupied.view(-1).index_select(0, entry).nonzero().squeeze(1)  # in (rows, K)
+    cell = entry.index_select(0, at)
+    row_of = at // k_items
+    col = at - row_of * k_items
+    row = rows.index_select(0, row_of)
+    value = dist.reshape(-1).index_select(0, row * k_items + col)
+    if item_index.ndim == 1:
+        index = item_index.index_select(0, col)
+    else:
+        index = item_index.reshape(-1).index_select(0, row * k_items + col)
+    low = bin_first.index_select(0, cell)
+    high = bin_end.index_select(0, cell)
+    # Invariant: thresholds before `low` come before the item, those from
+    # `high` on come after it.
+    for _ in range(int((high - low).max()).bit_length()):
+        active = low < high
+        mid = (low + high) // 2
+        pick = mid.clamp(max=len(thr_v) - 1)
+        t_v, t_i = thr_v.index_select(0, pick), thr_i.index_select(0, pick)
+        before = (t_v < value) | ((t_v == value) & (t_i < index))
+        low = torch.where(active & before, mid + 1, low)
+        high = torch.where(active & ~before, mid, high)
+    row_start = n_thr.cumsum(0) - n_thr
+    before_count = low - row_start.index_select(0, row)  # L: thresholds before the item
+    hist = torch.zeros(b * (width + 1), dtype=torch.int64, device=device)
+    hist.index_add_(0, row * (width + 1) + before_count, torch.ones_like(before_count))
+    # Item with L = l is at or before thresholds l, l + 1, ...
+    return hist.view(b, width + 1).cumsum(1)[:, :width]
+
+
+def sort_thresholds(values: torch.Tensor, index: torch.Tensor, valid: torch.Tensor):
+    """Sort each row's thresholds by (value, index); invalid entries last.
+
+    Returns ``(values, index, order)`` sorted (invalid values set to
+    ``+inf``), ``order`` the permutation applied (the new position ``k``
+    holds old entry ``order[:, k]``).
+    """
+    values = values.masked_fill(~valid, float("inf"))
+    index = index.masked_fill(~valid, torch.iinfo(torch.int64).max)
+    by_value = torch.sort(values, dim=1, stable=True)
+    sorted_index = index.gather(1, by_value.indices)
+    # Equal values must be in index order; only then is a second sort needed.
+    if not ((by_value.values[:, 1:] == by_value.values[:, :-1])
+            & (sorted_index[:, 1:] < sorted_index[:, :-1])).any():
+        return by_value.values, sorted_index, by_value.indices
+    by_index = torch.sort(index, dim=1, stable=True)
+    by_value = torch.sort(values.gather(1, by_index.indices), dim=1, stable=True)
+    order = by_index.indices.gather(1, by_value.indices)
+    return by_value.values, index.gather(1, order), order
+
+
+# ---------------------------------------------------------------------------
+# Exact retrieval: positive ranks, one chunk of queries at a time
 # ---------------------------------------------------------------------------
 
 
-def _iter_positive_ranks(
-    prep: _Prepared, chunk_size: int
-) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Yield ``(start, stop, ranks)`` for each chunk of queries.
+@dataclass
+class ExactChunk:
+    """One chunk of queries ranked exactly against the whole database."""
 
-    ``ranks`` is the flat int64 array of the 1-based positive ranks of queries
-    ``start..stop-1``, query by query, ascending within a query; query ``q``
-    contributes ``prep.n_pos[q]`` of them.
-    """
-    for start in range(0, prep.n_queries, chunk_size):
-        stop = min(start + chunk_size, prep.n_queries)
-        q = prep.query_emb[start:stop].to(device=prep.device, dtype=torch.float32)
-        if not torch.isfinite(q).all():
-            raise ValueError("query_emb contains NaN or infinite values")
-        q_codes = torch.from_numpy(prep.query_codes[start:stop]).to(
-            device=prep.device, dtype=prep.db_codes.dtype
+    start: int
+    stop: int
+    query: torch.Tensor  # (B, D) float32 on the device
+    dist: torch.Tensor  # (B, N) distances (minus ||q||^2)
+    positives: torch.Tensor  # (B, T) database index of each positive, sorted by (dist, index)
+    valid: torch.Tensor  # (B, T) bool: a real positive (T = max R; rows padded)
+    ranks: torch.Tensor  # (B, T) int64 1-based rank of each positive (0 where not valid)
+    seconds: float  # wall time of the distances and the ranks
+
+    def flat_ranks(self) -> np.ndarray:
+        """Ranks query by query, ascending within a query (as positive_ranks)."""
+        return self.ranks[self.valid].cpu().numpy()
+
+    def rows_with_positives(self, prep: "Prepared"):
+        """``(ranks, valid, R)`` of the queries that have positives, for
+        :meth:`MetricAccumulator.add_rows`."""
+        return keep_rows(prep, self.start, self.stop, self.ranks, self.valid)
+
+
+def keep_rows(prep: Prepared, start: int, stop: int, ranks: torch.Tensor, valid: torch.Tensor):
+    """Rows of queries ``start..stop-1`` whose class is in the database, with
+    their R: the queries the metrics use."""
+    keep = prep.has_positives[start:stop]
+    n_pos = prep.n_pos[start:stop][keep]
+    if keep.all():
+        return ranks, valid, n_pos
+    keep = torch.from_numpy(keep).to(ranks.device)
+    return ranks[keep], valid[keep], n_pos
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def query_chunk(prep: Prepared, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries ``start..stop-1`` on the device (float32) and their class codes."""
+    q = prep.query_emb[start:stop].to(device=prep.device, dtype=torch.float32)
+    if not torch.isfinite(_squared_norms(q)).all():
+        raise ValueError(
+            "query_emb contains NaN or infinite values (or values so large that "
+            "their squared norm overflows float32)"
         )
-        # Squared L2 distance minus the row constant ||q||^2: same ranking.
-        dist = prep.db_sq.unsqueeze(0) - 2.0 * (q @ prep.db_emb.T)
-        # Stable sort: equal distances keep database order (index tie-break).
-        order = torch.sort(dist, dim=1, stable=True).indices
-        del dist
-        relevant = prep.db_codes[order] == q_codes.unsqueeze(1)
-        del order
-        # nonzero() is row-major: queries in order, ranks ascending per query.
-        cols = relevant.nonzero(as_tuple=True)[1]
-        ranks = (cols + 1).cpu().numpy().astype(np.int64, copy=False)
-        expected = int(prep.n_pos[start:stop].sum())
-        if len(ranks) != expected:  # pragma: no cover - internal consistency
-            raise RuntimeError(f"found {len(ranks)} positives, expected {expected}")
-        yield start, stop, ranks
+    return q, torch.from_numpy(prep.query_codes[start:stop]).to(prep.device)
+
+
+def distance_buffer(prep: Prepared, chunk_size: int) -> torch.Tensor:
+    """Room for one chunk's distances, reused by every chunk (a fresh array
+    per chunk would cost page faults on the CPU)."""
+    return torch.empty((min(chunk_size, prep.n_queries), prep.n_db), device=prep.device)
+
+
+def rank_exact(prep: Prepared, start: int, stop: int, buffer: torch.Tensor | None = None) -> ExactChunk:
+    """The exact ranking of queries ``start..stop-1`` (timed). With a
+    ``buffer`` from :func:`distance_buffer`, the chunk's distances are
+    written there (and so are valid until the next call with it)."""
+    q, codes = query_chunk(prep, start, stop)
+    _sync(prep.device)
+    began = time.perf_counter()
+    # Squared L2 distance minus the row constant ||q||^2: same ranking.
+    out = None if buffer is None else buffer[: stop - start]
+    dist = torch.addmm(prep.db_sq.unsqueeze(0), q, prep.db_emb.T, beta=1.0, alpha=-2.0, out=out)
+    items = prep.class_items[codes]  # ascending index within a row
+    valid = items >= 0
+    # A stable sort by distance keeps the index order among equal distances.
+    pos_dist = dist.gather(1, items.clamp(min=0)).masked_fill(~valid, float("inf"))
+    pos_dist, order = torch.sort(pos_dist, dim=1, stable=True)
+    items = items.gather(1, order)
+    valid = valid.gather(1, order)
+    ranks = count_at_or_before(dist, pos_dist, items, valid.sum(1), threshold_columns=items)
+    _sync(prep.device)
+    return ExactChunk(start, stop, q, dist, items, valid, ranks, time.perf_counter() - began)
 
 
 def positive_ranks(
@@ -254,8 +589,13 @@ def positive_ranks(
     within a query; ties broken by database index). Memory is ``O(sum R)``;
     :func:`evaluate_retrieval` does not keep them, it reduces each chunk.
     """
-    prep = _prepare(query_emb, query_labels, db_emb, db_labels, device)
-    chunks = [r for _, _, r in _iter_positive_ranks(prep, _check_chunk_size(chunk_size))]
+    prep = prepare(query_emb, query_labels, db_emb, db_labels, device)
+    chunk_size = _check_chunk_size(chunk_size)
+    buffer = distance_buffer(prep, chunk_size)
+    chunks = [
+        rank_exact(prep, start, min(start + chunk_size, prep.n_queries), buffer).flat_ranks()
+        for start in range(0, prep.n_queries, chunk_size)
+    ]
     return np.concatenate(chunks), prep.n_pos.copy()
 
 
@@ -265,7 +605,7 @@ def positive_ranks(
 
 
 @dataclass
-class _Accumulator:
+class MetricAccumulator:
     """Reduces chunks of positive ranks to per-query stats and curve sums."""
 
     n_db: int
@@ -278,51 +618,78 @@ class _Accumulator:
     # hist[k]: positives at rank k over all queries; hist_recall: same / R.
     hist: np.ndarray = None
     hist_recall: np.ndarray = None
+    n_queries: int = 0
 
     def __post_init__(self):
         self.hits = {k: [] for k in self.cutoffs}
         self.hist = np.zeros(self.n_db + 1, dtype=np.int64)
         self.hist_recall = np.zeros(self.n_db + 1, dtype=np.float64)
 
-    def add(self, ranks: np.ndarray, counts: np.ndarray) -> None:
+    def add(self, ranks: np.ndarray, counts: np.ndarray, n_pos: np.ndarray | None = None) -> None:
+        """Add the queries of one chunk, given as flat ranks.
+
+        ``counts[q]`` ranks of query ``q`` are given (ascending, in ``ranks``,
+        query after query); ``n_pos[q]`` is its number of positives ``R``
+        (default ``counts``): positives beyond ``counts[q]`` were not
+        retrieved and rank at infinity.
+        """
         ranks = np.asarray(ranks, dtype=np.int64)
         counts = np.asarray(counts, dtype=np.int64)
-        n = len(counts)
         if counts.sum() != len(ranks):
             raise ValueError("counts must sum to the number of ranks")
-        if (counts < 1).any():
-            raise ValueError("every query needs at least one positive")
-        if len(ranks) and (ranks.min() < 1 or ranks.max() > self.n_db):
+        width = max(int(counts.max(initial=0)), 1)
+        valid = np.arange(width)[None, :] < counts[:, None]
+        matrix = np.zeros(valid.shape, dtype=np.int64)
+        matrix[valid] = ranks  # row-major: query after query
+        self.add_rows(torch.from_numpy(matrix), torch.from_numpy(valid),
+                      counts if n_pos is None else n_pos)
+
+    def add_rows(self, ranks: torch.Tensor, valid: torch.Tensor, n_pos) -> None:
+        """Add the queries of one chunk, one row each: ``ranks`` (n, T) int64,
+        ascending along the row where ``valid`` (n, T), which must be a prefix
+        of each row; ``n_pos`` (n,) the number of positives ``R`` of each
+        query (valid entries beyond it rank at infinity). Computed with torch
+        on the tensors' device."""
+        device = ranks.device
+        n, width = ranks.shape
+        n_pos = torch.as_tensor(np.asarray(n_pos, dtype=np.int64)).to(device)
+        counts = valid.sum(1)
+        column = torch.arange(width, device=device)
+        if len(n_pos) != n or (n_pos < 1).any() or (counts > n_pos).any():
+            raise ValueError("every query needs 1 <= R and at most R ranks")
+        if not torch.equal(valid, column.unsqueeze(0) < counts.unsqueeze(1)):
+            raise ValueError("the valid ranks must come first in each row")
+        if valid.any() and (ranks[valid].min() < 1 or ranks[valid].max() > self.n_db):
             raise ValueError(f"ranks must lie in 1..{self.n_db}")
-        qid = np.repeat(np.arange(n), counts)  # query of each rank
-        starts = np.cumsum(counts) - counts
-        i = np.arange(len(ranks)) - starts[qid] + 1  # 1-based index among positives
-        if (np.diff(ranks)[np.diff(qid) == 0] <= 0).any():
+        if ((ranks[:, 1:] <= ranks[:, :-1]) & valid[:, 1:]).any():
             raise ValueError("ranks must be strictly increasing within a query")
-        r_of = counts[qid].astype(np.float64)  # R of each rank's query
-        prec_at_rank = i / ranks  # precision at the rank of the i-th positive
-        within_r = ranks <= r_of
+        big_r = n_pos.to(torch.float64).unsqueeze(1)
+        # Precision at the rank of the i-th positive, i / r_i (0 where none).
+        prec = torch.where(valid, (column + 1).to(torch.float64) / ranks.clamp(min=1), 0.0)
+        within_r = valid & (ranks <= n_pos.unsqueeze(1))
 
-        self.ap.append(np.bincount(qid, prec_at_rank, minlength=n) / counts)
-        self.ap_at_r.append(
-            np.bincount(qid, prec_at_rank * within_r, minlength=n) / counts
-        )
-        self.r_prec.append(np.bincount(qid, within_r, minlength=n) / counts)
-        self.first_rank.append(ranks[starts])
+        self.ap.append((prec.sum(1) / big_r[:, 0]).cpu().numpy())
+        self.ap_at_r.append(((prec * within_r).sum(1) / big_r[:, 0]).cpu().numpy())
+        self.r_prec.append((within_r.sum(1) / big_r[:, 0]).cpu().numpy())
+        first = torch.where(counts > 0, ranks[:, 0], self.n_db + 1) if width else counts + self.n_db + 1
+        self.first_rank.append(first.cpu().numpy())
         for k in self.cutoffs:
-            self.hits[k].append(np.bincount(qid, ranks <= k, minlength=n))
-        self.hist += np.bincount(ranks, minlength=self.n_db + 1)
-        self.hist_recall += np.bincount(ranks, 1.0 / r_of, minlength=self.n_db + 1)
+            self.hits[k].append((valid & (ranks <= k)).sum(1).cpu().numpy())
+        retrieved = ranks[valid]
+        weight = (1.0 / big_r).expand(n, width)[valid]
+        self.hist += torch.bincount(retrieved, minlength=self.n_db + 1).cpu().numpy()
+        self.hist_recall += torch.bincount(retrieved, weight, minlength=self.n_db + 1).cpu().numpy()
+        self.n_queries += n
 
-    def curve(self, n_queries: int) -> pd.DataFrame:
+    def curve(self) -> pd.DataFrame:
         cutoff = np.arange(1, self.n_db + 1)
         hits_sum = np.cumsum(self.hist)[1:]  # sum_q #{r_i <= k}, k = 1..N
         recall_sum = np.cumsum(self.hist_recall)[1:]  # sum_q #{r_i <= k} / R
         return pd.DataFrame(
             {
                 "cutoff": cutoff,
-                "precision": hits_sum / cutoff / n_queries,
-                "recall": recall_sum / n_queries,
+                "precision": hits_sum / cutoff / self.n_queries,
+                "recall": recall_sum / self.n_queries,
             }
         )
 
@@ -332,8 +699,10 @@ class _Accumulator:
         precision_at: tuple[int, ...],
         top_k_error: tuple[int, ...],
     ) -> tuple[dict[str, float], pd.DataFrame]:
+        """Metrics and curve; ``query_codes`` of the added queries, in order."""
         query_codes = np.asarray(query_codes)
-        n_queries = len(query_codes)
+        if len(query_codes) != self.n_queries:
+            raise ValueError(f"{len(query_codes)} query codes for {self.n_queries} queries")
         _, cls = np.unique(query_codes, return_inverse=True)
         cls = cls.reshape(-1)
         per_class_n = np.bincount(cls)
@@ -349,7 +718,7 @@ class _Accumulator:
         metrics["map"] = float(np.mean(np.concatenate(self.ap)))
         metrics["map@r"] = float(np.mean(np.concatenate(self.ap_at_r)))
         metrics["r_precision"] = float(np.mean(np.concatenate(self.r_prec)))
-        curve = self.curve(n_queries)
+        curve = self.curve()
         metrics["pr_auc"] = _pr_auc(curve["recall"].to_numpy(), curve["precision"].to_numpy())
         return metrics, curve
 
@@ -373,16 +742,21 @@ def metrics_from_positive_ranks(
 
     ``ranks``/``counts`` as returned by :func:`positive_ranks`; ``query_labels``
     gives the query classes for the class-macro ``precision@k``; ``n_db`` is
-    the database size N. Returns what :func:`evaluate_retrieval` returns.
+    the database size N. Queries with ``counts == 0`` are left out. Returns
+    what :func:`evaluate_retrieval` returns.
     """
     precision_at = _check_cutoffs(precision_at, n_db, "precision_at")
     top_k_error = _check_cutoffs(top_k_error, n_db, "top_k_error")
     ql = _labels_to_numpy(query_labels, "query_labels")
+    counts = np.asarray(counts, dtype=np.int64)
     if len(ql) != len(counts):
         raise ValueError(f"{len(ql)} query labels but {len(counts)} counts")
-    acc = _Accumulator(n_db, tuple(sorted(set(precision_at))))
-    acc.add(ranks, counts)
-    return acc.finish(ql, precision_at, top_k_error)
+    keep = counts > 0
+    if not keep.any():
+        raise ValueError("no query has a positive: no retrieval metric is defined")
+    acc = MetricAccumulator(n_db, tuple(sorted(set(precision_at))))
+    acc.add(ranks, counts[keep])
+    return acc.finish(ql[keep], precision_at, top_k_error)
 
 
 # ---------------------------------------------------------------------------
@@ -410,15 +784,20 @@ def evaluate_retrieval(
 
     Returns ``(metrics, curve)``: ``metrics`` as :func:`retrieval_metrics`,
     ``curve`` as :func:`pr_curve`. See the module docstring for the
-    definitions and the tie convention (ties broken by database index).
+    definitions, the tie convention (ties broken by database index) and
+    queries without positives (left out).
     """
-    prep = _prepare(query_emb, query_labels, db_emb, db_labels, device)
+    prep = prepare(query_emb, query_labels, db_emb, db_labels, device)
     precision_at = _check_cutoffs(precision_at, prep.n_db, "precision_at")
     top_k_error = _check_cutoffs(top_k_error, prep.n_db, "top_k_error")
-    acc = _Accumulator(prep.n_db, tuple(sorted(set(precision_at))))
-    for start, stop, ranks in _iter_positive_ranks(prep, _check_chunk_size(chunk_size)):
-        acc.add(ranks, prep.n_pos[start:stop])
-    return acc.finish(prep.query_codes, precision_at, top_k_error)
+    acc = MetricAccumulator(prep.n_db, tuple(sorted(set(precision_at))))
+    chunk_size = _check_chunk_size(chunk_size)
+    buffer = distance_buffer(prep, chunk_size)
+    for start in range(0, prep.n_queries, chunk_size):
+        stop = min(start + chunk_size, prep.n_queries)
+        chunk = rank_exact(prep, start, stop, buffer)
+        acc.add_rows(*chunk.rows_with_positives(prep))
+    return acc.finish(prep.query_codes[prep.has_positives], precision_at, top_k_error)
 
 
 def retrieval_metrics(
@@ -436,7 +815,8 @@ def retrieval_metrics(
     Keys: ``precision@{k}`` for ``k`` in ``precision_at`` (class-macro, the LM
     paper's mAP@k), ``top{k}_error`` for ``k`` in ``top_k_error``, ``map``,
     ``map@r``, ``r_precision``, ``pr_auc``; definitions in the module
-    docstring. Raises ValueError if some query's class is not in the database.
+    docstring. Queries whose class is not in the database are left out;
+    ValueError if that leaves none.
     """
     return evaluate_retrieval(
         query_emb, query_labels, db_emb, db_labels,
@@ -457,7 +837,8 @@ def pr_curve(
     Columns: ``cutoff`` (k = 1..N, N the database size), ``precision`` (mean
     over queries of precision@k, the fraction of the top k that is same-class),
     ``recall`` (mean over queries of the fraction of the query's R positives in
-    the top k). Queries are averaged uniformly (not per class).
+    the top k). Queries are averaged uniformly (not per class); queries
+    without positives are left out.
     """
     return evaluate_retrieval(
         query_emb, query_labels, db_emb, db_labels,

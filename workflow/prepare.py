@@ -1,34 +1,258 @@
 """prepare: a dataset -> compact arrays in ``results/data/<dataset>/``.
 
-- ``images.npy``: uint8 (N, H, W, C);
-- ``labels.parquet``: ``label`` and ``official_split`` (train/test/none) per image;
+- ``images.npy``: uint8 (N, H, W, C), readable with ``np.load(mmap_mode="r")``;
+- ``labels.parquet``: ``label``, ``official_split`` (train/test/none) and
+  ``file_id`` (the image's original file name or id; null if the dataset has
+  none) per image;
 - ``classes.json``: the class names, position = label.
+
+Image files are decoded once, here, so training never decodes an image.
+With ``image_size`` S set, every image is resized so that its shorter side
+is S (bilinear with antialiasing, ``torchvision.transforms.functional.resize``)
+and centre-cropped to S x S; JPEGs are first decoded at the smallest DCT
+scale that still gives both sides >= S (Pillow's draft mode, several times
+faster on large photos). File images are converted to RGB. Decoded rows
+stream into a memory-mapped file, so a dataset larger than memory can be
+prepared. ``classes`` keeps only the named classes (labels renumbered in
+the order given) before anything is decoded.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from PIL import Image
+from tqdm.auto import tqdm
 
-from workflow.datasets import RawDataset, load_dataset
-from workflow.io import save_json, save_npy, save_parquet
+from workflow.config import ConfigError
+from workflow.datasets import ImageFiles, RawDataset, load_dataset, needs_download
+from workflow.io import atomic_path, save_json, save_parquet
+
+PREPARE_DEFAULTS = {"params": {}, "image_size": None, "classes": None, "skip_undecodable": False}
+BLOCK = 256  # images decoded per batch of thread-pool work
 
 
-def write_prepared(raw: RawDataset, images_path, labels_path, classes_path) -> None:
-    official = raw.official_split if raw.official_split is not None else "none"
-    labels = pd.DataFrame(
-        {"label": raw.labels.astype(np.int64), "official_split": official}
+class UndecodableImageError(ValueError):
+    """An image file that Pillow cannot decode."""
+
+
+def prepare_settings(spec: dict) -> dict:
+    """The part of a dataset's config that determines its prepared arrays
+    (so changing, e.g., ``query_per_class`` does not decode again)."""
+    return {"source": spec["source"], **{k: spec.get(k, v) for k, v in PREPARE_DEFAULTS.items()}}
+
+
+# ---------------------------------------------------------------- images
+
+
+def resize_square(image: Image.Image, size: int) -> Image.Image:
+    """Shorter side to ``size``, then the centre ``size`` x ``size`` crop."""
+    # Imported here: the Snakefile imports this module, and torchvision takes seconds.
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    image = TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+    return TF.center_crop(image, [size, size])
+
+
+def decode_image(path, image_size: int | None) -> np.ndarray:
+    """One image file -> uint8 (H, W, 3). Raises :class:`UndecodableImageError`
+    if Pillow cannot read it; a missing file raises FileNotFoundError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: image file is missing")
+    try:
+        with Image.open(path) as image:
+            if image_size is not None:
+                image.draft("RGB", (image_size, image_size))
+            image = image.convert("RGB")
+            if image_size is not None:
+                image = resize_square(image, image_size)
+            return np.asarray(image, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise UndecodableImageError(f"{path}: cannot decode the image ({error})") from error
+
+
+def _resize_array(images: np.ndarray, size: int) -> np.ndarray:
+    """In-memory images (N, H, W, C) -> (N, size, size, C)."""
+    out = np.empty((len(images), size, size, images.shape[3]), dtype=np.uint8)
+    for i in tqdm(range(len(images)), desc="resize", file=sys.stderr, mininterval=5):
+        pixels = images[i, :, :, 0] if images.shape[3] == 1 else images[i]
+        resized = np.asarray(resize_square(Image.fromarray(pixels), size))
+        out[i] = resized.reshape(size, size, -1)
+    return out
+
+
+# ---------------------------------------------------------------- classes
+
+
+def select_classes(data, classes: list[str] | None, name: str):
+    """Keep only the images of ``classes`` (labels renumbered in that order)."""
+    if classes is None:
+        return data
+    index = {c: i for i, c in enumerate(data.class_names)}
+    for c in classes:
+        if c not in index:
+            close = difflib.get_close_matches(c, data.class_names, n=3)
+            raise ConfigError(
+                f"config key datasets.{name}.classes: no class {c!r} in this dataset"
+                + (f"; close: {', '.join(close)}" if close else "")
+                + f" ({len(data.class_names)} classes, see a prepared classes.json)"
+            )
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"config key datasets.{name}.classes: a class is named twice")
+    remap = np.full(len(data.class_names), -1, dtype=np.int64)
+    remap[[index[c] for c in classes]] = np.arange(len(classes))
+    keep = np.flatnonzero(remap[data.labels] >= 0)
+
+    def pick(values):
+        return None if values is None else np.asarray(values)[keep]
+
+    common = dict(
+        labels=remap[data.labels[keep]],
+        class_names=list(classes),
+        official_split=pick(data.official_split),
+        file_ids=pick(data.file_ids),
     )
-    save_npy(images_path, raw.images)
-    save_parquet(labels_path, labels)
-    save_json(classes_path, list(raw.class_names))
+    if isinstance(data, RawDataset):
+        return RawDataset(images=data.images[keep], **common)
+    return ImageFiles(paths=[data.paths[i] for i in keep], **common)
 
 
-def prepare(source: str, params: dict, images_path, labels_path, classes_path) -> None:
-    write_prepared(load_dataset(source, **params), images_path, labels_path, classes_path)
+# ---------------------------------------------------------------- writing
+
+
+def _labels_table(labels, official_split, file_ids) -> pa.Table:
+    n = len(labels)
+    official = np.full(n, "none", dtype=object) if official_split is None else np.asarray(official_split, dtype=object)
+    ids = [None] * n if file_ids is None else [str(f) for f in file_ids]
+    return pa.table(
+        {
+            "label": pa.array(np.asarray(labels, dtype=np.int64)),
+            "official_split": pa.array(official, type=pa.string()),
+            "file_id": pa.array(ids, type=pa.string()),
+        }
+    )
+
+
+def _decode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, threads: int, name: str) -> np.ndarray:
+    """Decode every file into a .npy memmap at ``images_tmp``; return the
+    boolean mask of the rows kept (all, unless ``skip`` dropped some)."""
+    n = len(files.paths)
+    kept = np.zeros(n, dtype=bool)
+    out, row, shape_from = None, 0, None
+
+    def work(path):
+        try:
+            return decode_image(path, image_size)
+        except UndecodableImageError as error:
+            return error
+
+    bar = tqdm(total=n, desc=f"decode {name}", unit="img", file=sys.stderr, mininterval=5)
+    with bar, ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for start in range(0, n, BLOCK):
+            block = files.paths[start : start + BLOCK]
+            for offset, result in enumerate(pool.map(work, block)):
+                i = start + offset
+                if isinstance(result, UndecodableImageError):
+                    if not skip:
+                        raise UndecodableImageError(
+                            f"{result} Replace or delete the file, or set "
+                            f"datasets.{name}.skip_undecodable: true to skip such images."
+                        )
+                    print(f"skipped: {result}", file=sys.stderr)
+                    continue
+                if out is None:
+                    out = np.lib.format.open_memmap(images_tmp, mode="w+", dtype=np.uint8, shape=(n, *result.shape))
+                    shape_from = files.paths[i]
+                elif result.shape != out.shape[1:]:
+                    raise ValueError(
+                        f"{files.paths[i]}: {result.shape[1]}x{result.shape[0]} pixels, but {shape_from} has "
+                        f"{out.shape[2]}x{out.shape[1]}; set datasets.{name}.image_size to bring all images "
+                        "to one size"
+                    )
+                out[row] = result
+                row += 1
+                kept[i] = True
+            bar.update(len(block))
+    if out is None:
+        raise UndecodableImageError(f"dataset {name}: none of its {n} images could be decoded")
+    out.flush()
+    del out
+    if row < n:  # skipped images: copy the decoded rows into a file of the right length
+        full = np.load(images_tmp, mmap_mode="r")
+        compact_tmp = images_tmp.with_name(images_tmp.name + ".compact")
+        try:
+            compact = np.lib.format.open_memmap(compact_tmp, mode="w+", dtype=np.uint8, shape=(row, *full.shape[1:]))
+            for start in range(0, row, 4096):
+                compact[start : start + 4096] = full[start : min(row, start + 4096)]
+            compact.flush()
+            del compact, full
+            compact_tmp.replace(images_tmp)
+        finally:
+            compact_tmp.unlink(missing_ok=True)
+    return kept
+
+
+def write_prepared(
+    data: RawDataset | ImageFiles,
+    images_path,
+    labels_path,
+    classes_path,
+    image_size: int | None = None,
+    skip_undecodable: bool = False,
+    threads: int = 1,
+    name: str = "dataset",
+) -> None:
+    """Write the three prepared files; all appear together or none does."""
+    with contextlib.ExitStack() as stack:
+        # Renamed in reverse order on success (classes, labels, images); after
+        # an error no temporary file survives and no output appears.
+        images_tmp = stack.enter_context(atomic_path(images_path))
+        labels_tmp = stack.enter_context(atomic_path(labels_path))
+        classes_tmp = stack.enter_context(atomic_path(classes_path))
+        if isinstance(data, RawDataset):
+            images = data.images
+            if image_size is not None and images.shape[1:3] != (image_size, image_size):
+                images = _resize_array(images, image_size)
+            with open(images_tmp, "wb") as f:
+                np.save(f, images)
+            table = _labels_table(data.labels, data.official_split, data.file_ids)
+        else:
+            kept = _decode_into(data, images_tmp, image_size, skip_undecodable, threads, name)
+            skipped = int((~kept).sum())
+            if skipped:
+                print(f"dataset {name}: skipped {skipped} undecodable image(s) of {len(kept)}", file=sys.stderr)
+            official = None if data.official_split is None else data.official_split[kept]
+            table = _labels_table(data.labels[kept], official, np.asarray(data.file_ids)[kept])
+        save_parquet(labels_tmp, table)
+        save_json(classes_tmp, list(data.class_names))
+
+
+def prepare(
+    spec: dict, images_path, labels_path, classes_path, root=None, threads: int = 1, name: str = "dataset"
+) -> None:
+    """Load the dataset of a config entry (``prepare_settings``) and write it."""
+    spec = prepare_settings(spec)
+    params = dict(spec["params"])
+    if needs_download(spec["source"]):
+        if root is None:
+            raise ValueError(f"dataset {name}: source {spec['source']} needs its downloaded folder (root)")
+        params["root"] = root
+    data = select_classes(load_dataset(spec["source"], **params), spec["classes"], name)
+    print(f"dataset {name}: {len(data.labels)} images, {len(data.class_names)} classes", file=sys.stderr)
+    write_prepared(
+        data, images_path, labels_path, classes_path,
+        image_size=spec["image_size"], skip_undecodable=spec["skip_undecodable"], threads=threads, name=name,
+    )
 
 
 def load_prepared(folder) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from workflow.backbones import build_backbone
 from workflow.losses import build_loss
+from workflow.samplers import make_batches
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -56,6 +57,18 @@ def build_models(settings: dict, in_channels: int, image_size: int, num_classes:
     return backbone, loss
 
 
+def parameter_groups(backbone, loss_fn, lr: float, lr_multiplier: float = 1.0) -> list[dict]:
+    """Optimiser parameter groups: the backbone at ``lr``, the loss's own
+    parameters (anchors, centres, proxies, class weights) at
+    ``lr * lr_multiplier`` (``losses.<name>.lr_multiplier``). Schedules scale
+    both groups alike."""
+    groups = [{"params": list(backbone.parameters()), "lr": lr}]
+    loss_params = list(loss_fn.parameters())
+    if loss_params:  # contrastive, triplet, supcon have none
+        groups.append({"params": loss_params, "lr": lr * lr_multiplier})
+    return groups
+
+
 def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
     name = cfg["optimizer"]
     if name == "adam":
@@ -78,17 +91,6 @@ def make_scheduler(optimizer, cfg: dict):
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["epochs"])
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-
-
-def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """A shuffled pass in batches; a last batch of one image joins the one
-    before (batch norm needs two)."""
-    order = torch.randperm(n, generator=generator)
-    chunks = list(order.split(batch_size))
-    if len(chunks) > 1 and len(chunks[-1]) < 2:
-        chunks[-2] = torch.cat(chunks[-2:])
-        chunks.pop()
-    return chunks
 
 
 def train_cell(
@@ -119,9 +121,16 @@ def train_cell(
     backbone, loss_fn = build_models(settings, x.shape[1], x.shape[2], num_classes)
     backbone.to(device)
     loss_fn.to(device)
-    optimizer = make_optimizer(list(backbone.parameters()) + list(loss_fn.parameters()), cfg)
+    optimizer = make_optimizer(
+        parameter_groups(backbone, loss_fn, cfg["lr"], settings["loss_lr_multiplier"]),
+        cfg,
+    )
     scheduler = make_scheduler(optimizer, cfg)
     generator = torch.Generator().manual_seed(settings["seed"])
+    batches = make_batches(
+        y.cpu(), cfg["batch_size"], settings["sampler"], generator,
+        key=f"losses.{settings['loss']}.sampler",
+    )
 
     history = []
     cell = f"{settings['dataset']}/{settings['regime']}/{settings['backbone']}/{settings['loss']}/seed{settings['seed']}"
@@ -130,7 +139,7 @@ def train_cell(
         backbone.train()
         loss_fn.train()
         total, count = 0.0, 0
-        for batch in batches(len(y), cfg["batch_size"], generator):
+        for batch in batches.epoch():
             batch = batch.to(device)
             loss = loss_fn(backbone(x[batch]), y[batch])
             if not torch.isfinite(loss):

@@ -9,8 +9,15 @@ so the optimiser and the checkpoint include it. Two optional methods:
 - ``class_anchors() -> (C, D) tensor``: learned anchors or class centres in
   the embedding space (exported next to the embeddings).
 
+Losses without ``predict`` (contrastive, triplet, supcon) get their
+``accuracy`` from the nearest exported anchor, or NaN when they have none.
+Per loss, the config may set class-balanced batches (``sampler``, see
+``workflow/samplers.py``; pair, triplet and SupCon losses need them) and a
+learning-rate multiplier for the loss's own parameters (``lr_multiplier``).
+
 Add a loss: a new module here with ``@register_loss("name")`` on the class,
-plus one entry under ``losses:`` in the config.
+plus one entry under ``losses:`` in the config. Use pytorch-metric-learning
+for what it provides (see ``contrastive.py``, ``arcface.py``).
 """
 
 from workflow.registry import Registry

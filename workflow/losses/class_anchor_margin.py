@@ -17,6 +17,18 @@ def safe_norm(x, dim=-1, eps=1e-12):
     return x.pow(2).sum(dim).clamp_min(eps).sqrt()
 
 
+def pairwise_safe_distance(u, v, eps=1e-12):
+    """(N, M) L2 distances ``sqrt(max(||u_i - v_j||^2, eps))`` as in
+    :func:`safe_norm`, with the squared distance expanded as
+    ``||u_i||^2 + ||v_j||^2 - 2 u_i . v_j``: one matrix product instead of an
+    (N, M, D) difference tensor, which made CAM and LM 10-20x slower at
+    C = 100, D = 512. Equal up to rounding, except that points much closer
+    than their norms lose digits (float32 keeps about 7 digits of
+    ``||u||^2``), which only blurs distances far below the margins."""
+    squared = u.pow(2).sum(1)[:, None] + v.pow(2).sum(1)[None, :] - 2 * u @ v.T
+    return squared.clamp_min(eps).sqrt()
+
+
 @register_loss("cam")
 class ClassAnchorMarginLoss(nn.Module):
     """Attractor-repeller loss with one learnable anchor ``a_c`` per class.
@@ -28,9 +40,10 @@ class ClassAnchorMarginLoss(nn.Module):
       (over ordered pairs, so each unordered pair counts twice);
     - minimum norm ``L_N = sum_c max(0, p - ||a_c||)``.
 
-    Anchor-to-anchor distances and anchor norms use :func:`safe_norm`, so two
-    coinciding anchors (or a zero anchor) give a finite, zero gradient
-    through that distance instead of NaN.
+    Anchor-to-anchor distances and anchor norms use :func:`safe_norm`
+    (distances through :func:`pairwise_safe_distance`), so two coinciding
+    anchors (or a zero anchor) give a finite, zero gradient through that
+    distance instead of NaN.
 
     Args:
         num_classes: number of classes C.
@@ -68,7 +81,7 @@ class ClassAnchorMarginLoss(nn.Module):
 
     def repeller(self):
         a = self.anchors
-        dist = safe_norm(a[:, None, :] - a[None, :, :])  # (C, C)
+        dist = pairwise_safe_distance(a, a)  # (C, C)
         off_diag = ~torch.eye(len(a), dtype=torch.bool, device=a.device)
         return 0.5 * (2 * self.margin - dist[off_diag]).clamp_min(0).pow(2).sum()
 
@@ -84,7 +97,7 @@ class ClassAnchorMarginLoss(nn.Module):
 
     def predict(self, embeddings):
         """Negative L2 distance to each anchor, shape (N, C)."""
-        return -safe_norm(embeddings[:, None, :] - self.anchors[None, :, :])
+        return -pairwise_safe_distance(embeddings, self.anchors)
 
     def class_anchors(self):
         """The anchors, shape (C, D), detached."""

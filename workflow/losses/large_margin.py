@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workflow.losses import register_loss
-from workflow.losses.class_anchor_margin import safe_norm
+from workflow.losses.class_anchor_margin import pairwise_safe_distance
 
 
 @register_loss("lm")
@@ -23,7 +23,8 @@ class LargeMarginLoss(nn.Module):
     ``L_LM = sum_i ( ||x^_i - c^_{y_i}|| - 1/(C-1) sum_{k != y_i} ||x^_i - c^_k|| )``
 
     (a sum over the batch, as in the paper; CE is a batch mean). Distances
-    use ``safe_norm`` (finite gradient when ``x^_i = c^_k``).
+    are ``sqrt(max(||x^_i - c^_k||^2, 1e-12))`` (``pairwise_safe_distance``:
+    finite gradient when ``x^_i = c^_k``).
 
     Args:
         num_classes: number of classes C (at least 2).
@@ -43,7 +44,7 @@ class LargeMarginLoss(nn.Module):
     def margin_term(self, embeddings, labels):
         x = F.normalize(embeddings, dim=1)
         c = F.normalize(self.centres, dim=1)
-        dist = safe_norm(x[:, None, :] - c[None, :, :])  # (N, C)
+        dist = pairwise_safe_distance(x, c)  # (N, C)
         own = dist.gather(1, labels[:, None]).squeeze(1)
         others = (dist.sum(1) - own) / (len(c) - 1)
         return (own - others).sum()

@@ -8,13 +8,13 @@ from workflow.logs import log_to
 
 with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
-    cfg = snakemake.params.evaluation
     metrics, curve = evaluate_cell(
         pd.read_parquet(snakemake.input.embeddings),
         pd.read_parquet(snakemake.input.anchors),
-        precision_at=cfg["precision_at"],
-        top_k_error=cfg["top_k_error"],
-        chunk_size=cfg["chunk_size"],
+        precision_at=snakemake.params.precision_at,
+        top_k_error=snakemake.params.top_k_error,
+        chunk_size=snakemake.params.chunk_size,
+        two_stage=snakemake.params.two_stage,
     )
     print(metrics.to_string(index=False))
     save_csv(snakemake.output.metrics, metrics)

@@ -3,11 +3,12 @@ from workflow.logs import log_to
 from workflow.prepare import prepare
 
 with log_to(snakemake.log[0]):
-    spec = snakemake.params.spec
     prepare(
-        spec["source"],
-        spec.get("params", {}),
+        snakemake.params.spec,
         images_path=snakemake.output.images,
         labels_path=snakemake.output.labels,
         classes_path=snakemake.output.classes,
+        root=snakemake.input.get("raw"),
+        threads=snakemake.threads,
+        name=snakemake.wildcards.dataset,
     )

@@ -1,0 +1,35 @@
+"""Cost per cell, from the ``benchmark:`` files of train and evaluate and
+from the checkpoint (device, images seen, time in the training loop)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from workflow.config import Cell
+
+
+def read_benchmark(path) -> pd.Series:
+    """Snakemake's benchmark TSV: ``s`` (wall seconds), ``max_rss`` (MB), ..."""
+    return pd.read_csv(path, sep="\t").iloc[-1]
+
+
+def cost_table(cells: list[Cell], checkpoints, train_benchmarks, evaluate_benchmarks) -> pd.DataFrame:
+    rows = []
+    for cell, ckpt_path, train_b, eval_b in zip(cells, checkpoints, train_benchmarks, evaluate_benchmarks):
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        train, evaluate = read_benchmark(train_b), read_benchmark(eval_b)
+        images = checkpoint.get("images_seen")
+        loop_seconds = checkpoint.get("train_seconds")
+        rows.append({
+            "dataset": cell.dataset, "regime": cell.regime, "backbone": cell.backbone,
+            "loss": cell.loss, "seed": cell.seed,
+            "device": checkpoint.get("device", "unknown"),
+            "train_wall_s": float(train["s"]),
+            "train_peak_rss_mb": float(train["max_rss"]),
+            # Images per second of the training loop itself (no start-up).
+            "train_images_per_s": images / loop_seconds if images and loop_seconds else float("nan"),
+            "evaluate_wall_s": float(evaluate["s"]),
+            "evaluate_peak_rss_mb": float(evaluate["max_rss"]),
+        })
+    return pd.DataFrame(rows)

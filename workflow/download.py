@@ -1,0 +1,379 @@
+"""download: a dataset's official files -> ``results/raw/<key>/``, verified.
+
+Every dataset loader that needs files declares them as :class:`OfficialFile`
+entries (name, URL, published checksum, whether it is an archive), taken from
+torchvision's dataset classes where they exist. :func:`fetch_files` gets each
+one either
+
+- from a local **mirror** folder (the config key ``data_mirror``): the file
+  under its official name, or, where the publisher gives checksums of the
+  extracted files (:class:`Member`), those files at their extracted paths;
+- or from its **URL**, into a cache (``results/downloads/``).
+
+Whatever the source, a file is checked against its official checksum before
+anything uses it, and every write goes to a temporary name that is renamed
+only when complete and verified: a half-downloaded or corrupt file is never
+left where a later run would trust it. Downloads are retried with a growing
+pause. The dataset's folder is assembled in a temporary folder beside the
+target and renamed onto it at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from workflow.config import ConfigError
+
+CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A file could not be fetched or does not match its official checksum."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """A file inside an archive whose checksum the publisher gives, so a mirror
+    may hold it extracted (``path`` relative to the dataset folder)."""
+
+    path: str
+    md5: str
+
+
+@dataclass(frozen=True)
+class OfficialFile:
+    """One file as its publisher distributes it.
+
+    ``url`` is None for files with no public address (then only a mirror can
+    provide them). ``extract``: an archive, unpacked into the dataset folder.
+    ``hint`` is added to the message when the file is missing or wrong.
+    """
+
+    name: str
+    url: str | None
+    md5: str
+    sha256: str | None = None
+    extract: bool = False
+    members: tuple[Member, ...] = field(default_factory=tuple)
+    hint: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "OfficialFile":
+        data = dict(data)
+        data["members"] = tuple(Member(**m) for m in data.get("members", ()))
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def checksums(self) -> str:
+        text = f"md5 {self.md5}"
+        return text + (f", sha256 {self.sha256}" if self.sha256 else "")
+
+
+# ---------------------------------------------------------------- checksums
+
+
+class _Hashes:
+    """md5 (and sha256 when asked) of a byte stream, fed chunk by chunk."""
+
+    def __init__(self, sha256: bool):
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha = hashlib.sha256() if sha256 else None
+
+    def update(self, chunk: bytes) -> None:
+        self.md5.update(chunk)
+        if self.sha is not None:
+            self.sha.update(chunk)
+
+    def mismatch(self, md5: str, sha256: str | None) -> str | None:
+        """None if the stream matches, else a description of the difference."""
+        if self.md5.hexdigest() != md5:
+            return f"md5 is {self.md5.hexdigest()}, expected {md5}"
+        if sha256 and self.sha.hexdigest() != sha256:
+            return f"sha256 is {self.sha.hexdigest()}, expected {sha256}"
+        return None
+
+
+def file_mismatch(path, md5: str, sha256: str | None = None) -> str | None:
+    """None if ``path`` has these checksums, else what differs."""
+    hashes = _Hashes(sha256 is not None)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            hashes.update(chunk)
+    return hashes.mismatch(md5, sha256)
+
+
+def copy_verified(src, dst, md5: str, sha256: str | None = None) -> str | None:
+    """Copy ``src`` to ``dst`` through a temporary file, checking the bytes
+    written; ``dst`` appears only if they match. Returns None when done, else
+    what differs (and ``dst`` is not written)."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    hashes = _Hashes(sha256 is not None)
+    tmp = dst.with_name(f".{dst.name}.part")
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            while chunk := fin.read(CHUNK):
+                hashes.update(chunk)
+                fout.write(chunk)
+        problem = hashes.mismatch(md5, sha256)
+        if problem is None:
+            os.replace(tmp, dst)
+        return problem
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- network
+
+
+def download_url(
+    url: str,
+    dest,
+    md5: str,
+    sha256: str | None = None,
+    retries: int = 3,
+    timeout: float = 60.0,
+    pause: float = 2.0,
+) -> Path:
+    """Download ``url`` to ``dest`` and check it; up to ``retries`` attempts,
+    ``pause`` x 2^attempt seconds apart. The bytes go to a temporary file in
+    ``dest``'s folder, renamed onto ``dest`` only when complete and matching
+    the checksums. ``file://`` URLs work too (used by the tests)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for attempt in range(retries):
+        if attempt:
+            time.sleep(pause * 2 ** (attempt - 1))
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        try:
+            hashes = _Hashes(sha256 is not None)
+            request = urllib.request.Request(url, headers={"User-Agent": "cbir-benchmark"})
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
+                total = response.headers.get("Content-Length")
+                total = int(total) if total else None
+                received = 0
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}",
+                          file=sys.stderr, mininterval=5) as bar:
+                    while chunk := response.read(CHUNK):
+                        out.write(chunk)
+                        hashes.update(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
+            if total is not None and received != total:
+                raise DownloadError(f"incomplete: {received} of {total} bytes")
+            problem = hashes.mismatch(md5, sha256)
+            if problem:
+                raise DownloadError(problem)
+            os.replace(tmp, dest)
+            return dest
+        except (OSError, urllib.error.URLError, DownloadError) as error:
+            errors.append(f"attempt {attempt + 1}: {error}")
+            print(f"download {url}: {error}", file=sys.stderr)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    raise DownloadError(
+        f"could not download {url} (expected md5 {md5}) after {retries} attempts:\n  "
+        + "\n  ".join(errors)
+        + f"\nDownload it yourself and put it, named {dest.name}, into a folder "
+        "named by the config key data_mirror."
+    )
+
+
+# ---------------------------------------------------------------- archives
+
+
+def extract(archive, folder) -> None:
+    """Unpack a .zip or .tar(.gz/.bz2/.xz) archive into ``folder``. Tar members
+    pass Python's ``data`` filter (no absolute paths, no escaping links)."""
+    archive = Path(archive)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            for member in tqdm(z.infolist(), desc=f"extract {archive.name}", file=sys.stderr, mininterval=5):
+                z.extract(member, folder)  # zipfile drops '..' and absolute parts
+        return
+    with tarfile.open(archive, "r:*") as tar:
+        for member in tqdm(tar, desc=f"extract {archive.name}", file=sys.stderr, mininterval=5):
+            tar.extract(member, folder, filter="data")
+
+
+# ---------------------------------------------------------------- a dataset
+
+
+def _mismatch_message(path, problem: str, f: OfficialFile, where: str) -> str:
+    url = f" (official source: {f.url})" if f.url else ""
+    return (
+        f"{path}: {problem}. It is not the official {f.name}{url}. "
+        f"Put the official file ({f.checksums()}) into {where}. {f.hint}".rstrip()
+    )
+
+
+def _from_mirror(f: OfficialFile, mirror: Path, folder: Path) -> tuple[str, bool]:
+    """Take ``f`` from the mirror into ``folder``; return how, and whether
+    its extracted files were copied (each one checked) instead of unpacked."""
+    archive = mirror / f.name
+    if archive.is_file():
+        if f.extract:
+            problem = file_mismatch(archive, f.md5, f.sha256)
+            if problem is None:
+                extract(archive, folder)
+        else:
+            problem = copy_verified(archive, folder / f.name, f.md5, f.sha256)
+        if problem:
+            raise DownloadError(_mismatch_message(archive, problem, f, f"the data_mirror folder {mirror}"))
+        return f"mirror {archive}", False
+    if f.members and all((mirror / m.path).is_file() for m in f.members):
+        for m in f.members:
+            problem = copy_verified(mirror / m.path, folder / m.path, m.md5)
+            if problem:
+                raise DownloadError(
+                    f"{mirror / m.path}: {problem}. It is not the official {m.path} "
+                    f"(from {f.name}). Put the official file (md5 {m.md5}) at {mirror / m.path}, "
+                    f"or the official archive {f.name} ({f.checksums()}) into {mirror}. {f.hint}".rstrip()
+                )
+        return f"mirror {mirror} (extracted files of {f.name})", True
+    extracted = ""
+    if f.members:
+        missing = [m.path for m in f.members if not (mirror / m.path).is_file()]
+        extracted = (
+            f", or its extracted files {', '.join(m.path for m in f.members)} "
+            f"(missing: {', '.join(missing)})"
+        )
+    url = f" (official source: {f.url})" if f.url else ""
+    raise DownloadError(
+        f"data_mirror {mirror}: {f.name} is missing. Put the official file{url} "
+        f"({f.checksums()}) into {mirror}{extracted}. {f.hint}".rstrip()
+    )
+
+
+def _from_url(f: OfficialFile, cache: Path, folder: Path, **download_options) -> str:
+    if f.url is None:
+        raise DownloadError(
+            f"{f.name} has no public download address; put it ({f.checksums()}) into a "
+            f"folder and name that folder in the config key data_mirror. {f.hint}".rstrip()
+        )
+    cached = cache / f.name
+    if cached.is_file() and file_mismatch(cached, f.md5, f.sha256) is None:
+        how = f"cache {cached}"
+    else:
+        download_url(f.url, cached, f.md5, f.sha256, **download_options)
+        how = f"{f.url}"
+    if f.extract:
+        extract(cached, folder)
+    else:
+        try:
+            os.link(cached, folder / f.name)  # same bytes, no second copy
+        except OSError:
+            problem = copy_verified(cached, folder / f.name, f.md5, f.sha256)
+            if problem:
+                raise DownloadError(f"{cached}: {problem}")
+    return how
+
+
+def fetch_files(
+    files: list[OfficialFile],
+    destination,
+    mirror=None,
+    cache="results/downloads",
+    **download_options,
+) -> dict:
+    """Assemble the verified ``files`` into the folder ``destination``.
+
+    The folder is built under a temporary name beside it and renamed at the
+    end, so it exists only when complete; ``download.json`` inside records
+    where each file came from. Returns that record."""
+    destination = Path(destination)
+    parent = destination.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    if mirror is not None:
+        mirror = Path(mirror)
+        if not mirror.is_dir():
+            raise ConfigError(f"config key data_mirror: {mirror} is not a folder")
+    for stale in parent.glob(f".{destination.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; never trusted
+    work = Path(tempfile.mkdtemp(dir=parent, prefix=f".{destination.name}.partial-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(work, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+    record = {"files": []}
+    try:
+        for f in files:
+            if mirror is not None:
+                how, members_copied = _from_mirror(f, mirror, work)
+            else:
+                how, members_copied = _from_url(f, Path(cache), work, **download_options), False
+            if f.extract and not members_copied:
+                for m in f.members:  # what the verified archive unpacked is as published
+                    problem = file_mismatch(work / m.path, m.md5) if (work / m.path).is_file() else "missing"
+                    if problem:
+                        raise DownloadError(f"{f.name}: extracted {m.path}: {problem}")
+            print(f"{f.name}: {f.checksums()} verified, from {how}", file=sys.stderr)
+            record["files"].append({"name": f.name, "md5": f.md5, "from": how})
+        (work / "download.json").write_text(json.dumps(record, indent=2) + "\n")
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(work, destination)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return record
+
+
+# ---------------------------------------------------------------- planning
+
+
+def official_files(source: str, params: dict) -> list[OfficialFile]:
+    """The official files of a dataset source with these loader params
+    (empty for sources that need none, e.g. ``sklearn_digits``)."""
+    from workflow.datasets import dataset_files
+
+    return dataset_files(source, params)
+
+
+def download_key(source: str, files: list[OfficialFile]) -> str:
+    """Folder name under ``results/raw/``: the source name for its default
+    files, with a short hash of the checksums when the params pick other files
+    (e.g. the Tiny ImageNet subset), so config entries sharing files share one
+    download."""
+    from workflow.datasets import dataset_files
+
+    if [f.md5 for f in files] == [f.md5 for f in dataset_files(source, {})]:
+        return source
+    digest = hashlib.sha256(" ".join(f.md5 for f in files).encode()).hexdigest()[:8]
+    return f"{source}-{digest}"
+
+
+def plan_downloads(datasets: dict) -> tuple[dict[str, str | None], dict[str, list[dict]]]:
+    """For the config's datasets: the download key of each (None when it
+    needs no files) and, per key, the files (as plain dicts for Snakemake
+    params)."""
+    keys, files_of = {}, {}
+    for name, spec in datasets.items():
+        try:
+            files = official_files(spec["source"], spec.get("params", {}))
+        except TypeError as error:
+            raise ConfigError(f"config key datasets.{name}.params: {error}") from None
+        if not files:
+            keys[name] = None
+            continue
+        key = download_key(spec["source"], files)
+        keys[name] = key
+        files_of[key] = [f.to_dict() for f in files]
+    return keys, files_of

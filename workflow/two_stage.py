@@ -1,0 +1,387 @@
+"""Two-stage retrieval with class anchors (CAM paper) beside exact retrieval.
+
+Losses that learn one anchor or centre per class (``cam``; the centres of
+``lm`` and ``center``; any loss with ``class_anchors()``) allow a cheaper
+search (Ghita & Ionescu, 2023, "Class Anchor Margin loss"):
+
+Indexing
+    Every database embedding is assigned to its nearest anchor (ties: the
+    lower anchor index). The index stores the database grouped by anchor.
+Stage 1
+    The query is compared with the ``C`` anchors only; the ``c`` nearest are
+    kept (ties: the lower anchor index).
+Stage 2
+    Only the database items assigned to those ``c`` anchors (the
+    *candidates*) are ranked, by the same L2 distance and tie-break (database
+    index) as exact retrieval (:mod:`workflow.metrics`).
+The rest
+    ``rest="follow"``: the other database items follow the candidates, in
+    exact order, so the ranking covers the whole database and every metric is
+    defined as for exact retrieval. ``rest="cut"``: they are not retrieved;
+    positives among them rank at infinity (they count towards ``R`` but are
+    never within a cutoff and add 0 to the average precision; see
+    :mod:`workflow.metrics`, "Unretrieved positives").
+
+Anchors that all have the same norm (the L2-normalised centres of ``lm``,
+ArcFace's class weights, Proxy-Anchor's proxies) need no special case: as
+``||x - a||^2 = ||x||^2 + ||a||^2 - 2 x.a``, the nearest of them by L2 is the
+one of largest cosine with ``x``. ``c`` at least the number of anchors keeps
+every class: the exact ranking.
+
+Cost (rows of ``results/metrics.csv``)
+    ``distance_computations_per_query``: embedding distances computed per
+    query: ``N`` for exact retrieval; ``C + (number of candidates)`` for
+    two-stage, averaged over queries. ``seconds_per_query``: wall time of the
+    search (distances and the ordering of the returned items, computed as
+    the ranks of each query's positives) divided by the number of queries;
+    excluded are index building (the assignment), the metric reduction
+    (shared by all methods) and, with ``rest="follow"``, the exact ordering
+    of the rest, which only serves to keep the metrics defined (a deployed
+    two-stage search never computes it).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workflow.metrics import (
+    ExactChunk,
+    MetricAccumulator,
+    Prepared,
+    _check_chunk_size,
+    _check_cutoffs,
+    _emb_to_tensor,
+    _sync,
+    count_at_or_before,
+    distance_buffer,
+    keep_rows,
+    prepare,
+    query_chunk,
+    rank_exact,
+    sort_thresholds,
+)
+
+__all__ = [
+    "AnchorIndex",
+    "RESTS",
+    "RetrievalResult",
+    "build_anchor_index",
+    "evaluate_retrieval_methods",
+    "method_name",
+    "nearest_anchors",
+    "speedup_k",
+]
+
+RESTS = ("follow", "cut")
+
+
+def speedup_k(precision_at, k=None) -> int:
+    """The k of the speed-up figure's precision@k: ``k`` if given (it must be
+    among ``precision_at``), else 10 if ``precision_at`` has it, else its
+    first cutoff."""
+    precision_at = list(precision_at)
+    if k is None:
+        if not precision_at:
+            raise ValueError(
+                "config key evaluation.precision_at is empty: the speed-up figure "
+                "needs a precision@k; add a cutoff or set evaluation.two_stage.classes: []"
+            )
+        return 10 if 10 in precision_at else precision_at[0]
+    if k not in precision_at:
+        raise ValueError(
+            f"config key evaluation.speedup_precision_at: {k} is not among "
+            f"evaluation.precision_at {precision_at}; add it there or choose one of them"
+        )
+    return k
+
+
+def method_name(classes: int) -> str:
+    """The ``retrieval`` value of two-stage retrieval keeping ``classes``."""
+    return f"two_stage_c{classes}"
+
+
+@dataclass
+class AnchorIndex:
+    """The database grouped by nearest anchor."""
+
+    anchors: torch.Tensor  # (C, D) float32
+    anchor_sq: torch.Tensor  # (C,) ||a||^2
+    assignment: torch.Tensor  # (N,) nearest anchor of each database item
+    order: torch.Tensor  # (N,) database indices grouped by anchor, ascending within
+    group_start: np.ndarray  # (C,) first position in `order` of each anchor's group
+    group_size: np.ndarray  # (C,) items assigned to each anchor
+    emb: torch.Tensor  # (N, D) database embeddings in `order`
+    sq: torch.Tensor  # (N,) their ||b||^2
+    codes: torch.Tensor  # (N,) their class codes
+    seconds: float  # wall time of building the index
+
+    @property
+    def n_anchors(self) -> int:
+        return len(self.anchors)
+
+
+def nearest_anchors(index: AnchorIndex, emb: torch.Tensor, c: int) -> torch.Tensor:
+    """(n, c) the ``c`` nearest anchors of each embedding, nearest first; ties
+    go to the lower anchor index (a stable sort of the C distances)."""
+    # ||a||^2 - 2 e.a: the squared distance minus the row constant ||e||^2.
+    dist = torch.addmm(index.anchor_sq.unsqueeze(0), emb, index.anchors.T, beta=1.0, alpha=-2.0)
+    if c == 1:  # argmin returns the first of equal minima
+        return dist.argmin(dim=1, keepdim=True)
+    return torch.sort(dist, dim=1, stable=True).indices[:, :c]
+
+
+def build_anchor_index(prep: Prepared, anchors, chunk_size: int = 1024) -> AnchorIndex:
+    """Assign every database item of ``prep`` to its nearest anchor."""
+    anchors = _emb_to_tensor(anchors, "anchors").to(device=prep.device, dtype=torch.float32)
+    if len(anchors) == 0:
+        raise ValueError("two-stage retrieval needs at least one anchor")
+    if anchors.shape[1] != prep.db_emb.shape[1]:
+        raise ValueError(
+            f"anchors have dimension {anchors.shape[1]}, embeddings {prep.db_emb.shape[1]}"
+        )
+    if not torch.isfinite(anchors).all():
+        raise ValueError("anchors contain NaN or infinite values")
+    _sync(prep.device)
+    began = time.perf_counter()
+    index = AnchorIndex(
+        anchors=anchors, anchor_sq=(anchors * anchors).sum(1),
+        assignment=None, order=None, group_start=None, group_size=None, emb=None, sq=None,
+        codes=None, seconds=0.0,
+    )
+    assignment = torch.cat([
+        nearest_anchors(index, prep.db_emb[s : s + chunk_size], 1)[:, 0]
+        for s in range(0, prep.n_db, chunk_size)
+    ])
+    order = torch.sort(assignment, stable=True).indices  # ascending index within a group
+    sizes = torch.bincount(assignment, minlength=len(anchors)).cpu().numpy()
+    index.assignment = assignment
+    index.order = order
+    index.group_size = sizes
+    index.group_start = np.cumsum(sizes) - sizes
+    index.emb = prep.db_emb[order]
+    index.sq = prep.db_sq[order]
+    index.codes = prep.db_codes[order]
+    _sync(prep.device)
+    index.seconds = time.perf_counter() - began
+    return index
+
+
+@dataclass
+class RetrievalResult:
+    """What :func:`evaluate_retrieval_methods` returns for one method."""
+
+    metrics: dict[str, float]  # retrieval metrics and the two cost rows
+    curve: pd.DataFrame  # mean precision-recall curve (as workflow.metrics.pr_curve)
+    index_seconds: float  # building the anchor index (0 for exact retrieval)
+
+
+@dataclass
+class _Candidates:
+    """Stage 2 of one chunk of queries: the candidates ranked."""
+
+    selected: torch.Tensor  # (B, c) anchors kept by stage 1
+    n_candidates: torch.Tensor  # (B,) candidates per query
+    item: torch.Tensor  # (B, W) database index of each candidate, -1 = padding
+    ranks: torch.Tensor  # (B, T) rank among the candidates of each candidate positive
+    valid: torch.Tensor  # (B, T) bool
+    seconds: float
+
+
+def _search(index: AnchorIndex, q: torch.Tensor, q_codes: torch.Tensor, c: int) -> _Candidates:
+    """Stages 1 and 2 for one chunk of queries ``q`` (B, D), timed."""
+    device = q.device
+    _sync(device)
+    began = time.perf_counter()
+    n = len(q)
+    selected = nearest_anchors(index, q, c)
+    group_size = torch.from_numpy(index.group_size).to(device)
+    group_start = torch.from_numpy(index.group_start).to(device)
+    sizes = group_size[selected]  # (B, c): the kept groups, one after the other per row
+    n_cand = sizes.sum(1)
+    slot_start = sizes.cumsum(1) - sizes
+    width = max(int(n_cand.max()), 1)  # (at least one padding column)
+
+    # Position in the index (-1: padding) of each candidate column.
+    column = torch.arange(width, device=device).unsqueeze(0)
+    position = torch.full((n, width), -1, dtype=torch.int64, device=device)
+    for slot in range(selected.shape[1]):
+        offset = column - slot_start[:, slot : slot + 1]
+        inside = (offset >= 0) & (offset < sizes[:, slot : slot + 1])
+        position = torch.where(inside, group_start[selected[:, slot : slot + 1]] + offset, position)
+    padding = position < 0
+    position = position.clamp(min=0).view(-1)
+    item = index.order.index_select(0, position).view(n, width).masked_fill(padding, -1)
+    codes = index.codes.index_select(0, position).view(n, width).masked_fill(padding, -1)
+
+    # One matrix product per kept anchor: its queries against its group.
+    dist = torch.full((n * width,), float("inf"), device=device)
+    pairs = torch.sort(selected.reshape(-1), stable=True)
+    per_anchor = torch.bincount(pairs.values, minlength=index.n_anchors).tolist()
+    slot_of = pairs.indices  # (row * c + slot), grouped by anchor
+    first = 0
+    for a, count in enumerate(per_anchor):
+        size = int(index.group_size[a])
+        if count == 0 or size == 0:
+            first += count
+            continue
+        pair = slot_of[first : first + count]
+        first += count
+        rows = pair // selected.shape[1]
+        start = int(index.group_start[a])
+        block = torch.addmm(
+            index.sq[start : start + size].unsqueeze(0), q.index_select(0, rows),
+            index.emb[start : start + size].T, beta=1.0, alpha=-2.0,
+        )
+        at = (rows * width + slot_start.view(-1).index_select(0, pair)).unsqueeze(1)
+        dist.index_put_(((at + torch.arange(size, device=device)).view(-1),), block.view(-1))
+    dist = dist.view(n, width)
+
+    # The candidate positives, sorted by (distance, index), as thresholds.
+    is_pos = codes == q_codes.unsqueeze(1)
+    n_pos = is_pos.sum(1)
+    t = max(int(n_pos.max()) if n else 0, 1)
+    row, col = is_pos.nonzero(as_tuple=True)
+    at = torch.arange(len(row), device=device) - (n_pos.cumsum(0) - n_pos)[row]
+    pos_col = torch.zeros((n, t), dtype=torch.int64, device=device)
+    pos_col[row, at] = col
+    valid = torch.arange(t, device=device).unsqueeze(0) < n_pos.unsqueeze(1)
+    thr, thr_index, order = sort_thresholds(dist.gather(1, pos_col), item.gather(1, pos_col), valid)
+    ranks = count_at_or_before(
+        dist, thr, thr_index, n_pos, item_index=item, threshold_columns=pos_col.gather(1, order)
+    )
+    _sync(device)
+    return _Candidates(selected, n_cand, item, ranks, valid, time.perf_counter() - began)
+
+
+def _rest_ranks(index: AnchorIndex, exact: ExactChunk, cand: _Candidates):
+    """Ranks of the positives outside the candidates when the rest follows in
+    exact order: ``n_candidates + exact rank - (candidates before it)``, all
+    from the exact chunk's distances (so the rest's order is the exact one)."""
+    in_cand = (
+        index.assignment[exact.positives.clamp(min=0)].unsqueeze(2)
+        == cand.selected.unsqueeze(1)
+    ).any(2)
+    rest = exact.valid & ~in_cand
+    n_rest = rest.sum(1)
+    t = max(int(n_rest.max()), 1)
+    # Keep the rest positives, in exact order, at the left of each row.
+    row, col = rest.nonzero(as_tuple=True)
+    at = torch.arange(len(row), device=rest.device) - (n_rest.cumsum(0) - n_rest)[row]
+    keep = torch.zeros((len(rest), t), dtype=torch.int64, device=rest.device)
+    keep[row, at] = col
+    valid = torch.arange(t, device=rest.device).unsqueeze(0) < n_rest.unsqueeze(1)
+    positives = exact.positives.gather(1, keep)
+    exact_rank = exact.ranks.gather(1, keep)
+    thr = exact.dist.gather(1, positives.clamp(min=0)).masked_fill(~valid, float("inf"))
+    cand_dist = exact.dist.gather(1, cand.item.clamp(min=0)).masked_fill(cand.item < 0, float("inf"))
+    before = count_at_or_before(cand_dist, thr, positives, n_rest, item_index=cand.item)
+    ranks = cand.n_candidates.unsqueeze(1) + exact_rank - before
+    return ranks.masked_fill(~valid, 0), valid
+
+
+def evaluate_retrieval_methods(
+    query_emb,
+    query_labels,
+    db_emb,
+    db_labels,
+    anchors=None,
+    classes: Sequence[int] = (),
+    rest: str = "follow",
+    precision_at: Sequence[int] = (1, 5, 10),
+    top_k_error: Sequence[int] = (1, 5),
+    chunk_size: int = 1024,
+    device=None,
+    exact: bool = True,
+) -> dict[str, RetrievalResult]:
+    """Exact retrieval and two-stage retrieval for each ``c`` in ``classes``.
+
+    One pass over chunks of ``chunk_size`` queries. ``anchors`` (C, D): one
+    per class (needed when ``classes`` is not empty); ``rest``: ``"follow"``
+    or ``"cut"`` (module docstring); ``exact=False`` leaves exact retrieval
+    out of the result (it is still computed when ``rest="follow"``, which
+    needs it). Returns ``{retrieval: RetrievalResult}`` for ``"exact"`` and
+    ``two_stage_c{c}``; the ``metrics`` hold the retrieval metrics of
+    :mod:`workflow.metrics` (queries without positives left out) plus
+    ``distance_computations_per_query`` and ``seconds_per_query``.
+    """
+    if rest not in RESTS:
+        raise ValueError(f"rest must be one of {', '.join(RESTS)}, got {rest!r}")
+    classes = list(dict.fromkeys(int(c) for c in classes))  # unique, in order
+    if any(c < 1 for c in classes):
+        raise ValueError(f"classes: every c must be a positive integer, got {classes}")
+    if not exact and not classes:
+        raise ValueError("nothing to evaluate: exact=False and no classes")
+    chunk_size = _check_chunk_size(chunk_size)
+    prep = prepare(query_emb, query_labels, db_emb, db_labels, device)
+    precision_at = _check_cutoffs(precision_at, prep.n_db, "precision_at")
+    top_k_error = _check_cutoffs(top_k_error, prep.n_db, "top_k_error")
+    index = None
+    if classes:
+        if anchors is None:
+            raise ValueError("two-stage retrieval (classes given) needs anchors")
+        index = build_anchor_index(prep, anchors, chunk_size)
+    cutoffs = tuple(sorted(set(precision_at)))
+    methods = (["exact"] if exact else []) + [method_name(c) for c in classes]
+    acc = {m: MetricAccumulator(prep.n_db, cutoffs) for m in methods}
+    seconds = dict.fromkeys(methods, 0.0)
+    distances = dict.fromkeys(methods, 0.0)
+
+    def add_two_stage(c, start, stop, q, codes, exact_chunk=None):
+        name = method_name(c)
+        cand = _search(index, q, codes, min(c, index.n_anchors))
+        seconds[name] += cand.seconds
+        distances[name] += float((cand.n_candidates + index.n_anchors).sum())
+        ranks, valid = cand.ranks, cand.valid
+        if exact_chunk is not None:  # rest="follow": the rest's ranks after the candidates'
+            rest_ranks, rest_valid = _rest_ranks(index, exact_chunk, cand)
+            n_cand_pos = valid.sum(1, keepdim=True)
+            ranks = torch.cat([ranks.masked_fill(~valid, 0), torch.zeros_like(rest_ranks)], 1)
+            at = n_cand_pos + torch.arange(rest_ranks.shape[1], device=ranks.device)
+            ranks.scatter_(1, at, rest_ranks.masked_fill(~rest_valid, 0))
+            n_valid = n_cand_pos + rest_valid.sum(1, keepdim=True)
+            valid = torch.arange(ranks.shape[1], device=ranks.device).unsqueeze(0) < n_valid
+        acc[name].add_rows(*keep_rows(prep, start, stop, ranks, valid))
+
+    follow = rest == "follow"
+    if exact or (classes and follow):
+        buffer = distance_buffer(prep, chunk_size)
+        for start in range(0, prep.n_queries, chunk_size):
+            stop = min(start + chunk_size, prep.n_queries)
+            chunk = rank_exact(prep, start, stop, buffer)
+            if exact:
+                acc["exact"].add_rows(*chunk.rows_with_positives(prep))
+                seconds["exact"] += chunk.seconds
+                distances["exact"] += prep.n_db * (stop - start)
+            if follow:
+                codes = torch.from_numpy(prep.query_codes[start:stop]).to(prep.device)
+                for c in classes:
+                    add_two_stage(c, start, stop, chunk.query, codes, chunk)
+    if classes and not follow:
+        # Without the exact ranking to follow, two-stage ranks larger chunks:
+        # as many queries as keep their candidates within chunk_size x N
+        # distances (more queries per anchor make its matrix products
+        # efficient).
+        sizes = np.sort(index.group_size)[::-1]
+        widest = max(int(sizes[: min(c, index.n_anchors)].sum()) for c in classes)
+        rows = max(chunk_size, chunk_size * prep.n_db // max(widest, 1))
+        for start in range(0, prep.n_queries, rows):
+            stop = min(start + rows, prep.n_queries)
+            q, codes = query_chunk(prep, start, stop)
+            for c in classes:
+                add_two_stage(c, start, stop, q, codes)
+
+    codes = prep.query_codes[prep.has_positives]
+    results = {}
+    for m in methods:
+        metrics, curve = acc[m].finish(codes, precision_at, top_k_error)
+        metrics["distance_computations_per_query"] = distances[m] / prep.n_queries
+        metrics["seconds_per_query"] = seconds[m] / prep.n_queries
+        index_seconds = index.seconds if m != "exact" else 0.0
+        results[m] = RetrievalResult(metrics, curve, index_seconds)
+    return results
