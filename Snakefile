@@ -16,6 +16,8 @@ include: "rules/train.smk"
 include: "rules/embed.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/tables.smk"
+include: "rules/figures.smk"
 
 
 rule all:

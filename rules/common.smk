@@ -43,6 +43,7 @@ wildcard_constraints:
     backbone="[A-Za-z0-9][A-Za-z0-9_.-]*",
     loss="[A-Za-z0-9][A-Za-z0-9_.-]*",
     seed="[0-9]+",
+    table="[A-Za-z0-9][A-Za-z0-9_.-]*",
     download="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
@@ -115,8 +116,85 @@ def get_speedup_k(wildcards):
         raise WorkflowError(str(error))
 
 
+def first_seed_cells(wildcards):
+    """Cells of one (dataset, regime, backbone) at the first seed, one per loss."""
+    return [
+        c
+        for c in cells_of(wildcards.dataset, wildcards.regime)
+        if c.backbone == wildcards.backbone and c.seed == CONFIG["seeds"][0]
+    ]
+
+
+def get_first_seed_cells(wildcards):
+    return first_seed_cells(wildcards)
+
+
+def get_first_seed_embeddings(wildcards):
+    return cell_files(first_seed_cells(wildcards), "embeddings.parquet")
+
+
+def get_all_seed_cells(wildcards):
+    return [
+        c
+        for c in cells_of(wildcards.dataset, wildcards.regime)
+        if c.backbone == wildcards.backbone
+    ]
+
+
+def get_all_seed_models(wildcards):
+    return cell_files(get_all_seed_cells(wildcards), "model.pt")
+
+
+def get_all_models(wildcards):
+    return cell_files(CELLS, "model.pt")
+
+
+def get_all_train_benchmarks(wildcards):
+    return [f"results/benchmarks/train/{c.path}.tsv" for c in CELLS]
+
+
+def get_all_evaluate_benchmarks(wildcards):
+    return [f"results/benchmarks/evaluate/{c.path}.tsv" for c in CELLS]
+
+
+def get_table_declaration(wildcards):
+    return CONFIG["tables"][wildcards.table]
+
+
+def has_anchors(loss):
+    from workflow.losses import LOSSES
+
+    return hasattr(LOSSES.get(CONFIG["losses"][loss]["impl"]), "class_anchors")
+
+
+FIGURE_KINDS = ["tsne", "examples", "training"]
+
+
+def figure_outputs():
+    outputs = []
+    seed = CONFIG["seeds"][0]
+    for dataset in CONFIG["datasets"]:
+        for regime in CONFIG["regimes"]:
+            for backbone in CONFIG["backbones"]:
+                names = [f"{regime}/{kind}_{backbone}" for kind in FIGURE_KINDS]
+                names += [
+                    f"{regime}/{backbone}/anchors_{loss}_seed{seed}"
+                    for loss in CONFIG["losses"]
+                    if has_anchors(loss)
+                ]
+                for name in names:
+                    for ext in ["png", "pdf"]:
+                        outputs.append(f"results/figures/{dataset}/{name}.{ext}")
+    return outputs
+
+
 def get_final_output():
     outputs = [f"results/metrics.csv"]
+    outputs += ["results/cost.csv", "results/cost.md"]
+    for table in CONFIG["tables"]:
+        for ext in ["csv", "md", "tex"]:
+            outputs.append(f"results/tables/{table}.{ext}")
+    outputs += figure_outputs()
     for dataset in CONFIG["datasets"]:
         for regime in CONFIG["regimes"]:
             for ext in ["csv", "md", "tex"]:

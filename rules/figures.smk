@@ -3,12 +3,12 @@ rule tsne_figure:
         get_first_seed_embeddings,
     output:
         png=report(
-            "results/figures/{dataset}/tsne_{regime}_{backbone}.png",
+            "results/figures/{dataset}/{regime}/tsne_{backbone}.png",
             caption="../workflow/captions/tsne.rst",
             category="Figures",
             subcategory="{dataset}",
         ),
-        pdf="results/figures/{dataset}/tsne_{regime}_{backbone}.pdf",
+        pdf="results/figures/{dataset}/{regime}/tsne_{backbone}.pdf",
     log:
         "results/logs/tsne_figure/{dataset}/{regime}/{backbone}.log",
     benchmark:
@@ -30,12 +30,12 @@ rule examples_figure:
         embeddings=get_first_seed_embeddings,
     output:
         png=report(
-            "results/figures/{dataset}/examples_{regime}_{backbone}.png",
+            "results/figures/{dataset}/{regime}/examples_{backbone}.png",
             caption="../workflow/captions/examples.rst",
             category="Figures",
             subcategory="{dataset}",
         ),
-        pdf="results/figures/{dataset}/examples_{regime}_{backbone}.pdf",
+        pdf="results/figures/{dataset}/{regime}/examples_{backbone}.pdf",
     log:
         "results/logs/examples_figure/{dataset}/{regime}/{backbone}.log",
     benchmark:
@@ -55,12 +55,12 @@ rule training_figure:
         get_all_seed_models,
     output:
         png=report(
-            "results/figures/{dataset}/training_{regime}_{backbone}.png",
+            "results/figures/{dataset}/{regime}/training_{backbone}.png",
             caption="../workflow/captions/training.rst",
             category="Figures",
             subcategory="{dataset}",
         ),
-        pdf="results/figures/{dataset}/training_{regime}_{backbone}.pdf",
+        pdf="results/figures/{dataset}/{regime}/training_{backbone}.pdf",
     log:
         "results/logs/training_figure/{dataset}/{regime}/{backbone}.log",
     benchmark:
@@ -79,12 +79,12 @@ rule anchor_figure:
         classes="results/data/{dataset}/classes.json",
     output:
         png=report(
-            "results/figures/{dataset}/anchors_{regime}_{backbone}_{loss}_seed{seed}.png",
+            "results/figures/{dataset}/{regime}/{backbone}/anchors_{loss}_seed{seed}.png",
             caption="../workflow/captions/anchors.rst",
             category="Figures",
             subcategory="{dataset}",
         ),
-        pdf="results/figures/{dataset}/anchors_{regime}_{backbone}_{loss}_seed{seed}.pdf",
+        pdf="results/figures/{dataset}/{regime}/{backbone}/anchors_{loss}_seed{seed}.pdf",
     log:
         "results/logs/anchor_figure/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.log",
     benchmark:

@@ -27,9 +27,9 @@ rule cost_table:
         train_benchmarks=get_all_train_benchmarks,
         evaluate_benchmarks=get_all_evaluate_benchmarks,
     output:
-        csv="results/tables/cost.csv",
+        csv="results/cost.csv",
         md=report(
-            "results/tables/cost.md",
+            "results/cost.md",
             caption="../workflow/captions/cost.rst",
             category="Tables",
         ),

@@ -39,6 +39,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,9 @@ def ensure_installed() -> None:
             f"run `apt-get install -y {' '.join(PACKAGES)}` as root, then the tests again"
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *PACKAGES]):
+    # Wait for another apt/dpkg process rather than fail at once.
+    wait = ["-o", "DPkg::Lock::Timeout=300"]
+    for command in (["apt-get", *wait, "update", "-qq"], ["apt-get", *wait, "install", "-y", "-qq", *PACKAGES]):
         result = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if result.returncode != 0:
             raise SlurmError(f"`{' '.join(command)}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -308,7 +311,7 @@ def node_states(env: dict[str, str]) -> set[str]:
 @contextlib.contextmanager
 def locked():
     """Hold the machine-wide lock of ``STATE_DIR`` (waits for another run)."""
-    with open(LOCK_FILE, "w") as handle:
+    with open(LOCK_FILE, "a") as handle:
         deadline = time.monotonic() + LOCK_TIMEOUT_S
         while True:
             try:
@@ -317,6 +320,8 @@ def locked():
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise SlurmError(f"{LOCK_FILE} held by another test run for {LOCK_TIMEOUT_S} s")
+                if deadline - time.monotonic() > LOCK_TIMEOUT_S - 1:
+                    print(f"waiting for another SLURM test run to release {LOCK_FILE}", file=sys.stderr)
                 time.sleep(1)
         try:
             yield
@@ -330,8 +335,8 @@ def slurm_cluster(partitions: list[str], root: Path = STATE_DIR):
     default), yield a :class:`Cluster`, stop it on exit."""
     if os.geteuid() != 0:
         raise SlurmError("the SLURM test cluster runs its daemons as root; run the tests as root")
-    ensure_installed()
     with locked():
+        ensure_installed()
         # Daemons of an earlier run that was killed before stopping them.
         stop_pids(root, read_pids(root))
         shutil.rmtree(root, ignore_errors=True)
@@ -350,11 +355,11 @@ def slurm_cluster(partitions: list[str], root: Path = STATE_DIR):
             link_system_conf(root)
             conf = str(root / "etc/slurm.conf")
             for name, args in (("slurmctld", ["-D", "-c", "-f", conf]), ("slurmd", ["-D", "-f", conf])):
-                procs[name] = subprocess.Popen(
-                    [which(name), *args], env=env, stdin=subprocess.DEVNULL,
-                    stdout=open(root / f"log/{name}.out", "w"), stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+                with open(root / f"log/{name}.out", "w") as out:
+                    procs[name] = subprocess.Popen(
+                        [which(name), *args], env=env, stdin=subprocess.DEVNULL,
+                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                    )
                 write_pids(root, {n: p.pid for n, p in procs.items()})
                 if name == "slurmctld":
                     wait_for("slurmctld to answer", lambda: succeeds([which("scontrol"), "ping"], env), root, procs)

@@ -44,9 +44,11 @@ GPU_RULES = {"train", "embed"}
 WALL_CLOCK_METRICS = {"seconds_per_query"}
 
 THREADS = ["--set-threads", "train=1", "embed=1", "evaluate=1"]
+# Status checks 5 s after a submission, then 15, 25 s... apart (the plugin
+# adds 10 s while no job finishes): jobs here take 15-45 s.
 TEST_ONLY = [
-    "--slurm-init-seconds-before-status-checks", "1",
-    "--seconds-between-status-checks", "1",
+    "--slurm-init-seconds-before-status-checks", "5",
+    "--seconds-between-status-checks", "5",
     "--slurm-keep-successful-logs",
     "--latency-wait", "5",
 ]

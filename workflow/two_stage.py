@@ -63,6 +63,7 @@ from workflow.metrics import (
     keep_rows,
     prepare,
     query_chunk,
+    rank_by_sorting,
     rank_exact,
     sort_thresholds,
 )
@@ -79,6 +80,10 @@ __all__ = [
 ]
 
 RESTS = ("follow", "cut")
+# Stage 2 ranks the candidates by sorting them when there are at most this
+# many per positive of the widest row, else by counting (workflow.metrics).
+_SORT_WIDTH_PER_POSITIVE = 2
+_FORCE_SORT = False
 
 
 def speedup_k(precision_at, k=None) -> int:
@@ -207,17 +212,21 @@ def _search(index: AnchorIndex, q: torch.Tensor, q_codes: torch.Tensor, c: int) 
     slot_start = sizes.cumsum(1) - sizes
     width = max(int(n_cand.max()), 1)  # (at least one padding column)
 
-    # Position in the index (-1: padding) of each candidate column.
-    column = torch.arange(width, device=device).unsqueeze(0)
-    position = torch.full((n, width), -1, dtype=torch.int64, device=device)
-    for slot in range(selected.shape[1]):
-        offset = column - slot_start[:, slot : slot + 1]
-        inside = (offset >= 0) & (offset < sizes[:, slot : slot + 1])
-        position = torch.where(inside, group_start[selected[:, slot : slot + 1]] + offset, position)
-    padding = position < 0
-    position = position.clamp(min=0).view(-1)
-    item = index.order.index_select(0, position).view(n, width).masked_fill(padding, -1)
-    codes = index.codes.index_select(0, position).view(n, width).masked_fill(padding, -1)
+    # Position in the index of each candidate column: +1 from column to
+    # column, jumping at the start of each kept group to that group's start
+    # (a cumulative sum of steps; empty groups' jumps add up).
+    starts = group_start[selected]
+    previous_end = torch.cat([torch.zeros_like(starts[:, :1]), (starts + sizes)[:, :-1]], 1)
+    jump = starts - previous_end - torch.nn.functional.pad(
+        torch.ones_like(starts[:, :1]), (0, starts.shape[1] - 1))
+    step = torch.ones((n, width + 1), dtype=torch.int64, device=device)
+    step.scatter_add_(1, slot_start, jump)
+    position = step[:, :width].cumsum(1)
+    padding = torch.arange(width, device=device).unsqueeze(0) >= n_cand.unsqueeze(1)
+    position = position.masked_fill_(padding, 0).view(-1)
+    item = index.order.index_select(0, position).view(n, width).masked_fill_(padding, -1)
+    is_pos = index.codes.index_select(0, position).view(n, width) == q_codes.unsqueeze(1)
+    is_pos &= ~padding
 
     # One matrix product per kept anchor: its queries against its group.
     dist = torch.full((n * width,), float("inf"), device=device)
@@ -242,19 +251,23 @@ def _search(index: AnchorIndex, q: torch.Tensor, q_codes: torch.Tensor, c: int) 
         dist.index_put_(((at + torch.arange(size, device=device)).view(-1),), block.view(-1))
     dist = dist.view(n, width)
 
-    # The candidate positives, sorted by (distance, index), as thresholds.
-    is_pos = codes == q_codes.unsqueeze(1)
+    # The ranks of the candidate positives: by sorting the candidates when
+    # there are few of them per positive, else by counting (as exact
+    # retrieval; see workflow.metrics).
     n_pos = is_pos.sum(1)
-    t = max(int(n_pos.max()) if n else 0, 1)
-    row, col = is_pos.nonzero(as_tuple=True)
-    at = torch.arange(len(row), device=device) - (n_pos.cumsum(0) - n_pos)[row]
-    pos_col = torch.zeros((n, t), dtype=torch.int64, device=device)
-    pos_col[row, at] = col
-    valid = torch.arange(t, device=device).unsqueeze(0) < n_pos.unsqueeze(1)
-    thr, thr_index, order = sort_thresholds(dist.gather(1, pos_col), item.gather(1, pos_col), valid)
-    ranks = count_at_or_before(
-        dist, thr, thr_index, n_pos, item_index=item, threshold_columns=pos_col.gather(1, order)
-    )
+    if width <= _SORT_WIDTH_PER_POSITIVE * max(int(n_pos.max()), 1) or _FORCE_SORT:
+        ranks, valid = rank_by_sorting(dist, item, is_pos)
+    else:
+        t = max(int(n_pos.max()), 1)
+        row, col = is_pos.nonzero(as_tuple=True)
+        at = torch.arange(len(row), device=device) - (n_pos.cumsum(0) - n_pos)[row]
+        pos_col = torch.zeros((n, t), dtype=torch.int64, device=device)
+        pos_col[row, at] = col
+        valid = torch.arange(t, device=device).unsqueeze(0) < n_pos.unsqueeze(1)
+        thr, thr_index, order = sort_thresholds(dist.gather(1, pos_col), item.gather(1, pos_col), valid)
+        ranks = count_at_or_before(
+            dist, thr, thr_index, n_pos, item_index=item, threshold_columns=pos_col.gather(1, order)
+        )
     _sync(device)
     return _Candidates(selected, n_cand, item, ranks, valid, time.perf_counter() - began)
 
@@ -332,6 +345,14 @@ def evaluate_retrieval_methods(
     seconds = dict.fromkeys(methods, 0.0)
     distances = dict.fromkeys(methods, 0.0)
 
+    def stage_two_rows(c: int) -> int:
+        """Queries per stage-2 chunk: their candidate tables (about 64 bytes
+        a candidate) stay within about the exact chunk's distances (4 bytes
+        an item); more queries per anchor make its matrix products
+        efficient."""
+        widest = int(np.sort(index.group_size)[::-1][: min(c, index.n_anchors)].sum())
+        return max(1, chunk_size * prep.n_db // (16 * max(widest, 1)))
+
     def add_two_stage(c, start, stop, q, codes, exact_chunk=None):
         name = method_name(c)
         cand = _search(index, q, codes, min(c, index.n_anchors))
@@ -361,20 +382,18 @@ def evaluate_retrieval_methods(
             if follow:
                 codes = torch.from_numpy(prep.query_codes[start:stop]).to(prep.device)
                 for c in classes:
-                    add_two_stage(c, start, stop, chunk.query, codes, chunk)
+                    rows = stage_two_rows(c)
+                    for a in range(0, stop - start, rows):
+                        b = min(a + rows, stop - start)
+                        add_two_stage(c, start + a, start + b, chunk.query[a:b], codes[a:b],
+                                      chunk.rows(a, b))
     if classes and not follow:
-        # Without the exact ranking to follow, two-stage ranks larger chunks:
-        # as many queries as keep their candidates within chunk_size x N
-        # distances (more queries per anchor make its matrix products
-        # efficient).
-        sizes = np.sort(index.group_size)[::-1]
-        widest = max(int(sizes[: min(c, index.n_anchors)].sum()) for c in classes)
-        rows = max(chunk_size, chunk_size * prep.n_db // max(widest, 1))
-        for start in range(0, prep.n_queries, rows):
-            stop = min(start + rows, prep.n_queries)
-            q, codes = query_chunk(prep, start, stop)
-            for c in classes:
-                add_two_stage(c, start, stop, q, codes)
+        # Without the exact ranking to follow, each c ranks its own chunks.
+        for c in classes:
+            rows = stage_two_rows(c)
+            for start in range(0, prep.n_queries, rows):
+                stop = min(start + rows, prep.n_queries)
+                add_two_stage(c, start, stop, *query_chunk(prep, start, stop))
 
     codes = prep.query_codes[prep.has_positives]
     results = {}
