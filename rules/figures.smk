@@ -14,7 +14,7 @@ rule tsne_figure:
     benchmark:
         "results/benchmarks/tsne_figure/{dataset}/{regime}/{backbone}.tsv"
     conda:
-        "../envs/report.yaml"
+        "../envs/pytorch.yaml"
     params:
         cells=get_first_seed_cells,
         max_points=CONFIG["figures"]["tsne_max_points"],
@@ -90,6 +90,6 @@ rule anchor_figure:
     benchmark:
         "results/benchmarks/anchor_figure/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.tsv"
     conda:
-        "../envs/report.yaml"
+        "../envs/pytorch.yaml"
     script:
         "../workflow/scripts/anchor_figure.py"

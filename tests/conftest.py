@@ -23,6 +23,12 @@ TINY_CONFIG = {
     "losses": {"ce": {"impl": "ce"}, "cam": {"impl": "cam"}, "lm": {"impl": "lm"}},
     "seeds": [0, 1],
     "training": {"epochs": 2, "batch_size": 64},
+    "tables": {
+        "tiny_grid": {
+            "select": {"retrieval": "exact"}, "rows": ["loss"], "columns": ["regime"],
+            "metrics": ["map", "precision@5"], "baseline": "ce",
+        }
+    },
 }
 
 

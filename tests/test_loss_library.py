@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import TINY_CONFIG, make_workspace, snakemake
 from workflow.config import Cell, ConfigError, cell_settings, load_config

@@ -150,7 +150,9 @@ def test_added_loss_adds_only_its_cells(tiny_run, tmp_path):
     n_new = len(TINY_CONFIG["regimes"]) * len(TINY_CONFIG["seeds"])
     assert jobs == {"train": str(n_new), "embed": str(n_new), "evaluate": str(n_new),
                     "aggregate": "1", "table": "2", "pr_figure": "2", "speedup_figure": "2",
-                    "all": "1", "total": str(3 * n_new + 8)}
+                    "tsne_figure": "2", "examples_figure": "2", "training_figure": "2",
+                    "cost_table": "1", "declared_table": "1",
+                    "all": "1", "total": str(3 * n_new + 16)}
     trained = re.findall(r"rule train:.*?wildcards: ([^\n]+)", out, flags=re.S)
     assert len(trained) == n_new and all("loss=normsoftmax" in w for w in trained)
 
@@ -160,3 +162,23 @@ def test_added_loss_adds_only_its_cells(tiny_run, tmp_path):
     # Exact retrieval only (no anchors): 9 retrieval metrics, accuracy,
     # queries_without_positives and the two cost rows.
     assert (metrics["loss"] == "normsoftmax").sum() == n_new * 13
+
+
+def test_declared_table_figures_and_cost(tiny_run):
+    results = tiny_run / "results"
+    table = pd.read_csv(results / "tables/tiny_grid.csv")
+    assert list(dict.fromkeys(table["row"])) == ["ce", "cam", "lm"]
+    assert set(table["regime"]) == {"full", "fewshot5"} and set(table["metric"]) == {"map", "precision@5"}
+    assert (table["n"] == 2).all() and table["ci_low"].le(table["mean"]).all()
+    assert table.groupby(["regime", "metric"])["best"].sum().ge(1).all()
+    assert r"\toprule" in (results / "tables/tiny_grid.tex").read_text()
+    for regime in TINY_CONFIG["regimes"]:
+        folder = results / "figures/digits" / regime
+        for kind in ["tsne", "examples", "training"]:
+            assert (folder / f"{kind}_small_cnn.png").read_bytes().startswith(b"\x89PNG")
+            assert (folder / f"{kind}_small_cnn.pdf").exists()
+        anchors = sorted(p.name for p in (folder / "small_cnn").glob("anchors_*.png"))
+        assert anchors == ["anchors_cam_seed0.png", "anchors_lm_seed0.png"]  # ce has no anchors
+    cost = pd.read_csv(results / "cost.csv")
+    assert len(cost) == len(CELLS) and set(cost["device"]) == {"cpu"}
+    assert (cost["train_wall_s"] > 0).all() and (cost["train_peak_rss_mb"] > 0).all()

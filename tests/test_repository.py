@@ -1,10 +1,12 @@
-"""Repository-level checks: pinned envs agree with the pip pins, every rule
-has a log and a conda env, the workflow profiles use only options Snakemake
-and the SLURM plugin know, the workflow lints clean and its rule files are
-snakefmt-formatted."""
+"""Repository-level checks: pinned envs agree with the pip pins and hold
+what their rules' scripts import, every rule has a log and a conda env, the
+workflow profiles use only options Snakemake and the SLURM plugin know, the
+workflow lints clean and its rule files are snakefmt-formatted."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import re
 import shutil
 import subprocess
@@ -81,6 +83,78 @@ def test_conda_to_pip_names_are_what_they_say():
     """The mapping's pip names are real requirements (a rename shows here)."""
     requirements = pins((REPO / "requirements.txt").read_text().splitlines())
     assert set(CONDA_TO_PIP.values()) <= set(requirements)
+
+
+def module_path(name: str) -> Path | None:
+    base = REPO / Path(*name.split("."))
+    for path in (base / "__init__.py", base.with_suffix(".py")):
+        if path.is_file():
+            return path
+    return None
+
+
+def third_party_imports(path: Path, seen: set[Path] | None = None) -> set[str]:
+    """Top-level modules outside this repository and the standard library
+    that ``path`` imports, following imports of ``workflow.*`` (and every
+    module of a registry package, which imports them all); imports inside
+    functions count too."""
+    seen = set() if seen is None else seen
+    if path in seen:
+        return set()
+    seen.add(path)
+    text = path.read_text()
+    found = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "workflow":
+                for k in range(1, len(parts) + 1):
+                    if (sub := module_path(".".join(parts[:k]))) is not None:
+                        found |= third_party_imports(sub, seen)
+            elif parts[0] not in sys.stdlib_module_names and parts[0] not in ("_repo_path", "__future__"):
+                found.add(parts[0])
+    if path.name == "__init__.py" and ("pkgutil" in text or "import_module" in text):
+        for sub in sorted(path.parent.glob("*.py")):
+            found |= third_party_imports(sub, seen)
+    return found
+
+
+def env_packages(env: Path) -> set[str]:
+    """pip names of every package an env file pins."""
+    names = set()
+    for entry in yaml.safe_load(env.read_text())["dependencies"]:
+        for item in entry["pip"] if isinstance(entry, dict) else [entry]:
+            name = re.split(r"[=<>]", item)[0].lower()
+            names.add(CONDA_TO_PIP.get(name, name))
+    return names
+
+
+def test_every_rule_env_has_what_its_script_imports():
+    """Each rule's conda env pins the distribution of every module its script
+    imports (Snakemake and its dependencies come with Snakemake itself)."""
+    distributions = importlib.metadata.packages_distributions()
+    with_snakemake = {"snakemake"} | {
+        re.split(r"[ ;<>=!~\[]", req)[0].lower().replace("_", "-")
+        for req in importlib.metadata.requires("snakemake") or []
+        if "extra ==" not in req
+    }
+    checked = 0
+    for name, body in rule_blocks().items():
+        env = re.search(r'conda:\s*"\.\./(envs/[^"]+)"', body)
+        script = re.search(r'script:\s*"\.\./([^"]+\.py)"', body)
+        if not (env and script):
+            continue
+        needed = {dist.lower() for module in third_party_imports(REPO / script.group(1)) for dist in distributions.get(module, [module])}
+        missing = needed - env_packages(REPO / env.group(1)) - with_snakemake
+        assert not missing, f"rule {name}: {env.group(1)} lacks {sorted(missing)}, which {script.group(1)} imports"
+        checked += 1
+    assert checked >= 5
 
 
 def test_every_rule_uses_a_conda_env_that_exists():

@@ -123,6 +123,8 @@ __all__ = [
     "query_chunk",
     "distance_buffer",
     "keep_rows",
+    "lexicographic_keys",
+    "argsort_rows",
     "rank_by_sorting",
     "rank_exact",
     "retrieval_metrics",
@@ -477,42 +479,41 @@ def sort_thresholds(values: torch.Tensor, index: torch.Tensor, valid: torch.Tens
     ``+inf``), ``order`` the permutation applied (the new position ``k``
     holds old entry ``order[:, k]``).
     """
-    values = values.masked_fill(~valid, float("inf"))
-    index = index.masked_fill(~valid, torch.iinfo(torch.int64).max)
-    by_value = torch.sort(values, dim=1, stable=True)
-    sorted_index = index.gather(1, by_value.indices)
-    # Equal values must be in index order; only then is a second sort needed.
-    if not ((by_value.values[:, 1:] == by_value.values[:, :-1])
-            & (sorted_index[:, 1:] < sorted_index[:, :-1])).any():
-        return by_value.values, sorted_index, by_value.indices
-    by_index = torch.sort(index, dim=1, stable=True)
-    by_value = torch.sort(values.gather(1, by_index.indices), dim=1, stable=True)
-    order = by_index.indices.gather(1, by_value.indices)
-    return by_value.values, index.gather(1, order), order
+    keys = lexicographic_keys(values, index).masked_fill(~valid, torch.iinfo(torch.int64).max)
+    order = argsort_rows(keys)
+    values = values.gather(1, order).masked_fill(~valid.gather(1, order), float("inf"))
+    return values, index.gather(1, order), order
+
+
+def lexicographic_keys(dist: torch.Tensor, item_index: torch.Tensor) -> torch.Tensor:
+    """int64 keys that order like ``(distance, index)``: the float32 bits of
+    the distance made monotone (negative floats have their magnitude bits
+    flipped; -0.0 becomes +0.0 first) in the high 32 bits, the database index
+    (0 <= index < 2**31) in the low 32."""
+    bits = (dist + 0.0).view(torch.int32)
+    monotone = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return (monotone.to(torch.int64) << 32) | item_index.clamp(min=0)
+
+
+def argsort_rows(keys: torch.Tensor) -> torch.Tensor:
+    """Each row's argsort of distinct int64 keys (numpy's vectorised sort on
+    the CPU, several times faster there than torch's)."""
+    if keys.device.type == "cpu":
+        return torch.from_numpy(np.argsort(keys.numpy(), axis=1))
+    return torch.sort(keys, dim=1).indices
 
 
 def rank_by_sorting(dist: torch.Tensor, item_index: torch.Tensor, is_positive: torch.Tensor):
     """Ranks of the positives by sorting each row: for short rows with many
     positives (two-stage candidates), where sorting beats counting.
 
-    ``dist`` (b, K), ``item_index`` (b, K) database indices, ``is_positive``
-    (b, K). Returns ``(ranks, valid)`` (b, T): the 1-based positions of the
-    positives in each row's ``(distance, index)`` order, ascending, valid
-    where ``valid``.
+    ``dist`` (b, K) float32, ``item_index`` (b, K) database indices (padding
+    items: distance ``+inf``, never positive), ``is_positive`` (b, K).
+    Returns ``(ranks, valid)`` (b, T): the 1-based positions of the positives
+    in each row's ``(distance, index)`` order, ascending, valid where
+    ``valid``.
     """
-    if dist.device.type == "cpu":
-        # numpy's (vectorised, unstable) argsort is several times faster here.
-        order = torch.from_numpy(np.argsort(dist.numpy(), axis=1))
-    else:
-        order = torch.sort(dist, dim=1).indices
-    values = dist.gather(1, order)
-    index = item_index.gather(1, order)
-    # Equal distances must be in index order; only then is a stable sort by
-    # index, then by distance, needed.
-    if ((values[:, 1:] == values[:, :-1]) & (index[:, 1:] < index[:, :-1])).any():
-        by_index = torch.sort(item_index, dim=1, stable=True).indices
-        by_value = torch.sort(dist.gather(1, by_index), dim=1, stable=True).indices
-        order = by_index.gather(1, by_value)
+    order = argsort_rows(lexicographic_keys(dist, item_index))  # distinct keys in a row
     hit = is_positive.gather(1, order)
     n_pos = hit.sum(1)
     width = max(int(n_pos.max()) if len(n_pos) else 0, 1)
@@ -602,12 +603,9 @@ def rank_exact(prep: Prepared, start: int, stop: int, buffer: torch.Tensor | Non
     # Squared L2 distance minus the row constant ||q||^2: same ranking.
     out = None if buffer is None else buffer[: stop - start]
     dist = torch.addmm(prep.db_sq.unsqueeze(0), q, prep.db_emb.T, beta=1.0, alpha=-2.0, out=out)
-    items = prep.class_items[codes]  # ascending index within a row
+    items = prep.class_items[codes]  # -1: padding
     valid = items >= 0
-    # A stable sort by distance keeps the index order among equal distances.
-    pos_dist = dist.gather(1, items.clamp(min=0)).masked_fill(~valid, float("inf"))
-    pos_dist, order = torch.sort(pos_dist, dim=1, stable=True)
-    items = items.gather(1, order)
+    pos_dist, items, order = sort_thresholds(dist.gather(1, items.clamp(min=0)), items, valid)
     valid = valid.gather(1, order)
     ranks = count_at_or_before(dist, pos_dist, items, valid.sum(1), threshold_columns=items)
     _sync(prep.device)

@@ -82,8 +82,7 @@ __all__ = [
 RESTS = ("follow", "cut")
 # Stage 2 ranks the candidates by sorting them when there are at most this
 # many per positive of the widest row, else by counting (workflow.metrics).
-_SORT_WIDTH_PER_POSITIVE = 2
-_FORCE_SORT = False
+_SORT_WIDTH_PER_POSITIVE = 3
 
 
 def speedup_k(precision_at, k=None) -> int:
@@ -255,7 +254,7 @@ def _search(index: AnchorIndex, q: torch.Tensor, q_codes: torch.Tensor, c: int) 
     # there are few of them per positive, else by counting (as exact
     # retrieval; see workflow.metrics).
     n_pos = is_pos.sum(1)
-    if width <= _SORT_WIDTH_PER_POSITIVE * max(int(n_pos.max()), 1) or _FORCE_SORT:
+    if width <= _SORT_WIDTH_PER_POSITIVE * max(int(n_pos.max()), 1):
         ranks, valid = rank_by_sorting(dist, item, is_pos)
     else:
         t = max(int(n_pos.max()), 1)
