@@ -27,6 +27,8 @@ def test_every_output_exists_and_is_well_formed(tiny_run):
         cell_dir = results / "cells" / cell.path
         checkpoint = torch.load(cell_dir / "model.pt", weights_only=True)
         assert len(checkpoint["history"]) == TINY_CONFIG["training"]["epochs"]
+        assert all(0 <= epoch["accuracy"] <= 1 and epoch["loss"] > 0 for epoch in checkpoint["history"])
+        assert checkpoint["images_seen"] > 0 and checkpoint["train_seconds"] > 0
 
         table = pq.read_table(cell_dir / "embeddings.parquet")
         assert table.column_names == ["index", "split", "label", "prediction", "embedding"]
@@ -182,3 +184,4 @@ def test_declared_table_figures_and_cost(tiny_run):
     cost = pd.read_csv(results / "cost.csv")
     assert len(cost) == len(CELLS) and set(cost["device"]) == {"cpu"}
     assert (cost["train_wall_s"] > 0).all() and (cost["train_peak_rss_mb"] > 0).all()
+    assert (cost["train_images_per_s"] > 0).all()

@@ -102,6 +102,7 @@ each rank weighted by ``1/R`` of its query.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -332,21 +333,40 @@ def count_at_or_before(
     # the items themselves.)
     n_bins = int(min(max(_BINS_PER_THRESHOLD * width, _MIN_BINS), _MAX_BINS, max(k_items, _MIN_BINS)))
     rows = min(b, max(1, per_block // k_items))
-    # Work buffers reused by every block (fresh large arrays would cost page
-    # faults each time).
-    buffers = (
-        torch.empty((rows, k_items), dtype=torch.float32, device=dist.device),
-        torch.empty((rows, k_items), dtype=torch.int32, device=dist.device),
-    )
-    for start in range(0, b, rows):
-        stop = min(start + rows, b)
-        out[start:stop] = _count_block(
-            dist[start:stop], thresholds[start:stop], threshold_index[start:stop],
-            n_thresholds[start:stop].to(device=dist.device, dtype=torch.int64),
-            item_index if item_index.ndim == 1 else item_index[start:stop],
-            None if threshold_columns is None else threshold_columns[start:stop],
-            n_bins, buffers,
+    n_thresholds = n_thresholds.to(device=dist.device, dtype=torch.int64)
+
+    def count_rows(first: int, last: int) -> None:
+        # Work buffers reused by every block (fresh large arrays would cost
+        # page faults each time).
+        buffers = (
+            torch.empty((rows, k_items), dtype=torch.float32, device=dist.device),
+            torch.empty((rows, k_items), dtype=torch.int32, device=dist.device),
         )
+        for start in range(first, last, rows):
+            stop = min(start + rows, last)
+            out[start:stop] = _count_block(
+                dist[start:stop], thresholds[start:stop], threshold_index[start:stop],
+                n_thresholds[start:stop],
+                item_index if item_index.ndim == 1 else item_index[start:stop],
+                None if threshold_columns is None else threshold_columns[start:stop],
+                n_bins, buffers,
+            )
+
+    threads = torch.get_num_threads()
+    if dist.device.type != "cpu" or threads == 1 or b <= rows:
+        count_rows(0, b)
+        return out
+    # On the CPU, torch's operations here are too small and too many to gain
+    # much from its threads; blocks in parallel Python threads, each
+    # running them on one thread, do (torch releases the GIL).
+    parts = [(b * i // threads, b * (i + 1) // threads) for i in range(threads)]
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            for done in [pool.submit(count_rows, *part) for part in parts]:
+                done.result()
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 

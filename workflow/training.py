@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 
 import numpy as np
 import torch
@@ -132,16 +133,20 @@ def train_cell(
         key=f"losses.{settings['loss']}.sampler",
     )
 
+    # Per epoch: mean loss and, for losses that classify, training accuracy.
     history = []
+    can_classify = hasattr(loss_fn, "predict")
     cell = f"{settings['dataset']}/{settings['regime']}/{settings['backbone']}/{settings['loss']}/seed{settings['seed']}"
     bar = tqdm(range(cfg["epochs"]), desc=f"train {cell}", file=sys.stderr, disable=not progress)
+    images_seen, start = 0, time.perf_counter()
     for epoch in bar:
         backbone.train()
         loss_fn.train()
-        total, count = 0.0, 0
+        total, correct, count = 0.0, 0, 0
         for batch in batches.epoch():
             batch = batch.to(device)
-            loss = loss_fn(backbone(x[batch]), y[batch])
+            embeddings = backbone(x[batch])
+            loss = loss_fn(embeddings, y[batch])
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"cell {cell}: loss is {loss.item()} at epoch {epoch + 1}; "
@@ -152,9 +157,17 @@ def train_cell(
             optimizer.step()
             total += loss.item() * len(batch)
             count += len(batch)
+            if can_classify:
+                with torch.no_grad():
+                    correct += int((loss_fn.predict(embeddings).argmax(1) == y[batch]).sum())
         scheduler.step()
-        history.append(total / count)
-        bar.set_postfix(loss=f"{history[-1]:.4f}")
+        images_seen += count
+        record = {"loss": total / count}
+        if can_classify:
+            record["accuracy"] = correct / count
+        history.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}")
+    train_seconds = time.perf_counter() - start
 
     return {
         "backbone": {k: v.cpu() for k, v in backbone.state_dict().items()},
@@ -166,4 +179,6 @@ def train_cell(
         "num_classes": int(num_classes),
         "history": history,
         "device": str(device),
+        "images_seen": images_seen,
+        "train_seconds": train_seconds,
     }
