@@ -370,6 +370,14 @@ def brute_force_ranks(q, ql, db, dl):
 
 
 @pytest.fixture
+def torch_threads():
+    """Restores torch's thread count after the test."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def small_blocks(monkeypatch):
     """Few rows per block and few bins, so that the blocks, the per-bin
     look-up and the exact search among a bin's thresholds are all used."""
@@ -378,11 +386,14 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(metrics_module, "_BINS_PER_THRESHOLD", 0.25)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("bins", ["default", "small"])
 @pytest.mark.parametrize("kind", ["fine", "coarse", "duplicates"])
-def test_chunked_ranks_equal_brute_force(kind, bins, request):
+def test_chunked_ranks_equal_brute_force(kind, bins, threads, request, torch_threads):
     if bins == "small":
         request.getfixturevalue("small_blocks")
+    # (With 2 threads the blocks are counted in parallel Python threads.)
+    torch.set_num_threads(threads)
     q, ql, db, dl = grid_data(15, 5, query_counts=[9, 8, 7, 6, 3], coarse=kind == "coarse")
     if kind == "duplicates":  # many database items at exactly one point
         db = db.copy()

@@ -185,3 +185,12 @@ def test_declared_table_figures_and_cost(tiny_run):
     assert len(cost) == len(CELLS) and set(cost["device"]) == {"cpu"}
     assert (cost["train_wall_s"] > 0).all() and (cost["train_peak_rss_mb"] > 0).all()
     assert (cost["train_images_per_s"] > 0).all()
+
+
+def test_html_report_holds_every_table_and_figure(tiny_run):
+    snakemake(tiny_run, "--report", "results/report.html")
+    html = (tiny_run / "results/report.html").read_text()
+    for name in ["pr_full.png", "tsne_small_cnn.png", "examples_small_cnn.png", "training_small_cnn.png",
+                 "anchors_cam_seed0.png", "tiny_grid.md", "cost.md", "metrics.csv"]:
+        assert name in html, name
+    assert "t-SNE maps of the database embeddings" in html  # captions are rendered
