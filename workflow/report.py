@@ -14,8 +14,6 @@ from workflow.config import Cell  # noqa: E402
 
 CELL_COLUMNS = ["dataset", "regime", "backbone", "loss", "seed"]
 METRICS_COLUMNS = CELL_COLUMNS + ["retrieval", "metric", "value"]
-# Lower is better for these; every other metric is higher-is-better.
-LOWER_IS_BETTER_SUFFIX = "_error"
 
 
 # Rows of results/metrics.csv about a retrieval method's cost or about the
