@@ -1,0 +1,121 @@
+"""select: per (dataset, regime, backbone, loss), the trial setting with
+the best validation score, and what the reader sees of the selection.
+
+Trials are trained and evaluated like cells, on the validation split (see
+``splits.make_validation_split``); their metrics files are the only input
+of a selection, so the test queries and database cannot influence it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from workflow.tables import lower_is_better
+
+
+def trial_scores(trials: list[str], seeds: list[int], metric_files: list[str], metric: str) -> pd.DataFrame:
+    """Mean validation ``metric`` (exact retrieval) per trial over the
+    seeds; ``metric_files`` are in the order of ``trials`` x ``seeds``."""
+    records = []
+    files = iter(metric_files)
+    for trial in trials:
+        for seed in seeds:
+            path = next(files)
+            frame = pd.read_csv(path)
+            rows = frame[(frame["retrieval"] == "exact") & (frame["metric"] == metric)]
+            if rows.empty:
+                raise ValueError(
+                    f"config key selection.metric: {metric!r} is not in {path}; available: "
+                    f"{', '.join(sorted(frame.loc[frame['retrieval'] == 'exact', 'metric']))}"
+                )
+            records.append({"trial": trial, "seed": seed, "value": float(rows["value"].iloc[0])})
+    scores = pd.DataFrame(records).groupby("trial", sort=False)["value"].mean()
+    return scores.reindex(trials).rename("score").reset_index()
+
+
+def select_trial(scores: pd.DataFrame, metric: str) -> str:
+    """The best trial (highest score; lowest for ``*_error``); ties go to
+    the first in config order."""
+    values = scores["score"].to_numpy()
+    best = values.min() if lower_is_better(metric) else values.max()
+    return str(scores["trial"].iloc[int(np.flatnonzero(np.isclose(values, best))[0])])
+
+
+def selection_record(loss: str, metric: str, scores: pd.DataFrame, sweeps: dict, seeds: list[int]) -> dict:
+    """What results/selection/.../<loss>.json holds."""
+    chosen = select_trial(scores, metric)
+    return {
+        "loss": loss,
+        "metric": metric,
+        "seeds": list(seeds),
+        "trials": len(scores),
+        "selected": chosen,
+        "values": sweeps[chosen]["values"],
+        "score": float(scores.set_index("trial").loc[chosen, "score"]),
+        "scores": [
+            {"trial": t, "values": sweeps[t]["values"], "score": float(s)}
+            for t, s in zip(scores["trial"], scores["score"])
+        ],
+    }
+
+
+def resolve_settings(settings: dict, selection_file: str | None) -> dict:
+    """A cell's settings: as given, or, for a selected loss (settings
+    ``{"candidates": {trial: settings}}``), the selected trial's."""
+    if "candidates" not in settings:
+        return settings
+    if selection_file is None:
+        raise ValueError("settings with candidates need the selection file of the cell")
+    with open(selection_file) as f:
+        chosen = json.load(f)["selected"]
+    return settings["candidates"][chosen]
+
+
+def selection_table(records: list[dict], cells: list[tuple]) -> pd.DataFrame:
+    """One row per (dataset, regime, backbone, loss): trials run, the
+    selected values, its validation score."""
+    rows = []
+    for (dataset, regime, backbone), record in zip(cells, records):
+        values = record["values"]
+        rows.append({
+            "dataset": dataset, "regime": regime, "backbone": backbone, "loss": record["loss"],
+            "trials": record["trials"], "metric": record["metric"], "score": record["score"],
+            "selected": ", ".join(f"{k}={v}" for k, v in values.items()) or "(no sweep)",
+        })
+    return pd.DataFrame(rows)
+
+
+def sensitivity_figure(record: dict, title: str):
+    """One panel per swept parameter: the validation score of every trial
+    against that parameter's value (log axis for positive values spanning
+    more than a factor 10); the selected trial is marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(record["scores"][0]["values"]) or ["(no sweep)"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        x = [s["values"].get(key, 0) for s in record["scores"]]
+        y = [s["score"] for s in record["scores"]]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x)
+        positions = x if numeric else list(range(len(x)))
+        ax.scatter(positions, y, color="tab:blue", zorder=2)
+        chosen = next(i for i, s in enumerate(record["scores"]) if s["values"] == record["values"])
+        ax.scatter([positions[chosen]], [y[chosen]], s=120, facecolors="none", edgecolors="tab:red",
+                   zorder=3, label="selected")
+        if numeric and min(x) > 0 and max(x) / min(x) > 10:
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(positions, [str(v) for v in x], rotation=45)
+        ax.set_xlabel(key.split(".", 1)[-1])
+        ax.set_ylabel(f"validation {record['metric']}")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(loc="best", fontsize="small")
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    return fig
