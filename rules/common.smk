@@ -10,24 +10,48 @@ sys.path.insert(0, workflow.basedir)
 from workflow.config import (
     Cell,
     ConfigError,
+    candidate_settings,
+    cell_factors,
     cell_settings,
     cells,
     describe_schema_error,
+    expand_sweeps,
     prepare_config,
     settings_hash,
+    trial_cells,
+    trial_settings,
 )
 from workflow.download import plan_downloads
+from workflow.guards import check_config, check_config_files
 from workflow.prepare import prepare_settings
 
+
+def config_files_read():
+    """The config files whose values are in `config` (with
+    --replace-workflow-config only those given with --configfile)."""
+    if workflow.config_settings.replace_workflow_config:
+        return list(workflow.config_settings.configfiles)
+    return list(workflow.configfiles)
+
+
 try:
-    validate(config, "../workflow/schemas/config.schema.yaml")
-    CONFIG = prepare_config(config)
+    # First: PyYAML has merged a duplicate key silently (the last one wins).
+    check_config_files(config_files_read())
+    # Sweeps (lists, ranges) expand into loss entries before the schema
+    # check, so that every expanded entry is checked like a written one.
+    EXPANDED, SWEEPS = expand_sweeps(config)
+    validate(EXPANDED, "../workflow/schemas/config.schema.yaml")
+    CONFIG = prepare_config(EXPANDED, SWEEPS)
+    check_config(CONFIG)
 except WorkflowError as error:
     raise WorkflowError(describe_schema_error(error))
 except ConfigError as error:
     raise WorkflowError(str(error))
 
 CELLS = cells(CONFIG)
+# With `selection`: the trial cells (trial names in the loss position),
+# trained and scored on the validation split (rules/select.smk).
+TRIALS = trial_cells(CONFIG)
 
 # Which downloaded folder (results/raw/<key>) each dataset reads, and the
 # official files of each; datasets sharing files share one download.
@@ -47,7 +71,28 @@ wildcard_constraints:
     download="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
+def config_entry(section, name, entries=None):
+    """CONFIG[section][name], or an error naming a target's unknown name."""
+    entries = CONFIG[section] if entries is None else entries
+    if name not in entries:
+        raise WorkflowError(
+            f"{name!r} in the requested target is not in the config key {section} "
+            f"(configured: {', '.join(map(str, entries))}); ask for a target of a "
+            f"configured name or add {name!r} to {section}"
+        )
+    return entries[name]
+
+
 def cell_of(wildcards):
+    for section, name in [
+        ("datasets", wildcards.dataset),
+        ("regimes", wildcards.regime),
+        ("backbones", wildcards.backbone),
+        ("losses", wildcards.loss),
+    ]:
+        config_entry(section, name)
+    if int(wildcards.seed) not in CONFIG["seeds"]:
+        config_entry("seeds", int(wildcards.seed), dict.fromkeys(CONFIG["seeds"]))
     return Cell(
         wildcards.dataset,
         wildcards.regime,
@@ -58,32 +103,108 @@ def cell_of(wildcards):
 
 
 def get_dataset_spec(wildcards):
-    return CONFIG["datasets"][wildcards.dataset]
+    return config_entry("datasets", wildcards.dataset)
 
 
 def get_download_files(wildcards):
+    if wildcards.download not in DOWNLOAD_FILES:
+        raise WorkflowError(
+            f"no dataset of the config downloads into results/raw/{wildcards.download} "
+            f"(downloads: {', '.join(DOWNLOAD_FILES) or 'none'})"
+        )
     return DOWNLOAD_FILES[wildcards.download]
 
 
 def get_prepare_input(wildcards):
+    config_entry("datasets", wildcards.dataset)
     key = DATASET_DOWNLOADS[wildcards.dataset]
     return {"raw": f"results/raw/{key}"} if key else {}
 
 
 def get_prepare_spec(wildcards):
-    return prepare_settings(CONFIG["datasets"][wildcards.dataset])
+    return prepare_settings(config_entry("datasets", wildcards.dataset))
 
 
 def get_regime_spec(wildcards):
-    return CONFIG["regimes"][wildcards.regime]
+    return config_entry("regimes", wildcards.regime)
 
 
 def get_cell_settings(wildcards):
-    return cell_settings(CONFIG, cell_of(wildcards))
+    """A cell's settings; for a loss chosen by selection, every candidate
+    (the script takes the selected one, workflow.selection.resolve_settings)."""
+    cell = cell_of(wildcards)
+    if cell.loss in CONFIG["trials"]:
+        return {"candidates": candidate_settings(CONFIG, cell)}
+    return cell_settings(CONFIG, cell)
 
 
-def get_cell_hash(wildcards):
-    return settings_hash(get_cell_settings(wildcards))
+def get_selection_input(wildcards):
+    """The selection file a selected loss's cell is trained with, if any."""
+    if wildcards.loss not in CONFIG["trials"]:
+        return {}
+    return {
+        "selection": f"results/selection/{wildcards.dataset}/{wildcards.regime}/"
+        f"{wildcards.backbone}/{wildcards.loss}.json"
+    }
+
+
+def trial_of(wildcards):
+    cell = Cell(
+        wildcards.dataset,
+        wildcards.regime,
+        wildcards.backbone,
+        wildcards.loss,
+        int(wildcards.seed),
+    )
+    if cell not in TRIALS:
+        raise WorkflowError(
+            f"{cell.path} is not a trial of the config (selection.budget, "
+            "selection.seeds and the sweeps of the losses decide the trials)"
+        )
+    return cell
+
+
+def get_trial_settings(wildcards):
+    return trial_settings(CONFIG, trial_of(wildcards))
+
+
+def get_trial_hash(wildcards):
+    return settings_hash(get_trial_settings(wildcards))
+
+
+def selection_seeds():
+    return (CONFIG.get("selection") or {}).get("seeds") or CONFIG["seeds"][:1]
+
+
+def get_trial_metric_files(wildcards):
+    """Validation metrics of every trial of one loss, trials x seeds."""
+    return [
+        f"results/trials/{wildcards.dataset}/{wildcards.regime}/{wildcards.backbone}/"
+        f"{trial}/seed{seed}/metrics.csv"
+        for trial in config_entry("losses", wildcards.loss, CONFIG["trials"])
+        for seed in selection_seeds()
+    ]
+
+
+def selection_keys():
+    """(dataset, regime, backbone, loss) of every selection."""
+    return [
+        (c.dataset, c.regime, c.backbone, c.loss)
+        for c in CELLS
+        if c.seed == CONFIG["seeds"][0] and c.loss in CONFIG["trials"]
+    ]
+
+
+def selection_outputs():
+    outputs = [f"results/selection/{'/'.join(key)}.json" for key in selection_keys()]
+    if outputs:
+        outputs += ["results/selection/table.csv", "results/selection/table.md"]
+        for dataset, regime, backbone, loss in selection_keys():
+            for ext in ["png", "pdf"]:
+                outputs.append(
+                    f"results/figures/{dataset}/{regime}/{backbone}/sensitivity_{loss}.{ext}"
+                )
+    return outputs
 
 
 def cells_of(dataset, regime):
@@ -188,8 +309,14 @@ def figure_outputs():
     return outputs
 
 
+def get_cell_factors():
+    """Fixed factors per cell (columns of results/metrics.csv)."""
+    return [cell_factors(CONFIG, c) for c in CELLS]
+
+
 def get_final_output():
     outputs = [f"results/metrics.csv"]
+    outputs += selection_outputs()
     outputs += ["results/cost.csv", "results/cost.md"]
     for table in CONFIG["tables"]:
         for ext in ["csv", "md", "tex"]:

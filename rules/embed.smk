@@ -1,5 +1,6 @@
 rule embed:
     input:
+        unpack(get_selection_input),
         model="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/model.pt",
         images="results/data/{dataset}/images.npy",
         labels="results/data/{dataset}/labels.parquet",
@@ -18,6 +19,5 @@ rule embed:
         gpu=1,
     params:
         settings=get_cell_settings,
-        config_hash=get_cell_hash,
     script:
         "../workflow/scripts/embed.py"

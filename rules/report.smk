@@ -15,6 +15,7 @@ rule aggregate:
         "../envs/report.yaml"
     params:
         cells=CELLS,
+        factors=get_cell_factors(),
     script:
         "../workflow/scripts/aggregate.py"
 

@@ -1,11 +1,14 @@
 rule train:
     input:
+        # With `selection`: results/selection/... (which trial's setting).
+        unpack(get_selection_input),
         images="results/data/{dataset}/images.npy",
         labels="results/data/{dataset}/labels.parquet",
         classes="results/data/{dataset}/classes.json",
         split="results/splits/{dataset}/{regime}/seed{seed}.parquet",
     output:
-        "results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/model.pt",
+        model="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/model.pt",
+        stats="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/train_stats.json",
     log:
         "results/logs/train/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.log",
     benchmark:
@@ -17,5 +20,9 @@ rule train:
         gpu=1,
     params:
         settings=get_cell_settings,
+        # Resume checkpoint (training.checkpoint_every): deliberately not an
+        # output, so Snakemake keeps it when it cleans up a killed job
+        # (--rerun-incomplete); the script deletes it once model.pt exists.
+        checkpoint="results/checkpoints/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/last.pt",
     script:
         "../workflow/scripts/train.py"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
@@ -38,3 +39,11 @@ def test_augment_is_reproducible_and_none_is_identity():
     b = augment(x, "crop_flip", 4, torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and not torch.equal(a, x)
     assert augment(x, "none", 4, torch.Generator()) is x
+
+
+def test_crop_mode_crops_without_flipping_and_unknown_modes_name_the_key():
+    x = batch()
+    assert torch.equal(augment(x, "crop", 2, torch.Generator().manual_seed(4)),
+                       random_crop(x, 2, torch.Generator().manual_seed(4)))
+    with pytest.raises(ValueError, match="training.augment"):
+        augment(x, "rotate", 2, torch.Generator())

@@ -1,4 +1,5 @@
-"""The same cell trained twice on the CPU gives identical embeddings."""
+"""The same cell trained twice on the CPU gives identical model.pt bytes and
+identical Parquet embeddings (bytes and content)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from conftest import TINY_CONFIG
 
 
 def run_cell(tmp_path, name, loss="cam", seed=0):
-    from workflow.training import train_cell
+    from workflow.training import save_torch, train_cell
 
     config = load_config(TINY_CONFIG)
     settings = cell_settings(config, Cell("digits", "fewshot5", "small_cnn", loss, seed))
@@ -28,16 +29,22 @@ def run_cell(tmp_path, name, loss="cam", seed=0):
     path = tmp_path / f"{name}.parquet"
     write_embeddings(path, tmp_path / f"{name}_anchors.parquet", evaluation, data.labels[index],
                      emb, pred, anchors, provenance(settings, "hash"))
-    return pq.read_table(path)
+    model_path = tmp_path / f"{name}.pt"
+    save_torch(model_path, {k: v for k, v in checkpoint.items() if k != "stats"})  # as scripts/train.py
+    return pq.read_table(path), path.read_bytes(), model_path.read_bytes()
 
 
 def test_same_cell_twice_gives_identical_parquet_embeddings(tmp_path):
-    first = run_cell(tmp_path, "a")
-    second = run_cell(tmp_path, "b")
+    first, first_bytes, first_model = run_cell(tmp_path, "a")
+    second, second_bytes, second_model = run_cell(tmp_path, "b")
     assert first.equals(second)
     assert first.schema.metadata == second.schema.metadata
+    # Bit-identical files: model.pt (no timings in it) and the Parquet file.
+    assert first_model == second_model
+    assert first_bytes == second_bytes
     # A different seed changes the model, so the comparison above can fail.
-    other = run_cell(tmp_path, "c", seed=1)
+    other, _, other_model = run_cell(tmp_path, "c", seed=1)
+    assert other_model != first_model
     assert not np.array_equal(
         np.stack(first.column("embedding").to_numpy(zero_copy_only=False))[:5],
         np.stack(other.column("embedding").to_numpy(zero_copy_only=False))[:5],

@@ -8,7 +8,8 @@ from matplotlib.colors import to_hex
 
 from workflow.datasets import load_dataset
 from workflow.figures import (
-    RIGHT, WRONG, anchor_distance_figure, retrieval_examples_figure, training_curves_figure, tsne_figure,
+    RIGHT, WRONG, anchor_distance_figure, history_frame, retrieval_examples_figure, training_curves_figure,
+    tsne_figure,
 )
 
 DIGITS = load_dataset("sklearn_digits")
@@ -46,3 +47,34 @@ def test_training_curves_and_anchor_heatmap():
     fig = anchor_distance_figure(anchors, ["a", "b", "c"])
     mesh = fig.axes[0].collections[0].get_array().reshape(3, 3)
     assert np.allclose(mesh, [[0, 8**0.5, 8**0.5], [8**0.5, 0, 8**0.5], [8**0.5, 8**0.5, 0]])
+
+
+def test_training_curves_plot_loss_terms_when_recorded():
+    """Histories with ``terms`` (CAM, LM) get one panel of terms per loss; a
+    history without terms (CE) and an old-style history of plain numbers
+    still plot their totals."""
+    def cam_epoch(e):
+        return {"loss": 3.0 / e, "accuracy": 0.2 * e, "images": 64, "terms": {"attractor": 2.0 / e, "repeller": 0.5 / e, "min_norm": 0.5 / e}}
+
+    histories = [("cam", s, [cam_epoch(e) for e in [1, 2, 3]]) for s in [0, 1]]
+    histories += [("lm", 0, [{"loss": 1.0, "accuracy": 0.5, "terms": {"ce": 0.9, "lm": 0.1}}] * 3)]
+    histories += [("ce", 0, [{"loss": 1.0, "accuracy": 0.5}] * 3), ("old", 0, [2.0, 1.0, 0.5])]
+    frame = history_frame(histories)
+    terms = frame[(frame["part"] == "term") & (frame["loss"] == "cam")]
+    assert sorted(set(terms["term"])) == ["attractor", "min_norm", "repeller"]
+    totals = frame[(frame["part"] == "total") & (frame["term"] == "loss") & (frame["loss"] == "cam")]
+    by_epoch = terms.groupby(["seed", "epoch"])["value"].sum()
+    assert np.allclose(by_epoch.to_numpy(), totals.set_index(["seed", "epoch"])["value"].loc[by_epoch.index])
+    assert set(frame.loc[frame["loss"] == "old", "term"]) == {"loss"}
+    assert "images" not in set(frame["term"])  # bookkeeping, not a curve
+
+    fig = training_curves_figure(frame)
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "cam: terms", "lm: terms"]
+    cam_panel = fig.axes[2]
+    legend = [t.get_text() for t in cam_panel.get_legend().get_texts()]
+    assert legend == ["attractor", "repeller", "min_norm"]
+    # The attractor line is the mean over the two seeds: 2 / epoch.
+    attractor = cam_panel.get_lines()[0]
+    assert np.allclose(attractor.get_ydata(), [2.0, 1.0, 2.0 / 3])
+    loss_legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert loss_legend == ["cam", "lm", "ce", "old"]

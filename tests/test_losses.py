@@ -299,3 +299,69 @@ def test_build_with_defaults_and_interface(name, cls):
         assert not hasattr(loss, "class_anchors")
     else:
         assert loss.class_anchors().shape == (5, 7)
+
+
+# ------------------------------------------------- loss terms (training curves)
+
+
+def test_cam_terms_match_loop_and_sum_to_loss():
+    torch.manual_seed(5)
+    params = dict(margin=0.8, min_norm=1.2, w_attractor=0.7, w_repeller=1.3, w_min_norm=0.9)
+    loss = ClassAnchorMarginLoss(num_classes=5, embedding_size=3, **params).double()
+    with torch.no_grad():
+        loss.anchors.copy_(0.6 * torch.randn(5, 3, dtype=torch.float64))
+    f = torch.randn(12, 3, dtype=torch.float64)
+    y = torch.randint(0, 5, (12,))
+    total = loss(f, y)
+    _, l_r, l_n = cam_loop(f, y, loss.anchors, *params.values())
+    l_a = sum(0.5 * ((f[i] - loss.anchors[y[i]]) ** 2).sum() for i in range(12)) / 12
+    terms = loss.last_terms
+    assert list(terms) == ["attractor", "repeller", "min_norm"]
+    assert all(v.dim() == 0 and not v.requires_grad for v in terms.values())
+    assert torch.allclose(terms["attractor"], 0.7 * l_a)
+    assert torch.allclose(terms["repeller"], 1.3 * l_r) and l_r > 0
+    assert torch.allclose(terms["min_norm"], 0.9 * l_n) and l_n > 0
+    assert torch.allclose(sum(terms.values()), total)
+
+
+def test_lm_terms_match_loop_and_sum_to_loss():
+    torch.manual_seed(6)
+    loss = LargeMarginLoss(num_classes=4, embedding_size=5, beta=0.3).double()
+    f = torch.randn(8, 5, dtype=torch.float64)
+    y = torch.randint(0, 4, (8,))
+    w, b = loss.classifier.weight, loss.classifier.bias
+    total = loss(f, y)
+    ce = lm_loop(f, y, loss.centres, w, b, 0.0)  # beta 0: the CE part alone
+    terms = loss.last_terms
+    assert list(terms) == ["ce", "lm"]
+    assert torch.allclose(terms["ce"], ce)
+    assert torch.allclose(terms["lm"], lm_loop(f, y, loss.centres, w, b, 0.3) - ce)
+    assert torch.allclose(sum(terms.values()), total)
+
+
+def test_center_and_island_terms_match_formulas_and_sum_to_loss():
+    torch.manual_seed(7)
+    f = torch.randn(10, 4, dtype=torch.float64)
+    y = torch.arange(10) % 3
+    center = build_loss("center", num_classes=3, embedding_size=4, lambda_c=0.2).double()
+    total = center(f, y)
+    ce = F.cross_entropy(center.classifier(f), y)
+    l_c = sum(0.5 * ((f[i] - center.centres[y[i]]) ** 2).sum() for i in range(10)) / 10
+    assert list(center.last_terms) == ["ce", "center"]
+    assert torch.allclose(center.last_terms["ce"], ce)
+    assert torch.allclose(center.last_terms["center"], 0.2 * l_c)
+    assert torch.allclose(sum(center.last_terms.values()), total)
+
+    island = build_loss("island", num_classes=3, embedding_size=4, lambda_il=0.5, lambda_1=2.0).double()
+    total = island(f, y)
+    c = island.centres
+    pairs = sum(
+        (c[j] @ c[k]) / (c[j].norm() * c[k].norm()) + 1 for j in range(3) for k in range(3) if j != k
+    )
+    l_c = sum(0.5 * ((f[i] - c[y[i]]) ** 2).sum() for i in range(10)) / 10
+    terms = island.last_terms
+    assert list(terms) == ["ce", "center", "island_pairs"]
+    assert torch.allclose(terms["ce"], F.cross_entropy(island.classifier(f), y))
+    assert torch.allclose(terms["center"], 0.5 * l_c)
+    assert torch.allclose(terms["island_pairs"], 0.5 * 2.0 * pairs)
+    assert torch.allclose(sum(terms.values()), total)

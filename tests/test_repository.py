@@ -164,6 +164,7 @@ def test_every_rule_uses_a_conda_env_that_exists():
 
 
 RULE = re.compile(r"^(?:rule|checkpoint) (\w+):\n((?:[ \t]+.*\n|\n)*)", re.M)
+USE_RULE = re.compile(r"^use rule (\w+) as (\w+) with:\n((?:[ \t]+.*\n|\n)*)", re.M)
 ACTIONS = ("script:", "shell:", "run:", "wrapper:", "notebook:", "cwl:")
 
 
@@ -172,10 +173,13 @@ def rule_blocks() -> dict[str, str]:
     its body."""
     snakefile = REPO / "Snakefile"
     included = re.findall(r'^include:\s*"([^"]+)"', snakefile.read_text(), re.M)
-    blocks = {}
+    blocks, derived = {}, []
     for path in [snakefile, *(REPO / name for name in included)]:
         for name, body in RULE.findall(path.read_text() + "\n"):
             blocks[name] = body
+        derived += USE_RULE.findall(path.read_text() + "\n")
+    for parent, name, body in derived:  # `use rule a as b with:` inherits a's directives
+        blocks[name] = blocks[parent] + body
     return blocks
 
 

@@ -219,7 +219,12 @@ SELECTION_RUN = {
 @pytest.fixture(scope="module")
 def selection_run(tmp_path_factory):
     workdir = make_workspace(tmp_path_factory.mktemp("selection"), SELECTION_RUN)
-    snakemake(workdir, "--cores", "2", "--resources", "gpu=1")
+    targets = [
+        "results/metrics.csv",
+        "results/selection/table.csv",
+        *[f"results/figures/digits/full/small_cnn/sensitivity_{loss}.png" for loss in ("ce", "cam")],
+    ]
+    snakemake(workdir, "--cores", "2", "--resources", "gpu=1", *targets)
     return workdir
 
 
@@ -256,16 +261,13 @@ NOISE_CONFIG = {
     "datasets": {"c100": {"source": "cifar100", "query_per_class": 2, "database_per_class": 5}},
     "regimes": {"fewshot3": {"train_per_class": 3}},
     "backbones": {"small_cnn": {"arch": "small_cnn", "embedding_size": 16, "params": {"widths": [8, 16]}}},
-    "losses": {
-        "ce": {"impl": "ce", "training": {"lr": [0.01, 0.001]}},
-        "cam": {"impl": "cam", "params": {"margin": [0.5, 2.0]}},
-    },
+    "losses": {"cam": {"impl": "cam", "params": {"margin": [0.5, 2.0]}}},
     "seeds": [0],
     "training": {"epochs": 2, "batch_size": 64},
     "selection": {"budget": 2},
     "validation": {"query_per_class": 1, "database_per_class": 2},
 }
-NOISE_TARGETS = [f"results/selection/c100/fewshot3/small_cnn/{loss}.json" for loss in ("ce", "cam")]
+NOISE_TARGETS = ["results/selection/c100/fewshot3/small_cnn/cam.json"]
 
 
 def test_selection_is_unchanged_when_the_test_labels_are_noise(tmp_path):
@@ -292,6 +294,9 @@ def test_selection_is_unchanged_when_the_test_labels_are_noise(tmp_path):
     assert not split(clean).equals(split(noise))  # the test queries and database did change
     for target in NOISE_TARGETS:
         assert json.loads((clean.parent / target).read_text()) == json.loads((noise.parent / target).read_text())
-    for trial in ("ce-lr0.01", "ce-lr0.001", "cam-margin0.5", "cam-margin2.0"):
+    for trial in ("cam-margin0.5", "cam-margin2.0"):
         relative = f"trials/c100/fewshot3/small_cnn/{trial}/seed0/metrics.csv"
-        assert pd.read_csv(clean / relative).equals(pd.read_csv(noise / relative))
+        quality = lambda root: (  # noqa: E731  (timings differ between runs)
+            pd.read_csv(root / relative).query("metric != 'seconds_per_query'").reset_index(drop=True)
+        )
+        assert quality(clean).equals(quality(noise))

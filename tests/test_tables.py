@@ -98,10 +98,29 @@ def test_blocks_split_rows():
     "decl, message",
     [
         ({"metrics": ["map@1000"]}, r"tables\.bad\.metrics: no values for map@1000; available: map, top1_error"),
-        ({"metrics": ["map"], "rows": ["optimizer"]}, r"tables\.bad\.rows: 'optimizer' is not a cell attribute"),
+        ({"metrics": ["map"], "rows": ["colour"]}, r"tables\.bad\.rows: 'colour' is not a cell attribute"),
         ({"metrics": ["map"], "select": {"dataset": "cifar"}}, r"tables\.bad\.select: no results match"),
     ],
 )
 def test_bad_declarations_name_the_key(decl, message):
     with pytest.raises(ConfigError, match=message):
         build_table("bad", decl, metrics_frame())
+
+
+def test_baseline_may_name_an_explicit_row_and_an_ambiguous_loss_stops():
+    frame = metrics_frame()
+    other = frame[frame["loss"] == "ce"].assign(backbone="r18")  # ce on a second backbone
+    frame = pd.concat([frame, other], ignore_index=True)
+    decl = {
+        "rows": [
+            {"label": "CE pre-trained", "backbone": "r18", "loss": "ce"},
+            {"label": "CAM", "backbone": "cnn", "loss": "cam"},
+        ],
+        "columns": ["regime"], "metrics": ["map"], "baseline": "CE pre-trained",
+    }
+    table = build_table("t", decl, frame).set_index(["row", "regime"])
+    expected = stats.ttest_rel(MAP[("full", "cam")], MAP[("full", "ce")]).pvalue
+    assert table.loc[("CAM", "full"), "p_value"] == pytest.approx(expected)
+    assert np.isnan(table.loc[("CE pre-trained", "full"), "p_value"])
+    with pytest.raises(ConfigError, match="tables.t.baseline: 'ce' matches several cells per seed"):
+        build_table("t", {**decl, "baseline": "ce"}, frame)

@@ -38,10 +38,18 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
 
 
+AUGMENTATIONS = ("none", "crop", "crop_flip")
+
+
 def augment(x: torch.Tensor, mode: str, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Apply the configured augmentation (``none`` or ``crop_flip``)."""
+    """Apply the configured augmentation (``training.augment``): ``none``;
+    ``crop`` (random crop only: for images whose mirror image is another
+    class, such as digits); ``crop_flip`` (random crop, then horizontal
+    flip: the usual CIFAR recipe)."""
     if mode == "none":
         return x
+    if mode == "crop":
+        return random_crop(x, padding, generator)
     if mode == "crop_flip":
         return random_flip(random_crop(x, padding, generator), generator)
-    raise ValueError(f"training.augment: unknown augmentation {mode!r}")
+    raise ValueError(f"training.augment: unknown augmentation {mode!r}; use one of {', '.join(AUGMENTATIONS)}")

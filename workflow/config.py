@@ -39,32 +39,125 @@ def _value_tag(value) -> str:
     return str(value).replace("/", "_").replace(" ", "")
 
 
-def expand_losses(losses: dict) -> dict:
-    """Expand list-valued loss parameters into one entry per combination.
+def sweep_values(key: str, value) -> list | None:
+    """The values of a swept setting, or None if ``value`` is not a sweep.
 
-    ``cam: {impl: cam, params: {margin: [1, 2]}}`` becomes ``cam-margin1`` and
-    ``cam-margin2``. Entries without lists are returned unchanged.
+    A sweep is a list (``lr: [0.0001, 0.001]``) or a range with a number of
+    points (``lr: {range: [1.0e-4, 1.0e-2], points: 3, scale: log}``; scale
+    ``linear`` (default) or ``log``; integer ends on a linear scale give
+    integers). Range values are rounded to 6 significant digits so that
+    they read well in names.
     """
-    expanded = {}
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(f"config key {key}: an empty list sweeps nothing; give at least one value")
+        return value
+    if not (isinstance(value, dict) and "range" in value):
+        return None
+    extra = set(value) - {"range", "points", "scale"}
+    ends, points, scale = value.get("range"), value.get("points"), value.get("scale", "linear")
+    if (
+        extra
+        or not (isinstance(ends, list) and len(ends) == 2)
+        or not all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in ends)
+        or not (isinstance(points, int) and points >= 2)
+        or scale not in ("linear", "log")
+    ):
+        raise ConfigError(
+            f"config key {key}: a range is {{range: [low, high], points: n >= 2, "
+            f"scale: linear or log}}; got {value!r}"
+        )
+    import numpy as np
+
+    if scale == "log":
+        if min(ends) <= 0:
+            raise ConfigError(f"config key {key}: a log-scale range needs positive ends, got {ends}")
+        grid = np.geomspace(ends[0], ends[1], points)
+    else:
+        grid = np.linspace(ends[0], ends[1], points)
+    if scale == "linear" and all(isinstance(e, int) for e in ends):
+        return list(dict.fromkeys(int(round(v)) for v in grid))  # distinct, in order
+    return [float(f"{v:.6g}") for v in grid]
+
+
+def expand_sweeps(config: dict) -> tuple[dict, dict]:
+    """Expand every sweep (a list or a range, see :func:`sweep_values`) of a
+    loss's ``params``, a loss's ``training`` or the top-level ``training``
+    into one loss entry per combination of values.
+
+    ``cam: {impl: cam, params: {margin: [1, 2]}, training: {lr: [0.1, 0.01]}}``
+    becomes ``cam-margin1-lr0.1``, ``cam-margin1-lr0.01``, ``cam-margin2-lr0.1``
+    and ``cam-margin2-lr0.01``. A sweep in the top-level ``training``
+    sweeps every loss (a loss's own value of that key wins).
+
+    Returns the expanded config (a copy) and, per resulting loss name,
+    ``{"base": <name in the config>, "values": {<key>: <value>}}``.
+    Malformed sections are left for the schema to report.
+    """
+    config = copy.deepcopy(config)
+    losses = config.get("losses")
+    if not isinstance(losses, dict):
+        return config, {}
+    training = config.get("training")
+    if isinstance(training, dict):
+        for key, value in list(training.items()):
+            values = sweep_values(f"training.{key}", value)
+            if values is None:
+                continue
+            for name, backbone in (config.get("backbones") or {}).items():
+                if isinstance(backbone, dict) and key in (backbone.get("training") or {}):
+                    raise ConfigError(
+                        f"config key training.{key}: a sweep of every loss cannot be combined "
+                        f"with backbones.{name}.training.{key}; sweep it per loss instead"
+                    )
+            for entry in losses.values():
+                if isinstance(entry, dict):
+                    overrides = entry.setdefault("training", {})
+                    if isinstance(overrides, dict):
+                        overrides.setdefault(key, values)
+            del training[key]
+    expanded, sweeps = {}, {}
     for name, entry in losses.items():
-        params = entry.get("params", {})
-        swept = {k: v for k, v in params.items() if isinstance(v, list)}
+        if not isinstance(entry, dict):
+            expanded[name] = entry
+            sweeps[name] = {"base": name, "values": {}}
+            continue
+        swept = {}
+        for section in ("params", "training"):
+            fields = entry.get(section)
+            if not isinstance(fields, dict):
+                continue
+            for key, value in fields.items():
+                values = sweep_values(f"losses.{name}.{section}.{key}", value)
+                if values is not None:
+                    swept[(section, key)] = values
         if not swept:
             expanded[name] = entry
+            sweeps[name] = {"base": name, "values": {}}
             continue
-        for values in itertools.product(*swept.values()):
-            choice = dict(zip(swept, values))
-            tag = "-".join(f"{k}{_value_tag(v)}" for k, v in choice.items())
+        for combination in itertools.product(*swept.values()):
             new = copy.deepcopy(entry)
-            new["params"] = {**params, **choice}
+            for (section, key), value in zip(swept, combination):
+                new[section][key] = value
+            tag = "-".join(f"{key}{_value_tag(v)}" for (_, key), v in zip(swept, combination))
             new_name = f"{name}-{tag}"
             if new_name in losses or new_name in expanded:
                 raise ConfigError(
-                    f"losses.{name}: expanding the list gives {new_name!r}, "
-                    "which already exists"
+                    f"config key losses.{name}: expanding its sweep gives {new_name!r}, "
+                    "which already exists; rename one of them"
                 )
             expanded[new_name] = new
-    return expanded
+            sweeps[new_name] = {
+                "base": name,
+                "values": {f"{section}.{key}": v for (section, key), v in zip(swept, combination)},
+            }
+    config["losses"] = expanded
+    return config, sweeps
+
+
+def expand_losses(losses: dict) -> dict:
+    """The losses of :func:`expand_sweeps` alone (no top-level training)."""
+    return expand_sweeps({"losses": losses})[0]["losses"]
 
 
 def check_registered(config: dict) -> None:
@@ -120,20 +213,130 @@ def describe_schema_error(error: Exception) -> str:
 
 
 def load_config(config: dict) -> dict:
-    """Schema check, defaults, sweep expansion and registry check."""
-    return prepare_config(validate_config(copy.deepcopy(config)))
+    """Sweep expansion, schema check with defaults, registry and
+    consistency checks: the config every rule reads."""
+    expanded, sweeps = expand_sweeps(config)
+    return prepare_config(validate_config(expanded), sweeps)
 
 
-def prepare_config(config: dict) -> dict:
+def prepare_config(config: dict, sweeps: dict | None = None) -> dict:
     """Validated config -> config with sweeps expanded and names checked.
 
-    Returns a deep copy: the schema fills defaults with shared objects.
+    Returns a deep copy (the schema fills defaults with shared objects)
+    with two derived keys: ``sweeps`` (per loss name, its base name and
+    swept values) and ``trials`` (with ``selection`` on: per base loss, the
+    loss entries tried on the validation split; else empty). With
+    selection on, ``losses`` holds the base names, each with its first
+    trial's entry; the trained setting is the selected trial's.
     """
+    if sweeps is None:
+        config, sweeps = expand_sweeps(config)
     config = copy.deepcopy(config)
-    config["losses"] = expand_losses(config["losses"])
+    config["sweeps"] = sweeps
+    config["trials"] = {}
     check_registered(config)
     check_samplers(config)
+    if config.get("selection"):
+        plan_trials(config)
+    check_fixed_factors(config)
     return config
+
+
+def plan_trials(config: dict) -> None:
+    """With ``selection`` on: every loss gets exactly ``selection.budget``
+    trials (the same tuning budget for every loss, as in Musgrave et al.
+    2020). A loss with more settings than the budget keeps a seeded random
+    subset of them; one with fewer stops with an error."""
+    import numpy as np
+
+    budget = config["selection"]["budget"]
+    groups: dict[str, list[str]] = {}
+    for name, sweep in config["sweeps"].items():
+        groups.setdefault(sweep["base"], []).append(name)
+    trials, losses = {}, {}
+    for base, names in groups.items():
+        if len(names) < budget:
+            raise ConfigError(
+                f"config key selection.budget: loss {base!r} has {len(names)} setting(s), "
+                f"fewer than the budget of {budget} trials per loss; sweep more of its "
+                f"values (e.g. losses.{base}.training.lr: [...]) or lower the budget"
+            )
+        if len(names) > budget:
+            rng = np.random.default_rng(config["selection"]["seed"])
+            keep = sorted(rng.choice(len(names), size=budget, replace=False))
+            names = [names[i] for i in keep]
+        trials[base] = {name: config["losses"][name] for name in names}
+        losses[base] = config["losses"][names[0]]
+    config["trials"] = trials
+    config["losses"] = losses
+
+
+# Factors that must be equal within one comparison table (Musgrave et al.
+# 2020): each maps a cell's settings to its value.
+FIXED_FACTORS = {
+    "backbone": lambda s: s["backbone"],
+    "embedding_size": lambda s: s["embedding_size"],
+    "optimizer": lambda s: s["training"].get("optimizer"),
+    "epochs": lambda s: s["training"].get("epochs"),
+    "batch_size": lambda s: s["training"].get("batch_size"),
+    "augment": lambda s: s["training"].get("augment", "none"),
+}
+
+
+def cell_factors(config: dict, cell: Cell) -> dict:
+    """The fixed factors of a cell (columns of results/metrics.csv)."""
+    settings = cell_settings(config, cell)
+    return {name: get(settings) for name, get in FIXED_FACTORS.items() if name != "backbone"}
+
+
+def candidate_settings(config: dict, cell: Cell) -> dict[str, dict]:
+    """Every setting a final cell may be trained with: with selection on,
+    one per trial of its loss (keyed by trial name); else only its own."""
+    trials = config["trials"].get(cell.loss)
+    if not trials:
+        return {cell.loss: cell_settings(config, cell)}
+    return {name: cell_settings(config, cell, loss_entry=entry) for name, entry in trials.items()}
+
+
+def check_fixed_factors(config: dict) -> None:
+    """Within one declared table, every compared cell has the same backbone,
+    embedding size, optimiser, epochs, batch size and augmentation, unless
+    the table lays that factor out (names it in ``rows``, ``columns`` or
+    ``blocks``; laying out ``backbone`` also allows its embedding size)."""
+    grid = cells(config)
+    for table, decl in config.get("tables", {}).items():
+        layout = set(decl.get("columns", [])) | set(decl.get("blocks", []))
+        for row in decl.get("rows", ["loss"]):
+            layout |= set(row) - {"label"} if isinstance(row, dict) else {row}
+        if "backbone" in layout:
+            layout.add("embedding_size")
+        chosen = [
+            c for c in grid
+            if all(
+                getattr(c, key) in (value if isinstance(value, list) else [value])
+                for key, value in decl.get("select", {}).items()
+                if key in ("dataset", "regime", "backbone", "loss")
+            )
+        ]
+        grouping = [a for a in decl.get("columns", []) + decl.get("blocks", []) if a in ("dataset", "regime", "backbone")]
+        groups: dict[tuple, list[Cell]] = {}
+        for c in chosen:
+            groups.setdefault(tuple(getattr(c, a) for a in grouping), []).append(c)
+        for group in groups.values():
+            for factor, get in FIXED_FACTORS.items():
+                if factor in layout:
+                    continue
+                seen: dict = {}
+                for c in group:
+                    for settings in candidate_settings(config, c).values():
+                        seen.setdefault(get(settings), c.loss)
+                if len(seen) > 1:
+                    values = ", ".join(f"{v!r} ({loss})" for v, loss in seen.items())
+                    raise ConfigError(
+                        f"config key tables.{table}: the compared cells differ in {factor} "
+                        f"({values}); a fair comparison keeps it fixed: make it the same for "
+                        f"every loss, or declare {factor!r} in the table's rows, columns or blocks"
+                    )
 
 
 def check_samplers(config: dict) -> None:
@@ -167,19 +370,22 @@ def cells(config: dict) -> list[Cell]:
     ]
 
 
-def training_settings(config: dict, backbone: str, loss: str) -> dict:
-    """Global training settings, overridden by the backbone's, then the loss's."""
+def training_settings(config: dict, backbone: str, loss: str | dict) -> dict:
+    """Global training settings, overridden by the backbone's, then the
+    loss's (``loss``: a name in ``losses`` or a loss entry)."""
+    entry = config["losses"][loss] if isinstance(loss, str) else loss
     return {
         **config["training"],
         **config["backbones"][backbone].get("training", {}),
-        **config["losses"][loss].get("training", {}),
+        **entry.get("training", {}),
     }
 
 
-def cell_settings(config: dict, cell: Cell) -> dict:
-    """Everything that determines a cell's trained model, as plain data."""
+def cell_settings(config: dict, cell: Cell, loss_entry: dict | None = None) -> dict:
+    """Everything that determines a cell's trained model, as plain data
+    (``loss_entry`` replaces the loss's config entry, e.g. with a trial's)."""
     backbone = config["backbones"][cell.backbone]
-    loss = config["losses"][cell.loss]
+    loss = config["losses"][cell.loss] if loss_entry is None else loss_entry
     return {
         "dataset": cell.dataset,
         "regime": cell.regime,
@@ -195,8 +401,30 @@ def cell_settings(config: dict, cell: Cell) -> dict:
         "loss_params": loss.get("params", {}),
         "loss_lr_multiplier": loss.get("lr_multiplier", 1.0),
         "sampler": loss.get("sampler"),
-        "training": training_settings(config, cell.backbone, cell.loss),
+        "training": training_settings(config, cell.backbone, loss),
     }
+
+
+def trial_cells(config: dict) -> list[Cell]:
+    """With selection on, the trial cells: every trial of every loss, at the
+    selection seeds, trained and evaluated on the validation split."""
+    if not config["trials"]:
+        return []
+    seeds = config["selection"]["seeds"] or config["seeds"][:1]
+    names = [name for trials in config["trials"].values() for name in trials]
+    return [
+        Cell(*values)
+        for values in itertools.product(config["datasets"], config["regimes"], config["backbones"], names, seeds)
+    ]
+
+
+def trial_settings(config: dict, cell: Cell) -> dict:
+    """A trial cell's settings (its loss is a trial name)."""
+    base = config["sweeps"][cell.loss]["base"]
+    final = Cell(cell.dataset, cell.regime, cell.backbone, base, cell.seed)
+    settings = cell_settings(config, final, loss_entry=config["trials"][base][cell.loss])
+    settings["loss"] = cell.loss
+    return settings
 
 
 def settings_hash(settings: dict) -> str:

@@ -17,7 +17,7 @@ import torch
 
 import workflow
 from workflow.io import git_commit, save_parquet
-from workflow.training import build_models, select_device, to_tensor
+from workflow.training import build_models, resolve_speed, select_device, to_tensor
 
 
 def _fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
@@ -34,8 +34,21 @@ def embedding_matrix(frame: pd.DataFrame, column: str = "embedding") -> np.ndarr
 def compute_embeddings(
     checkpoint: dict, settings: dict, images: np.ndarray, index: np.ndarray, batch_size: int = 512
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Embeddings, predictions (-1 if the loss cannot classify) and anchors."""
+    """Embeddings, predictions (-1 if the loss cannot classify) and anchors.
+
+    The backbone runs with the cell's ``training.precision`` and
+    ``channels_last`` (as resolved for this device), as in training; the
+    embeddings are returned as float32."""
     device = select_device(settings["training"]["device"])
+    speed = resolve_speed(settings["training"], device)
+    backbone, loss_fn = load_models(checkpoint, settings, device, speed)
+    embeddings, predictions = embed_images(backbone, loss_fn, checkpoint, speed, images, index, batch_size)
+    anchors = loss_fn.class_anchors().detach().float().cpu().numpy() if hasattr(loss_fn, "class_anchors") else None
+    return embeddings, predictions, anchors
+
+
+def load_models(checkpoint: dict, settings: dict, device: torch.device, speed: dict):
+    """The trained backbone and loss of a checkpoint, on ``device``, in eval mode."""
     backbone, loss_fn = build_models(
         settings, checkpoint["in_channels"], checkpoint["image_size"], checkpoint["num_classes"]
     )
@@ -43,19 +56,31 @@ def compute_embeddings(
     loss_fn.load_state_dict(checkpoint["loss"])
     backbone.to(device).eval()
     loss_fn.to(device).eval()
+    if speed["channels_last"]:
+        backbone.to(memory_format=torch.channels_last)
+    return backbone, loss_fn
 
+
+@torch.no_grad()
+def embed_images(backbone, loss_fn, checkpoint: dict, speed: dict, images: np.ndarray, index: np.ndarray,
+                 batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings (float32) and predictions of ``images[index]``, batch by batch."""
+    device = next(backbone.parameters()).device
     embeddings, predictions = [], []
     for start in range(0, len(index), batch_size):
         part = index[start : start + batch_size]
         x = to_tensor(np.asarray(images[part]), checkpoint["mean"], checkpoint["std"], device)
-        emb = backbone(x)
-        embeddings.append(emb.float().cpu())
+        # to_tensor's permute leaves NHWC strides: pick the layout explicitly.
+        x = x.contiguous(memory_format=torch.channels_last if speed["channels_last"] else torch.contiguous_format)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=speed["precision"] == "bf16"):
+            emb = backbone(x)
+        emb = emb.float()
+        embeddings.append(emb.cpu())
         if hasattr(loss_fn, "predict"):
             predictions.append(loss_fn.predict(emb).argmax(dim=1).cpu())
         else:
             predictions.append(torch.full((len(part),), -1, dtype=torch.long))
-    anchors = loss_fn.class_anchors().detach().float().cpu().numpy() if hasattr(loss_fn, "class_anchors") else None
-    return torch.cat(embeddings).numpy(), torch.cat(predictions).numpy(), anchors
+    return torch.cat(embeddings).numpy(), torch.cat(predictions).numpy()
 
 
 def provenance(settings: dict, config_hash: str) -> dict:

@@ -16,6 +16,74 @@ from workflow.two_stage import evaluate_retrieval_methods
 
 # Rows of every retrieval method that describe its cost, not its quality.
 COST_METRICS = ("distance_computations_per_query", "seconds_per_query")
+EMBEDDING_COLUMNS = ["index", "split", "label", "prediction", "embedding"]
+ANCHOR_COLUMNS = ["label", "anchor"]
+
+
+class CellFileError(ValueError):
+    """An input file of ``evaluate`` is unreadable or does not fit the other."""
+
+
+def metric_names(evaluation: dict) -> list[str]:
+    """Every metric name :func:`evaluate_cell` writes with these
+    ``evaluation`` settings (the schema's defaults where a key is missing)."""
+    precision_at = evaluation.get("precision_at", [1, 5, 10])
+    top_k_error = evaluation.get("top_k_error", [1, 5])
+    return [
+        *(f"precision@{k}" for k in precision_at),
+        *(f"top{k}_error" for k in top_k_error),
+        "map", "map@r", "r_precision", "pr_auc", "accuracy", "queries_without_positives",
+        *COST_METRICS,
+    ]
+
+
+def read_cell_file(path, columns: list[str]) -> pd.DataFrame:
+    """Read one of a cell's Parquet files, naming the file and what to do
+    when it is unreadable or lacks a column."""
+    import pyarrow as pa
+
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as error:
+        raise CellFileError(
+            f"{path}: not a readable Parquet file ({error}). Delete it and run Snakemake "
+            "again to rebuild it."
+        ) from error
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise CellFileError(
+            f"{path}: no column {', '.join(missing)} (has {', '.join(frame.columns)}); it was not "
+            "written by the embed rule of this version. Delete it and run Snakemake again."
+        )
+    return frame
+
+
+def read_cell_files(embeddings_path, anchors_path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A cell's embeddings and anchors, checked to fit each other."""
+    embeddings = read_cell_file(embeddings_path, EMBEDDING_COLUMNS)
+    anchors = read_cell_file(anchors_path, ANCHOR_COLUMNS)
+    size = embedding_matrix(embeddings).shape[1] if len(embeddings) else None
+    if len(anchors) and size is not None:
+        anchor_size = embedding_matrix(anchors, "anchor").shape[1]
+        if anchor_size != size:
+            raise CellFileError(
+                f"{anchors_path}: anchors of size {anchor_size}, but the embeddings in "
+                f"{embeddings_path} have size {size}; the two files come from different "
+                "runs. Delete both and run Snakemake again to embed the cell anew."
+            )
+    return embeddings, anchors
+
+
+def check_cutoffs(precision_at, top_k_error, n_database: int) -> None:
+    """Every cutoff must fit the cell's database."""
+    for key, cutoffs in [("precision_at", precision_at), ("top_k_error", top_k_error)]:
+        too_large = [k for k in cutoffs if k > n_database]
+        if too_large:
+            raise ValueError(
+                f"config key evaluation.{key}: cutoff {max(too_large)} exceeds the database "
+                f"of this cell ({n_database} images); use cutoffs up to {n_database} or a "
+                "larger database (datasets.<name>.database_per_class)"
+            )
 
 
 def classification_accuracy(queries: pd.DataFrame, anchors: pd.DataFrame) -> float:
@@ -53,6 +121,7 @@ def evaluate_cell(
     """
     queries = embeddings[embeddings["split"] == "query"]
     database = embeddings[embeddings["split"] == "database"]
+    check_cutoffs(precision_at, top_k_error, len(database))
     two_stage = two_stage or {}
     classes = list(two_stage.get("classes", [])) if len(anchors) else []
     results = evaluate_retrieval_methods(

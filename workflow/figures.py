@@ -4,7 +4,8 @@
   (LM paper Figs. 4, 6, 8);
 - :func:`retrieval_examples_figure`: queries with their top results per loss,
   green / red frames for right / wrong class (LM paper Fig. 5);
-- :func:`training_curves_figure`: loss (and its terms) per epoch of each cell;
+- :func:`training_curves_figure`: loss, accuracy and the loss's terms per
+  epoch (:func:`history_frame` reads them from the checkpoints' histories);
 - :func:`anchor_distance_figure`: heatmap of anchor-to-anchor distances.
 
 Every function returns a matplotlib figure; the rule scripts save it as PNG
@@ -23,6 +24,8 @@ import seaborn as sns  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 RIGHT, WRONG = "#2ca02c", "#d62728"
+# Per-epoch history entries plotted as totals (besides the loss terms).
+TOTALS = ("loss", "accuracy")
 
 
 def set_style() -> None:
@@ -92,15 +95,47 @@ def retrieval_examples_figure(
     return fig
 
 
+def history_frame(histories: list[tuple[str, int, list]]) -> pd.DataFrame:
+    """Long frame of training histories for :func:`training_curves_figure`.
+
+    ``histories``: (loss name, seed, checkpoint ``history``) per cell; a
+    history is one record per epoch: a number (the mean loss), or a dict of
+    numbers (``loss``, ``accuracy``) with an optional ``terms`` dict (the
+    loss's ``last_terms`` averaged over the epoch, e.g. CAM's attractor,
+    repeller, min_norm). Other entries (bookkeeping such as ``images``) are
+    left out. Columns: loss, seed, epoch, term, value, and ``part``:
+    ``total`` for loss and accuracy, ``term`` for a loss term."""
+    rows = []
+    for loss, seed, history in histories:
+        for epoch, record in enumerate(history, start=1):
+            record = record if isinstance(record, dict) else {"loss": record}
+            for name, value in record.items():
+                if name == "terms":
+                    for term, term_value in value.items():
+                        rows.append((loss, seed, epoch, term, float(term_value), "term"))
+                elif name in TOTALS:
+                    rows.append((loss, seed, epoch, name, float(value), "total"))
+    return pd.DataFrame(rows, columns=["loss", "seed", "epoch", "term", "value", "part"])
+
+
 def training_curves_figure(history: pd.DataFrame, title: str = ""):
     """``history``: columns loss (the cell's loss name), seed, epoch, term,
-    value; one panel per term, one line per loss (mean over seeds)."""
+    value and optionally part (see :func:`history_frame`). One panel per
+    total quantity (loss, accuracy) with one line per loss; then, for every
+    loss that recorded its terms, one panel "<loss>: terms" with one line per
+    term (weighted as they enter the loss, so they add up to its total).
+    Lines are means over seeds with a ± sd band."""
     set_style()
-    terms = list(dict.fromkeys(history["term"]))
-    fig, axes = plt.subplots(1, len(terms), figsize=(3.4 * len(terms), 3.0), dpi=150, squeeze=False)
-    for ax, term in zip(axes[0], terms):
-        sns.lineplot(data=history[history["term"] == term], x="epoch", y="value", hue="loss", errorbar="sd", ax=ax)
-        ax.set(title=term, ylabel="")
+    if "part" not in history:
+        history = history.assign(part="total")
+    totals = history[history["part"] == "total"]
+    terms = history[history["part"] == "term"]
+    panels = [(name, totals[totals["term"] == name], "loss") for name in dict.fromkeys(totals["term"])]
+    panels += [(f"{loss}: terms", terms[terms["loss"] == loss], "term") for loss in dict.fromkeys(terms["loss"])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0), dpi=150, squeeze=False)
+    for ax, (name, data, hue) in zip(axes[0], panels):
+        sns.lineplot(data=data, x="epoch", y="value", hue=hue, errorbar="sd", ax=ax)
+        ax.set(title=name, ylabel="")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

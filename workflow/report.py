@@ -21,17 +21,22 @@ METRICS_COLUMNS = CELL_COLUMNS + ["retrieval", "metric", "value"]
 NOT_IN_TABLES = ("distance_computations_per_query", "seconds_per_query", "queries_without_positives")
 
 
-def aggregate(cells: list[Cell], metric_files: list[str]) -> pd.DataFrame:
+def aggregate(cells: list[Cell], metric_files: list[str], factors: list[dict] | None = None) -> pd.DataFrame:
     """One tidy frame of every cell's metrics: each cell's rows (columns
     ``retrieval``, ``metric``, ``value``, as ``evaluate`` writes them) with
-    the cell's dataset, regime, backbone, loss and seed."""
+    the cell's dataset, regime, backbone, loss and seed, then its fixed
+    factors (``factors``, one dict per cell: embedding size, optimiser,
+    epochs, batch size, augmentation), which tables may lay out."""
     frames = []
-    for cell, path in zip(cells, metric_files):
+    for i, (cell, path) in enumerate(zip(cells, metric_files)):
         frame = pd.read_csv(path)
         for column in CELL_COLUMNS:
             frame[column] = getattr(cell, column)
+        for column, value in (factors[i] if factors else {}).items():
+            frame[column] = value
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True)[METRICS_COLUMNS]
+    factor_columns = list(factors[0]) if factors else []
+    return pd.concat(frames, ignore_index=True)[METRICS_COLUMNS + factor_columns]
 
 
 def exact_quality_rows(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -34,6 +34,13 @@ class ShuffledBatches:
     def epoch(self) -> list[torch.Tensor]:
         return shuffled_batches(self.n, self.batch_size, self.generator)
 
+    # No state beyond the generator's (which the training loop saves).
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
 
 class _Cycle:
     """Endless draws from ``items``: a random permutation, then another, ...
@@ -54,6 +61,14 @@ class _Cycle:
                 self.queue = deque([i for i in order if i not in seen] + [i for i in order if i in seen])
             taken.append(self.queue.popleft())
         return taken
+
+    def state_dict(self) -> list[int]:
+        """The draws left in the current permutation (what a resume needs
+        besides the generator's state)."""
+        return list(self.queue)
+
+    def load_state_dict(self, queue: list[int]) -> None:
+        self.queue = deque(int(i) for i in queue)
 
 
 class MPerClassBatches:
@@ -114,6 +129,19 @@ class MPerClassBatches:
                 torch.tensor([i for c in chosen for i in self.image_cycles[c].take(self.m)])
             )
         return batches
+
+    def state_dict(self) -> dict:
+        """Queues of the class and image streams, which carry over between
+        epochs; with the generator's state they fix every later batch."""
+        return {
+            "classes": self.class_cycle.state_dict(),
+            "images": {c: cycle.state_dict() for c, cycle in self.image_cycles.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.class_cycle.load_state_dict(state["classes"])
+        for c, queue in state["images"].items():
+            self.image_cycles[int(c)].load_state_dict(queue)
 
 
 def make_batches(

@@ -12,7 +12,7 @@ and metrics a table shows::
       columns: []                  # cell attributes spread over columns (e.g. [regime])
       blocks: []                   # attributes that split rows into blocks (e.g. [dataset, backbone])
       metrics: [precision@5, precision@10, top1_error, top5_error, accuracy, pr_auc]
-      baseline: ce                 # the loss the significance marker compares with
+      baseline: ce                 # the loss (or explicit row label) the marker compares with
 
 Every value is the mean over seeds, shown as ``mean ± std``; a 95%
 confidence interval of the mean (Student t over seeds) is in the CSV. The
@@ -33,7 +33,11 @@ from scipy import stats
 
 from workflow.config import ConfigError
 
-ATTRIBUTES = ["dataset", "regime", "backbone", "loss", "retrieval"]
+# Cell attributes, then the fixed factors (workflow.config.FIXED_FACTORS)
+# that results/metrics.csv carries as columns: a table that compares cells
+# differing in a factor must lay that factor out.
+ATTRIBUTES = ["dataset", "regime", "backbone", "loss", "retrieval",
+              "embedding_size", "optimizer", "epochs", "batch_size", "augment"]
 ALPHA = 0.05
 
 
@@ -122,19 +126,32 @@ def build_table(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     block_keys = selected[blocks].drop_duplicates().itertuples(index=False) if blocks else [()]
     for block in block_keys:
         in_block = select(selected, dict(zip(blocks, block)))
-        for label, row_values in _row_frames(decl, in_block):
+        rows = _row_frames(decl, in_block)
+        # The baseline: an explicit row's label, else a loss.
+        base_rows = dict(rows).get(baseline) if baseline else None
+        for label, row_values in rows:
             column_keys = row_values[columns].drop_duplicates().itertuples(index=False) if columns else [()]
             for column in column_keys:
                 values = select(row_values, dict(zip(columns, column)))
-                base = select(in_block, {"loss": baseline, **dict(zip(columns, column))}) if baseline else None
+                base = None
+                if base_rows is not None:
+                    base = select(base_rows, dict(zip(columns, column))) if label != baseline else None
+                elif baseline and not set(values["loss"]) <= {baseline}:
+                    base = select(in_block, {"loss": baseline, **dict(zip(columns, column))})
                 for metric in decl["metrics"]:
                     v = values[values["metric"] == metric].set_index("seed")["value"]
                     if v.empty:
                         continue
                     mean, std, low, high = mean_ci(v.to_numpy())
                     p = float("nan")
-                    if base is not None and not set(values["loss"]) <= {baseline}:
+                    if base is not None:
                         b = base[base["metric"] == metric].set_index("seed")["value"]
+                        if b.index.has_duplicates:
+                            raise ConfigError(
+                                f"config key tables.{name}.baseline: {baseline!r} matches several "
+                                "cells per seed (e.g. one loss on two backbones); name an explicit "
+                                "row's label instead"
+                            )
                         p = paired_p_value(v, b) if not b.empty else float("nan")
                     records.append({
                         **dict(zip(blocks, block)), "row": label, **dict(zip(columns, column)),

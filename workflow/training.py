@@ -1,23 +1,56 @@
 """train: one cell = one backbone trained with one loss on one split.
 
-Deterministic on the CPU for a given seed (same settings, same bits). The
-whole training set is held as one float tensor on the device: the datasets
-of this stage are small, and it keeps the loop free of DataLoader overhead.
+Deterministic on the CPU for a given seed (same settings, same bits), also
+when the job is killed and resumed from its last checkpoint.
+
+Input pipeline: the training images are held on the device once, as uint8
+(N, C, H, W) (a quarter of float32's memory); each batch is gathered by
+indexing, augmented on the device (``workflow.augment``) and normalised
+there, so there is no DataLoader, no per-image Python and no host-to-device
+copy per step. This fits every dataset of this benchmark at its configured
+size (CIFAR-100 at 32x32: 150 MB; Places365 train-standard at 64x64 would be
+22 GB and would need a DataLoader with workers and pinned memory, which is
+not implemented).
+
+Speed settings (``training.precision``, ``channels_last``, ``compile``, see
+:func:`resolve_speed`) change the arithmetic, not the algorithm: bf16
+autocast runs the backbone in bfloat16 and the loss in float32.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import random
 import sys
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from workflow.augment import augment
 from workflow.backbones import build_backbone
+from workflow.config import settings_hash
+from workflow.io import atomic_path
 from workflow.losses import build_loss
 from workflow.samplers import make_batches
+
+# Training keys added after the first schema; settings built by hand (tests,
+# benchmarks) may omit them and get these values, the schema's defaults.
+SPEED_DEFAULTS = {
+    "augment": "none",
+    "augment_padding": 4,
+    "precision": "auto",
+    "channels_last": "auto",
+    "compile": False,
+    "checkpoint_every": 1,
+}
+# The augmentation stream is seeded apart from the batch stream (same seed
+# would correlate the two CPU generators).
+AUGMENT_SEED_OFFSET = 1_000_003
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -26,6 +59,39 @@ def select_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(requested)
+
+
+def training_option(cfg: dict, key: str):
+    return cfg.get(key, SPEED_DEFAULTS[key])
+
+
+def resolve_speed(cfg: dict, device: torch.device) -> dict:
+    """The effective speed settings of a cell on ``device``.
+
+    - ``precision``: ``auto`` is ``bf16`` on a CUDA device that supports
+      bfloat16 and ``fp32`` elsewhere (CPU bf16 autocast is allowed by
+      PyTorch but is usually slower than fp32 on CPUs without AMX, and
+      it changes the numbers).
+    - ``channels_last``: ``auto`` is on for CUDA (tensor cores want NHWC),
+      off on the CPU.
+    - ``compile``: ``torch.compile`` of the backbone, only when asked: it
+      costs tens of seconds per job before the first step, which the short
+      cells of this benchmark do not win back, and it needs a C++ compiler.
+    """
+    precision = training_option(cfg, "precision")
+    if precision == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        precision = "bf16" if cuda_bf16 else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"training.precision: unknown precision {precision!r}; use auto, fp32 or bf16")
+    channels_last = training_option(cfg, "channels_last")
+    if channels_last == "auto":
+        channels_last = device.type == "cuda"
+    return {
+        "precision": precision,
+        "channels_last": bool(channels_last),
+        "compile": bool(training_option(cfg, "compile")),
+    }
 
 
 def seed_everything(seed: int) -> None:
@@ -37,8 +103,13 @@ def seed_everything(seed: int) -> None:
 def to_tensor(images: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device) -> torch.Tensor:
     """uint8 (N, H, W, C) -> normalised float (N, C, H, W) on ``device``."""
     x = torch.as_tensor(np.ascontiguousarray(images), device=device)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    return (x - mean.to(device).view(1, -1, 1, 1)) / std.to(device).view(1, -1, 1, 1)
+    return normalise(x.permute(0, 3, 1, 2), mean, std)
+
+
+def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float (x / 255 - mean) / std, per channel."""
+    x = x.float().div_(255.0)
+    return (x - mean.to(x.device).view(1, -1, 1, 1)) / std.to(x.device).view(1, -1, 1, 1)
 
 
 def build_models(settings: dict, in_channels: int, image_size: int, num_classes: int):
@@ -83,6 +154,10 @@ def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
     raise ValueError(f"training.optimizer: unknown optimiser {name!r}")
 
 
+def _constant(epoch: int) -> float:
+    return 1.0
+
+
 def make_scheduler(optimizer, cfg: dict):
     schedule = cfg["lr_schedule"]
     if schedule == "step":
@@ -91,7 +166,189 @@ def make_scheduler(optimizer, cfg: dict):
         )
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["epochs"])
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, _constant)
+
+
+class TrainStep:
+    """One optimisation step on a batch of indices into the training set.
+
+    ``images`` are the training images on the device as uint8 (N, C, H, W);
+    a step gathers the batch, augments it (``augment``, from ``generator``),
+    normalises it, runs the backbone (under bf16 autocast when
+    ``precision == "bf16"``), the loss in float32, backward and the
+    optimiser. It returns device tensors and never synchronises with the
+    device, so GPU steps queue up back to back. The training loop and
+    ``benchmarks/throughput.py`` both call it.
+    """
+
+    def __init__(self, backbone, loss_fn, optimizer, images, labels, mean, std, *,
+                 augment_mode="none", padding=4, generator=None,
+                 precision="fp32", channels_last=False, compile=False):
+        self.backbone, self.loss_fn, self.optimizer = backbone, loss_fn, optimizer
+        self.images, self.labels = images, labels
+        self.mean = mean.to(images.device).view(1, -1, 1, 1)
+        self.std = std.to(images.device).view(1, -1, 1, 1)
+        self.augment_mode, self.padding, self.generator = augment_mode, padding, generator
+        self.autocast = precision == "bf16"
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = torch.compile(backbone) if compile else backbone
+        self.can_classify = hasattr(loss_fn, "predict")
+
+    def inputs(self, batch: torch.Tensor) -> torch.Tensor:
+        x = augment(self.images[batch], self.augment_mode, self.padding, self.generator)
+        x = (x.float().div_(255.0) - self.mean) / self.std
+        # The crop's gather leaves NHWC strides; without this the layout
+        # would depend on the augmentation (NHWC trains a ResNet-18 about
+        # 20% slower on the CPU) instead of on training.channels_last.
+        return x.contiguous(memory_format=self.memory_format)
+
+    def __call__(self, batch: torch.Tensor) -> dict:
+        """-> ``loss`` (0-d), ``correct`` (0-d, number of right predictions,
+        or None) and ``terms`` (the loss's ``last_terms``, or None)."""
+        x, y = self.inputs(batch), self.labels[batch]
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            embeddings = self.model(x)
+        embeddings = embeddings.float()  # losses (norms, margins) stay in float32
+        loss = self.loss_fn(embeddings, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        correct = None
+        if self.can_classify:
+            with torch.no_grad():
+                correct = (self.loss_fn.predict(embeddings).argmax(1) == y).sum()
+        terms = getattr(self.loss_fn, "last_terms", None)
+        return {"loss": loss.detach(), "correct": correct, "terms": terms or None}
+
+
+@dataclass
+class Training:
+    """Everything one cell's training holds; ``state_dict`` is the resume
+    checkpoint (plain data and tensors, so ``torch.load(weights_only=True)``
+    reads it)."""
+
+    backbone: torch.nn.Module
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    batches: object
+    batch_generator: torch.Generator
+    augment_generator: torch.Generator
+    step: TrainStep
+    mean: torch.Tensor
+    std: torch.Tensor
+    device: torch.device
+    speed: dict
+    in_channels: int
+    image_size: int
+    history: list = field(default_factory=list)
+
+    def state_dict(self) -> dict:
+        numpy_state = np.random.get_state()
+        return {
+            "epoch": len(self.history),
+            "history": self.history,
+            "backbone": self.backbone.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sampler": self.batches.state_dict(),
+            "rng": {
+                "batches": self.batch_generator.get_state(),
+                "augment": self.augment_generator.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                "python": random.getstate(),
+                "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+            },
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history[:] = state["history"]
+        self.backbone.load_state_dict(state["backbone"])
+        self.loss_fn.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.batches.load_state_dict(state["sampler"])
+        rng = state["rng"]
+        self.batch_generator.set_state(rng["batches"])
+        self.augment_generator.set_state(rng["augment"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"]:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        random.setstate(rng["python"])
+        name, keys, *rest = rng["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+
+
+def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarray,
+                   num_classes: int, settings: dict, device: torch.device | None = None) -> Training:
+    """Models, optimiser, batch source and step of one cell, freshly seeded."""
+    cfg = settings["training"]
+    device = device or select_device(cfg["device"])
+    speed = resolve_speed(cfg, device)
+    seed_everything(settings["seed"])
+
+    order = np.sort(train_index)
+    train_images = np.asarray(images[order])
+    y = torch.as_tensor(labels[order], dtype=torch.long, device=device)
+    # Per-channel statistics in NumPy: torch splits large reductions across
+    # threads, so its float64 mean would depend on the thread count.
+    pixels = train_images.reshape(-1, train_images.shape[-1]).astype(np.float64) / 255.0
+    mean = torch.from_numpy(pixels.mean(axis=0)).float()
+    std = torch.from_numpy(pixels.std(axis=0, ddof=1)).clamp_min(1e-3).float()
+    x = torch.as_tensor(np.ascontiguousarray(train_images), device=device).permute(0, 3, 1, 2).contiguous()
+
+    backbone, loss_fn = build_models(settings, x.shape[1], x.shape[2], num_classes)
+    backbone.to(device)
+    loss_fn.to(device)
+    if speed["channels_last"]:
+        backbone.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(
+        parameter_groups(backbone, loss_fn, cfg["lr"], settings["loss_lr_multiplier"]), cfg
+    )
+    scheduler = make_scheduler(optimizer, cfg)
+    batch_generator = torch.Generator().manual_seed(settings["seed"])
+    augment_generator = torch.Generator(device=device).manual_seed(settings["seed"] + AUGMENT_SEED_OFFSET)
+    batches = make_batches(
+        y.cpu(), cfg["batch_size"], settings["sampler"], batch_generator,
+        key=f"losses.{settings['loss']}.sampler",
+    )
+    step = TrainStep(
+        backbone, loss_fn, optimizer, x, y, mean, std,
+        augment_mode=training_option(cfg, "augment"),
+        padding=training_option(cfg, "augment_padding"),
+        generator=augment_generator,
+        precision=speed["precision"], channels_last=speed["channels_last"], compile=speed["compile"],
+    )
+    return Training(backbone, loss_fn, optimizer, scheduler, batches, batch_generator,
+                    augment_generator, step, mean, std, device, speed,
+                    in_channels=int(x.shape[1]), image_size=int(x.shape[2]))
+
+
+def save_torch(path, obj) -> None:
+    """``torch.save`` atomically and byte-reproducibly: torch names the
+    archive inside the file after the file, so saving straight to a
+    temporary name would make every file differ; a buffer gives the fixed
+    name ``archive``."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def load_resume_checkpoint(path, expected_hash: str, log=print) -> dict | None:
+    """The resume checkpoint at ``path`` if it exists and was written for
+    settings with hash ``expected_hash``; otherwise None (with a log line)."""
+    if path is None or not Path(path).exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("settings_hash") != expected_hash:
+        log(f"ignoring checkpoint {path}: written for settings {state.get('settings_hash')}, "
+            f"these are {expected_hash}; training from the start")
+        return None
+    log(f"resuming from {path} after epoch {state['epoch']}")
+    return state
 
 
 def train_cell(
@@ -102,83 +359,109 @@ def train_cell(
     settings: dict,
     threads: int = 1,
     progress: bool = True,
+    checkpoint_path=None,
+    stop_after_epoch: int | None = None,
 ) -> dict:
-    """Train one cell; return a checkpoint dict (state dicts and plain data
-    only, so it loads with ``torch.load(weights_only=True)``)."""
+    """Train one cell; return its model dict (state dicts and plain data
+    only, so it loads with ``torch.load(weights_only=True)``, and the same
+    bits for the same settings on the CPU).
+
+    The dict's ``stats`` entry (device, speed settings, images seen and
+    seconds in the loop, epoch resumed from) is the one part that is not
+    deterministic: ``scripts/train.py`` writes it to ``train_stats.json``
+    and saves the rest as ``model.pt``.
+
+    With ``checkpoint_path``, a resume checkpoint is written there
+    atomically every ``training.checkpoint_every`` epochs, and training
+    starts from it when it holds a run of the same settings (hash). With
+    ``stop_after_epoch`` training stops after that epoch (a test hook that
+    simulates a kill) and returns None.
+    """
     cfg = settings["training"]
     torch.set_num_threads(max(1, threads))
     device = select_device(cfg["device"])
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
-    seed_everything(settings["seed"])
+    run = build_training(images, labels, train_index, num_classes, settings, device)
+    expected_hash = settings_hash(settings)
+    state = load_resume_checkpoint(checkpoint_path, expected_hash, log=lambda line: print(line, file=sys.stderr))
+    if state is not None:
+        run.load_state_dict(state)
+    first_epoch = len(run.history)
+    every = training_option(cfg, "checkpoint_every")
 
-    train_images = np.asarray(images[np.sort(train_index)])
-    y = torch.as_tensor(labels[np.sort(train_index)], dtype=torch.long, device=device)
-    pixels = torch.as_tensor(train_images, dtype=torch.float64).div(255.0)
-    mean = pixels.mean(dim=(0, 1, 2)).float()
-    std = pixels.std(dim=(0, 1, 2)).clamp_min(1e-3).float()
-    x = to_tensor(train_images, mean, std, device)
-
-    backbone, loss_fn = build_models(settings, x.shape[1], x.shape[2], num_classes)
-    backbone.to(device)
-    loss_fn.to(device)
-    optimizer = make_optimizer(
-        parameter_groups(backbone, loss_fn, cfg["lr"], settings["loss_lr_multiplier"]),
-        cfg,
-    )
-    scheduler = make_scheduler(optimizer, cfg)
-    generator = torch.Generator().manual_seed(settings["seed"])
-    batches = make_batches(
-        y.cpu(), cfg["batch_size"], settings["sampler"], generator,
-        key=f"losses.{settings['loss']}.sampler",
-    )
-
-    # Per epoch: mean loss and, for losses that classify, training accuracy.
-    history = []
-    can_classify = hasattr(loss_fn, "predict")
     cell = f"{settings['dataset']}/{settings['regime']}/{settings['backbone']}/{settings['loss']}/seed{settings['seed']}"
-    bar = tqdm(range(cfg["epochs"]), desc=f"train {cell}", file=sys.stderr, disable=not progress)
+    bar = tqdm(range(first_epoch, cfg["epochs"]), desc=f"train {cell}", file=sys.stderr,
+               disable=not progress, initial=first_epoch, total=cfg["epochs"])
     images_seen, start = 0, time.perf_counter()
     for epoch in bar:
-        backbone.train()
-        loss_fn.train()
-        total, correct, count = 0.0, 0, 0
-        for batch in batches.epoch():
-            batch = batch.to(device)
-            embeddings = backbone(x[batch])
-            loss = loss_fn(embeddings, y[batch])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"cell {cell}: loss is {loss.item()} at epoch {epoch + 1}; "
-                    "lower training.lr or check the loss parameters"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-            count += len(batch)
-            if can_classify:
-                with torch.no_grad():
-                    correct += int((loss_fn.predict(embeddings).argmax(1) == y[batch]).sum())
-        scheduler.step()
-        images_seen += count
-        record = {"loss": total / count}
-        if can_classify:
-            record["accuracy"] = correct / count
-        history.append(record)
+        run.backbone.train()
+        run.loss_fn.train()
+        record = train_epoch(run, cell, epoch)
+        run.scheduler.step()
+        images_seen += record.pop("images")
+        run.history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.4f}")
+        done = epoch + 1
+        if checkpoint_path is not None and (done % every == 0) and done < cfg["epochs"]:
+            save_torch(checkpoint_path, {"settings_hash": expected_hash, **run.state_dict()})
+        if stop_after_epoch is not None and done >= stop_after_epoch and done < cfg["epochs"]:
+            return None
     train_seconds = time.perf_counter() - start
 
     return {
-        "backbone": {k: v.cpu() for k, v in backbone.state_dict().items()},
-        "loss": {k: v.cpu() for k, v in loss_fn.state_dict().items()},
-        "mean": mean,
-        "std": std,
-        "in_channels": int(x.shape[1]),
-        "image_size": int(x.shape[2]),
+        "backbone": {k: v.cpu() for k, v in run.backbone.state_dict().items()},
+        "loss": {k: v.cpu() for k, v in run.loss_fn.state_dict().items()},
+        "mean": run.mean,
+        "std": run.std,
+        "in_channels": run.in_channels,
+        "image_size": run.image_size,
         "num_classes": int(num_classes),
-        "history": history,
-        "device": str(device),
-        "images_seen": images_seen,
-        "train_seconds": train_seconds,
+        # A JSON round trip gives the history one object graph however it
+        # was built (a resumed run mixes unpickled and new key strings, which
+        # pickle would write differently): the same bytes in model.pt.
+        "history": json.loads(json.dumps(run.history)),
+        "settings_hash": expected_hash,
+        "stats": {
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            **run.speed,
+            "threads": torch.get_num_threads(),
+            "images_seen": images_seen,
+            "train_seconds": train_seconds,
+            "resumed_from_epoch": first_epoch,
+        },
     }
+
+
+def train_epoch(run: Training, cell: str, epoch: int) -> dict:
+    """One pass of the batch source. Sums stay on the device (float64) and
+    are read once at the end, so GPU steps are not synchronised one by one.
+    -> mean ``loss``, ``accuracy`` (losses that classify), ``terms`` (mean
+    of each loss term, for losses that expose ``last_terms``), ``images``."""
+    total = torch.zeros((), dtype=torch.float64, device=run.device)
+    correct = torch.zeros((), dtype=torch.long, device=run.device)
+    terms: dict[str, torch.Tensor] = {}
+    count = 0
+    for batch in run.batches.epoch():
+        batch = batch.to(run.device)
+        out = run.step(batch)
+        total += out["loss"].double() * len(batch)
+        if out["correct"] is not None:
+            correct += out["correct"]
+        for name, value in (out["terms"] or {}).items():
+            terms[name] = terms.get(name, 0) + value.detach().double() * len(batch)
+        count += len(batch)
+    loss = total.item() / count
+    if not np.isfinite(loss):
+        raise FloatingPointError(
+            f"cell {cell}: mean loss is {loss} in epoch {epoch + 1}; "
+            "lower training.lr or check the loss parameters"
+        )
+    record = {"loss": loss}
+    if run.step.can_classify:
+        record["accuracy"] = int(correct.item()) / count
+    if terms:
+        record["terms"] = {name: value.item() / count for name, value in terms.items()}
+    record["images"] = count
+    return record

@@ -21,10 +21,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from workflow.backbones import register_backbone
+
+
+def _models():
+    """torchvision.models, imported on first use: importing torchvision
+    costs about 2 s, paid otherwise by every Snakemake start and job."""
+    import torchvision
+
+    return torchvision.models
 
 CLASSIFIER_PREFIXES = ("fc.", "head.")
 
@@ -115,28 +122,28 @@ def _resnet(builder, in_channels: int, embedding_size: int, pretrained: str | No
 def resnet18(
     in_channels: int, image_size: int, embedding_size: int, pretrained: str | None = None, freeze_trunk: bool = False
 ) -> nn.Module:
-    return _finish(_resnet(torchvision.models.resnet18, in_channels, embedding_size, pretrained, cifar_stem=False), "fc", freeze_trunk)
+    return _finish(_resnet(_models().resnet18, in_channels, embedding_size, pretrained, cifar_stem=False), "fc", freeze_trunk)
 
 
 @register_backbone("resnet50")
 def resnet50(
     in_channels: int, image_size: int, embedding_size: int, pretrained: str | None = None, freeze_trunk: bool = False
 ) -> nn.Module:
-    return _finish(_resnet(torchvision.models.resnet50, in_channels, embedding_size, pretrained, cifar_stem=False), "fc", freeze_trunk)
+    return _finish(_resnet(_models().resnet50, in_channels, embedding_size, pretrained, cifar_stem=False), "fc", freeze_trunk)
 
 
 @register_backbone("cifar_resnet18")
 def cifar_resnet18(
     in_channels: int, image_size: int, embedding_size: int, pretrained: str | None = None, freeze_trunk: bool = False
 ) -> nn.Module:
-    return _finish(_resnet(torchvision.models.resnet18, in_channels, embedding_size, pretrained, cifar_stem=True), "fc", freeze_trunk)
+    return _finish(_resnet(_models().resnet18, in_channels, embedding_size, pretrained, cifar_stem=True), "fc", freeze_trunk)
 
 
 @register_backbone("swin_t")
 def swin_t(
     in_channels: int, image_size: int, embedding_size: int, pretrained: str | None = None, freeze_trunk: bool = False
 ) -> nn.Module:
-    model = torchvision.models.swin_t(weights=None)
+    model = _models().swin_t(weights=None)
     if pretrained:
         load_trunk_weights(model, pretrained)
     patch_embed = model.features[0][0]

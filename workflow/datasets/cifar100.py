@@ -35,6 +35,19 @@ def cifar100_files() -> list[OfficialFile]:
 
 
 def _unpickle(path: Path) -> dict:
+    """The official files are Python pickles, which can run code when
+    loaded: each is checked against its official checksum right before
+    loading (the download rule checked it too; this also covers a file
+    changed since), and a mismatch stops before anything is unpickled."""
+    from workflow.download import file_mismatch
+
+    expected = {Path(m.path).name: m.md5 for m in cifar100_files()[0].members}
+    problem = file_mismatch(path, expected[path.name])
+    if problem:
+        raise ValueError(
+            f"{path}: {problem}; not the official CIFAR-100 file, so it is not unpickled. "
+            "Delete the folder results/raw/cifar100 and run Snakemake again to fetch it anew."
+        )
     with open(path, "rb") as f:
         return pickle.load(f, encoding="latin1")
 

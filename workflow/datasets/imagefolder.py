@@ -37,7 +37,10 @@ def imagefolder(path) -> ImageFiles:
     """``path``: the folder (see the module docstring)."""
     root = Path(path)
     if not root.is_dir():
-        raise FileNotFoundError(f"imagefolder path {root}: no such folder")
+        raise FileNotFoundError(
+            f"imagefolder path {root}: no such folder; set the dataset's params.path to your image "
+            "folder (relative to the folder Snakemake runs in)"
+        )
     divided = (root / "train").is_dir() and (root / "test").is_dir()
     sides = ["train", "test"] if divided else [None]
     class_sets = {side: [c.name for c in _classes(root / side if side else root)] for side in sides}
@@ -59,7 +62,10 @@ def imagefolder(path) -> ImageFiles:
         for label, name in enumerate(classes):
             images = _images(base / name)
             if not images:
-                raise ValueError(f"imagefolder {root}: class folder {base / name} holds no .jpg/.jpeg/.png images")
+                raise ValueError(
+                    f"imagefolder {root}: class folder {base / name} holds no .jpg/.jpeg/.png images; "
+                    "add images to it or remove it"
+                )
             paths += images
             labels += [label] * len(images)
             split += [side or "none"] * len(images)

@@ -3,13 +3,16 @@
 """
 
 import numpy as np
-from sklearn.datasets import load_digits
 
 from workflow.datasets import RawDataset, register_dataset
 
 
 @register_dataset("sklearn_digits")
 def sklearn_digits() -> RawDataset:
+    # Imported here: every Snakemake start loads the dataset registry, and
+    # sklearn.datasets takes about a second to import.
+    from sklearn.datasets import load_digits
+
     digits = load_digits()
     # Pixel values are 0..16; stretch them to the usual 0..255 of uint8 images.
     images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]

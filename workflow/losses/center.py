@@ -42,6 +42,10 @@ class CenterLoss(nn.Module):
         embedding_size: embedding dimension D; centres (C, D) start from a
             standard normal distribution.
         lambda_c: weight of the centre term.
+
+    After each forward, ``last_terms`` holds ``{"ce": CE, "center":
+    lambda_c * L_C}`` (detached 0-d tensors, weighted as they enter L; they
+    sum to L).
     """
 
     def __init__(self, num_classes: int, embedding_size: int, lambda_c: float = 0.003):
@@ -52,7 +56,9 @@ class CenterLoss(nn.Module):
 
     def forward(self, embeddings, labels):
         ce = F.cross_entropy(self.classifier(embeddings), labels)
-        return ce + self.lambda_c * centre_term(embeddings, self.centres, labels)
+        centre = self.lambda_c * centre_term(embeddings, self.centres, labels)
+        self.last_terms = {"ce": ce.detach(), "center": centre.detach()}  # for the training curves
+        return ce + centre
 
     def predict(self, embeddings):
         """Class logits of the CE head, shape (N, C)."""

@@ -45,6 +45,10 @@ class ClassAnchorMarginLoss(nn.Module):
     anchors (or a zero anchor) give a finite, zero gradient through that
     distance instead of NaN.
 
+    After each forward, ``last_terms`` holds ``{"attractor": w_A L_A,
+    "repeller": w_R L_R, "min_norm": w_N L_N}`` (detached 0-d tensors,
+    weighted as they enter L, so they sum to the returned loss).
+
     Args:
         num_classes: number of classes C.
         embedding_size: embedding dimension D; anchors have shape (C, D) and
@@ -89,11 +93,14 @@ class ClassAnchorMarginLoss(nn.Module):
         return (self.min_norm - safe_norm(self.anchors)).clamp_min(0).sum()
 
     def forward(self, embeddings, labels):
-        return (
-            self.w_attractor * self.attractor(embeddings, labels)
-            + self.w_repeller * self.repeller()
-            + self.w_min_norm * self.min_norm_term()
-        )
+        terms = {
+            "attractor": self.w_attractor * self.attractor(embeddings, labels),
+            "repeller": self.w_repeller * self.repeller(),
+            "min_norm": self.w_min_norm * self.min_norm_term(),
+        }
+        # For the training curves: each term detached, weighted as it enters L.
+        self.last_terms = {name: value.detach() for name, value in terms.items()}
+        return terms["attractor"] + terms["repeller"] + terms["min_norm"]
 
     def predict(self, embeddings):
         """Negative L2 distance to each anchor, shape (N, C)."""

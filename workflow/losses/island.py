@@ -41,6 +41,11 @@ class IslandLoss(nn.Module):
             standard normal distribution.
         lambda_il: weight of ``L_IL``.
         lambda_1: weight of the pairwise term inside ``L_IL``.
+
+    After each forward, ``last_terms`` holds ``{"ce": CE, "center":
+    lambda_il * L_C, "island_pairs": lambda_il * lambda_1 * sum_{j != k}
+    (cos(c_j, c_k) + 1)}`` (detached 0-d tensors, weighted as they enter L;
+    they sum to L).
     """
 
     def __init__(
@@ -67,8 +72,11 @@ class IslandLoss(nn.Module):
 
     def forward(self, embeddings, labels):
         ce = F.cross_entropy(self.classifier(embeddings), labels)
-        island = centre_term(embeddings, self.centres, labels) + self.lambda_1 * self.pair_term()
-        return ce + self.lambda_il * island
+        centre = self.lambda_il * centre_term(embeddings, self.centres, labels)
+        pairs = self.lambda_il * self.lambda_1 * self.pair_term()
+        # For the training curves: lambda_il * L_IL split into its two parts.
+        self.last_terms = {"ce": ce.detach(), "center": centre.detach(), "island_pairs": pairs.detach()}
+        return ce + centre + pairs
 
     def predict(self, embeddings):
         """Class logits of the CE head, shape (N, C)."""

@@ -31,6 +31,9 @@ class LargeMarginLoss(nn.Module):
         embedding_size: embedding dimension D; centres have shape (C, D),
             initialised from a standard normal distribution.
         beta: weight of ``L_LM``.
+
+    After each forward, ``last_terms`` holds ``{"ce": CE, "lm": beta * L_LM}``
+    (detached 0-d tensors, weighted as they enter L; they sum to L).
     """
 
     def __init__(self, num_classes: int, embedding_size: int, beta: float = 0.01):
@@ -51,7 +54,9 @@ class LargeMarginLoss(nn.Module):
 
     def forward(self, embeddings, labels):
         ce = F.cross_entropy(self.classifier(embeddings), labels)
-        return ce + self.beta * self.margin_term(embeddings, labels)
+        lm = self.beta * self.margin_term(embeddings, labels)
+        self.last_terms = {"ce": ce.detach(), "lm": lm.detach()}  # for the training curves
+        return ce + lm
 
     def predict(self, embeddings):
         """Class logits of the CE head, shape (N, C)."""

@@ -3,11 +3,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from workflow.config import settings_hash
 from workflow.embedding import compute_embeddings, provenance, write_embeddings
 from workflow.logs import log_to
+from workflow.selection import resolve_settings
 
 with log_to(snakemake.log[0]):
-    settings = snakemake.params.settings
+    settings = resolve_settings(snakemake.params.settings, snakemake.input.get("selection"))
     torch.set_num_threads(snakemake.threads)
     checkpoint = torch.load(snakemake.input.model, map_location="cpu", weights_only=True)
     images = np.load(snakemake.input.images, mmap_mode="r")
@@ -24,6 +26,6 @@ with log_to(snakemake.log[0]):
         embeddings,
         predictions,
         anchors,
-        provenance(settings, snakemake.params.config_hash),
+        provenance(settings, settings_hash(settings)),
     )
     print(f"{len(index)} embeddings of size {embeddings.shape[1]}")

@@ -1,16 +1,16 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
-import pandas as pd
 import torch
 
-from workflow.evaluate import evaluate_cell
+from workflow.evaluate import evaluate_cell, read_cell_files
 from workflow.io import save_csv, save_parquet
 from workflow.logs import log_to
 
 with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
+    embeddings, anchors = read_cell_files(snakemake.input.embeddings, snakemake.input.anchors)
     metrics, curve = evaluate_cell(
-        pd.read_parquet(snakemake.input.embeddings),
-        pd.read_parquet(snakemake.input.anchors),
+        embeddings,
+        anchors,
         precision_at=snakemake.params.precision_at,
         top_k_error=snakemake.params.top_k_error,
         chunk_size=snakemake.params.chunk_size,

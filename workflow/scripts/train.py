@@ -1,29 +1,38 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from workflow.io import atomic_path
+from workflow.io import save_json
 from workflow.logs import log_to
-from workflow.training import train_cell
+from workflow.selection import resolve_settings
+from workflow.training import save_torch, train_cell
 
 with log_to(snakemake.log[0]):
-    settings = snakemake.params.settings
+    settings = resolve_settings(snakemake.params.settings, snakemake.input.get("selection"))
     print(json.dumps(settings, indent=2, sort_keys=True))
     images = np.load(snakemake.input.images, mmap_mode="r")
     labels = pd.read_parquet(snakemake.input.labels)["label"].to_numpy()
     classes = json.loads(open(snakemake.input.classes).read())
     split = pd.read_parquet(snakemake.input.split)
-    checkpoint = train_cell(
+    checkpoint_path = Path(snakemake.params.checkpoint)
+    model = train_cell(
         images,
         labels,
         split.loc[split["split"] == "train", "index"].to_numpy(),
         num_classes=len(classes),
         settings=settings,
         threads=snakemake.threads,
+        checkpoint_path=checkpoint_path,
     )
-    print(f"trained on {checkpoint['device']}; loss per epoch: {checkpoint['history']}")
-    with atomic_path(snakemake.output[0]) as tmp:
-        torch.save(checkpoint, tmp)
+    # Timing and device are not reproducible: they go to train_stats.json
+    # and the log, so model.pt has the same bits on every CPU run.
+    stats = model.pop("stats")
+    print(f"trained: {json.dumps(stats, sort_keys=True)}")
+    print(f"per epoch: {model['history']}")
+    save_json(snakemake.output.stats, stats)
+    save_torch(snakemake.output.model, model)
+    # model.pt is complete: the resume checkpoint is no longer needed.
+    checkpoint_path.unlink(missing_ok=True)

@@ -1,0 +1,267 @@
+"""Training and embedding throughput (images/second) of the project's loop
+against a plain PyTorch reference loop, side by side in one run.
+
+- **project**: ``workflow.training.build_training`` and its ``TrainStep``,
+  the step ``train_cell`` runs: uint8 images held on the device, random
+  crop (padding 4) and horizontal flip and normalisation on the device per
+  batch, ``training.precision``/``channels_last`` at ``auto`` (bf16 and
+  channels-last on CUDA, fp32 on the CPU), no DataLoader. Embedding is
+  ``workflow.embedding.embed_images``, the loop of the `embed` rule
+  (host uint8 batches normalised on the device), after one warm-up batch.
+- **plain**: the torchvision recipe: a dataset of PIL images,
+  ``RandomCrop(size, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor``,
+  ``Normalize`` in a ``torch.utils.data.DataLoader`` (``--workers``,
+  pinned memory on CUDA), fp32, contiguous; embedding with ``ToTensor`` and
+  ``Normalize`` in a DataLoader.
+
+Both train the same backbone with cross-entropy and Adam on the same
+synthetic images (random pixels, 100 classes: throughput does not depend on
+what the pixels show). ``gpu_busy`` is the fraction of the timed steps'
+wall time during which the GPU runs kernels (sum of kernel times from the
+PyTorch profiler over wall time; n/a on the CPU).
+
+    python benchmarks/throughput.py                       # GPU: batch 128
+    python benchmarks/throughput.py --batch-size 16 --steps 3 --warmup 1 \\
+        --models cifar_resnet18:32 resnet50:64 swin_t:224:4   # a small CPU run
+
+Each model is ``arch:image_size[:batch_size]``. Writes
+``benchmarks/results/throughput_<device>.md`` (Markdown table and CSV).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from workflow.embedding import embed_images, load_models  # noqa: E402
+from workflow.training import build_models, build_training, select_device  # noqa: E402
+
+NUM_CLASSES = 100
+
+
+def settings_for(arch: str, batch_size: int, device: str) -> dict:
+    training = {"epochs": 1, "batch_size": batch_size, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
+                "momentum": 0.9, "lr_schedule": "constant", "lr_step_epochs": 30, "lr_gamma": 0.1,
+                "device": device, "augment": "crop_flip", "augment_padding": 4, "precision": "auto",
+                "channels_last": "auto", "compile": False}
+    return {"dataset": "synthetic", "regime": "full", "backbone": arch, "loss": "ce", "seed": 0, "arch": arch,
+            "embedding_size": 128, "backbone_params": {}, "loss_impl": "ce", "loss_params": {},
+            "loss_lr_multiplier": 1.0, "sampler": None, "training": training}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_steps(step_fn, batches, warmup: int, device: torch.device, profile: bool) -> tuple[float, float | None]:
+    """Seconds per step over ``batches`` after ``warmup`` steps, and the
+    fraction of that time the GPU ran kernels (None on the CPU)."""
+    iterator = iter(batches)
+    for _ in range(warmup):
+        step_fn(next(iterator))
+    sync(device)
+    rest = list(iterator)
+    profiler = None
+    if profile and device.type == "cuda":
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        profiler = torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+        profiler.__enter__()
+    start = time.perf_counter()
+    for batch in rest:
+        step_fn(batch)
+    sync(device)
+    seconds = time.perf_counter() - start
+    busy = None
+    if profiler is not None:
+        profiler.__exit__(None, None, None)
+        kernel_us = sum(event.self_device_time_total for event in profiler.key_averages()
+                        if event.device_type == torch.autograd.DeviceType.CUDA)
+        busy = kernel_us / 1e6 / seconds
+    return seconds / len(rest), busy
+
+
+def project_train(images, labels, arch, batch_size, steps, warmup, device, profile):
+    settings = settings_for(arch, batch_size, device.type)
+    run = build_training(images, labels, np.arange(len(labels)), NUM_CLASSES, settings, device)
+    run.backbone.train()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    batches = [order[i * batch_size:(i + 1) * batch_size].to(device) for i in range(warmup + steps)]
+    per_step, busy = timed_steps(run.step, batches, warmup, device, profile)
+    checkpoint = {"backbone": run.backbone.state_dict(), "loss": run.loss_fn.state_dict(), "mean": run.mean,
+                  "std": run.std, "in_channels": run.in_channels, "image_size": run.image_size,
+                  "num_classes": NUM_CLASSES}
+    return per_step, busy, checkpoint, settings, run.speed
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """torchvision-style: PIL images and labels, a transform per item."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        from PIL import Image
+
+        self.images = [Image.fromarray(image) for image in images]
+        self.labels, self.transform = labels, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.transform(self.images[i]), int(self.labels[i])
+
+
+def plain_loader(images, labels, size, batch_size, workers, device, train: bool):
+    from torchvision import transforms as T
+
+    mean = tuple((images.reshape(-1, 3) / 255.0).mean(0))
+    std = tuple((images.reshape(-1, 3) / 255.0).std(0))
+    steps = [T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()] if train else []
+    transform = T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
+    return torch.utils.data.DataLoader(
+        PILDataset(images, labels, transform), batch_size=batch_size, shuffle=train, drop_last=train,
+        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def plain_train(images, labels, arch, size, batch_size, steps, warmup, device, workers, profile):
+    settings = settings_for(arch, batch_size, device.type)
+    torch.manual_seed(0)
+    backbone, loss_fn = build_models(settings, 3, size, NUM_CLASSES)
+    backbone.to(device).train()
+    loss_fn.to(device)
+    optimizer = torch.optim.Adam([*backbone.parameters(), *loss_fn.parameters()], lr=1e-3)
+
+    def step(batch):
+        x, y = (t.to(device, non_blocking=True) for t in batch)
+        loss = loss_fn(backbone(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    loader = plain_loader(images, labels, size, batch_size, workers, device, train=True)
+    return timed_steps(step, loader, warmup, device, profile)
+
+
+@torch.no_grad()
+def plain_embed(images, labels, arch, size, batch_size, device, workers):
+    settings = settings_for(arch, batch_size, device.type)
+    backbone, _ = build_models(settings, 3, size, NUM_CLASSES)
+    backbone.to(device).eval()
+    loader = plain_loader(images, labels, size, batch_size, workers, device, train=False)
+    for x, _ in loader:  # warm-up: one batch
+        backbone(x.to(device, non_blocking=True))
+        break
+    start = time.perf_counter()
+    for x, _ in loader:
+        backbone(x.to(device, non_blocking=True)).float().cpu()
+    sync(device)
+    return len(labels) / (time.perf_counter() - start)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return f"{platform.processor() or 'cpu'} ({torch.get_num_threads()} threads)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["cifar_resnet18:32", "resnet50:64", "swin_t:224"])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=50, help="timed training steps per loop")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=2, help="alternating timed runs per loop; the best counts")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="DataLoader workers of the plain loop")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--output", type=Path, default=None,
+                        help="Markdown file (default benchmarks/results/throughput_<device>.md)")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    name = device_name(device)
+    print(f"device: {name}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}; "
+          f"{args.steps} timed steps after {args.warmup}; plain DataLoader workers: {args.workers}")
+    rows = []
+    for spec in args.models:
+        arch, size, *batch = spec.split(":")
+        size, batch_size = int(size), int(batch[0]) if batch else args.batch_size
+        n = batch_size * (args.steps + args.warmup)
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+        labels = rng.integers(0, NUM_CLASSES, n)
+
+        # The two loops alternate, --repeats times each, and the fastest
+        # repeat of each counts (on a shared machine other load only slows).
+        p_step = r_step = float("inf")
+        p_embed = r_embed = 0.0
+        embed_n = batch_size * args.steps
+        for _ in range(args.repeats):
+            step, p_busy, checkpoint, settings, speed = project_train(
+                images, labels, arch, batch_size, args.steps, args.warmup, device, profile=True)
+            p_step = min(p_step, step)
+            step, r_busy = plain_train(images, labels, arch, size, batch_size, args.steps, args.warmup,
+                                       device, args.workers, profile=True)
+            r_step = min(r_step, step)
+
+            backbone, loss_fn = load_models(checkpoint, settings, device, speed)
+            embed_images(backbone, loss_fn, checkpoint, speed, images, np.arange(batch_size), batch_size)  # warm-up
+            sync(device)
+            start = time.perf_counter()
+            embed_images(backbone, loss_fn, checkpoint, speed, images, np.arange(embed_n), batch_size)
+            sync(device)
+            p_embed = max(p_embed, embed_n / (time.perf_counter() - start))
+            r_embed = max(r_embed, plain_embed(images[:embed_n], labels[:embed_n], arch, size, batch_size,
+                                               device, args.workers))
+
+        def busy(value):
+            return "n/a" if value is None else f"{value:.0%}"
+
+        rows.append({
+            "model": f"{arch} {size}x{size}", "batch": batch_size,
+            "project_settings": f"{speed['precision']}, {'channels-last' if speed['channels_last'] else 'NCHW'}",
+            "train_img_s_project": batch_size / p_step, "train_img_s_plain": batch_size / r_step,
+            "train_speedup": r_step / p_step,
+            "gpu_busy_project": busy(p_busy), "gpu_busy_plain": busy(r_busy),
+            "embed_img_s_project": p_embed, "embed_img_s_plain": r_embed, "embed_speedup": p_embed / r_embed,
+        })
+        print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format=lambda v: f"{v:.1f}"), flush=True)
+
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    slug = "cuda_" + name.replace(" ", "_") if device.type == "cuda" else "cpu"
+    path = (args.output or REPO / "benchmarks" / "results" / f"throughput_{slug}.md").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"# Training and embedding throughput\n\n"
+        f"Device: {name}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}; "
+        f"{args.steps} timed steps after {args.warmup} warm-up steps, best of {args.repeats} alternating repeats; plain loop with "
+        f"{args.workers} DataLoader workers. Command: `python benchmarks/throughput.py {' '.join(sys.argv[1:])}`\n\n"
+        + table.to_markdown(index=False, floatfmt=".2f") + "\n\n```csv\n" + table.to_csv(index=False) + "```\n"
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The paper configs (config/lm_places365.yaml, config/lm_places365_hard5.yaml,
+config/cam_grid.yaml) plan exactly their grids offline, hold the papers'
+protocols, declare tables with the papers' layouts, and benchmarks/grid_cost.py
+counts their training image passes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, make_workspace, snakemake
+from workflow.config import cells, load_config
+from workflow.tables import build_table, render
+
+CONFIGS = ["lm_places365", "lm_places365_hard5", "cam_grid"]
+# Losses that export anchors or centres (README, "Two-stage retrieval").
+WITH_ANCHORS = {"cam", "lm", "center", "island", "arcface", "proxy_anchor"}
+# Sources whose files are downloaded (sklearn_digits and imagefolder need none).
+DOWNLOADED = {"cifar100", "svhn", "tiny_imagenet", "food101", "places365"}
+# Network access would fail fast through this proxy (nothing listens on port 9).
+DEAD_PROXY = "http://127.0.0.1:9"
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
+
+
+def expected_jobs(config: dict) -> dict[str, int]:
+    """Jobs per rule, from the config's structure alone."""
+    n = {key: len(config[key]) for key in ["datasets", "regimes", "backbones", "losses", "seeds"]}
+    anchored = sum(entry["impl"] in WITH_ANCHORS for entry in config["losses"].values())
+    downloads = {
+        (spec["source"], json.dumps(spec.get("params", {}), sort_keys=True))
+        for spec in config["datasets"].values() if spec["source"] in DOWNLOADED
+    }
+    per_regime = n["datasets"] * n["regimes"]
+    n_cells = per_regime * n["backbones"] * n["losses"] * n["seeds"]
+    jobs = {
+        "download": len(downloads), "prepare": n["datasets"], "split": per_regime * n["seeds"],
+        "train": n_cells, "embed": n_cells, "evaluate": n_cells,
+        "aggregate": 1, "cost_table": 1, "table": per_regime, "pr_figure": per_regime,
+        "speedup_figure": per_regime,  # two-stage retrieval is on by default
+        "tsne_figure": per_regime * n["backbones"], "examples_figure": per_regime * n["backbones"],
+        "training_figure": per_regime * n["backbones"],
+        "anchor_figure": per_regime * n["backbones"] * anchored,  # first seed only
+        "declared_table": len(config.get("tables", {})), "all": 1,
+    }
+    jobs = {rule: count for rule, count in jobs.items() if count}
+    jobs["total"] = sum(jobs.values())
+    return jobs
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_dry_run_lists_the_expected_jobs_offline(name, tmp_path, monkeypatch):
+    """`snakemake -n --configfile config/<name>.yaml --replace-workflow-config`
+    plans one job per rule and cell as computed from the config, without
+    any data and without touching the network (a dead proxy would make any
+    download fail; torch's hub cache stays empty)."""
+    for var in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"]:
+        monkeypatch.setenv(var, DEAD_PROXY)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    config = load(name)
+    workdir = make_workspace(tmp_path / "ws", {"datasets": {}})  # config.yaml is replaced
+    path = REPO / "config" / f"{name}.yaml"
+    out = snakemake(workdir, "-n", "--configfile", str(path), "--replace-workflow-config").stdout
+    counts = {rule: int(c) for rule, c in re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1], flags=re.M)}
+    assert counts == expected_jobs(config)
+    trained = set(re.findall(r"rule train:.*?wildcards: ([^\n]+)", out, flags=re.S))
+    planned = {
+        f"dataset={c.dataset}, regime={c.regime}, backbone={c.backbone}, loss={c.loss}, seed={c.seed}"
+        for c in cells(load_config(config))
+    }
+    assert trained == planned
+    assert not (workdir / "results").exists()
+    assert not (tmp_path / "torch_home").exists()
+
+
+def test_job_counts_of_the_shipped_configs():
+    """The numbers README quotes."""
+    assert expected_jobs(load("lm_places365"))["total"] == 30
+    assert expected_jobs(load("lm_places365_hard5"))["total"] == 34
+    assert expected_jobs(load("cam_grid"))["total"] == 1645
+
+
+def test_lm_configs_hold_the_papers_protocols():
+    t1 = load_config(load("lm_places365"))
+    for key, value in {"optimizer": "adam", "lr": 1e-4, "lr_schedule": "step", "lr_step_epochs": 30,
+                       "lr_gamma": 0.1, "epochs": 90, "batch_size": 128}.items():
+        assert t1["training"][key] == value, key
+    places = t1["datasets"]["places365"]
+    assert (places["query_per_class"], places["database_per_class"], places["database_from"]) == (8, 80, "test")
+    assert t1["regimes"] == {"full": {"train_per_class": None}}
+    backbones = t1["backbones"]
+    assert all(b["arch"] == "resnet18" and b["embedding_size"] == 512 for b in backbones.values())
+    assert "pretrained" not in backbones["r18_scratch"].get("params", {})
+    url = "http://places2.csail.mit.edu/models_places365/resnet18_places365.pth.tar"
+    assert backbones["r18_frozen"]["params"] == {"pretrained": url, "freeze_trunk": True}
+    assert t1["losses"]["lm"]["params"] == {"beta": 0.01}
+
+    t2 = load_config(load("lm_places365_hard5"))
+    for key, value in {"optimizer": "adam", "lr": 1e-4, "lr_schedule": "constant", "epochs": 25,
+                       "batch_size": 128}.items():
+        assert t2["training"][key] == value, key
+    hard5 = t2["datasets"]["places365_hard5"]
+    assert hard5["classes"] == ["roof_garden", "tree_farm", "vegetable_garden", "yard", "zen_garden"]
+    assert (hard5["database_from"], hard5["database_per_class"], hard5["query_per_class"]) == ("train", 1000, 100)
+    assert t2["regimes"] == {"train1000": {"train_per_class": 1000}}
+    assert t2["backbones"]["r18_places_pretrained"]["params"] == {"pretrained": url}
+    assert t2["losses"]["lm"]["params"] == {"beta": 0.01}
+
+
+def fake_metrics(config: dict, retrievals=("exact", "two_stage_c1")) -> pd.DataFrame:
+    """A results/metrics.csv for every cell of ``config`` with distinct
+    random values (the tables are checked for layout, not numbers)."""
+    config = load_config(config)
+    metrics = [f"precision@{k}" for k in config["evaluation"]["precision_at"]]
+    metrics += [f"top{k}_error" for k in config["evaluation"]["top_k_error"]]
+    metrics += ["map", "pr_auc", "accuracy", "distance_computations_per_query"]
+    rng = np.random.default_rng(0)
+    rows = [
+        {"dataset": c.dataset, "regime": c.regime, "backbone": c.backbone, "loss": c.loss, "seed": c.seed,
+         "retrieval": r, "metric": m, "value": rng.uniform()}
+        for c in cells(config) for r in retrievals for m in metrics
+    ]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    "name, table, rows, metrics",
+    [
+        ("lm_places365", "lm_table1",
+         ["CE pre-trained", "LM fine-tuned (frozen conv. layers)", "LM from scratch"],
+         ["precision@5", "precision@8", "top1_error", "top5_error", "accuracy", "pr_auc"]),
+        ("lm_places365_hard5", "lm_table2", ["CE", "LM"],
+         ["precision@5", "precision@10", "top1_error", "top5_error", "accuracy", "pr_auc"]),
+    ],
+)
+def test_lm_tables_have_the_papers_rows_and_columns(name, table, rows, metrics):
+    config = load(name)
+    metrics_frame = fake_metrics(config)
+    decl = load_config(config)["tables"][table]
+    frame = build_table(table, decl, metrics_frame)
+    assert list(dict.fromkeys(frame["row"])) == rows
+    assert list(dict.fromkeys(frame["metric"])) == metrics
+    # Each row is one (backbone, loss) cell over the seeds, never a mix.
+    assert (frame["n"] == len(config["seeds"])).all()
+    if name == "lm_places365":
+        chosen = frame[(frame["row"] == "LM from scratch") & (frame["metric"] == "pr_auc")]["mean"].item()
+        cell = metrics_frame.query(
+            "backbone == 'r18_scratch' and loss == 'lm' and metric == 'pr_auc' and retrieval == 'exact'"
+        )
+        assert np.isclose(chosen, cell["value"].mean())
+    _, markdown, latex = render(table, decl, frame)
+    assert all(row in markdown for row in rows) and r"\toprule" in latex
+
+
+def test_cam_grid_covers_the_papers_grid_and_its_table_layout():
+    config = load_config(load("cam_grid"))
+    assert {d["source"] for d in config["datasets"].values()} == {"cifar100", "food101", "svhn", "tiny_imagenet"}
+    assert {b["arch"] for b in config["backbones"].values()} == {"cifar_resnet18", "swin_t"}
+    from workflow.losses import LOSSES
+
+    assert {entry["impl"] for entry in config["losses"].values()} == set(LOSSES.names())
+    assert sorted(r["train_per_class"] is None for r in config["regimes"].values()) == [False, True]
+
+    frame = build_table("cam_grid", config["tables"]["cam_grid"], fake_metrics(load("cam_grid")))
+    blocks = frame[["dataset", "backbone"]].drop_duplicates()
+    assert len(blocks) == len(config["datasets"]) * len(config["backbones"])
+    per_block = frame.groupby(["dataset", "backbone"])
+    assert (per_block["row"].nunique() == len(config["losses"])).all()
+    assert set(frame["regime"]) == set(config["regimes"])
+    assert set(frame["metric"]) == {"map", "precision@10", "precision@20"}
+    assert (frame["n"] == len(config["seeds"])).all()
+
+
+def grid_cost_module():
+    spec = importlib.util.spec_from_file_location("grid_cost", REPO / "benchmarks" / "grid_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_grid_cost_counts_image_passes(capsys):
+    grid_cost = grid_cost_module()
+    # LM Table 1: 4 cells on all 1,803,460 train-standard images, 90 epochs.
+    t1 = grid_cost.grid_cost(load("lm_places365"))
+    assert t1["image_passes"].sum() == 4 * 1_803_460 * 90
+    # Table 2: 6 cells of 5 classes x 1,000 images, 25 epochs.
+    assert grid_cost.grid_cost(load("lm_places365_hard5"))["image_passes"].sum() == 6 * 5_000 * 25
+    # CAM grid: per (backbone, loss, seed) the few-shot (10 per class) and full pools, 100 epochs.
+    fewshot = 10 * (100 + 101 + 10 + 200)
+    full = 50_000 + 75_750 + 73_257 + 100_000
+    cam = grid_cost.grid_cost(load("cam_grid"))
+    assert cam["image_passes"].sum() == 2 * 10 * 3 * (fewshot + full) * 100
+    # The CIFAR-100 few-shot config: k images of each of 100 classes per regime.
+    c100 = load("cifar100_fewshot")
+    per_regime = sum(r["train_per_class"] * 100 for r in c100["regimes"].values())
+    n = len(c100["losses"]) * len(c100["seeds"]) * c100["training"]["epochs"]
+    assert grid_cost.grid_cost(c100)["image_passes"].sum() == per_regime * n
+    grid_cost.main([str(REPO / "config" / "cam_grid.yaml")])
+    out = capsys.readouterr().out
+    assert "training image passes: 1,818,702,000" in out and "swin_t at 32x32: 373,071,000" in out
