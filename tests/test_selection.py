@@ -224,7 +224,8 @@ def selection_run(tmp_path_factory):
         "results/selection/table.csv",
         *[f"results/figures/digits/full/small_cnn/sensitivity_{loss}.png" for loss in ("ce", "cam")],
     ]
-    snakemake(workdir, "--cores", "2", "--resources", "gpu=1", *targets)
+    # Targets first: `--resources` takes every following word as a resource.
+    snakemake(workdir, *targets, "--cores", "2", "--resources", "gpu=1")
     return workdir
 
 
@@ -300,3 +301,12 @@ def test_selection_is_unchanged_when_the_test_labels_are_noise(tmp_path):
             pd.read_csv(root / relative).query("metric != 'seconds_per_query'").reset_index(drop=True)
         )
         assert quality(clean).equals(quality(noise))
+
+
+def test_an_unknown_selection_metric_stops_naming_the_key():
+    from workflow.guards import check_config
+
+    config = selection_config()
+    config["selection"]["metric"] = "mAP@R"
+    with pytest.raises(ConfigError, match="config key selection.metric: no metric 'mAP@R'.*did you mean 'map@r'"):
+        check_config(load_config(config))

@@ -120,18 +120,24 @@ def check_table_metrics(config: dict) -> None:
     from workflow.evaluate import metric_names
 
     known = metric_names(config.get("evaluation") or {})
-    for table, declaration in (config.get("tables") or {}).items():
-        for metric in declaration.get("metrics", []):
-            if metric not in known:
-                close = [m for m in known if m.lower() == metric.lower()]
-                close = close or difflib.get_close_matches(metric, known, n=1)
-                raise ConfigError(
-                    f"config key tables.{table}.metrics: no metric {metric!r} is computed"
-                    + (f" (did you mean {close[0]!r}?)" if close else "")
-                    + f"; with these evaluation settings the metrics are: {', '.join(known)}"
-                    " (precision@k and top{k}_error exist for the k in evaluation.precision_at"
-                    " and evaluation.top_k_error)"
-                )
+    named = [
+        (f"tables.{table}.metrics", metric)
+        for table, declaration in (config.get("tables") or {}).items()
+        for metric in declaration.get("metrics", [])
+    ]
+    if config.get("selection"):
+        named.append(("selection.metric", config["selection"]["metric"]))
+    for key, metric in named:
+        if metric not in known:
+            close = [m for m in known if m.lower() == metric.lower()]
+            close = close or difflib.get_close_matches(metric, known, n=1)
+            raise ConfigError(
+                f"config key {key}: no metric {metric!r} is computed"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; with these evaluation settings the metrics are: {', '.join(known)}"
+                " (precision@k and top{k}_error exist for the k in evaluation.precision_at"
+                " and evaluation.top_k_error)"
+            )
 
 
 def check_config_files(paths) -> None:
