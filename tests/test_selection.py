@@ -310,3 +310,24 @@ def test_an_unknown_selection_metric_stops_naming_the_key():
     config["selection"]["metric"] = "mAP@R"
     with pytest.raises(ConfigError, match="config key selection.metric: no metric 'mAP@R'.*did you mean 'map@r'"):
         check_config(load_config(config))
+
+
+def test_the_shipped_fair_comparison_config_plans_equal_budgets(tmp_path):
+    """config/fair_digits.yaml: 5 losses x 4 trials on the validation split,
+    then 5 losses x 3 seeds; counts from the dry run's job table."""
+    import re
+
+    import yaml
+
+    from conftest import REPO
+
+    path = REPO / "config" / "fair_digits.yaml"
+    config = yaml.safe_load(path.read_text())
+    workdir = make_workspace(tmp_path / "ws", config)
+    out = snakemake(workdir, "-n", "--configfile", str(path), "--replace-workflow-config").stdout
+    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M)}
+    losses, budget, seeds = len(config["losses"]), config["selection"]["budget"], len(config["seeds"])
+    assert counts["train_trial"] == counts["embed_trial"] == counts["evaluate_trial"] == losses * budget
+    assert counts["train"] == counts["evaluate"] == losses * seeds
+    assert counts["select"] == counts["sensitivity_figure"] == losses
+    assert counts["validation_split"] == 1 and counts["split"] == seeds
