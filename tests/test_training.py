@@ -128,3 +128,23 @@ def test_loss_terms_are_logged_per_epoch_when_the_loss_exposes_them(digits):
     ce = train_cell(data.images, data.labels, train, 10,
                     cell_settings(loaded, Cell("digits", "full", "small_cnn", "ce", 0)), progress=False)
     assert all("terms" not in record for record in ce["history"])
+
+
+def test_batches_read_from_host_memory_train_the_same_model(digits, plain, tmp_path):
+    """training.data_on_device: false reads each batch from a memory-mapped
+    images.npy; the statistics come from a chunked pass. Same model as the
+    on-device path: the normalisation agrees to float32 rounding and the
+    weights to float32 noise."""
+    data, split = digits
+    path = tmp_path / "images.npy"
+    np.save(path, data.images)
+    mapped = np.load(path, mmap_mode="r")
+    s = settings(precision="fp32", channels_last=False, augment="none", data_on_device=False)
+    train = split.loc[split["split"] == "train", "index"].to_numpy()
+    model = train_cell(mapped, data.labels, train, 10, s, progress=False)
+    reference = plain[0]
+    assert torch.allclose(model["mean"], reference["mean"], rtol=1e-6)
+    assert torch.allclose(model["std"], reference["std"], rtol=1e-6)
+    for key, value in reference["backbone"].items():
+        assert torch.allclose(model["backbone"][key].float(), value.float(), rtol=1e-3, atol=1e-4), key
+    assert model["history"][-1]["loss"] == pytest.approx(reference["history"][-1]["loss"], rel=1e-3)

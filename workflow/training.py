@@ -47,6 +47,7 @@ SPEED_DEFAULTS = {
     "channels_last": "auto",
     "compile": False,
     "checkpoint_every": 1,
+    "data_on_device": True,
 }
 # The augmentation stream is seeded apart from the batch stream (same seed
 # would correlate the two CPU generators).
@@ -221,6 +222,46 @@ class TrainStep:
         return {"loss": loss.detach(), "correct": correct, "terms": terms or None}
 
 
+class HostImages:
+    """Training images left in host memory (``training.data_on_device:
+    false``), for datasets larger than the device's memory: ``images`` is
+    the memory-mapped ``images.npy``; indexing with a batch of positions
+    reads those images (in file order, which a memory map reads fastest),
+    pins them and copies them to the device without blocking; the result is
+    what indexing the on-device uint8 (N, C, H, W) tensor gives. The read
+    happens in the training process, between steps (no prefetch workers)."""
+
+    def __init__(self, images: np.ndarray, order: np.ndarray, device: torch.device):
+        self.images, self.order, self.device = images, order, device
+        n, height, width, channels = len(order), *images.shape[1:]
+        self.shape = (n, channels, height, width)
+
+    def __getitem__(self, batch: torch.Tensor) -> torch.Tensor:
+        rows = self.order[batch.cpu().numpy()]
+        by_file = np.argsort(rows, kind="stable")
+        block = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
+        block[by_file] = self.images[rows[by_file]]
+        x = torch.from_numpy(block).permute(0, 3, 1, 2)
+        if self.device.type == "cuda":
+            return x.contiguous().pin_memory().to(self.device, non_blocking=True)
+        return x.contiguous()
+
+    def channel_statistics(self, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std (ddof 1) of the pixels in [0, 1], in
+        float64 over chunks of images (the whole set never in memory)."""
+        total = np.zeros(self.shape[1])
+        squares = np.zeros(self.shape[1])
+        for start in range(0, len(self.order), chunk):
+            pixels = self.images[self.order[start:start + chunk]].reshape(-1, self.shape[1]) / 255.0
+            total += pixels.sum(axis=0)
+            squares += (pixels * pixels).sum(axis=0)
+        count = len(self.order) * self.shape[2] * self.shape[3]
+        mean = total / count
+        var = (squares - count * mean * mean) / (count - 1)
+        std = np.sqrt(np.maximum(var, 0.0))
+        return torch.from_numpy(mean).float(), torch.from_numpy(std).clamp_min(1e-3).float()
+
+
 @dataclass
 class Training:
     """Everything one cell's training holds; ``state_dict`` is the resume
@@ -290,14 +331,18 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
     seed_everything(settings["seed"])
 
     order = np.sort(train_index)
-    train_images = np.asarray(images[order])
     y = torch.as_tensor(labels[order], dtype=torch.long, device=device)
-    # Per-channel statistics in NumPy: torch splits large reductions across
-    # threads, so its float64 mean would depend on the thread count.
-    pixels = train_images.reshape(-1, train_images.shape[-1]).astype(np.float64) / 255.0
-    mean = torch.from_numpy(pixels.mean(axis=0)).float()
-    std = torch.from_numpy(pixels.std(axis=0, ddof=1)).clamp_min(1e-3).float()
-    x = torch.as_tensor(np.ascontiguousarray(train_images), device=device).permute(0, 3, 1, 2).contiguous()
+    if training_option(cfg, "data_on_device"):
+        train_images = np.asarray(images[order])
+        # Per-channel statistics in NumPy: torch splits large reductions across
+        # threads, so its float64 mean would depend on the thread count.
+        pixels = train_images.reshape(-1, train_images.shape[-1]).astype(np.float64) / 255.0
+        mean = torch.from_numpy(pixels.mean(axis=0)).float()
+        std = torch.from_numpy(pixels.std(axis=0, ddof=1)).clamp_min(1e-3).float()
+        x = torch.as_tensor(np.ascontiguousarray(train_images), device=device).permute(0, 3, 1, 2).contiguous()
+    else:
+        x = HostImages(images, order, device)
+        mean, std = x.channel_statistics()
 
     backbone, loss_fn = build_models(settings, x.shape[1], x.shape[2], num_classes)
     backbone.to(device)
