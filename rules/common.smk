@@ -17,7 +17,6 @@ from workflow.config import (
     describe_schema_error,
     expand_sweeps,
     prepare_config,
-    settings_hash,
     trial_cells,
     trial_settings,
 )
@@ -166,10 +165,6 @@ def trial_of(wildcards):
 
 def get_trial_settings(wildcards):
     return trial_settings(CONFIG, trial_of(wildcards))
-
-
-def get_trial_hash(wildcards):
-    return settings_hash(get_trial_settings(wildcards))
 
 
 def selection_seeds():
