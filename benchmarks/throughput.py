@@ -16,9 +16,10 @@ against a plain PyTorch reference loop, side by side in one run.
 
 Both train the same backbone with cross-entropy and Adam on the same
 synthetic images (random pixels, 100 classes: throughput does not depend on
-what the pixels show). ``gpu_busy`` is the fraction of the timed steps'
-wall time during which the GPU runs kernels (sum of kernel times from the
-PyTorch profiler over wall time; n/a on the CPU).
+what the pixels show). ``gpu_busy`` is the GPU's kernel time per step (from
+the PyTorch profiler, over 10 more steps) over the step time measured
+without the profiler (n/a on the CPU). Each loop pulls its batches as it
+steps: the plain loop's DataLoader loading counts.
 
     python benchmarks/throughput.py                       # GPU: batch 128
     python benchmarks/throughput.py --batch-size 16 --steps 3 --warmup 1 \\
@@ -31,6 +32,7 @@ Each model is ``arch:image_size[:batch_size]``. Writes
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import sys
@@ -50,11 +52,11 @@ from workflow.training import build_models, build_training, select_device  # noq
 NUM_CLASSES = 100
 
 
-def settings_for(arch: str, batch_size: int, device: str) -> dict:
+def settings_for(arch: str, batch_size: int, device: str, compile: bool = False) -> dict:
     training = {"epochs": 1, "batch_size": batch_size, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
                 "momentum": 0.9, "lr_schedule": "constant", "lr_step_epochs": 30, "lr_gamma": 0.1,
                 "device": device, "augment": "crop_flip", "augment_padding": 4, "precision": "auto",
-                "channels_last": "auto", "compile": False}
+                "channels_last": "auto", "compile": compile}
     return {"dataset": "synthetic", "regime": "full", "backbone": arch, "loss": "ce", "seed": 0, "arch": arch,
             "embedding_size": 128, "backbone_params": {}, "loss_impl": "ce", "loss_params": {},
             "loss_lr_multiplier": 1.0, "sampler": None, "training": training}
@@ -65,41 +67,54 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_steps(step_fn, batches, warmup: int, device: torch.device, profile: bool) -> tuple[float, float | None]:
-    """Seconds per step over ``batches`` after ``warmup`` steps, and the
-    fraction of that time the GPU ran kernels (None on the CPU)."""
+def timed_steps(step_fn, batches, warmup: int, steps: int, device: torch.device) -> float:
+    """Seconds per step over ``steps`` steps after ``warmup`` steps, pulling
+    each batch from ``batches`` as the step needs it (a DataLoader's loading
+    counts), with nothing else running (no profiler)."""
     iterator = iter(batches)
     for _ in range(warmup):
         step_fn(next(iterator))
     sync(device)
-    rest = list(iterator)
-    profiler = None
-    if profile and device.type == "cuda":
-        from torch.profiler import ProfilerActivity, profile as torch_profile
-
-        profiler = torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
-        profiler.__enter__()
     start = time.perf_counter()
-    for batch in rest:
-        step_fn(batch)
+    for _ in range(steps):
+        step_fn(next(iterator))
     sync(device)
-    seconds = time.perf_counter() - start
-    busy = None
-    if profiler is not None:
-        profiler.__exit__(None, None, None)
-        kernel_us = sum(event.self_device_time_total for event in profiler.key_averages()
-                        if event.device_type == torch.autograd.DeviceType.CUDA)
-        busy = kernel_us / 1e6 / seconds
-    return seconds / len(rest), busy
+    return (time.perf_counter() - start) / steps
 
 
-def project_train(images, labels, arch, batch_size, steps, warmup, device, profile):
-    settings = settings_for(arch, batch_size, device.type)
+def kernel_seconds_per_step(step_fn, batches: list, device: torch.device) -> float | None:
+    """GPU kernel time per step (sum of the CUDA kernels' times from the
+    PyTorch profiler, over ``batches`` already in memory); None on the CPU.
+    The profiler slows the host, not the kernels, so the GPU-busy fraction
+    is this over the unprofiled step time."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
+        for batch in batches:
+            step_fn(batch)
+        sync(device)
+    kernel_us = sum(event.self_device_time_total for event in profiler.key_averages()
+                    if event.device_type == torch.autograd.DeviceType.CUDA)
+    return kernel_us / 1e6 / len(batches)
+
+
+def busy_fraction(kernel_seconds: float | None, step_seconds: float) -> float | None:
+    return None if kernel_seconds is None else min(1.0, kernel_seconds / step_seconds)
+
+
+PROFILED_STEPS = 10
+
+
+def project_train(images, labels, arch, batch_size, steps, warmup, device, compile=False):
+    settings = settings_for(arch, batch_size, device.type, compile)
     run = build_training(images, labels, np.arange(len(labels)), NUM_CLASSES, settings, device)
     run.backbone.train()
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
     batches = [order[i * batch_size:(i + 1) * batch_size].to(device) for i in range(warmup + steps)]
-    per_step, busy = timed_steps(run.step, batches, warmup, device, profile)
+    per_step = timed_steps(run.step, batches, warmup, steps, device)
+    busy = busy_fraction(kernel_seconds_per_step(run.step, batches[:PROFILED_STEPS], device), per_step)
     checkpoint = {"backbone": run.backbone.state_dict(), "loss": run.loss_fn.state_dict(), "mean": run.mean,
                   "std": run.std, "in_channels": run.in_channels, "image_size": run.image_size,
                   "num_classes": NUM_CLASSES}
@@ -136,7 +151,7 @@ def plain_loader(images, labels, size, batch_size, workers, device, train: bool)
     )
 
 
-def plain_train(images, labels, arch, size, batch_size, steps, warmup, device, workers, profile):
+def plain_train(images, labels, arch, size, batch_size, steps, warmup, device, workers):
     settings = settings_for(arch, batch_size, device.type)
     torch.manual_seed(0)
     backbone, loss_fn = build_models(settings, 3, size, NUM_CLASSES)
@@ -152,7 +167,9 @@ def plain_train(images, labels, arch, size, batch_size, steps, warmup, device, w
         optimizer.step()
 
     loader = plain_loader(images, labels, size, batch_size, workers, device, train=True)
-    return timed_steps(step, loader, warmup, device, profile)
+    per_step = timed_steps(step, loader, warmup, steps, device)
+    profiled = list(itertools.islice(loader, PROFILED_STEPS))
+    return per_step, busy_fraction(kernel_seconds_per_step(step, profiled, device), per_step)
 
 
 @torch.no_grad()
@@ -194,6 +211,9 @@ def main() -> None:
                         help="DataLoader workers of the plain loop")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--compile", nargs="?", const="default", default=False,
+                        help="the project loop with training.compile set to this torch.compile mode "
+                             "(default, reduce-overhead, max-autotune; the compilation happens in the warm-up steps)")
     parser.add_argument("--output", type=Path, default=None,
                         help="Markdown file (default benchmarks/results/throughput_<device>.md)")
     args = parser.parse_args()
@@ -219,10 +239,10 @@ def main() -> None:
         embed_n = batch_size * args.steps
         for _ in range(args.repeats):
             step, p_busy, checkpoint, settings, speed = project_train(
-                images, labels, arch, batch_size, args.steps, args.warmup, device, profile=True)
+                images, labels, arch, batch_size, args.steps, args.warmup, device, compile=args.compile)
             p_step = min(p_step, step)
             step, r_busy = plain_train(images, labels, arch, size, batch_size, args.steps, args.warmup,
-                                       device, args.workers, profile=True)
+                                       device, args.workers)
             r_step = min(r_step, step)
 
             backbone, loss_fn = load_models(checkpoint, settings, device, speed)
@@ -240,7 +260,8 @@ def main() -> None:
 
         rows.append({
             "model": f"{arch} {size}x{size}", "batch": batch_size,
-            "project_settings": f"{speed['precision']}, {'channels-last' if speed['channels_last'] else 'NCHW'}",
+            "project_settings": f"{speed['precision']}, {'channels-last' if speed['channels_last'] else 'NCHW'}"
+                                + (f", compiled ({speed['compile']})" if speed["compile"] else ""),
             "train_img_s_project": batch_size / p_step, "train_img_s_plain": batch_size / r_step,
             "train_speedup": r_step / p_step,
             "gpu_busy_project": busy(p_busy), "gpu_busy_plain": busy(r_busy),
@@ -250,7 +271,7 @@ def main() -> None:
 
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    slug = "cuda_" + name.replace(" ", "_") if device.type == "cuda" else "cpu"
+    slug = ("cuda_" + name.replace(" ", "_") if device.type == "cuda" else "cpu") + (f"_compile_{args.compile}" if args.compile else "")
     path = (args.output or REPO / "benchmarks" / "results" / f"throughput_{slug}.md").resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(

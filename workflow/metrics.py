@@ -768,7 +768,9 @@ class MetricAccumulator:
         retrieved = ranks[valid]
         weight = (1.0 / big_r).expand(n, width)[valid]
         self.hist += torch.bincount(retrieved, minlength=self.n_db + 1).cpu().numpy()
-        self.hist_recall += torch.bincount(retrieved, weight, minlength=self.n_db + 1).cpu().numpy()
+        # Weighted counts on the CPU: CUDA adds float weights in no fixed
+        # order (and refuses under torch.use_deterministic_algorithms).
+        self.hist_recall += torch.bincount(retrieved.cpu(), weight.cpu(), minlength=self.n_db + 1).numpy()
         self.n_queries += n
 
     def curve(self) -> pd.DataFrame:

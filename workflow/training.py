@@ -75,7 +75,8 @@ def resolve_speed(cfg: dict, device: torch.device) -> dict:
       it changes the numbers).
     - ``channels_last``: ``auto`` is on for CUDA (tensor cores want NHWC),
       off on the CPU.
-    - ``compile``: ``torch.compile`` of the backbone, only when asked: it
+    - ``compile``: ``torch.compile`` of the backbone (``True`` is the
+      ``default`` mode; a mode name is passed on), only when asked: it
       costs tens of seconds per job before the first step, which the short
       cells of this benchmark do not win back, and it needs a C++ compiler.
     """
@@ -88,10 +89,11 @@ def resolve_speed(cfg: dict, device: torch.device) -> dict:
     channels_last = training_option(cfg, "channels_last")
     if channels_last == "auto":
         channels_last = device.type == "cuda"
+    compile = training_option(cfg, "compile")
     return {
         "precision": precision,
         "channels_last": bool(channels_last),
-        "compile": bool(training_option(cfg, "compile")),
+        "compile": "default" if compile is True else compile,  # False or a torch.compile mode
     }
 
 
@@ -144,10 +146,13 @@ def parameter_groups(backbone, loss_fn, lr: float, lr_multiplier: float = 1.0) -
 
 def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
     name = cfg["optimizer"]
+    # One fused kernel per parameter group on CUDA instead of a few per
+    # parameter tensor: fewer launches for the host to queue.
+    fused = all(p.is_cuda for group in params for p in group["params"]) or None
     if name == "adam":
-        return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=fused)
     if name == "sgd":
         return torch.optim.SGD(
             params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"]
@@ -192,7 +197,7 @@ class TrainStep:
         self.augment_mode, self.padding, self.generator = augment_mode, padding, generator
         self.autocast = precision == "bf16"
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = torch.compile(backbone) if compile else backbone
+        self.model = torch.compile(backbone, mode=compile) if compile else backbone
         self.can_classify = hasattr(loss_fn, "predict")
 
     def inputs(self, batch: torch.Tensor) -> torch.Tensor:
@@ -206,7 +211,7 @@ class TrainStep:
     def __call__(self, batch: torch.Tensor) -> dict:
         """-> ``loss`` (0-d), ``correct`` (0-d, number of right predictions,
         or None) and ``terms`` (the loss's ``last_terms``, or None)."""
-        x, y = self.inputs(batch), self.labels[batch]
+        x, y = self.inputs(batch), self.labels[batch.to(self.labels.device)]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             embeddings = self.model(x)
         embeddings = embeddings.float()  # losses (norms, margins) stay in float32
@@ -425,8 +430,18 @@ def train_cell(
     cfg = settings["training"]
     torch.set_num_threads(max(1, threads))
     device = select_device(cfg["device"])
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(device.type == "cpu")  # restored on return
+    try:
+        return _train(images, labels, train_index, num_classes, settings, device, progress,
+                      checkpoint_path, stop_after_epoch)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(images, labels, train_index, num_classes, settings, device, progress, checkpoint_path,
+           stop_after_epoch) -> dict | None:
+    cfg = settings["training"]
     run = build_training(images, labels, train_index, num_classes, settings, device)
     expected_hash = settings_hash(settings)
     state = load_resume_checkpoint(checkpoint_path, expected_hash, log=lambda line: print(line, file=sys.stderr))
@@ -479,6 +494,22 @@ def train_cell(
     }
 
 
+def epoch_batches(run: Training) -> list[torch.Tensor]:
+    """The epoch's batches of indices, on the device in one copy. Copying
+    each batch from pageable host memory as its step starts would make the
+    host wait for the device every step (CUDA synchronises the stream
+    before such a copy), and the GPU would idle while the host queues the
+    next step. With ``data_on_device: false`` the indices stay on the host,
+    where ``HostImages`` reads the batch's images."""
+    batches = run.batches.epoch()
+    if isinstance(run.step.images, HostImages) or run.device.type == "cpu":
+        return batches
+    flat = torch.cat(batches)
+    if run.device.type == "cuda":
+        flat = flat.pin_memory()
+    return list(flat.to(run.device, non_blocking=True).split([len(b) for b in batches]))
+
+
 def train_epoch(run: Training, cell: str, epoch: int) -> dict:
     """One pass of the batch source. Sums stay on the device (float64) and
     are read once at the end, so GPU steps are not synchronised one by one.
@@ -488,8 +519,7 @@ def train_epoch(run: Training, cell: str, epoch: int) -> dict:
     correct = torch.zeros((), dtype=torch.long, device=run.device)
     terms: dict[str, torch.Tensor] = {}
     count = 0
-    for batch in run.batches.epoch():
-        batch = batch.to(run.device)
+    for batch in epoch_batches(run):
         out = run.step(batch)
         total += out["loss"].double() * len(batch)
         if out["correct"] is not None:

@@ -1,0 +1,73 @@
+"""Images already decoded into arrays, in one NumPy ``.npz`` file: a
+dataset exported from elsewhere, or a subset of a registered one that has
+to travel (a GPU machine without internet, a cluster node).
+
+The file holds ``images`` (uint8, (N, H, W, C)), ``labels`` (integers
+0..C-1) and ``class_names`` (C strings), and optionally ``official_split``
+("train"/"test" per image) and ``file_ids`` (a name per image). It is read
+with ``allow_pickle=False``: string arrays only, no code runs on loading.
+The path is relative to the folder Snakemake runs in.
+
+Export a subset of a registered dataset, for example CIFAR-100's first 50
+training images of each class and all 10,000 test images::
+
+    python -m workflow.export cifar100 --root ../shared/datasets \\
+        --train-per-class 50 --out gpu_data/cifar100_pool50.npz
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from workflow.datasets import RawDataset, register_dataset
+
+REQUIRED = ("images", "labels", "class_names")
+OPTIONAL = ("official_split", "file_ids")
+
+
+@register_dataset("npz")
+def npz(path) -> RawDataset:
+    """``path``: the ``.npz`` file (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"npz path {path}: no such file; set the dataset's params.path to an .npz file "
+            "(relative to the folder Snakemake runs in)"
+        )
+    with np.load(path, allow_pickle=False) as arrays:
+        missing = [key for key in REQUIRED if key not in arrays.files]
+        if missing:
+            raise ValueError(
+                f"{path}: missing the array(s) {', '.join(missing)}; an npz dataset holds "
+                f"{', '.join(REQUIRED)} and optionally {', '.join(OPTIONAL)}"
+            )
+        optional = {key: arrays[key] for key in OPTIONAL if key in arrays.files}
+        dataset = RawDataset(
+            images=arrays["images"],
+            labels=arrays["labels"].astype(np.int64),
+            class_names=[str(name) for name in arrays["class_names"]],
+            official_split=optional.get("official_split"),
+            file_ids=optional.get("file_ids"),
+        )
+    return dataset
+
+
+def save_npz(dataset: RawDataset, path, keep: np.ndarray | None = None) -> None:
+    """Write ``dataset`` (the rows ``keep``, all by default) to ``path``,
+    compressed, atomically (a temporary file renamed into place)."""
+    keep = np.arange(len(dataset.labels)) if keep is None else np.asarray(keep)
+    arrays = {"images": dataset.images[keep], "labels": dataset.labels[keep],
+              "class_names": np.asarray(dataset.class_names, dtype=str)}
+    if dataset.official_split is not None:
+        arrays["official_split"] = np.asarray(dataset.official_split[keep], dtype=str)
+    if dataset.file_ids is not None:
+        arrays["file_ids"] = np.asarray(dataset.file_ids[keep], dtype=str)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    os.replace(temporary, path)
