@@ -94,6 +94,8 @@ CONFIG_CASES = [
      ["'fewshot1' in the requested target is not in the config key regimes (configured: full)"]),
     ("wrong_type_epochs", changed(("training", "epochs"), "ten"), [],
      ["config key training.epochs: 'ten' is not of type 'integer'", "Number of passes"]),
+    ("unknown_compile_mode", changed(("training", "compile"), "fast"), [],
+     ["config key training.compile: 'fast' is not one of", "reduce-overhead"]),
     ("zero_batch_size", changed(("training", "batch_size"), 0), [],
      ["config key training.batch_size: 0 is less than the minimum of 2"]),
     ("zero_embedding_size", changed(("backbones", "small_cnn", "embedding_size"), 0), [],

@@ -7,6 +7,8 @@ miniature and the errors for broken data."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -24,9 +26,10 @@ from official_formats import (
     make_svhn,
 )
 
-from conftest import make_workspace, snakemake
+from conftest import REPO, make_workspace, snakemake
 from workflow.config import ConfigError
 from workflow.datasets import DATASETS, RawDataset, load_dataset
+from workflow.datasets.arrays import save_npz
 from workflow.prepare import UndecodableImageError, prepare
 from workflow.splits import make_split
 
@@ -53,7 +56,7 @@ def per_class(labels: pd.DataFrame, index: np.ndarray, n_classes: int) -> np.nda
 
 
 def test_every_dataset_is_registered():
-    assert {"cifar100", "svhn", "tiny_imagenet", "food101", "places365", "imagefolder", "sklearn_digits"} <= set(
+    assert {"cifar100", "svhn", "tiny_imagenet", "food101", "places365", "imagefolder", "sklearn_digits", "npz"} <= set(
         DATASETS.names()
     )
 
@@ -66,6 +69,7 @@ REAL_CONFIG = {
         "c100": {"source": "cifar100", "query_per_class": 10, "database_per_class": 50},
         "tiny": {"source": "tiny_imagenet", "params": {"subset": True}, "query_per_class": 10},
         "own": {"source": "imagefolder", "params": {"path": "own_images"}, "image_size": 16, "query_per_class": 1},
+        "pool": {"source": "npz", "params": {"path": "pool/c100.npz"}, "query_per_class": 10, "database_per_class": 50},
     },
     "regimes": {"fewshot5": {"train_per_class": 5}},
     "backbones": {"small_cnn": {"arch": "small_cnn", "embedding_size": 8}},
@@ -82,6 +86,13 @@ def real_run(tmp_path_factory):
     folder of generated PNG/JPEG files."""
     workdir = make_workspace(tmp_path_factory.mktemp("real"), REAL_CONFIG)
     make_imagefolder(workdir / "own_images")
+    # The CIFAR-100 pool that travels to a GPU machine, exported by the CLI.
+    export = subprocess.run(
+        [sys.executable, "-m", "workflow.export", "cifar100", "--root", str(SHARED_DATASETS),
+         "--train-per-class", "7", "--out", str(workdir / "pool" / "c100.npz")],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )
+    assert "10700 images" in export.stdout
     snakemake(workdir, "--cores", "2", *TARGETS)
     return workdir
 
@@ -122,6 +133,46 @@ def test_real_cifar100_few_shot_split(real_run):
     official = labels["official_split"].to_numpy()
     assert (official[sets["train"]] == "train").all()
     assert (official[np.concatenate([sets["database"], sets["query"]])] == "test").all()
+
+
+def test_exported_npz_pool_holds_the_first_training_images_and_the_whole_test_side(real_run):
+    """`python -m workflow.export cifar100 --train-per-class 7` -> the npz
+    source -> prepare: the first 7 official training images of each class
+    (file order) and all 10,000 test images, pixel for pixel."""
+    full = pd.read_parquet(real_run / "results/data/c100/labels.parquet")
+    full_images = np.load(real_run / "results/data/c100/images.npy", mmap_mode="r")
+    pool = pd.read_parquet(real_run / "results/data/pool/labels.parquet")
+    pool_images = np.load(real_run / "results/data/pool/images.npy", mmap_mode="r")
+    train = full[full["official_split"] == "train"]
+    expected = np.sort(np.concatenate([
+        train.index[train["label"] == c][:7] for c in range(100)] + [full.index[full["official_split"] == "test"]]))
+    assert len(pool) == 10_700
+    assert list(pool["file_id"]) == list(full["file_id"].iloc[expected])
+    assert list(pool["official_split"]) == list(full["official_split"].iloc[expected])
+    assert np.array_equal(pool["label"], full["label"].iloc[expected])
+    assert np.array_equal(pool_images, full_images[expected])
+    assert json.loads((real_run / "results/data/pool/classes.json").read_text()) == json.loads(
+        (real_run / "results/data/c100/classes.json").read_text())
+    split = pd.read_parquet(real_run / "results/splits/pool/fewshot5/seed0.parquet")
+    assert (split["split"] == "train").sum() == 500 and (split["split"] == "query").sum() == 1000
+
+
+def test_npz_round_trip_and_errors(tmp_path):
+    digits = load_dataset("sklearn_digits")
+    save_npz(digits, tmp_path / "d.npz", keep=np.arange(0, 1797, 3))
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically
+    back = load_dataset("npz", path=tmp_path / "d.npz")
+    assert np.array_equal(back.images, digits.images[::3]) and np.array_equal(back.labels, digits.labels[::3])
+    assert back.class_names == digits.class_names and back.official_split is None
+    with pytest.raises(FileNotFoundError, match="npz path .*nowhere.npz: no such file"):
+        load_dataset("npz", path=tmp_path / "nowhere.npz")
+    np.savez(tmp_path / "bad.npz", images=digits.images)
+    with pytest.raises(ValueError, match=r"bad.npz: missing the array\(s\) labels, class_names"):
+        load_dataset("npz", path=tmp_path / "bad.npz")
+    np.savez(tmp_path / "objects.npz", images=digits.images, labels=digits.labels,
+             class_names=np.asarray(digits.class_names, dtype=object))
+    with pytest.raises(ValueError, match="objects.npz: holds an object array"):  # never unpickled
+        load_dataset("npz", path=tmp_path / "objects.npz")
 
 
 def test_real_tiny_imagenet_subset(real_run):

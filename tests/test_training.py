@@ -99,6 +99,13 @@ def test_fast_path_with_device_augmentation_matches_plain_path_with_it(digits, p
     assert_close_results(fast, plain_augmented)
 
 
+def test_compile_takes_a_torch_compile_mode():
+    cpu = torch.device("cpu")
+    assert resolve_speed({"compile": True}, cpu)["compile"] == "default"
+    assert resolve_speed({"compile": "reduce-overhead"}, cpu)["compile"] == "reduce-overhead"
+    load_config({**copy.deepcopy(TINY_CONFIG), "training": {"compile": "max-autotune"}})  # a valid key
+
+
 def test_auto_falls_back_to_fp32_contiguous_on_the_cpu(digits, plain):
     cpu = torch.device("cpu")
     assert resolve_speed(settings()["training"], cpu) == {"precision": "fp32", "channels_last": False, "compile": False}

@@ -44,15 +44,20 @@ def npz(path) -> RawDataset:
                 f"{path}: missing the array(s) {', '.join(missing)}; an npz dataset holds "
                 f"{', '.join(REQUIRED)} and optionally {', '.join(OPTIONAL)}"
             )
-        optional = {key: arrays[key] for key in OPTIONAL if key in arrays.files}
-        dataset = RawDataset(
-            images=arrays["images"],
-            labels=arrays["labels"].astype(np.int64),
-            class_names=[str(name) for name in arrays["class_names"]],
-            official_split=optional.get("official_split"),
-            file_ids=optional.get("file_ids"),
-        )
-    return dataset
+        try:
+            loaded = {key: arrays[key] for key in (*REQUIRED, *OPTIONAL) if key in arrays.files}
+        except ValueError as error:  # numpy refuses object arrays without allow_pickle
+            raise ValueError(
+                f"{path}: holds an object array, which is not loaded (unpickling can run code); "
+                "save class names, splits and file ids as string arrays (dtype str)"
+            ) from error
+    return RawDataset(
+        images=loaded["images"],
+        labels=loaded["labels"].astype(np.int64),
+        class_names=[str(name) for name in loaded["class_names"]],
+        official_split=loaded.get("official_split"),
+        file_ids=loaded.get("file_ids"),
+    )
 
 
 def save_npz(dataset: RawDataset, path, keep: np.ndarray | None = None) -> None:
