@@ -156,9 +156,9 @@ def test_loss_terms_are_logged_per_epoch_when_the_loss_exposes_them(digits):
 @pytest.mark.parametrize("device", DEVICES)
 def test_batches_read_from_host_memory_train_the_same_model(digits, plain, tmp_path, device):
     """training.data_on_device: false reads each batch from a memory-mapped
-    images.npy; the statistics come from a chunked pass. Same model as the
-    on-device path: the normalisation agrees to float32 rounding and the
-    weights to float32 noise."""
+    images.npy (ahead, in DataLoader workers); the statistics come from a
+    chunked pass. Same model as the on-device path: the normalisation agrees
+    to float32 rounding and the weights to float32 noise."""
     data, split = digits
     path = tmp_path / "images.npy"
     np.save(path, data.images)
@@ -177,6 +177,16 @@ def test_batches_read_from_host_memory_train_the_same_model(digits, plain, tmp_p
         loss, reference_loss = model["history"][-1]["loss"], on_device_model["history"][-1]["loss"]
         assert abs(loss - reference_loss) <= LOSS_TOLERANCE * reference_loss
         return
+    # Read ahead by 2 worker processes (the default is 4) or in the training
+    # process when the step asks: the same bits.
+    unfetched = train_cell(mapped, data.labels, train, 10, settings(
+        device=device, precision="fp32", channels_last=False, augment="none", data_on_device=False,
+        loader_workers=0), progress=False)
+    two = train_cell(mapped, data.labels, train, 10, settings(
+        device=device, precision="fp32", channels_last=False, augment="none", data_on_device=False,
+        loader_workers=2), progress=False)
+    for key, value in model["backbone"].items():
+        assert torch.equal(unfetched["backbone"][key], value) and torch.equal(two["backbone"][key], value), key
     reference = plain[0]
     assert torch.allclose(model["mean"], reference["mean"], rtol=1e-6)
     assert torch.allclose(model["std"], reference["std"], rtol=1e-6)

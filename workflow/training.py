@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import sys
 import time
@@ -48,6 +49,7 @@ SPEED_DEFAULTS = {
     "compile": False,
     "checkpoint_every": 1,
     "data_on_device": True,
+    "loader_workers": 4,
 }
 # The augmentation stream is seeded apart from the batch stream (same seed
 # would correlate the two CPU generators).
@@ -227,29 +229,72 @@ class TrainStep:
         return {"loss": loss.detach(), "correct": correct, "terms": terms or None}
 
 
+def read_rows(images: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    """``images[rows]`` as a contiguous uint8 (B, C, H, W) tensor, read in
+    file order (which a memory map reads fastest)."""
+    by_file = np.argsort(rows, kind="stable")
+    block = np.empty((len(rows), *images.shape[1:]), dtype=np.uint8)
+    block[by_file] = images[rows[by_file]]
+    return torch.from_numpy(block).permute(0, 3, 1, 2).contiguous()
+
+
+class BatchReader(torch.utils.data.Dataset):
+    """A DataLoader dataset whose items are whole batches: item ``positions``
+    is ``read_rows(images, order[positions])``. A memory-mapped ``images``
+    travels to the worker processes as its file name and is opened there
+    again (pickling the map would copy the whole array)."""
+
+    def __init__(self, images: np.ndarray, order: np.ndarray):
+        self.path = getattr(images, "filename", None)
+        self.images = None if self.path else images
+        self.order = order
+
+    def __getitem__(self, positions: np.ndarray) -> torch.Tensor:
+        if self.images is None:
+            self.images = np.load(self.path, mmap_mode="r")
+        return read_rows(self.images, self.order[positions])
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
 class HostImages:
     """Training images left in host memory (``training.data_on_device:
     false``), for datasets larger than the device's memory: ``images`` is
     the memory-mapped ``images.npy``; indexing with a batch of positions
-    reads those images (in file order, which a memory map reads fastest),
-    pins them and copies them to the device without blocking; the result is
-    what indexing the on-device uint8 (N, C, H, W) tensor gives. The read
-    happens in the training process, between steps (no prefetch workers)."""
+    gives those images on the device, what indexing the on-device uint8
+    (N, C, H, W) tensor gives. With ``workers > 0``, ``prefetch`` hands an
+    epoch's batches to a DataLoader whose worker processes read them ahead
+    into pinned memory while the GPU trains; indexing then takes them in
+    order (and checks that the positions match). With ``workers == 0`` each
+    batch is read in the training process when its step asks for it."""
 
-    def __init__(self, images: np.ndarray, order: np.ndarray, device: torch.device):
-        self.images, self.order, self.device = images, order, device
+    def __init__(self, images: np.ndarray, order: np.ndarray, device: torch.device, workers: int = 0):
+        self.images, self.order, self.device, self.workers = images, order, device, workers
         n, height, width, channels = len(order), *images.shape[1:]
         self.shape = (n, channels, height, width)
+        self.pending = None  # (positions, images) of the epoch, read ahead
+
+    def prefetch(self, batches: list[torch.Tensor]) -> None:
+        if self.workers == 0:
+            return
+        loader = torch.utils.data.DataLoader(
+            BatchReader(self.images, self.order), batch_size=None, sampler=[b.numpy() for b in batches],
+            num_workers=min(self.workers, len(os.sched_getaffinity(0))), pin_memory=self.device.type == "cuda",
+        )
+        self.pending = zip(batches, loader)
 
     def __getitem__(self, batch: torch.Tensor) -> torch.Tensor:
-        rows = self.order[batch.cpu().numpy()]
-        by_file = np.argsort(rows, kind="stable")
-        block = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
-        block[by_file] = self.images[rows[by_file]]
-        x = torch.from_numpy(block).permute(0, 3, 1, 2)
+        positions = batch.cpu()
+        if self.pending is not None:
+            expected, x = next(self.pending)
+            if not torch.equal(expected, positions):
+                raise RuntimeError("HostImages: batches asked for out of the prefetched order")
+        else:
+            x = read_rows(self.images, self.order[positions.numpy()])
         if self.device.type == "cuda":
-            return x.contiguous().pin_memory().to(self.device, non_blocking=True)
-        return x.contiguous()
+            return (x if x.is_pinned() else x.pin_memory()).to(self.device, non_blocking=True)
+        return x
 
     def channel_statistics(self, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std (ddof 1) of the pixels in [0, 1], in
@@ -346,7 +391,7 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
         std = torch.from_numpy(pixels.std(axis=0, ddof=1)).clamp_min(1e-3).float()
         x = torch.as_tensor(np.ascontiguousarray(train_images), device=device).permute(0, 3, 1, 2).contiguous()
     else:
-        x = HostImages(images, order, device)
+        x = HostImages(images, order, device, workers=training_option(cfg, "loader_workers"))
         mean, std = x.channel_statistics()
 
     backbone, loss_fn = build_models(settings, x.shape[1], x.shape[2], num_classes)
@@ -500,9 +545,12 @@ def epoch_batches(run: Training) -> list[torch.Tensor]:
     host wait for the device every step (CUDA synchronises the stream
     before such a copy), and the GPU would idle while the host queues the
     next step. With ``data_on_device: false`` the indices stay on the host,
-    where ``HostImages`` reads the batch's images."""
+    and ``HostImages`` starts reading the epoch's images ahead."""
     batches = run.batches.epoch()
-    if isinstance(run.step.images, HostImages) or run.device.type == "cpu":
+    if isinstance(run.step.images, HostImages):
+        run.step.images.prefetch(batches)
+        return batches
+    if run.device.type == "cpu":
         return batches
     flat = torch.cat(batches)
     if run.device.type == "cuda":

@@ -17,12 +17,12 @@ training images of each class and all 10,000 test images::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from workflow.datasets import RawDataset, register_dataset
+from workflow.io import atomic_path
 
 REQUIRED = ("images", "labels", "class_names")
 OPTIONAL = ("official_split", "file_ids")
@@ -70,9 +70,5 @@ def save_npz(dataset: RawDataset, path, keep: np.ndarray | None = None) -> None:
         arrays["official_split"] = np.asarray(dataset.official_split[keep], dtype=str)
     if dataset.file_ids is not None:
         arrays["file_ids"] = np.asarray(dataset.file_ids[keep], dtype=str)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez would append ".npz"
         np.savez_compressed(f, **arrays)
-    os.replace(temporary, path)
