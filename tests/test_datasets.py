@@ -456,3 +456,23 @@ def test_cifar100_fewshot_config_plans_its_grid(tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     assert counts["download"] == "1" and counts["prepare"] == "1"
     assert counts["train"] == counts["embed"] == counts["evaluate"] == str(n_cells)
+
+
+def test_cifar100_gpu_config_plans_its_grid_from_the_npz_pool(tmp_path):
+    """config/cifar100_fewshot_gpu.yaml (the lent GPU's run) reads the
+    exported .npz pool: nothing to download, one prepare, a train/embed/
+    evaluate job per cell of the CIFAR ResNet-18 grid."""
+    import re
+
+    import yaml
+
+    path = REPO / "config" / "cifar100_fewshot_gpu.yaml"
+    config = yaml.safe_load(path.read_text())
+    assert config["datasets"]["cifar100"]["source"] == "npz"
+    assert list(config["backbones"]) == ["cifar_resnet18"]
+    n_cells = len(config["regimes"]) * len(config["losses"]) * len(config["seeds"])
+    workdir = make_workspace(tmp_path / "ws", config)
+    out = snakemake(workdir, "-n", "--configfile", str(path), "--replace-workflow-config").stdout
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    assert "download" not in counts and counts["prepare"] == "1"
+    assert counts["train"] == counts["embed"] == counts["evaluate"] == str(n_cells) == "30"

@@ -37,7 +37,7 @@ def npz(path) -> RawDataset:
             f"npz path {path}: no such file; set the dataset's params.path to an .npz file "
             "(relative to the folder Snakemake runs in)"
         )
-    with np.load(path, allow_pickle=False) as arrays:
+    with np.load(path) as arrays:  # allow_pickle is False by default: no object arrays
         missing = [key for key in REQUIRED if key not in arrays.files]
         if missing:
             raise ValueError(
