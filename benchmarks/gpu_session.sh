@@ -34,7 +34,7 @@ pipeline() {
     | tee "$OUT/cuda_tests.txt"
   # The real CIFAR-100 few-shot grid; `time` gives the wall time.
   start=$(date +%s)
-  timeout "${GRID_SECONDS:-330}" python3 -m snakemake --cores 16 --resources gpu=6 --scheduler greedy \
+  timeout "${GRID_SECONDS:-330}" python3 -m snakemake --cores 16 --resources gpu=4 --scheduler greedy \
     --configfile config/cifar100_fewshot_gpu.yaml --replace-workflow-config --keep-going \
     > "$OUT/snakemake.log" 2>&1
   echo "snakemake exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/machine.txt"
