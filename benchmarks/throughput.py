@@ -113,7 +113,9 @@ def project_train(images, labels, arch, batch_size, steps, warmup, device, compi
     run.backbone.train()
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
     batches = [order[i * batch_size:(i + 1) * batch_size].to(device) for i in range(warmup + steps)]
-    per_step = timed_steps(run.step, batches, warmup, steps, device)
+    # The loop of train_epoch: TrainStep.steps (on the CPU it prepares the
+    # next batch's inputs in a second thread while the current one trains).
+    per_step = timed_steps(lambda out: None, run.step.steps(batches), warmup, steps, device)
     busy = busy_fraction(kernel_seconds_per_step(run.step, batches[:PROFILED_STEPS], device), per_step)
     checkpoint = {"backbone": run.backbone.state_dict(), "loss": run.loss_fn.state_dict(), "mean": run.mean,
                   "std": run.std, "in_channels": run.in_channels, "image_size": run.image_size,

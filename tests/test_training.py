@@ -193,3 +193,22 @@ def test_batches_read_from_host_memory_train_the_same_model(digits, plain, tmp_p
     for key, value in reference["backbone"].items():
         assert torch.allclose(model["backbone"][key].float(), value.float(), rtol=1e-3, atol=1e-4), key
     assert model["history"][-1]["loss"] == pytest.approx(reference["history"][-1]["loss"], rel=1e-3)
+
+
+def test_inputs_prepared_ahead_in_a_thread_give_the_same_bits(digits):
+    """TrainStep.steps prepares the next batch's inputs in a second thread
+    on the CPU; the augmentation draws come in the same order, so losses
+    and weights equal those of the steps run one after the other."""
+    data, split = digits
+    train = split.loc[split["split"] == "train", "index"].to_numpy()
+    s = settings(device="cpu", augment="crop_flip", augment_padding=2)
+    ahead = build_training(data.images, data.labels, train, 10, s)
+    one_by_one = build_training(data.images, data.labels, train, 10, s)
+    batches = ahead.batches.epoch()
+    assert all(torch.equal(a, b) for a, b in zip(batches, one_by_one.batches.epoch()))
+    losses_ahead = [out["loss"] for out in ahead.step.steps(batches)]
+    losses = [one_by_one.step(batch)["loss"] for batch in batches]
+    assert len(losses) > 2 and all(torch.equal(a, b) for a, b in zip(losses_ahead, losses))
+    for key, value in ahead.backbone.state_dict().items():
+        assert torch.equal(one_by_one.backbone.state_dict()[key], value), key
+    assert torch.equal(ahead.augment_generator.get_state(), one_by_one.augment_generator.get_state())

@@ -25,6 +25,7 @@ import os
 import random
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,10 +211,12 @@ class TrainStep:
         # 20% slower on the CPU) instead of on training.channels_last.
         return x.contiguous(memory_format=self.memory_format)
 
-    def __call__(self, batch: torch.Tensor) -> dict:
+    def __call__(self, batch: torch.Tensor, x: torch.Tensor | None = None) -> dict:
         """-> ``loss`` (0-d), ``correct`` (0-d, number of right predictions,
-        or None) and ``terms`` (the loss's ``last_terms``, or None)."""
-        x, y = self.inputs(batch), self.labels[batch.to(self.labels.device)]
+        or None) and ``terms`` (the loss's ``last_terms``, or None).
+        ``x``: the batch's inputs when already prepared (``steps``)."""
+        x = self.inputs(batch) if x is None else x
+        y = self.labels[batch.to(self.labels.device)]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             embeddings = self.model(x)
         embeddings = embeddings.float()  # losses (norms, margins) stay in float32
@@ -227,6 +230,27 @@ class TrainStep:
                 correct = (self.loss_fn.predict(embeddings).argmax(1) == y).sum()
         terms = getattr(self.loss_fn, "last_terms", None)
         return {"loss": loss.detach(), "correct": correct, "terms": terms or None}
+
+
+    def steps(self, batches: list[torch.Tensor]):
+        """One step per batch, yielding each step's outputs. When the images
+        are a CPU tensor, the next batch's inputs (gather, augmentation,
+        normalisation) are prepared in a second thread while the current
+        batch trains, as a DataLoader worker would: the same random draws in
+        the same order, so the same bits. On a GPU the host only queues that
+        work, so the steps run one after the other."""
+        on_cpu = isinstance(self.images, torch.Tensor) and self.images.device.type == "cpu"
+        if not on_cpu or len(batches) < 2:
+            for batch in batches:
+                yield self(batch)
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            upcoming = pool.submit(self.inputs, batches[0])
+            for i, batch in enumerate(batches):
+                x = upcoming.result()
+                if i + 1 < len(batches):
+                    upcoming = pool.submit(self.inputs, batches[i + 1])
+                yield self(batch, x)
 
 
 def read_rows(images: np.ndarray, rows: np.ndarray) -> torch.Tensor:
@@ -567,8 +591,8 @@ def train_epoch(run: Training, cell: str, epoch: int) -> dict:
     correct = torch.zeros((), dtype=torch.long, device=run.device)
     terms: dict[str, torch.Tensor] = {}
     count = 0
-    for batch in epoch_batches(run):
-        out = run.step(batch)
+    batches = epoch_batches(run)
+    for batch, out in zip(batches, run.step.steps(batches)):
         total += out["loss"].double() * len(batch)
         if out["correct"] is not None:
             correct += out["correct"]
