@@ -186,3 +186,24 @@ def test_snakemake_run_killed_during_training_resumes_to_identical_outputs(tmp_p
     assert resumed.keys() == expected.keys()
     different = [path for path in expected if resumed[path] != expected[path]]
     assert not different, f"{different} differ from the uninterrupted run"
+
+
+def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_path):
+    """A SIGKILL between atomic_path's temporary and its rename leaves a
+    hidden ``.name.*.tmp``; the next write of that path removes it (and
+    only temporaries of that path)."""
+    from workflow.io import atomic_path, save_json
+
+    target = tmp_path / "metrics[1].json"  # glob characters in the name are taken literally
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_text("{")
+            left = tmp_path / f".{target.name}.killed.tmp"
+            tmp.rename(left)  # what a killed writer leaves: the finally clause never runs
+            raise KeyboardInterrupt
+    other = tmp_path / ".other.json.x.tmp"
+    other.write_text("")
+    assert left.exists()
+    save_json(target, {"map": 0.5})
+    assert not left.exists() and other.exists()
+    assert json.loads(target.read_text()) == {"map": 0.5}

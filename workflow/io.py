@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import subprocess
@@ -18,9 +19,14 @@ import pyarrow.parquet as pq
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if
-    the block finishes, so no reader ever sees a partial file."""
+    the block finishes, so no reader ever sees a partial file. Temporaries
+    of ``path`` left by a killed writer are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # One job writes each path (Snakemake gives every output one job), so
+    # another temporary of this path was left by a writer that was killed.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
