@@ -273,7 +273,9 @@ def main() -> None:
 
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    slug = ("cuda_" + name.replace(" ", "_") if device.type == "cuda" else "cpu") + (f"_compile_{args.compile}" if args.compile else "")
+    slug = "cuda_" + name.replace(" ", "_") if device.type == "cuda" else "cpu"
+    if args.compile:
+        slug += f"_compile_{args.compile}"
     path = (args.output or REPO / "benchmarks" / "results" / f"throughput_{slug}.md").resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(

@@ -231,7 +231,6 @@ class TrainStep:
         terms = getattr(self.loss_fn, "last_terms", None)
         return {"loss": loss.detach(), "correct": correct, "terms": terms or None}
 
-
     def steps(self, batches: list[torch.Tensor]):
         """One step per batch, yielding each step's outputs. When the images
         are a CPU tensor, the next batch's inputs (gather, augmentation,

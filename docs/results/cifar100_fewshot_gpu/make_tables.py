@@ -20,13 +20,11 @@ from workflow.tables import build_table, render  # noqa: E402
 
 results = Path(sys.argv[1])
 config = load_config(yaml.safe_load((HERE.parents[2] / "config" / "cifar100_fewshot_gpu.yaml").read_text()))
-done = [c for c in cells(config) if (results / "cells" / c.dataset / c.regime / c.backbone / c.loss
-                                     / f"seed{c.seed}" / "metrics.csv").exists()]
-missing = sorted(set(cells(config)) - set(done))
-print(f"{len(done)} cells with metrics; missing: {missing}")
-files = [results / "cells" / c.dataset / c.regime / c.backbone / c.loss / f"seed{c.seed}" / "metrics.csv"
-         for c in done]
-metrics = aggregate(done, files, [cell_factors(config, c) for c in done])
+files = {c: results / "cells" / c.dataset / c.regime / c.backbone / c.loss / f"seed{c.seed}" / "metrics.csv"
+         for c in cells(config)}
+done = [c for c, path in files.items() if path.exists()]
+print(f"{len(done)} cells with metrics; missing: {sorted(set(files) - set(done))}")
+metrics = aggregate(done, [files[c] for c in done], [cell_factors(config, c) for c in done])
 (HERE / "tables").mkdir(exist_ok=True)
 metrics.to_csv(HERE / "metrics.csv", index=False)
 seeds = metrics.groupby("loss")["seed"].nunique()
