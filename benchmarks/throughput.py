@@ -4,8 +4,9 @@ against a plain PyTorch reference loop, side by side in one run.
 - **project**: ``workflow.training.build_training`` and its ``TrainStep``,
   the step ``train_cell`` runs: uint8 images held on the device, random
   crop (padding 4) and horizontal flip and normalisation on the device per
-  batch, ``training.precision``/``channels_last`` at ``auto`` (bf16 and
-  channels-last on CUDA, fp32 on the CPU), no DataLoader. Embedding is
+  batch, ``training.precision``/``channels_last`` at ``auto`` (channels-last;
+  bf16 on CUDA and on CPUs with native bf16, else fp32; ``--precision`` and
+  ``--channels-last`` set them), no DataLoader. Embedding is
   ``workflow.embedding.embed_images``, the loop of the `embed` rule
   (host uint8 batches normalised on the device), after one warm-up batch.
 - **plain**: the torchvision recipe: a dataset of PIL images,
@@ -52,11 +53,13 @@ from workflow.training import build_models, build_training, select_device  # noq
 NUM_CLASSES = 100
 
 
-def settings_for(arch: str, batch_size: int, device: str, compile: bool = False) -> dict:
+def settings_for(arch: str, batch_size: int, device: str, speed: dict | None = None) -> dict:
+    """A cell's settings; ``speed``: training.precision/channels_last/compile
+    of the project loop (default auto, auto, off)."""
     training = {"epochs": 1, "batch_size": batch_size, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
                 "momentum": 0.9, "lr_schedule": "constant", "lr_step_epochs": 30, "lr_gamma": 0.1,
                 "device": device, "augment": "crop_flip", "augment_padding": 4, "precision": "auto",
-                "channels_last": "auto", "compile": compile}
+                "channels_last": "auto", "compile": False, **(speed or {})}
     return {"dataset": "synthetic", "regime": "full", "backbone": arch, "loss": "ce", "seed": 0, "arch": arch,
             "embedding_size": 128, "backbone_params": {}, "loss_impl": "ce", "loss_params": {},
             "loss_lr_multiplier": 1.0, "sampler": None, "training": training}
@@ -107,8 +110,8 @@ def busy_fraction(kernel_seconds: float | None, step_seconds: float) -> float | 
 PROFILED_STEPS = 10
 
 
-def project_train(images, labels, arch, batch_size, steps, warmup, device, compile=False):
-    settings = settings_for(arch, batch_size, device.type, compile)
+def project_train(images, labels, arch, batch_size, steps, warmup, device, speed=None):
+    settings = settings_for(arch, batch_size, device.type, speed)
     run = build_training(images, labels, np.arange(len(labels)), NUM_CLASSES, settings, device)
     run.backbone.train()
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
@@ -216,9 +219,15 @@ def main() -> None:
     parser.add_argument("--compile", nargs="?", const="default", default=False,
                         help="the project loop with training.compile set to this torch.compile mode "
                              "(default, reduce-overhead, max-autotune; the compilation happens in the warm-up steps)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="training.precision of the project loop")
+    parser.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"],
+                        help="training.channels_last of the project loop")
     parser.add_argument("--output", type=Path, default=None,
                         help="Markdown file (default benchmarks/results/throughput_<device>.md)")
     args = parser.parse_args()
+    channels_last = {"true": True, "false": False}.get(args.channels_last, "auto")
+    project_speed = {"precision": args.precision, "channels_last": channels_last, "compile": args.compile}
 
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
@@ -241,7 +250,7 @@ def main() -> None:
         embed_n = batch_size * args.steps
         for _ in range(args.repeats):
             step, p_busy, checkpoint, settings, speed = project_train(
-                images, labels, arch, batch_size, args.steps, args.warmup, device, compile=args.compile)
+                images, labels, arch, batch_size, args.steps, args.warmup, device, project_speed)
             p_step = min(p_step, step)
             step, r_busy = plain_train(images, labels, arch, size, batch_size, args.steps, args.warmup,
                                        device, args.workers)
@@ -274,6 +283,10 @@ def main() -> None:
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     slug = "cuda_" + name.replace(" ", "_") if device.type == "cuda" else "cpu"
+    if args.precision != "auto":
+        slug += f"_{args.precision}"
+    if args.channels_last != "auto":
+        slug += f"_channels_last_{args.channels_last}"
     if args.compile:
         slug += f"_compile_{args.compile}"
     path = (args.output or REPO / "benchmarks" / "results" / f"throughput_{slug}.md").resolve()

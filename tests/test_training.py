@@ -8,6 +8,7 @@ the lent GPU machine are in benchmarks/results/cuda_tests.md."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ from workflow.datasets import load_dataset
 from workflow.embedding import compute_embeddings
 from workflow.metrics import retrieval_metrics
 from workflow.splits import make_split
-from workflow.training import build_training, resolve_speed, train_cell
+from workflow import training
+from workflow.training import build_training, cpu_has_native_bf16, resolve_speed, train_cell
 from conftest import TINY_CONFIG
 
 # Tolerances of the fast path (bf16 autocast, channels-last) against the
@@ -106,15 +108,41 @@ def test_compile_takes_a_torch_compile_mode():
     load_config({**copy.deepcopy(TINY_CONFIG), "training": {"compile": "max-autotune"}})  # a valid key
 
 
-def test_auto_falls_back_to_fp32_contiguous_on_the_cpu(digits, plain):
+def cpuinfo_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads the CPU flags from Linux's /proc/cpuinfo")
+def test_native_bf16_detection_agrees_with_the_cpu_flags():
+    flags = cpuinfo_flags()
+    assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_on_the_cpu_is_bf16_only_with_native_bf16_and_always_channels_last(monkeypatch, native):
+    # Stands in for the two kinds of CPU; this machine is one of them, and
+    # the test below trains with its own.
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
-    assert resolve_speed(settings()["training"], cpu) == {"precision": "fp32", "channels_last": False, "compile": False}
+    assert resolve_speed(settings()["training"], cpu) == {
+        "precision": "bf16" if native else "fp32", "channels_last": True, "compile": False}
+    assert resolve_speed(settings(precision="fp32", channels_last=False)["training"], cpu) == {
+        "precision": "fp32", "channels_last": False, "compile": False}
+
+
+def test_auto_trains_as_the_settings_it_resolves_to(digits):
+    resolved = resolve_speed(settings()["training"], torch.device("cpu"))
     auto_model, auto_map = trained(digits, device="cpu")  # precision/channels_last default to auto
-    assert auto_model["stats"]["precision"] == "fp32" and not auto_model["stats"]["channels_last"]
-    plain_model, plain_map = plain
-    for key, value in plain_model["backbone"].items():
+    assert auto_model["stats"]["precision"] == resolved["precision"]
+    assert auto_model["stats"]["channels_last"] == resolved["channels_last"]
+    explicit_model, explicit_map = trained(digits, device="cpu", precision=resolved["precision"],
+                                           channels_last=resolved["channels_last"])
+    for key, value in explicit_model["backbone"].items():
         assert torch.equal(auto_model["backbone"][key], value), key
-    assert auto_map == plain_map
+    assert auto_map == explicit_map
 
 
 @pytest.mark.parametrize("device", DEVICES)
