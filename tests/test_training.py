@@ -34,10 +34,10 @@ LOSS_TOLERANCE = 0.05  # relative, mean training loss of the last epoch
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
-def settings(**training):
+def settings(loss="ce", **training):
     config = copy.deepcopy(TINY_CONFIG)
     config["training"] = {"epochs": 8, "batch_size": 32, "lr": 0.003, **training}
-    return cell_settings(load_config(config), Cell("digits", "full", "small_cnn", "ce", 0))
+    return cell_settings(load_config(config), Cell("digits", "full", "small_cnn", loss, 0))
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +48,9 @@ def digits():
     return data, split
 
 
-def trained(digits, **training):
+def trained(digits, loss="ce", **training):
     data, split = digits
-    s = settings(**training)
+    s = settings(loss, **training)
     train = split.loc[split["split"] == "train", "index"].to_numpy()
     model = train_cell(data.images, data.labels, train, 10, s, progress=False)
     return model, retrieval_map(digits, model, s)
@@ -240,3 +240,22 @@ def test_inputs_prepared_ahead_in_a_thread_give_the_same_bits(digits):
     for key, value in ahead.backbone.state_dict().items():
         assert torch.equal(one_by_one.backbone.state_dict()[key], value), key
     assert torch.equal(ahead.augment_generator.get_state(), one_by_one.augment_generator.get_state())
+
+
+@pytest.mark.parametrize("loss", ["ce", "cam"])
+def test_compiled_training_learns_what_eager_training_learns(digits, plain, loss):
+    """training.compile on the CPU (TorchInductor's C++ kernels): backbone
+    and loss really run compiled (CAM's boolean-mask indexing breaks the
+    graph in two, which must not lose its per-term log), and learn what the
+    eager step does."""
+    fp32 = {"device": "cpu", "precision": "fp32", "channels_last": False, "augment": "none"}
+    torch._dynamo.reset()
+    compiled = trained(digits, loss, compile="reduce-overhead", **fp32)  # CUDA graphs only on CUDA
+    assert compiled[0]["stats"]["compile"] == "reduce-overhead"
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    eager = plain if loss == "ce" else trained(digits, loss, **fp32)
+    assert_close_results(compiled, eager)
+    for compiled_record, eager_record in zip(compiled[0]["history"], eager[0]["history"]):
+        assert compiled_record.keys() == eager_record.keys()
+        for name, value in eager_record.get("terms", {}).items():
+            assert compiled_record["terms"][name] == pytest.approx(value, rel=LOSS_TOLERANCE, abs=1e-6), name

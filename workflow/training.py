@@ -89,7 +89,7 @@ def resolve_speed(cfg: dict, device: torch.device) -> dict:
     - ``channels_last``: ``auto`` is on (tensor cores want NHWC; on the
       CPU it trained convolutional backbones 1.1-1.5x faster in fp32 and up
       to 1.4x in bf16, and left Swin-T unchanged).
-    - ``compile``: ``torch.compile`` of the backbone (``True`` is the
+    - ``compile``: ``torch.compile`` of backbone and loss (``True`` is the
       ``default`` mode; a mode name is passed on), only when asked: it
       costs tens of seconds per job before the first step, which the short
       cells of this benchmark do not win back, and it needs a C++ compiler.
@@ -209,7 +209,11 @@ class TrainStep:
         self.augment_mode, self.padding, self.generator = augment_mode, padding, generator
         self.autocast = precision == "bf16"
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = torch.compile(backbone, mode=compile) if compile else backbone
+        # Compiled as one region, backbone and loss: their kernels fuse, and
+        # with CUDA graphs (reduce-overhead) the loss's many small kernels
+        # and its backward are replayed too, not launched one by one.
+        self.compiled = bool(compile)
+        self.embed_and_loss = torch.compile(self._embed_and_loss, mode=compile) if compile else self._embed_and_loss
         self.can_classify = hasattr(loss_fn, "predict")
 
     def inputs(self, batch: torch.Tensor) -> torch.Tensor:
@@ -226,10 +230,9 @@ class TrainStep:
         ``x``: the batch's inputs when already prepared (``steps``)."""
         x = self.inputs(batch) if x is None else x
         y = self.labels[batch.to(self.labels.device)]
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            embeddings = self.model(x)
-        embeddings = embeddings.float()  # losses (norms, margins) stay in float32
-        loss = self.loss_fn(embeddings, y)
+        if self.compiled:  # a new step: CUDA graphs may reuse the last step's output memory
+            torch.compiler.cudagraph_mark_step_begin()
+        embeddings, loss = self.embed_and_loss(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -239,6 +242,12 @@ class TrainStep:
                 correct = (self.loss_fn.predict(embeddings).argmax(1) == y).sum()
         terms = getattr(self.loss_fn, "last_terms", None)
         return {"loss": loss.detach(), "correct": correct, "terms": terms or None}
+
+    def _embed_and_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            embeddings = self.backbone(x)
+        embeddings = embeddings.float()  # losses (norms, margins) stay in float32
+        return embeddings, self.loss_fn(embeddings, y)
 
     def steps(self, batches: list[torch.Tensor]):
         """One step per batch, yielding each step's outputs. When the images
