@@ -15,12 +15,13 @@ against a plain PyTorch reference loop, side by side in one run.
   pinned memory on CUDA), fp32, contiguous; embedding with ``ToTensor`` and
   ``Normalize`` in a DataLoader.
 
-Both train the same backbone with cross-entropy and Adam on the same
-synthetic images (random pixels, 100 classes: throughput does not depend on
-what the pixels show). ``gpu_busy`` is the GPU's kernel time per step (from
-the PyTorch profiler, over 10 more steps) over the step time measured
-without the profiler (n/a on the CPU). Each loop pulls its batches as it
-steps: the plain loop's DataLoader loading counts.
+Both train the same backbone with the same loss (``--loss``, default
+cross-entropy) and Adam on the same synthetic images (random pixels, 100
+classes: throughput does not depend on what the pixels show).
+``gpu_busy`` is the GPU's kernel time per step (from the PyTorch
+profiler, over 10 more steps) over the step time measured without the
+profiler (n/a on the CPU). Each loop pulls its batches as it steps: the
+plain loop's DataLoader loading counts.
 
     python benchmarks/throughput.py                       # GPU: batch 128
     python benchmarks/throughput.py --batch-size 16 --steps 3 --warmup 1 \\
@@ -53,15 +54,16 @@ from workflow.training import build_models, build_training, select_device  # noq
 NUM_CLASSES = 100
 
 
-def settings_for(arch: str, batch_size: int, device: str, speed: dict | None = None) -> dict:
+def settings_for(arch: str, batch_size: int, device: str, speed: dict | None = None, loss: str = "ce") -> dict:
     """A cell's settings; ``speed``: training.precision/channels_last/compile
-    of the project loop (default auto, auto, off)."""
+    of the project loop (default auto, auto, off); ``loss``: a registered
+    loss, at its default parameters."""
     training = {"epochs": 1, "batch_size": batch_size, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
                 "momentum": 0.9, "lr_schedule": "constant", "lr_step_epochs": 30, "lr_gamma": 0.1,
                 "device": device, "augment": "crop_flip", "augment_padding": 4, "precision": "auto",
                 "channels_last": "auto", "compile": False, **(speed or {})}
-    return {"dataset": "synthetic", "regime": "full", "backbone": arch, "loss": "ce", "seed": 0, "arch": arch,
-            "embedding_size": 128, "backbone_params": {}, "loss_impl": "ce", "loss_params": {},
+    return {"dataset": "synthetic", "regime": "full", "backbone": arch, "loss": loss, "seed": 0, "arch": arch,
+            "embedding_size": 128, "backbone_params": {}, "loss_impl": loss, "loss_params": {},
             "loss_lr_multiplier": 1.0, "sampler": None, "training": training}
 
 
@@ -110,8 +112,8 @@ def busy_fraction(kernel_seconds: float | None, step_seconds: float) -> float | 
 PROFILED_STEPS = 10
 
 
-def project_train(images, labels, arch, batch_size, steps, warmup, device, speed=None):
-    settings = settings_for(arch, batch_size, device.type, speed)
+def project_train(images, labels, arch, batch_size, steps, warmup, device, speed=None, loss="ce"):
+    settings = settings_for(arch, batch_size, device.type, speed, loss)
     run = build_training(images, labels, np.arange(len(labels)), NUM_CLASSES, settings, device)
     run.backbone.train()
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
@@ -156,8 +158,8 @@ def plain_loader(images, labels, size, batch_size, workers, device, train: bool)
     )
 
 
-def plain_train(images, labels, arch, size, batch_size, steps, warmup, device, workers):
-    settings = settings_for(arch, batch_size, device.type)
+def plain_train(images, labels, arch, size, batch_size, steps, warmup, device, workers, loss="ce"):
+    settings = settings_for(arch, batch_size, device.type, loss=loss)
     torch.manual_seed(0)
     backbone, loss_fn = build_models(settings, 3, size, NUM_CLASSES)
     backbone.to(device).train()
@@ -223,6 +225,7 @@ def main() -> None:
                         help="training.precision of the project loop")
     parser.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"],
                         help="training.channels_last of the project loop")
+    parser.add_argument("--loss", default="ce", help="the loss both loops train with (a registered loss name)")
     parser.add_argument("--output", type=Path, default=None,
                         help="Markdown file (default benchmarks/results/throughput_<device>.md)")
     args = parser.parse_args()
@@ -250,10 +253,10 @@ def main() -> None:
         embed_n = batch_size * args.steps
         for _ in range(args.repeats):
             step, p_busy, checkpoint, settings, speed = project_train(
-                images, labels, arch, batch_size, args.steps, args.warmup, device, project_speed)
+                images, labels, arch, batch_size, args.steps, args.warmup, device, project_speed, args.loss)
             p_step = min(p_step, step)
             step, r_busy = plain_train(images, labels, arch, size, batch_size, args.steps, args.warmup,
-                                       device, args.workers)
+                                       device, args.workers, args.loss)
             r_step = min(r_step, step)
 
             backbone, loss_fn = load_models(checkpoint, settings, device, speed)
@@ -270,7 +273,7 @@ def main() -> None:
             return "n/a" if value is None else f"{value:.0%}"
 
         rows.append({
-            "model": f"{arch} {size}x{size}", "batch": batch_size,
+            "model": f"{arch} {size}x{size}", "loss": args.loss, "batch": batch_size,
             "project_settings": f"{speed['precision']}, {'channels-last' if speed['channels_last'] else 'NCHW'}"
                                 + (f", compiled ({speed['compile']})" if speed["compile"] else ""),
             "train_img_s_project": batch_size / p_step, "train_img_s_plain": batch_size / r_step,
@@ -289,6 +292,8 @@ def main() -> None:
         slug += f"_channels_last_{args.channels_last}"
     if args.compile:
         slug += f"_compile_{args.compile}"
+    if args.loss != "ce":
+        slug += f"_{args.loss}"
     path = (args.output or REPO / "benchmarks" / "results" / f"throughput_{slug}.md").resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(

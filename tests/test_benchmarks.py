@@ -1,0 +1,34 @@
+"""benchmarks/throughput.py runs end to end (a tiny CPU run) and writes
+its table with the loop settings it measured."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_throughput_benchmark_writes_both_loops_side_by_side(tmp_path):
+    output = tmp_path / "throughput.md"
+    subprocess.run(
+        [sys.executable, "benchmarks/throughput.py", "--models", "small_cnn:8:16", "--steps", "2", "--warmup", "1",
+         "--repeats", "1", "--workers", "0", "--threads", "1", "--device", "cpu", "--loss", "cam",
+         "--precision", "fp32", "--channels-last", "true", "--output", str(output)],
+        cwd=REPO, check=True, capture_output=True, text=True, timeout=300,
+    )
+    text = output.read_text()
+    assert "Device: " in text and "--loss cam" in text
+    table = pd.read_csv(io.StringIO(text.split("```csv\n")[1].split("```")[0]), keep_default_na=False)
+    row = table.iloc[0]
+    assert (row["model"], row["loss"], row["batch"]) == ("small_cnn 8x8", "cam", 16)
+    assert row["project_settings"] == "fp32, channels-last"  # what was asked, not the CPU's auto
+    for column in ["train_img_s_project", "train_img_s_plain", "embed_img_s_project", "embed_img_s_plain"]:
+        assert row[column] > 0, column
+    assert row["train_speedup"] == pytest.approx(row["train_img_s_project"] / row["train_img_s_plain"])
+    assert row["gpu_busy_project"] == "n/a"  # no GPU kernel time on the CPU
