@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from workflow.losses import LOSSES, build_loss
-from workflow.losses.class_anchor_margin import ClassAnchorMarginLoss
+from workflow.losses.class_anchor_margin import ClassAnchorMarginLoss, off_diagonal
 from workflow.losses.cross_entropy import CrossEntropyLoss
 from workflow.losses.large_margin import LargeMarginLoss
 
@@ -365,3 +365,30 @@ def test_center_and_island_terms_match_formulas_and_sum_to_loss():
     assert torch.allclose(terms["center"], 0.5 * l_c)
     assert torch.allclose(terms["island_pairs"], 0.5 * 2.0 * pairs)
     assert torch.allclose(sum(terms.values()), total)
+
+
+# ---------------------------------------------------------------- compile
+
+
+@pytest.mark.parametrize("n", [1, 2, 7])
+def test_off_diagonal_gives_what_a_boolean_mask_gives_bit_for_bit(n):
+    m = torch.randn(n, n, requires_grad=True)
+    mask = ~torch.eye(n, dtype=torch.bool)
+    assert torch.equal(off_diagonal(m), m[mask])
+    weights = torch.randn(n * (n - 1))
+    (grad,) = torch.autograd.grad((off_diagonal(m) * weights).sum(), m)
+    (mask_grad,) = torch.autograd.grad((m[mask] * weights).sum(), m)
+    assert torch.equal(grad, mask_grad)
+
+
+@pytest.mark.parametrize("name", ["ce", "cam", "lm", "center", "island"])
+def test_the_papers_losses_compile_to_one_graph(name):
+    """No graph break (boolean masks, data-dependent branches) in the
+    losses this project implements, so `training.compile: reduce-overhead`
+    captures backbone and loss in one CUDA graph. (The pytorch-metric-
+    learning losses mine pairs with data-dependent shapes and do break.)"""
+    torch._dynamo.reset()
+    loss = build_loss(name, num_classes=10, embedding_size=16)
+    explanation = torch._dynamo.explain(loss)(torch.randn(32, 16, requires_grad=True), torch.arange(32) % 10)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1

@@ -245,9 +245,8 @@ def test_inputs_prepared_ahead_in_a_thread_give_the_same_bits(digits):
 @pytest.mark.parametrize("loss", ["ce", "cam"])
 def test_compiled_training_learns_what_eager_training_learns(digits, plain, loss):
     """training.compile on the CPU (TorchInductor's C++ kernels): backbone
-    and loss really run compiled (CAM's boolean-mask indexing breaks the
-    graph in two, which must not lose its per-term log), and learn what the
-    eager step does."""
+    and loss really run compiled, CAM's per-term log (set inside the
+    compiled region) survives, and they learn what the eager step does."""
     fp32 = {"device": "cpu", "precision": "fp32", "channels_last": False, "augment": "none"}
     torch._dynamo.reset()
     compiled = trained(digits, loss, compile="reduce-overhead", **fp32)  # CUDA graphs only on CUDA

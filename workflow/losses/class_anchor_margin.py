@@ -29,6 +29,19 @@ def pairwise_safe_distance(u, v, eps=1e-12):
     return squared.clamp_min(eps).sqrt()
 
 
+def off_diagonal(matrix):
+    """The off-diagonal elements of a square matrix, row by row: what
+    ``matrix[~torch.eye(n, dtype=bool)]`` gives, the same values in the same
+    order (so the same sums, bit for bit), but indexed by arithmetic on
+    ``arange``. A boolean mask's result has a shape that depends on the
+    data, which breaks a ``torch.compile`` graph (and its CUDA graph) in
+    two; this has a shape fixed by ``n``."""
+    n = len(matrix)
+    k = torch.arange(n * (n - 1), device=matrix.device)
+    row, col = k // (n - 1), k % (n - 1)
+    return matrix[row, col + (col >= row)]  # skip the diagonal in each row
+
+
 @register_loss("cam")
 class ClassAnchorMarginLoss(nn.Module):
     """Attractor-repeller loss with one learnable anchor ``a_c`` per class.
@@ -86,8 +99,7 @@ class ClassAnchorMarginLoss(nn.Module):
     def repeller(self):
         a = self.anchors
         dist = pairwise_safe_distance(a, a)  # (C, C)
-        off_diag = ~torch.eye(len(a), dtype=torch.bool, device=a.device)
-        return 0.5 * (2 * self.margin - dist[off_diag]).clamp_min(0).pow(2).sum()
+        return 0.5 * (2 * self.margin - off_diagonal(dist)).clamp_min(0).pow(2).sum()
 
     def min_norm_term(self):
         return (self.min_norm - safe_norm(self.anchors)).clamp_min(0).sum()

@@ -11,6 +11,7 @@ from torch import nn
 
 from workflow.losses import register_loss
 from workflow.losses.center import centre_term
+from workflow.losses.class_anchor_margin import off_diagonal
 
 
 @register_loss("island")
@@ -67,8 +68,7 @@ class IslandLoss(nn.Module):
         """``sum_{j != k} (cos(c_j, c_k) + 1)``."""
         c = F.normalize(self.centres, dim=1)
         cosine = c @ c.T
-        off_diag = ~torch.eye(len(c), dtype=torch.bool, device=c.device)
-        return (cosine[off_diag] + 1).sum()
+        return (off_diagonal(cosine) + 1).sum()
 
     def forward(self, embeddings, labels):
         ce = F.cross_entropy(self.classifier(embeddings), labels)
