@@ -8,9 +8,10 @@ Input pipeline: the training images are held on the device once, as uint8
 indexing, augmented on the device (``workflow.augment``) and normalised
 there, so there is no DataLoader, no per-image Python and no host-to-device
 copy per step. This fits every dataset of this benchmark at its configured
-size (CIFAR-100 at 32x32: 150 MB; Places365 train-standard at 64x64 would be
-22 GB and would need a DataLoader with workers and pinned memory, which is
-not implemented).
+size (CIFAR-100 at 32x32: 150 MB). Larger ones (Places365 train-standard at
+64x64 would be 22 GB) stay in host memory with ``training.data_on_device:
+false`` (:class:`HostImages`: DataLoader workers read each epoch's batches
+ahead into pinned memory).
 
 Speed settings (``training.precision``, ``channels_last``, ``compile``, see
 :func:`resolve_speed`) change the arithmetic, not the algorithm: bf16
