@@ -30,7 +30,7 @@ fi
 
 pipeline() {
   # The training tests: every test taking `device` runs on CUDA here too.
-  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_training.py tests/test_augment.py 2>&1 \
+  timeout "${TEST_SECONDS:-220}" python3 -m pytest -q -p no:cacheprovider tests/test_training.py tests/test_augment.py 2>&1 \
     | tee "$OUT/cuda_tests.txt"
   # The real CIFAR-100 few-shot grid; `time` gives the wall time.
   start=$(date +%s)

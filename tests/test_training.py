@@ -242,17 +242,19 @@ def test_inputs_prepared_ahead_in_a_thread_give_the_same_bits(digits):
     assert torch.equal(ahead.augment_generator.get_state(), one_by_one.augment_generator.get_state())
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("loss", ["ce", "cam"])
-def test_compiled_training_learns_what_eager_training_learns(digits, plain, loss):
-    """training.compile on the CPU (TorchInductor's C++ kernels): backbone
-    and loss really run compiled, CAM's per-term log (set inside the
-    compiled region) survives, and they learn what the eager step does."""
-    fp32 = {"device": "cpu", "precision": "fp32", "channels_last": False, "augment": "none"}
+def test_compiled_training_learns_what_eager_training_learns(digits, plain, loss, device):
+    """training.compile (TorchInductor; its C++ kernels on the CPU, CUDA
+    graphs over backbone and loss on CUDA): backbone and loss really run
+    compiled, CAM's per-term log (set inside the compiled region) survives,
+    and they learn what the eager fp32 step on the CPU does."""
+    fp32 = {"precision": "fp32", "channels_last": False, "augment": "none"}
     torch._dynamo.reset()
-    compiled = trained(digits, loss, compile="reduce-overhead", **fp32)  # CUDA graphs only on CUDA
+    compiled = trained(digits, loss, device=device, compile="reduce-overhead", **fp32)
     assert compiled[0]["stats"]["compile"] == "reduce-overhead"
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
-    eager = plain if loss == "ce" else trained(digits, loss, **fp32)
+    eager = plain if loss == "ce" else trained(digits, loss, device="cpu", **fp32)
     assert_close_results(compiled, eager)
     for compiled_record, eager_record in zip(compiled[0]["history"], eager[0]["history"]):
         assert compiled_record.keys() == eager_record.keys()
