@@ -20,7 +20,10 @@ cross-entropy) and Adam on the same synthetic images (random pixels, 100
 classes: throughput does not depend on what the pixels show).
 ``gpu_busy`` is the GPU's kernel time per step (from the PyTorch
 profiler, over 10 more steps) over the step time measured without the
-profiler (n/a on the CPU). Each loop pulls its batches as it steps: the
+profiler (n/a on the CPU). The same profiled steps give a second table:
+the share of the project step's host time in each of its phases (inputs,
+forward, backward, optimizer, bookkeeping), which says where a host-bound
+step (a GPU busy well under 100%) loses its time. Each loop pulls its batches as it steps: the
 plain loop's DataLoader loading counts.
 
     python benchmarks/throughput.py                       # GPU: batch 128
@@ -87,22 +90,30 @@ def timed_steps(step_fn, batches, warmup: int, steps: int, device: torch.device)
     return (time.perf_counter() - start) / steps
 
 
-def kernel_seconds_per_step(step_fn, batches: list, device: torch.device) -> float | None:
-    """GPU kernel time per step (sum of the CUDA kernels' times from the
-    PyTorch profiler, over ``batches`` already in memory); None on the CPU.
-    The profiler slows the host, not the kernels, so the GPU-busy fraction
-    is this over the unprofiled step time."""
-    if device.type != "cuda":
-        return None
+STEP_PHASES = ("inputs", "forward", "backward", "optimizer", "bookkeeping")  # TrainStep's step/* ranges
+
+
+def profile_steps(step_fn, batches: list, device: torch.device) -> dict:
+    """One profiled pass over ``batches`` (already in memory), per step:
+    ``kernel_s``, the GPU kernel time (sum of the CUDA kernels' times; None
+    on the CPU), and ``phases``, the host's wall time in each of
+    ``TrainStep``'s ``step/*`` ranges (empty for a step without them). The
+    profiler slows the host, not the kernels: the GPU-busy fraction is
+    ``kernel_s`` over the unprofiled step time, and the phases are the
+    host's shares of a step, not its unprofiled times."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
-    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as profiler:
         for batch in batches:
             step_fn(batch)
         sync(device)
-    kernel_us = sum(event.self_device_time_total for event in profiler.key_averages()
+    events = profiler.key_averages()
+    kernel_us = sum(event.self_device_time_total for event in events
                     if event.device_type == torch.autograd.DeviceType.CUDA)
-    return kernel_us / 1e6 / len(batches)
+    phases = {event.key.removeprefix("step/"): event.cpu_time_total / 1e6 / len(batches) for event in events
+              if event.key.startswith("step/") and event.device_type == torch.autograd.DeviceType.CPU}
+    return {"kernel_s": kernel_us / 1e6 / len(batches) if device.type == "cuda" else None, "phases": phases}
 
 
 def busy_fraction(kernel_seconds: float | None, step_seconds: float) -> float | None:
@@ -121,11 +132,12 @@ def project_train(images, labels, arch, batch_size, steps, warmup, device, speed
     # The loop of train_epoch: TrainStep.steps (on the CPU it prepares the
     # next batch's inputs in a second thread while the current one trains).
     per_step = timed_steps(lambda out: None, run.step.steps(batches), warmup, steps, device)
-    busy = busy_fraction(kernel_seconds_per_step(run.step, batches[:PROFILED_STEPS], device), per_step)
+    profiled = profile_steps(run.step, batches[:PROFILED_STEPS], device)
+    busy = busy_fraction(profiled["kernel_s"], per_step)
     checkpoint = {"backbone": run.backbone.state_dict(), "loss": run.loss_fn.state_dict(), "mean": run.mean,
                   "std": run.std, "in_channels": run.in_channels, "image_size": run.image_size,
                   "num_classes": NUM_CLASSES}
-    return per_step, busy, checkpoint, settings, run.speed
+    return per_step, busy, profiled["phases"], checkpoint, settings, run.speed
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -176,7 +188,7 @@ def plain_train(images, labels, arch, size, batch_size, steps, warmup, device, w
     loader = plain_loader(images, labels, size, batch_size, workers, device, train=True)
     per_step = timed_steps(step, loader, warmup, steps, device)
     profiled = list(itertools.islice(loader, PROFILED_STEPS))
-    return per_step, busy_fraction(kernel_seconds_per_step(step, profiled, device), per_step)
+    return per_step, busy_fraction(profile_steps(step, profiled, device)["kernel_s"], per_step)
 
 
 @torch.no_grad()
@@ -237,7 +249,7 @@ def main() -> None:
     name = device_name(device)
     print(f"device: {name}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}; "
           f"{args.steps} timed steps after {args.warmup}; plain DataLoader workers: {args.workers}")
-    rows = []
+    rows, phase_rows = [], []
     for spec in args.models:
         arch, size, *batch = spec.split(":")
         size, batch_size = int(size), int(batch[0]) if batch else args.batch_size
@@ -252,12 +264,14 @@ def main() -> None:
         p_embed = r_embed = 0.0
         embed_n = batch_size * args.steps
         for _ in range(args.repeats):
-            step, p_busy, checkpoint, settings, speed = project_train(
+            step, gpu_busy, phases, checkpoint, settings, speed = project_train(
                 images, labels, arch, batch_size, args.steps, args.warmup, device, project_speed, args.loss)
-            p_step = min(p_step, step)
-            step, r_busy = plain_train(images, labels, arch, size, batch_size, args.steps, args.warmup,
-                                       device, args.workers, args.loss)
-            r_step = min(r_step, step)
+            if step < p_step:  # the busy fraction and the phases of the repeat that counts
+                p_step, p_busy, p_phases = step, gpu_busy, phases
+            step, gpu_busy = plain_train(images, labels, arch, size, batch_size, args.steps, args.warmup,
+                                     device, args.workers, args.loss)
+            if step < r_step:
+                r_step, r_busy = step, gpu_busy
 
             backbone, loss_fn = load_models(checkpoint, settings, device, speed)
             embed_images(backbone, loss_fn, checkpoint, speed, images, np.arange(batch_size), batch_size)  # warm-up
@@ -282,9 +296,15 @@ def main() -> None:
             "embed_img_s_project": p_embed, "embed_img_s_plain": r_embed, "embed_speedup": p_embed / r_embed,
         })
         print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format=lambda v: f"{v:.1f}"), flush=True)
+        profiled_ms = sum(p_phases.values()) * 1e3
+        phase_rows.append({"model": rows[-1]["model"], "step_ms": p_step * 1e3, "profiled_step_ms": profiled_ms,
+                           **{f"{name}_%": 100 * p_phases.get(name, 0.0) * 1e3 / profiled_ms for name in STEP_PHASES}})
 
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    phase_table = pd.DataFrame(phase_rows)
+    print("host time per phase of the project step (profiled):")
+    print(phase_table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     slug = "cuda_" + name.replace(" ", "_") if device.type == "cuda" else "cpu"
     if args.precision != "auto":
         slug += f"_{args.precision}"
@@ -301,7 +321,14 @@ def main() -> None:
         f"Device: {name}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}; "
         f"{args.steps} timed steps after {args.warmup} warm-up steps, best of {args.repeats} alternating repeats; plain loop with "
         f"{args.workers} DataLoader workers. Command: `python benchmarks/throughput.py {' '.join(sys.argv[1:])}`\n\n"
-        + table.to_markdown(index=False, floatfmt=".2f") + "\n\n```csv\n" + table.to_csv(index=False) + "```\n"
+        + table.to_markdown(index=False, floatfmt=".2f") + "\n\n```csv\n" + table.to_csv(index=False) + "```\n\n"
+        "## Where the project step's host time goes\n\n"
+        f"One profiled pass of {PROFILED_STEPS} steps (of the repeat that counts): `step_ms`, the unprofiled "
+        "step time; `profiled_step_ms`, the host's time in the step under the profiler (which slows the host); "
+        "the share of it in each phase of `TrainStep` (`inputs`: gather, augment, normalise; `forward`: backbone "
+        "and loss; `backward`: zero_grad and backward; `optimizer`; `bookkeeping`: accuracy). On a GPU the host "
+        "only queues kernels, so these are launch and Python costs.\n\n"
+        + phase_table.to_markdown(index=False, floatfmt=".1f") + "\n"
     )
     print(f"wrote {path}")
 

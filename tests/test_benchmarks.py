@@ -32,3 +32,12 @@ def test_throughput_benchmark_writes_both_loops_side_by_side(tmp_path):
         assert row[column] > 0, column
     assert row["train_speedup"] == pytest.approx(row["train_img_s_project"] / row["train_img_s_plain"])
     assert row["gpu_busy_project"] == "n/a"  # no GPU kernel time on the CPU
+
+    # The project step's host time, phase by phase, from the profiler.
+    phases = pd.read_csv(io.StringIO(text.split("## Where the project step's host time goes")[1]
+                                     .split("\n\n")[2]), sep="|", skipinitialspace=True).iloc[1:, 1:-1]
+    phases.columns = [c.strip() for c in phases.columns]
+    shares = phases[["inputs_%", "forward_%", "backward_%", "optimizer_%", "bookkeeping_%"]].astype(float).iloc[0]
+    assert (shares > 0).all(), shares  # every phase ran and was timed (CAM classifies: bookkeeping too)
+    assert shares.sum() == pytest.approx(100, abs=0.5)
+    assert float(phases["profiled_step_ms"].iloc[0]) > 0 and float(phases["step_ms"].iloc[0]) > 0
