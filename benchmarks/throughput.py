@@ -23,8 +23,8 @@ profiler, over 10 more steps) over the step time measured without the
 profiler (n/a on the CPU). The same profiled steps give a second table:
 the share of the project step's host time in each of its phases (inputs,
 forward, backward, optimizer, bookkeeping), which says where a host-bound
-step (a GPU busy well under 100%) loses its time. Each loop pulls its batches as it steps: the
-plain loop's DataLoader loading counts.
+step (a GPU busy well under 100%) loses its time. Each loop pulls its
+batches as it steps: the plain loop's DataLoader loading counts.
 
     python benchmarks/throughput.py                       # GPU: batch 128
     python benchmarks/throughput.py --batch-size 16 --steps 3 --warmup 1 \\
@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from workflow.embedding import embed_images, load_models  # noqa: E402
-from workflow.training import build_models, build_training, select_device  # noqa: E402
+from workflow.training import STEP_PHASES, build_models, build_training, select_device  # noqa: E402
 
 NUM_CLASSES = 100
 
@@ -88,9 +88,6 @@ def timed_steps(step_fn, batches, warmup: int, steps: int, device: torch.device)
         step_fn(next(iterator))
     sync(device)
     return (time.perf_counter() - start) / steps
-
-
-STEP_PHASES = ("inputs", "forward", "backward", "optimizer", "bookkeeping")  # TrainStep's step/* ranges
 
 
 def profile_steps(step_fn, batches: list, device: torch.device) -> dict:
