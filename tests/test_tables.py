@@ -1,4 +1,5 @@
-"""Declared tables: layout, statistics against scipy, markers, errors."""
+"""Declared tables: layout, statistics against scipy and by hand (sign-flip
+test, Holm, intervals), markers and captions, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 from scipy import stats
 
 from workflow.config import ConfigError
-from workflow.tables import build_table, mean_ci, paired_p_value, render
+from workflow import tables
+from workflow.tables import build_table, holm, mean_ci, paired_p_value, render, sign_flip_p_value
 
 SEEDS = [0, 1, 2, 3]
 # Known numbers: per (regime, loss) a list of per-seed map values.
@@ -44,38 +46,118 @@ def test_confidence_interval_and_std_match_scipy():
     assert (low, high) == pytest.approx(expected)
 
 
+def scipy_sign_flip(a, b) -> float:
+    """scipy's paired permutation test: permutation_type="samples" swaps the
+    two values within each pair, i.e. flips the sign of each difference."""
+    return stats.permutation_test(
+        (np.asarray(a, float), np.asarray(b, float)), lambda x, y, axis: np.mean(x - y, axis=axis),
+        permutation_type="samples", vectorized=True, n_resamples=np.inf, alternative="two-sided",
+    ).pvalue
+
+
 def test_paired_test_matches_scipy_and_pairs_by_seed():
     a = pd.Series(MAP[("full", "lm")], index=SEEDS)
     b = pd.Series(MAP[("full", "ce")], index=SEEDS)
-    assert paired_p_value(a, b) == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert paired_p_value(a, b) == pytest.approx(scipy_sign_flip(a, b))
     # Pairing is by seed, not by position.
-    assert paired_p_value(a, b.iloc[::-1]) == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert paired_p_value(a, b.iloc[::-1]) == pytest.approx(scipy_sign_flip(a, b))
 
 
-def test_layout_best_and_significance():
+@pytest.mark.parametrize("n", [3, 4, 5, 7, 10])
+def test_sign_flip_matches_scipy_permutation_test(n):
+    rng = np.random.default_rng(n)
+    for shift in [0.0, 0.3, 1.0]:
+        a, b = rng.normal(shift, 1, n), rng.normal(0, 1, n)
+        assert sign_flip_p_value(a - b) == pytest.approx(scipy_sign_flip(a, b), abs=1e-12)
+
+
+def test_sign_flip_hand_computed():
+    series = lambda d: pd.Series(np.asarray(d, float), index=range(len(d)))
+    zero = lambda d: pd.Series(0.0, index=range(len(d)))
+    # [1, 2, 3, 4]: only all-plus and all-minus reach |sum| = 10: 2 of 16.
+    assert paired_p_value(series([1, 2, 3, 4]), zero([1, 2, 3, 4])) == 2 / 16
+    # [1, -1, 2, 3]: |values| 1, 1, 2, 3 (total 7), observed sum 5. With N the
+    # sum of the |values| given a minus, sum = 7 - 2N, and |sum| >= 5 iff
+    # N <= 1 ({}, {1}, {1'}) or N >= 6 (their complements): 6 of 16.
+    assert paired_p_value(series([1, -1, 2, 3]), zero([1, -1, 2, 3])) == 6 / 16
+    # [2, 2, -1]: total 5, observed 3; |5 - 2N| >= 3 iff N <= 1 ({}, {1}) or
+    # N >= 4 ({2, 2}, {2, 2, 1}): 4 of 8.
+    assert sign_flip_p_value([2, 2, -1]) == 4 / 8
+
+
+def test_sign_flip_degenerate_cases():
+    # The old p = 0 case: a constant non-zero difference. With 3 seeds only
+    # all-plus and all-minus reach it: 2/8, whatever the float noise in d.
+    a = pd.Series([0.50, 0.60, 0.70], index=[0, 1, 2])
+    b = pd.Series([0.49, 0.59, 0.69], index=[0, 1, 2])
+    assert paired_p_value(a, b) == 0.25
+    assert paired_p_value(a.iloc[:2], b.iloc[:2]) != paired_p_value(a.iloc[:2], b.iloc[:2])  # NaN
+    # All-zero differences: every assignment ties: p = 1.
+    assert paired_p_value(a, a) == 1.0
+    assert sign_flip_p_value(np.zeros(5)) == 1.0
+    # Fewer than 3 paired seeds: no test.
+    for d in [[], [0.1], [0.1, 0.2]]:
+        assert np.isnan(sign_flip_p_value(d))
+    assert np.isnan(paired_p_value(a, pd.Series([0.4, 0.5, 0.6], index=[2, 3, 4])))  # one common seed
+    # NaN values: the seed leaves the pairing (4 seeds -> 3), and a metric
+    # that is NaN for every seed gives no test.
+    c = pd.Series([0.50, 0.60, 0.70, np.nan], index=[0, 1, 2, 3])
+    d = pd.Series([0.49, 0.59, 0.69, 0.10], index=[0, 1, 2, 3])
+    assert paired_p_value(c, d) == 0.25
+    assert np.isnan(paired_p_value(pd.Series(np.nan, index=[0, 1, 2, 3]), d))
+    # The smallest p is 2/2^n, never 0.
+    for n in [3, 4, 5, 8, 16]:
+        assert sign_flip_p_value(np.arange(1, n + 1)) == 2 / 2**n == tables.smallest_p(n)
+
+
+def test_sign_flip_monte_carlo_above_the_exact_limit(monkeypatch):
+    d = np.random.default_rng(1).normal(0.3, 1, 10)
+    exact = sign_flip_p_value(d)
+    monkeypatch.setattr(tables, "EXACT_MAX_SEEDS", 6)
+    sampled = sign_flip_p_value(d)
+    assert sampled != exact and abs(sampled - exact) < 4 * np.sqrt(exact * (1 - exact) / tables.MONTE_CARLO_RESAMPLES)
+    assert sign_flip_p_value(d) == sampled  # seeded
+    # +1 correction: never 0, even when no sampled assignment reaches the observed one.
+    assert sign_flip_p_value(np.arange(1, 31)) == 1 / (tables.MONTE_CARLO_RESAMPLES + 1) == tables.smallest_p(30)
+
+
+def test_holm_hand_computed():
+    # Sorted: 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 -> 0.02, 0.03, 0.06, 0.04;
+    # running maximum -> 0.02, 0.03, 0.06, 0.06.
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # No test (NaN) is no member of the family.
+    adjusted = holm([0.01, np.nan, 0.04, 0.03, 0.005])
+    assert np.isnan(adjusted[1]) and adjusted[[0, 2, 3, 4]] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.04]) == pytest.approx([0.04]) and np.isnan(holm([np.nan])).all()
+
+
+def test_layout_best_and_no_marker_with_four_seeds():
     frame = build_table("t", DECL, metrics_frame())
     assert list(dict.fromkeys(frame["row"])) == ["ce", "cam", "lm"]
     assert len(frame) == 3 * 2 * 2  # rows x regimes x metrics
     get = lambda row, regime, metric: frame[(frame["row"] == row) & (frame["regime"] == regime) & (frame["metric"] == metric)].iloc[0]
-    assert get("cam", "full", "map")["significant"]
-    assert not get("lm", "full", "map")["significant"]
-    assert not get("ce", "full", "map")["significant"]  # the baseline is never marked
-    assert np.isnan(get("ce", "full", "map")["p_value"])
+    # cam beats ce on every one of the 4 seeds: p = 2/16, 2/8 after Holm over
+    # cam and lm; the old t-test starred it (p = 3e-4). No marker can appear.
+    assert get("cam", "full", "map")["p"] == 2 / 16 and get("cam", "full", "map")["p_holm"] == 2 / 8
+    assert not frame["significant"].any()
+    assert np.isnan(get("ce", "full", "map")["p"])  # the baseline is not tested
+    assert pd.isna(get("ce", "full", "map")["n_paired"]) and get("cam", "full", "map")["n_paired"] == 4
     # Best: highest map, lowest error, per column.
     assert get("cam", "full", "map")["best"] and get("cam", "full", "top1_error")["best"]
     assert get("ce", "fewshot", "map")["best"] and not get("cam", "fewshot", "map")["best"]
     assert get("ce", "fewshot", "top1_error")["best"]
-    assert get("lm", "fewshot", "map")["significant"]
 
 
 def test_render_outputs():
     frame = build_table("t_x", DECL, metrics_frame())
     csv, markdown, latex = render("t_x", DECL, frame)
     assert "ci_low" in csv.splitlines()[0]
-    assert "**0.605 ± 0.021***" in markdown  # cam full: best and significant
+    assert "**0.605 ± 0.021**" in markdown and "*: differs from ce" in markdown  # cam full: best
     assert "| full map" in markdown or "full map" in markdown
-    assert r"\toprule" in latex and r"\textbf{0.605 $\pm$ 0.021*}" in latex
+    assert r"\toprule" in latex and r"\textbf{0.605 $\pm$ 0.021}" in latex
     assert r"\label{tab:t_x}" in latex and r"top1\_error" in latex
+    assert "smallest possible p is 0.125, so no marker can appear" in latex and "p $<$ 0.05" in latex
 
 
 def test_explicit_rows_with_labels():
@@ -119,8 +201,106 @@ def test_baseline_may_name_an_explicit_row_and_an_ambiguous_loss_stops():
         "columns": ["regime"], "metrics": ["map"], "baseline": "CE pre-trained",
     }
     table = build_table("t", decl, frame).set_index(["row", "regime"])
-    expected = stats.ttest_rel(MAP[("full", "cam")], MAP[("full", "ce")]).pvalue
-    assert table.loc[("CAM", "full"), "p_value"] == pytest.approx(expected)
-    assert np.isnan(table.loc[("CE pre-trained", "full"), "p_value"])
+    expected = scipy_sign_flip(MAP[("full", "cam")], MAP[("full", "ce")])
+    assert table.loc[("CAM", "full"), "p"] == pytest.approx(expected) == 2 / 16
+    assert np.isnan(table.loc[("CE pre-trained", "full"), "p"])
     with pytest.raises(ConfigError, match="tables.t.baseline: 'ce' matches several cells per seed"):
         build_table("t", {**decl, "baseline": "ce"}, frame)
+
+
+# Eight seeds (smallest p 2/256): cam beats ce on every seed; lm on 7 of 8
+# with differences 5, 4, 3, 1, 1, 1, 1, -1 (x 0.01): |values| total 17,
+# observed sum 15, so |17 - 2N| >= 15 iff N <= 1 ({} or one of the five 1s)
+# or N >= 16 (their complements): p = 12/256 = 0.047, below 0.05 raw;
+# triplet is noise and cannot classify (accuracy NaN: no test).
+CE8 = np.array([0.50, 0.52, 0.49, 0.51, 0.50, 0.53, 0.48, 0.51])
+DIFF8 = {
+    "ce": np.zeros(8),
+    "cam": np.array([0.10, 0.08, 0.12, 0.09, 0.11, 0.10, 0.07, 0.10]),
+    "lm": 0.01 * np.array([5, 4, 3, 1, 1, 1, 1, -1]),
+    "triplet": 0.01 * np.array([1, -1, 2, -2, 1, -1, 0.5, -0.5]),
+}
+
+
+def eight_seed_frame() -> pd.DataFrame:
+    rows = []
+    for loss, diff in DIFF8.items():
+        for seed, (c, dv) in enumerate(zip(CE8, diff)):
+            base = dict(dataset="digits", regime="full", backbone="cnn", loss=loss, seed=seed, retrieval="exact")
+            rows.append({**base, "metric": "map", "value": c + dv})
+            rows.append({**base, "metric": "accuracy", "value": np.nan if loss == "triplet" else c + dv + 0.3})
+    return pd.DataFrame(rows)
+
+
+def test_table_end_to_end_raw_and_holm_p_and_difference_interval():
+    decl = {"caption": "Eight", "rows": ["loss"], "metrics": ["map", "accuracy"], "baseline": "ce"}
+    frame = build_table("e", decl, eight_seed_frame())
+    csv, markdown, latex = render("e", decl, frame)
+    header = csv.splitlines()[0].split(",")
+    for column in ["n_paired", "diff", "diff_ci_low", "diff_ci_high", "p", "p_holm", "significant"]:
+        assert column in header
+    table = pd.read_csv(__import__("io").StringIO(csv)).set_index(["row", "metric"])
+    raw = {loss: scipy_sign_flip(CE8 + DIFF8[loss], CE8) for loss in ["cam", "lm", "triplet"]}
+    assert raw["cam"] == pytest.approx(2 / 256) and raw["lm"] == pytest.approx(12 / 256)
+    for loss in raw:
+        assert table.loc[(loss, "map"), "p"] == pytest.approx(raw[loss])
+    # map: family cam, lm, triplet (k = 3). Sorted p: cam x 3 = 0.0234, lm x 2
+    # = 0.094, triplet x 1 (after the running maximum at least 0.094).
+    assert table.loc[("cam", "map"), "p_holm"] == pytest.approx(3 * 2 / 256)
+    assert table.loc[("lm", "map"), "p_holm"] == pytest.approx(2 * 12 / 256)
+    assert table.loc[("triplet", "map"), "p_holm"] == pytest.approx(max(raw["triplet"], 2 * 12 / 256))
+    assert table.loc[("cam", "map"), "significant"] and not table.loc[("lm", "map"), "significant"]
+    # accuracy: triplet has no test, family cam, lm (k = 2): cam x 2, lm x 1.
+    assert table.loc[("triplet", "accuracy"), "n_paired"] == 0
+    assert np.isnan(table.loc[("triplet", "accuracy"), "p"]) and np.isnan(table.loc[("triplet", "accuracy"), "p_holm"])
+    assert table.loc[("cam", "accuracy"), "p_holm"] == pytest.approx(2 * 2 / 256)
+    assert table.loc[("lm", "accuracy"), "p_holm"] == pytest.approx(12 / 256)
+    assert table.loc[("lm", "accuracy"), "significant"] and not table.loc[("triplet", "accuracy"), "significant"]
+    assert np.isnan(table.loc[("ce", "map"), "p"]) and not table.loc[("ce", "map"), "significant"]
+    # The paired difference and its Student-t interval.
+    d = (CE8 + DIFF8["lm"]) - CE8
+    low, high = stats.t.interval(0.95, 7, loc=d.mean(), scale=stats.sem(d))
+    assert table.loc[("lm", "map"), ["diff", "diff_ci_low", "diff_ci_high"]].tolist() == pytest.approx([d.mean(), low, high])
+    assert table.loc[("lm", "map"), "n_paired"] == 8
+    # Markers follow p_holm, and the caption says what they mean.
+    assert "| **0.601 ± 0.023*** | **0.901 ± 0.023*** |" in markdown  # cam: best and significant
+    assert "| 0.524 ± 0.024      | 0.824 ± 0.024*     |" in markdown  # lm: accuracy only
+    note = ("*: differs from ce by an exact paired sign-flip permutation test over 8 seeds, "
+            "Holm-corrected over the 2-3 rows compared (one family per metric), p < 0.05; "
+            "with 8 seeds the smallest possible p is 0.00781, 0.0156 after Holm; "
+            "no test where fewer than 3 seeds pair up")
+    assert note in markdown
+
+
+def test_constant_difference_gets_no_marker():
+    """The old p = 0 case: [0.50, 0.60] against [0.49, 0.59] was starred."""
+    rows = []
+    for seed, (ce, cam) in enumerate([(0.49, 0.50), (0.59, 0.60), (0.69, 0.70)]):
+        for loss, value in [("ce", ce), ("cam", cam)]:
+            rows.append(dict(dataset="digits", regime="full", backbone="cnn", loss=loss, seed=seed,
+                             retrieval="exact", metric="map", value=value))
+    metrics = pd.DataFrame(rows)
+    decl = {"rows": ["loss"], "metrics": ["map"], "baseline": "ce"}
+    two = build_table("c", decl, metrics[metrics["seed"] < 2]).set_index("row")
+    assert np.isnan(two.loc["cam", "p"]) and not two["significant"].any()
+    _, markdown, _ = render("c", decl, two.reset_index())
+    assert "*: no test against ce (fewer than 3 seeds paired with it), so no marker" in markdown
+    assert "**0.550 ± 0.071** |" in markdown  # best, no star
+    three = build_table("c", decl, metrics)
+    assert three.set_index("row").loc["cam", "p"] == 0.25 and not three["significant"].any()
+    _, markdown, latex = render("c", decl, three)
+    assert ("*: differs from ce by an exact paired sign-flip permutation test over 3 seeds, "
+            "Holm-corrected over the 1 row compared (one family per metric), p < 0.05; "
+            "with 3 seeds the smallest possible p is 0.25, so no marker can appear") in markdown
+    assert "*" not in markdown.split("\n", 1)[1].replace("**", "")  # no marker in the body (bold aside)
+
+
+def test_three_seeds_never_marked_even_when_every_seed_agrees():
+    frame = metrics_frame()
+    frame = frame[frame["seed"] < 3]
+    table = build_table("t", DECL, frame)
+    assert not table["significant"].any()
+    assert table["p"].min() == 0.25
+    _, markdown, _ = render("t", DECL, table)
+    assert ("over 3 seeds, Holm-corrected over the 2 rows compared (one family per regime and metric), "
+            "p < 0.05; with 3 seeds the smallest possible p is 0.25, so no marker can appear") in markdown

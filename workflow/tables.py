@@ -19,10 +19,27 @@ confidence interval of the mean (Student t over seeds) is in the CSV. The
 best mean per column (per block) is bold; lower is better for ``*_error``
 and for the cost metrics ``*_per_query``, higher for every other metric.
 
-Significance: a **paired t-test over seeds** (``scipy.stats.ttest_rel``;
-seeds pair up because a seed fixes the split) between a row and the row of
-the baseline loss in the same block and column; ``*`` marks p < 0.05. With
-fewer than two common seeds there is no test and no marker.
+Significance, against the row of the baseline in the same block and column
+group, per metric, over the seeds both have (a seed fixes the split, so
+seeds pair up; a seed with a NaN on either side, e.g. the accuracy of a loss
+that cannot classify, is left out):
+
+* an **exact paired sign-flip permutation test** (:func:`sign_flip_p_value`):
+  statistic ``|mean(d)|`` of the paired differences ``d``; p is the share of
+  the 2^n sign assignments at least as extreme, all enumerated up to
+  EXACT_MAX_SEEDS seeds (a seeded Monte-Carlo with the +1 correction above).
+  It makes no normality assumption and never returns p = 0: its smallest
+  value is 2/2^n (0.25 with 3 seeds, 0.125 with 4, 0.0625 with 5), and
+  all-zero differences give p = 1. Fewer than MIN_SEEDS (3) paired seeds:
+  no test (NaN);
+* **Holm** correction (:func:`holm`) within each family: the rows compared
+  with the baseline in one block and column group, for one metric;
+* ``*`` marks Holm-adjusted p < ALPHA (0.05). The CSV has the raw ``p``,
+  ``p_holm``, ``n_paired`` and the mean paired difference ``diff`` (row -
+  baseline) with its 95% Student-t interval ``diff_ci_low``/``diff_ci_high``.
+  The caption (:func:`significance_note`) names the test, the seed count,
+  the family size and the smallest p the seeds allow, and says when no
+  marker can appear (always with 5 seeds or fewer).
 """
 
 from __future__ import annotations
@@ -39,6 +56,11 @@ from workflow.config import ConfigError
 ATTRIBUTES = ["dataset", "regime", "backbone", "loss", "retrieval",
               "embedding_size", "optimizer", "epochs", "batch_size", "augment"]
 ALPHA = 0.05
+# The significance test: no test below MIN_SEEDS paired seeds; exact
+# enumeration of the 2^n sign flips up to EXACT_MAX_SEEDS, else Monte-Carlo.
+MIN_SEEDS = 3
+EXACT_MAX_SEEDS = 16
+MONTE_CARLO_RESAMPLES = 100_000
 
 
 def lower_is_better(metric: str) -> bool:
@@ -48,7 +70,7 @@ def lower_is_better(metric: str) -> bool:
 def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
     """Mean, std (ddof 1), and the Student-t confidence interval of the mean."""
     values = np.asarray(values, dtype=float)
-    mean = float(values.mean())
+    mean = float(values.mean()) if len(values) else float("nan")
     if len(values) < 2:
         return mean, float("nan"), float("nan"), float("nan")
     std = float(values.std(ddof=1))
@@ -56,15 +78,73 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, floa
     return mean, std, mean - half, mean + half
 
 
-def paired_p_value(values: pd.Series, baseline: pd.Series) -> float:
-    """Paired t-test over the seeds both series have (index = seed)."""
+def paired_differences(values: pd.Series, baseline: pd.Series) -> np.ndarray:
+    """``values - baseline`` over the seeds both have (index = seed), seeds
+    where either value is NaN left out (e.g. accuracy of a loss that cannot
+    classify)."""
     common = values.index.intersection(baseline.index)
-    if len(common) < 2:
+    d = values.loc[common].to_numpy(float) - baseline.loc[common].to_numpy(float)
+    return d[~np.isnan(d)]
+
+
+def smallest_p(n: int) -> float:
+    """The smallest p-value :func:`sign_flip_p_value` can return for ``n``
+    paired seeds (NaN below MIN_SEEDS: no test)."""
+    if n < MIN_SEEDS:
         return float("nan")
-    a, b = values.loc[common].to_numpy(float), baseline.loc[common].to_numpy(float)
-    if np.allclose(a - b, (a - b)[0]):  # constant difference: t undefined
-        return 0.0 if not np.isclose((a - b)[0], 0) else 1.0
-    return float(stats.ttest_rel(a, b).pvalue)
+    return 2.0 / 2**n if n <= EXACT_MAX_SEEDS else 1.0 / (MONTE_CARLO_RESAMPLES + 1)
+
+
+def sign_flip_p_value(d, rtol: float = 1e-9) -> float:
+    """Two-sided paired sign-flip permutation test of "the differences are
+    symmetric about 0": statistic ``|mean(d)|``; p is the share of the 2^n
+    sign assignments whose statistic is at least the observed one (ties
+    within ``rtol`` of the mean absolute difference count as at least).
+
+    Exact (every assignment enumerated) up to EXACT_MAX_SEEDS differences,
+    so p >= 2/2^n and all-zero differences give p = 1; above, a seeded
+    Monte-Carlo sample of MONTE_CARLO_RESAMPLES assignments with the +1
+    correction, p = (1 + hits) / (1 + resamples). Fewer than MIN_SEEDS
+    differences: NaN (no test). NaN differences are dropped first."""
+    d = np.asarray(d, dtype=float)
+    d = d[~np.isnan(d)]
+    n = len(d)
+    if n < MIN_SEEDS:
+        return float("nan")
+    observed = abs(d.mean())
+    threshold = observed - rtol * np.abs(d).mean()
+    if n <= EXACT_MAX_SEEDS:
+        bits = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
+        means = np.abs((1 - 2 * bits) @ d) / n
+        return float(np.count_nonzero(means >= threshold) / 2**n)
+    rng = np.random.default_rng(0)
+    hits, left = 0, MONTE_CARLO_RESAMPLES
+    while left:
+        size = min(left, 10_000)
+        signs = rng.choice([-1.0, 1.0], size=(size, n))
+        hits += int(np.count_nonzero(np.abs(signs @ d) / n >= threshold))
+        left -= size
+    return (1 + hits) / (1 + MONTE_CARLO_RESAMPLES)
+
+
+def paired_p_value(values: pd.Series, baseline: pd.Series) -> float:
+    """Sign-flip test (:func:`sign_flip_p_value`) of the paired differences
+    over the seeds both series have (index = seed); NaN below MIN_SEEDS."""
+    return sign_flip_p_value(paired_differences(values, baseline))
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm step-down adjusted p-values; NaN entries (no test) stay NaN and
+    are not counted in the family. The i-th smallest of m p-values becomes
+    max over j <= i of min(1, (m - j + 1) p_(j))."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = len(order)
+    adjusted = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(adjusted)
+    return out
 
 
 def _as_list(value) -> list:
@@ -116,7 +196,13 @@ def _row_frames(decl: dict, selected: pd.DataFrame) -> list[tuple[str, pd.DataFr
 
 def build_table(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     """Long frame: one row per (block, row, column group, metric) with
-    mean, std, ci_low, ci_high, n, p_value, significant, best."""
+    mean, std, ci_low, ci_high, n, then against the baseline: n_paired (seeds
+    paired with it, a seed with a NaN on either side left out; <NA> where
+    there is no comparison, as on the baseline's own row), diff,
+    diff_ci_low, diff_ci_high (mean paired difference row - baseline and its
+    95% Student-t interval), p (sign-flip test), p_holm (Holm-adjusted within
+    the family: the rows compared in one block, column group and metric),
+    significant (p_holm < ALPHA), and best."""
     check_declaration(name, decl, metrics)
     selected = select(metrics, decl.get("select", {}))
     selected = selected[selected["metric"].isin(decl["metrics"])]
@@ -143,7 +229,8 @@ def build_table(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
                     if v.empty:
                         continue
                     mean, std, low, high = mean_ci(v.to_numpy())
-                    p = float("nan")
+                    test = {"n_paired": None, "diff": np.nan, "diff_ci_low": np.nan,
+                            "diff_ci_high": np.nan, "p": np.nan}
                     if base is not None:
                         b = base[base["metric"] == metric].set_index("seed")["value"]
                         if b.index.has_duplicates:
@@ -152,14 +239,25 @@ def build_table(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
                                 "cells per seed (e.g. one loss on two backbones); name an explicit "
                                 "row's label instead"
                             )
-                        p = paired_p_value(v, b) if not b.empty else float("nan")
+                        d = paired_differences(v, b)
+                        diff, _, diff_low, diff_high = mean_ci(d)
+                        test = {"n_paired": len(d), "diff": diff, "diff_ci_low": diff_low,
+                                "diff_ci_high": diff_high, "p": sign_flip_p_value(d)}
                     records.append({
                         **dict(zip(blocks, block)), "row": label, **dict(zip(columns, column)),
                         "metric": metric, "mean": mean, "std": std, "ci_low": low, "ci_high": high,
-                        "n": len(v), "p_value": p, "significant": bool(p < ALPHA),
+                        "n": len(v), **test,
                     })
     frame = pd.DataFrame(records)
+    frame["n_paired"] = frame["n_paired"].astype("Int64")
     group = blocks + columns + ["metric"]
+    # Holm over each family: the rows compared with the baseline in one
+    # block and column group, for one metric.
+    frame["p_holm"] = np.nan
+    for _, part in frame.groupby(group, sort=False, dropna=False):
+        frame.loc[part.index, "p_holm"] = holm(part["p"].to_numpy(float))
+    frame.insert(frame.columns.get_loc("p") + 1, "p_holm", frame.pop("p_holm"))
+    frame["significant"] = frame["p_holm"] < ALPHA
     frame["best"] = False
     for _, part in frame.groupby(group, sort=False) if group else [(None, frame)]:
         metric = part["metric"].iloc[0]
@@ -191,12 +289,52 @@ def wide_text(frame: pd.DataFrame, decl: dict, bold: str, digits: int = 3) -> pd
     return wide.rename_axis(index=[*blocks, row_title] if blocks else row_title)
 
 
+def _span(values) -> str:
+    values = sorted(set(int(v) for v in values))
+    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
+
+
+def significance_note(frame: pd.DataFrame, decl: dict) -> str:
+    """What ``*`` means in this table: the test, the seeds, the Holm family
+    size, and the smallest p the seed count allows (so that a table where
+    no marker can appear says so)."""
+    baseline = decl["baseline"]
+    compared = frame[frame["n_paired"].notna()]
+    tested = compared[compared["p"].notna()]
+    if tested.empty:
+        return (f"*: no test against {baseline} (fewer than {MIN_SEEDS} seeds paired with it), "
+                "so no marker")
+    families = decl.get("blocks", []) + decl.get("columns", []) + ["metric"]
+    per_family = tested.groupby(families, sort=False, dropna=False).agg(
+        k=("p", "size"), n=("n_paired", "max"))
+    exact = tested["n_paired"].max() <= EXACT_MAX_SEEDS
+    test = ("an exact paired sign-flip permutation test" if exact else
+            f"a paired sign-flip permutation test (exact up to {EXACT_MAX_SEEDS} seeds, "
+            f"else {MONTE_CARLO_RESAMPLES} random sign flips)")
+    k = _span(per_family["k"])
+    within = [*decl.get("blocks", []), *decl.get("columns", []), "metric"]
+    note = (f"*: differs from {baseline} by {test} over {_span(tested['n_paired'])} seeds, "
+            f"Holm-corrected over the {k} row{'s' if k != '1' else ''} compared "
+            f"(one family per {' and '.join(within)}), p < {ALPHA:g}")
+    n_max = int(tested["n_paired"].max())
+    floor = smallest_p(n_max)
+    holm_floor = min(min(1.0, f.k * smallest_p(int(f.n))) for f in per_family.itertuples())
+    note += f"; with {n_max} seeds the smallest possible p is {floor:.3g}"
+    if floor < ALPHA and holm_floor > floor:
+        note += f", {holm_floor:.3g} after Holm"
+    if holm_floor >= ALPHA:
+        note += ", so no marker can appear"
+    if len(tested) < len(compared):
+        note += f"; no test where fewer than {MIN_SEEDS} seeds pair up"
+    return note
+
+
 def render(name: str, decl: dict, frame: pd.DataFrame) -> tuple[str, str, str]:
     """CSV (long, numeric), Markdown and LaTeX (booktabs) of a built table."""
     caption = decl.get("caption", name)
     note = "mean ± std over seeds; bold: best per column"
     if decl.get("baseline"):
-        note += f"; *: differs from {decl['baseline']} (paired t-test over seeds, p < 0.05)"
+        note += "; " + significance_note(frame, decl)
     csv = frame.to_csv(index=False)
     md_wide = wide_text(frame, decl, "**{}**")
     md_wide.columns = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in md_wide.columns]
@@ -216,7 +354,8 @@ def render(name: str, decl: dict, frame: pd.DataFrame) -> tuple[str, str, str]:
 
 
 def tex_escape(text) -> str:
-    return str(text).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("±", r"$\pm$")
+    return (str(text).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+            .replace("±", r"$\pm$").replace("<", "$<$"))
 
 
 def _escape_label(label):
