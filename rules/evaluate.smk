@@ -16,5 +16,7 @@ rule evaluate:
         top_k_error=CONFIG["evaluation"]["top_k_error"],
         chunk_size=CONFIG["evaluation"]["chunk_size"],
         two_stage=CONFIG["evaluation"]["two_stage"],
+        distances=CONFIG["evaluation"]["distances"],
+        geometry=get_loss_geometry,
     script:
         "../workflow/scripts/evaluate.py"

@@ -54,7 +54,8 @@ def test_training_curves_plot_loss_terms_when_recorded():
     history without terms (CE) and an old-style history of plain numbers
     still plot their totals."""
     def cam_epoch(e):
-        return {"loss": 3.0 / e, "accuracy": 0.2 * e, "images": 64, "terms": {"attractor": 2.0 / e, "repeller": 0.5 / e, "min_norm": 0.5 / e}}
+        return {"loss": 3.0 / e, "accuracy": 0.2 * e, "images": 64, "terms": {"attractor": 2.0 / e, "repeller": 0.5 / e, "min_norm": 0.5 / e},
+                "diagnostics": {"pairs_within_margin": 1.0 / e, "anchors_below_min_norm": 0.5 / e}}
 
     histories = [("cam", s, [cam_epoch(e) for e in [1, 2, 3]]) for s in [0, 1]]
     histories += [("lm", 0, [{"loss": 1.0, "accuracy": 0.5, "terms": {"ce": 0.9, "lm": 0.1}}] * 3)]
@@ -69,7 +70,11 @@ def test_training_curves_plot_loss_terms_when_recorded():
     assert "images" not in set(frame["term"])  # bookkeeping, not a curve
 
     fig = training_curves_figure(frame)
-    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "cam: terms", "lm: terms"]
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "cam: terms", "lm: terms", "cam: diagnostics"]
+    diagnostics = fig.axes[4]
+    assert [t.get_text() for t in diagnostics.get_legend().get_texts()] == ["pairs_within_margin", "anchors_below_min_norm"]
+    assert np.allclose(diagnostics.get_lines()[0].get_ydata(), [1.0, 0.5, 1.0 / 3])
+    assert fig.axes[2].get_yscale() == "symlog"
     cam_panel = fig.axes[2]
     legend = [t.get_text() for t in cam_panel.get_legend().get_texts()]
     assert legend == ["attractor", "repeller", "min_norm"]

@@ -43,6 +43,7 @@ def test_cam_hand_computed():
         w_attractor=1.0,
         w_repeller=2.0,
         w_min_norm=3.0,
+        reduction="sum",
     ).double()
     with torch.no_grad():
         loss.anchors.copy_(t([[0.5, 0], [2, 0], [0, 3]]))
@@ -90,7 +91,7 @@ def dist(u, v):
     return ((u - v) ** 2).sum().sqrt()
 
 
-def cam_loop(f, y, a, m, p, wa, wr, wn):
+def cam_loop(f, y, a, m, p, wa, wr, wn, reduction="sum"):
     n, c = len(f), len(a)
     l_a = sum(0.5 * ((f[i] - a[y[i]]) ** 2).sum() for i in range(n)) / n
     l_r = 0.5 * sum(
@@ -100,6 +101,8 @@ def cam_loop(f, y, a, m, p, wa, wr, wn):
         if j != k
     )
     l_n = sum(torch.clamp(p - dist(a[j], 0 * a[j]), min=0) for j in range(c))
+    if reduction == "mean":
+        l_r, l_n = l_r / (c * (c - 1)), l_n / c
     return wa * l_a + wr * l_r + wn * l_n, l_r, l_n
 
 
@@ -119,19 +122,20 @@ def lm_loop(f, y, centres, w, b, beta):
     return ce + beta * lm
 
 
-def test_cam_matches_loop_values_and_gradients():
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_cam_matches_loop_values_and_gradients(reduction):
     torch.manual_seed(0)
     params = dict(
         margin=0.8, min_norm=1.2, w_attractor=0.7, w_repeller=1.3, w_min_norm=0.9
     )
-    loss = ClassAnchorMarginLoss(num_classes=5, embedding_size=3, **params).double()
+    loss = ClassAnchorMarginLoss(num_classes=5, embedding_size=3, reduction=reduction, **params).double()
     with torch.no_grad():
         loss.anchors.copy_(0.6 * torch.randn(5, 3, dtype=torch.float64))
     f = torch.randn(12, 3, dtype=torch.float64, requires_grad=True)
     y = torch.randint(0, 5, (12,))
 
     ours = loss(f, y)
-    ref, l_r, l_n = cam_loop(f, y, loss.anchors, *params.values())
+    ref, l_r, l_n = cam_loop(f, y, loss.anchors, *params.values(), reduction=reduction)
     assert l_r.item() > 0 and l_n.item() > 0  # all three terms are active
     assert torch.allclose(ours, ref)
     g_ours = torch.autograd.grad(ours, [f, loss.anchors])
@@ -190,7 +194,7 @@ def cam(anchors, **params):
 
 def test_cam_min_norm_pushes_small_anchors_out():
     torch.manual_seed(3)
-    loss = cam(1e-3 * torch.randn(4, 3, dtype=torch.float64), min_norm=1.0)
+    loss = cam(1e-3 * torch.randn(4, 3, dtype=torch.float64), min_norm=1.0, reduction="sum")
     l_n = loss.min_norm_term()
     norms = loss.anchors.norm(dim=1)
     assert l_n.item() == pytest.approx((1.0 - norms).sum().item())
@@ -211,8 +215,11 @@ def test_cam_repeller_zero_when_anchors_far_apart():
     loss = cam(1.5 * torch.eye(3, dtype=torch.float64), margin=1.0)
     assert loss.repeller().item() == 0.0
     # at 0.5 * sqrt(2) ~ 0.71 < 2 the repeller acts: 1/2 * 6 pairs * (2 - 0.71)^2
-    loss = cam(0.5 * torch.eye(3, dtype=torch.float64), margin=1.0)
+    loss = cam(0.5 * torch.eye(3, dtype=torch.float64), margin=1.0, reduction="sum")
     assert loss.repeller().item() == pytest.approx(3 * (2 - math.sqrt(0.5)) ** 2)
+    # the default reduction is the mean over the 6 ordered pairs
+    loss = cam(0.5 * torch.eye(3, dtype=torch.float64), margin=1.0)
+    assert loss.repeller().item() == pytest.approx(0.5 * (2 - math.sqrt(0.5)) ** 2)
 
 
 def test_cam_finite_gradient_when_anchors_coincide():
@@ -225,7 +232,7 @@ def test_cam_finite_gradient_when_anchors_coincide():
     assert torch.isfinite(loss.anchors.grad).all()
     assert torch.isfinite(f.grad).all()
     # coinciding pair contributes ~ (2m)^2 (the clamp moves it by ~1e-6)
-    two = cam(a[:2], margin=1.0)
+    two = cam(a[:2], margin=1.0, reduction="sum")
     assert two.repeller().item() == pytest.approx(0.5 * 2 * 4, abs=1e-4)
 
 
@@ -236,6 +243,42 @@ def test_lm_finite_gradient_when_embedding_hits_centre():
     f = t([[3, 0]]).requires_grad_()
     loss(f, torch.tensor([0])).backward()
     assert torch.isfinite(f.grad).all() and torch.isfinite(loss.centres.grad).all()
+
+
+@pytest.mark.parametrize("embedding_size", [2, 32, 512])
+@pytest.mark.parametrize("num_classes", [2, 10, 100])
+def test_cam_default_constructor_starts_with_every_term_acting(num_classes, embedding_size):
+    # No hand-made anchors: the default initialisation itself must put every
+    # anchor below p and every pair within 2m, whatever D and C, and each
+    # term's gradient must reach the anchors.
+    torch.manual_seed(8)
+    loss = build_loss("cam", num_classes=num_classes, embedding_size=embedding_size)
+    norms = loss.anchors.detach().norm(dim=1)
+    assert torch.allclose(norms, torch.full_like(norms, 0.5))
+    f = torch.randn(64, embedding_size)
+    y = torch.arange(64) % num_classes
+    loss(f, y)
+    assert loss.last_diagnostics["pairs_within_margin"].item() == 1.0
+    assert loss.last_diagnostics["anchors_below_min_norm"].item() == 1.0
+    for term in [loss.attractor(f, y), loss.repeller(), loss.min_norm_term()]:
+        assert term.item() > 0
+        (grad,) = torch.autograd.grad(term, loss.anchors)
+        assert grad.abs().sum() > 0
+
+
+def test_cam_diagnostics_count_active_pairs_and_short_anchors():
+    # distances: |a0 - a1| = 1.5 < 2 (2 of 6 ordered pairs); norms 0.5, 2, 3 (1 of 3 below p)
+    loss = cam(t([[0.5, 0], [2, 0], [0, 3]]), margin=1.0, min_norm=1.0)
+    loss(t([[0, 0]]), torch.tensor([0]))
+    assert loss.last_diagnostics["pairs_within_margin"].item() == pytest.approx(2 / 6)
+    assert loss.last_diagnostics["anchors_below_min_norm"].item() == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("params", [{"margin": -1.0}, {"margin": 0.0}, {"min_norm": -0.5}, {"init_norm": 0.0},
+                                    {"w_repeller": -1.0}, {"reduction": "max"}])
+def test_cam_rejects_parameters_out_of_range(params):
+    with pytest.raises(ValueError, match="cam"):
+        build_loss("cam", num_classes=3, embedding_size=4, **params)
 
 
 def test_cam_predict_and_anchors():
@@ -307,7 +350,7 @@ def test_build_with_defaults_and_interface(name, cls):
 def test_cam_terms_match_loop_and_sum_to_loss():
     torch.manual_seed(5)
     params = dict(margin=0.8, min_norm=1.2, w_attractor=0.7, w_repeller=1.3, w_min_norm=0.9)
-    loss = ClassAnchorMarginLoss(num_classes=5, embedding_size=3, **params).double()
+    loss = ClassAnchorMarginLoss(num_classes=5, embedding_size=3, reduction="sum", **params).double()
     with torch.no_grad():
         loss.anchors.copy_(0.6 * torch.randn(5, 3, dtype=torch.float64))
     f = torch.randn(12, 3, dtype=torch.float64)

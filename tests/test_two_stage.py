@@ -226,7 +226,8 @@ def test_evaluate_cell_rows():
     anchor_frame = pd.DataFrame({"label": np.arange(len(anchors)), "anchor": list(anchors)})
     metrics, curve = evaluate_cell(frame, anchor_frame, precision_at=(1, 5), top_k_error=(1,),
                                    two_stage={"classes": [1, 2], "rest": "cut"})
-    assert list(metrics.columns) == ["retrieval", "metric", "value"]
+    assert list(metrics.columns) == ["geometry", "distance", "retrieval", "metric", "value"]
+    assert set(metrics["distance"]) == {"euclidean"}  # the default geometry
     assert list(dict.fromkeys(metrics["retrieval"])) == ["exact", "two_stage_c1", "two_stage_c2"]
     exact = metrics[metrics["retrieval"] == "exact"].set_index("metric")["value"]
     assert exact["distance_computations_per_query"] == len(db)
@@ -257,6 +258,7 @@ def test_speedup_k_and_points():
         ]
     metrics = pd.DataFrame(rows, columns=["loss", "seed", "retrieval", "metric", "value"])
     metrics["backbone"] = "cnn"
+    metrics["geometry"] = metrics["distance"] = "euclidean"
     points = speedup_points(metrics, 10).set_index("retrieval")
     assert points.loc["exact", "speedup"] == 1.0
     assert points.loc["two_stage_c1", "speedup"] == pytest.approx((10 + 5) / 2)

@@ -3,6 +3,15 @@
 Exact retrieval always; two-stage retrieval with class anchors
 (:mod:`workflow.two_stage`) as well when the loss exported anchors and
 ``evaluation.two_stage.classes`` is not empty.
+
+Distances. Each loss is retrieved in its own geometry (the ``geometry`` it
+is registered with, :mod:`workflow.losses`): ``euclidean`` ranks by the L2
+distance of the embeddings, ``cosine`` by cosine similarity, computed as the
+L2 distance of the L2-normalised embeddings (``||x^ - y^||^2 = 2 - 2 cos``,
+the same order). Two-stage retrieval uses the same geometry: in ``cosine``
+the anchors are normalised too. ``evaluation.distances`` may ask for more
+(``own``, ``euclidean``, ``cosine``); the own geometry is always evaluated,
+first, and its exact retrieval gives the precision-recall curve.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from workflow.embedding import embedding_matrix
 from workflow.metrics import queries_without_positives
 from workflow.two_stage import evaluate_retrieval_methods
 
+DISTANCES = ("euclidean", "cosine")
 # Rows of every retrieval method that describe its cost, not its quality.
 COST_METRICS = ("distance_computations_per_query", "seconds_per_query")
 EMBEDDING_COLUMNS = ["index", "split", "label", "prediction", "embedding"]
@@ -86,16 +96,44 @@ def check_cutoffs(precision_at, top_k_error, n_database: int) -> None:
             )
 
 
-def classification_accuracy(queries: pd.DataFrame, anchors: pd.DataFrame) -> float:
+def resolve_distances(distances, geometry: str) -> list[str]:
+    """The distances to evaluate: the loss's ``geometry`` first, then those of
+    ``distances`` (``own`` is the geometry), each once."""
+    if geometry not in DISTANCES:
+        raise ValueError(f"unknown geometry {geometry!r}; one of {', '.join(DISTANCES)}")
+    resolved = [geometry]
+    for name in distances:
+        if name != "own" and name not in DISTANCES:
+            raise ValueError(
+                f"config key evaluation.distances: unknown distance {name!r}; "
+                f"use own, {', '.join(DISTANCES)}"
+            )
+        resolved.append(geometry if name == "own" else name)
+    return list(dict.fromkeys(resolved))
+
+
+def in_geometry(x: np.ndarray, distance: str) -> np.ndarray:
+    """Embeddings (or anchors) as the L2 ranking of ``distance`` sees them:
+    as they are for ``euclidean``, L2-normalised rows for ``cosine`` (a zero
+    row stays zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    if distance == "euclidean" or x.size == 0:
+        return x
+    norms = np.sqrt(np.square(x, dtype=np.float64).sum(axis=1, keepdims=True))
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def classification_accuracy(queries: pd.DataFrame, anchors: pd.DataFrame, distance: str = "euclidean") -> float:
     """Accuracy of the query images: by the loss's own prediction (classifier
-    head, or nearest anchor for CAM), else by the nearest exported anchor."""
+    head, or nearest anchor for CAM), else by the nearest exported anchor in
+    ``distance``."""
     predictions = queries["prediction"].to_numpy()
     if np.all(predictions >= 0):
         return float(np.mean(predictions == queries["label"].to_numpy()))
     if len(anchors) == 0:
         return float("nan")
-    q = embedding_matrix(queries)
-    a = embedding_matrix(anchors, "anchor")
+    q = in_geometry(embedding_matrix(queries), distance)
+    a = in_geometry(embedding_matrix(anchors, "anchor"), distance)
     nearest = ((q[:, None, :] - a[None, :, :]) ** 2).sum(-1).argmin(1)
     return float(np.mean(anchors["label"].to_numpy()[nearest] == queries["label"].to_numpy()))
 
@@ -107,45 +145,60 @@ def evaluate_cell(
     top_k_error=(1, 5),
     chunk_size: int = 1024,
     two_stage: dict | None = None,
+    geometry: str = "euclidean",
+    distances=("own",),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return (tidy metrics with columns ``retrieval``, ``metric``, ``value``;
-    the exact retrieval's PR curve).
+    """Return (tidy metrics with columns ``geometry`` (the loss's),
+    ``distance``, ``retrieval``, ``metric``, ``value``; the PR curve of exact
+    retrieval in ``geometry``).
 
+    ``geometry``: the loss's (``euclidean`` or ``cosine``); ``distances``:
+    the distances to evaluate besides it (:func:`resolve_distances`).
     ``two_stage``: ``{"classes": [c, ...], "rest": "follow" | "cut"}``; used
-    only when ``anchors`` has rows. Rows: for ``exact``, the retrieval
-    metrics, ``accuracy``, ``queries_without_positives`` (queries left out
-    of the retrieval metrics because no database item has their class) and
-    the cost rows ``distance_computations_per_query`` and
-    ``seconds_per_query``; for each ``two_stage_c{c}``, its retrieval metrics
-    and cost rows.
+    only when ``anchors`` has rows. Rows, per distance: for ``exact``, the
+    retrieval metrics, ``accuracy``, ``queries_without_positives`` (queries
+    left out of the retrieval metrics because no database item has their
+    class) and the cost rows ``distance_computations_per_query`` and
+    ``seconds_per_query``; for each ``two_stage_c{c}``, its retrieval
+    metrics and cost rows.
     """
     queries = embeddings[embeddings["split"] == "query"]
     database = embeddings[embeddings["split"] == "database"]
     check_cutoffs(precision_at, top_k_error, len(database))
     two_stage = two_stage or {}
     classes = list(two_stage.get("classes", [])) if len(anchors) else []
-    results = evaluate_retrieval_methods(
-        embedding_matrix(queries),
-        queries["label"].to_numpy(),
-        embedding_matrix(database),
-        database["label"].to_numpy(),
-        anchors=embedding_matrix(anchors, "anchor") if classes else None,
-        classes=classes,
-        rest=two_stage.get("rest", "follow"),
-        precision_at=tuple(precision_at),
-        top_k_error=tuple(top_k_error),
-        chunk_size=chunk_size,
-    )
-    rows = []
-    for method, result in results.items():
-        metrics = dict(result.metrics)
-        if method == "exact":
-            cost = {k: metrics.pop(k) for k in COST_METRICS}
-            metrics["accuracy"] = classification_accuracy(queries, anchors)
-            metrics["queries_without_positives"] = float(
-                queries_without_positives(queries["label"], database["label"])
-            )
-            metrics.update(cost)
-        rows += [(method, name, value) for name, value in metrics.items()]
-    frame = pd.DataFrame(rows, columns=["retrieval", "metric", "value"])
-    return frame, pd.DataFrame(results["exact"].curve)
+    rows, curve = [], None
+    for distance in resolve_distances(distances, geometry):
+        results = evaluate_retrieval_methods(
+            in_geometry(embedding_matrix(queries), distance),
+            queries["label"].to_numpy(),
+            in_geometry(embedding_matrix(database), distance),
+            database["label"].to_numpy(),
+            anchors=in_geometry(embedding_matrix(anchors, "anchor"), distance) if classes else None,
+            classes=classes,
+            rest=two_stage.get("rest", "follow"),
+            precision_at=tuple(precision_at),
+            top_k_error=tuple(top_k_error),
+            chunk_size=chunk_size,
+        )
+        for method, result in results.items():
+            metrics = dict(result.metrics)
+            if method == "exact":
+                cost = {k: metrics.pop(k) for k in COST_METRICS}
+                metrics["accuracy"] = classification_accuracy(queries, anchors, distance)
+                metrics["queries_without_positives"] = float(
+                    queries_without_positives(queries["label"], database["label"])
+                )
+                metrics.update(cost)
+            rows += [(distance, method, name, value) for name, value in metrics.items()]
+        if curve is None:
+            curve = pd.DataFrame(results["exact"].curve)
+    frame = pd.DataFrame(rows, columns=["distance", "retrieval", "metric", "value"])
+    frame.insert(0, "geometry", geometry)
+    return frame, curve
+
+
+def own_distance_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each cell's own geometry (``distance == geometry``): what
+    tables, figures and selection show unless asked for another distance."""
+    return metrics[metrics["distance"] == metrics["geometry"]]

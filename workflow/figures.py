@@ -100,19 +100,22 @@ def history_frame(histories: list[tuple[str, int, list]]) -> pd.DataFrame:
 
     ``histories``: (loss name, seed, checkpoint ``history``) per cell; a
     history is one record per epoch: a number (the mean loss), or a dict of
-    numbers (``loss``, ``accuracy``) with an optional ``terms`` dict (the
-    loss's ``last_terms`` averaged over the epoch, e.g. CAM's attractor,
-    repeller, min_norm). Other entries (bookkeeping such as ``images``) are
+    numbers (``loss``, ``accuracy``) with optional ``terms`` (the loss's
+    ``last_terms`` averaged over the epoch, e.g. CAM's attractor, repeller,
+    min_norm) and ``diagnostics`` (its ``last_diagnostics``, e.g. CAM's
+    fractions of anchor pairs within the margin and of anchors below the
+    minimum norm) dicts. Other entries (bookkeeping such as ``images``) are
     left out. Columns: loss, seed, epoch, term, value, and ``part``:
-    ``total`` for loss and accuracy, ``term`` for a loss term."""
+    ``total`` for loss and accuracy, ``term`` for a loss term,
+    ``diagnostic`` for a diagnostic."""
     rows = []
     for loss, seed, history in histories:
         for epoch, record in enumerate(history, start=1):
             record = record if isinstance(record, dict) else {"loss": record}
             for name, value in record.items():
-                if name == "terms":
+                if name in ("terms", "diagnostics"):
                     for term, term_value in value.items():
-                        rows.append((loss, seed, epoch, term, float(term_value), "term"))
+                        rows.append((loss, seed, epoch, term, float(term_value), name[:-1]))
                 elif name in TOTALS:
                     rows.append((loss, seed, epoch, name, float(value), "total"))
     return pd.DataFrame(rows, columns=["loss", "seed", "epoch", "term", "value", "part"])
@@ -123,19 +126,27 @@ def training_curves_figure(history: pd.DataFrame, title: str = ""):
     value and optionally part (see :func:`history_frame`). One panel per
     total quantity (loss, accuracy) with one line per loss; then, for every
     loss that recorded its terms, one panel "<loss>: terms" with one line per
-    term (weighted as they enter the loss, so they add up to its total).
-    Lines are means over seeds with a ± sd band."""
+    term (weighted as they enter the loss, so they add up to its total; a
+    symmetric log scale, so that a small term next to a large one and a
+    term at 0 both show), and for every loss that recorded diagnostics, one
+    panel "<loss>: diagnostics" (fractions, 0 to 1). Lines are means over
+    seeds with a ± sd band."""
     set_style()
     if "part" not in history:
         history = history.assign(part="total")
     totals = history[history["part"] == "total"]
-    terms = history[history["part"] == "term"]
-    panels = [(name, totals[totals["term"] == name], "loss") for name in dict.fromkeys(totals["term"])]
-    panels += [(f"{loss}: terms", terms[terms["loss"] == loss], "term") for loss in dict.fromkeys(terms["loss"])]
+    panels = [(name, totals[totals["term"] == name], "loss", "total") for name in dict.fromkeys(totals["term"])]
+    for part, label in [("term", "terms"), ("diagnostic", "diagnostics")]:
+        rows = history[history["part"] == part]
+        panels += [(f"{loss}: {label}", rows[rows["loss"] == loss], "term", part) for loss in dict.fromkeys(rows["loss"])]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0), dpi=150, squeeze=False)
-    for ax, (name, data, hue) in zip(axes[0], panels):
+    for ax, (name, data, hue, part) in zip(axes[0], panels):
         sns.lineplot(data=data, x="epoch", y="value", hue=hue, errorbar="sd", ax=ax)
         ax.set(title=name, ylabel="")
+        if part == "term":
+            ax.set_yscale("symlog", linthresh=1e-3)
+        elif part == "diagnostic":
+            ax.set_ylim(-0.02, 1.02)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

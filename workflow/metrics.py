@@ -7,8 +7,9 @@ there is no self-match to remove.
 Conventions
 -----------
 Distances
-    Computed with torch in float32 on ``device`` (default: CUDA if available,
-    else CPU) as ``||b||^2 - 2 a.b``: the squared L2 distance minus the query's
+    Computed with torch in float32 on ``device`` (default: the CPU, where the
+    ``evaluate`` rule runs: it declares no GPU; pass ``device="cuda"`` to
+    use one) as ``||b||^2 - 2 a.b``: the squared L2 distance minus the query's
     own ``||a||^2``, which is constant along a query's row and so does not
     change its ranking (leaving it out only removes a rounding step).
 Ties
@@ -145,8 +146,8 @@ __all__ = [
 
 
 def _default_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:  # never a device the caller did not ask for
+        return torch.device("cpu")
     return torch.device(device)
 
 

@@ -11,9 +11,10 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from workflow.config import Cell  # noqa: E402
+from workflow.evaluate import own_distance_rows  # noqa: E402
 
 CELL_COLUMNS = ["dataset", "regime", "backbone", "loss", "seed"]
-METRICS_COLUMNS = CELL_COLUMNS + ["retrieval", "metric", "value"]
+METRICS_COLUMNS = CELL_COLUMNS + ["geometry", "distance", "retrieval", "metric", "value"]
 
 
 # Rows of results/metrics.csv about a retrieval method's cost or about the
@@ -23,7 +24,8 @@ NOT_IN_TABLES = ("distance_computations_per_query", "seconds_per_query", "querie
 
 def aggregate(cells: list[Cell], metric_files: list[str], factors: list[dict] | None = None) -> pd.DataFrame:
     """One tidy frame of every cell's metrics: each cell's rows (columns
-    ``retrieval``, ``metric``, ``value``, as ``evaluate`` writes them) with
+    ``geometry``, ``distance``, ``retrieval``, ``metric``, ``value``, as
+    ``evaluate`` writes them) with
     the cell's dataset, regime, backbone, loss and seed, then its fixed
     factors (``factors``, one dict per cell: embedding size, optimiser,
     epochs, batch size, augmentation), which tables may lay out."""
@@ -40,7 +42,9 @@ def aggregate(cells: list[Cell], metric_files: list[str], factors: list[dict] | 
 
 
 def exact_quality_rows(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The rows the tables show: exact retrieval's quality metrics."""
+    """The rows the tables show: exact retrieval's quality metrics, each
+    loss in its own geometry."""
+    metrics = own_distance_rows(metrics)
     keep = (metrics["retrieval"] == "exact") & ~metrics["metric"].isin(NOT_IN_TABLES)
     return metrics[keep]
 
@@ -129,6 +133,7 @@ def speedup_points(metrics: pd.DataFrame, k: int) -> pd.DataFrame:
     computations per query (exact's / the method's, so exact is 1)."""
     precision = f"precision@{k}"
     cost = "distance_computations_per_query"
+    metrics = own_distance_rows(metrics)
     rows = metrics[metrics["metric"].isin([precision, cost])]
     wide = rows.pivot_table(
         index=["backbone", "loss", "seed", "retrieval"], columns="metric", values="value", sort=False

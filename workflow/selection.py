@@ -13,18 +13,20 @@ import json
 import numpy as np
 import pandas as pd
 
+from workflow.evaluate import own_distance_rows
 from workflow.tables import lower_is_better
 
 
 def trial_scores(trials: list[str], seeds: list[int], metric_files: list[str], metric: str) -> pd.DataFrame:
-    """Mean validation ``metric`` (exact retrieval) per trial over the
+    """Mean validation ``metric`` (exact retrieval in the loss's own
+    geometry) per trial over the
     seeds; ``metric_files`` are in the order of ``trials`` x ``seeds``."""
     records = []
     files = iter(metric_files)
     for trial in trials:
         for seed in seeds:
             path = next(files)
-            frame = pd.read_csv(path)
+            frame = own_distance_rows(pd.read_csv(path))
             rows = frame[(frame["retrieval"] == "exact") & (frame["metric"] == metric)]
             if rows.empty:
                 raise ValueError(

@@ -49,11 +49,12 @@ import pandas as pd
 from scipy import stats
 
 from workflow.config import ConfigError
+from workflow.evaluate import own_distance_rows
 
 # Cell attributes, then the fixed factors (workflow.config.FIXED_FACTORS)
 # that results/metrics.csv carries as columns: a table that compares cells
 # differing in a factor must lay that factor out.
-ATTRIBUTES = ["dataset", "regime", "backbone", "loss", "retrieval",
+ATTRIBUTES = ["dataset", "regime", "backbone", "loss", "distance", "retrieval",
               "embedding_size", "optimizer", "epochs", "batch_size", "augment"]
 ALPHA = 0.05
 # The significance test: no test below MIN_SEEDS paired seeds; exact
@@ -158,6 +159,16 @@ def select(metrics: pd.DataFrame, selectors: dict) -> pd.DataFrame:
     return metrics[mask]
 
 
+def declared_selection(metrics: pd.DataFrame, decl: dict) -> pd.DataFrame:
+    """The rows a table's ``select`` picks: each loss in its own geometry
+    (:func:`workflow.evaluate.own_distance_rows`) unless ``select`` names a
+    ``distance``."""
+    selectors = decl.get("select", {})
+    if "distance" not in selectors and "distance" in metrics:
+        metrics = own_distance_rows(metrics)
+    return select(metrics, selectors)
+
+
 def check_declaration(name: str, decl: dict, metrics: pd.DataFrame) -> None:
     """Errors name the table and the key, and list what exists."""
     for key in ["rows", "columns", "blocks"]:
@@ -167,7 +178,7 @@ def check_declaration(name: str, decl: dict, metrics: pd.DataFrame) -> None:
                     f"config key tables.{name}.{key}: {attribute!r} is not a cell attribute; "
                     f"use one of {', '.join(ATTRIBUTES)}"
                 )
-    selected = select(metrics, decl.get("select", {}))
+    selected = declared_selection(metrics, decl)
     if selected.empty:
         raise ConfigError(f"config key tables.{name}.select: no results match {decl.get('select')}")
     missing = [m for m in decl["metrics"] if m not in set(selected["metric"])]
@@ -204,7 +215,7 @@ def build_table(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     the family: the rows compared in one block, column group and metric),
     significant (p_holm < ALPHA), and best."""
     check_declaration(name, decl, metrics)
-    selected = select(metrics, decl.get("select", {}))
+    selected = declared_selection(metrics, decl)
     selected = selected[selected["metric"].isin(decl["metrics"])]
     blocks, columns = decl.get("blocks", []), decl.get("columns", [])
     baseline = decl.get("baseline")

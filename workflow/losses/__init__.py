@@ -15,15 +15,25 @@ Per loss, the config may set class-balanced batches (``sampler``, see
 ``workflow/samplers.py``; pair, triplet and SupCon losses need them) and a
 learning-rate multiplier for the loss's own parameters (``lr_multiplier``).
 
-Add a loss: a new module here with ``@register_loss("name")`` on the class,
+Add a loss: a new module here with ``@register_loss("name", geometry=...)``
+on the class (``geometry``: ``euclidean`` or ``cosine``, see below),
 plus one entry under ``losses:`` in the config. Use pytorch-metric-learning
 for what it provides (see ``contrastive.py``, ``arcface.py``).
 """
 
 from workflow.registry import Registry
 
-LOSSES = Registry("loss", __name__)
+# A loss's geometry: the distance its training shapes the embedding for,
+# and so the one it is retrieved by (``evaluation.distances``: ``own``).
+# ``cosine`` for losses that compare L2-normalised embeddings (or cosines),
+# ``euclidean`` for those on raw embeddings.
+GEOMETRIES = ("euclidean", "cosine")
+LOSSES = Registry("loss", __name__, required={"geometry": GEOMETRIES})
 register_loss = LOSSES.register
+
+
+def loss_geometry(impl: str) -> str:
+    return LOSSES.metadata(impl)["geometry"]
 
 
 def build_loss(impl: str, num_classes: int, embedding_size: int, **params):

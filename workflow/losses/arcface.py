@@ -13,7 +13,7 @@ from torch import nn
 from workflow.losses import register_loss
 
 
-@register_loss("arcface")
+@register_loss("arcface", geometry="cosine")
 class ArcFaceLoss(nn.Module):
     """Softmax cross-entropy on scaled cosines with an angular margin on the
     target class:

@@ -16,7 +16,7 @@ def centre_term(embeddings, centres, labels):
     return 0.5 * (embeddings - centres[labels]).pow(2).sum(1).mean()
 
 
-@register_loss("center")
+@register_loss("center", geometry="euclidean")
 class CenterLoss(nn.Module):
     """Cross-entropy of a linear head plus the centre loss.
 

@@ -22,7 +22,7 @@ class _SquaredContrastive(losses.ContrastiveLoss):
         return 0.5 * super().neg_calc(neg_pair_dist, margin).pow(2)
 
 
-@register_loss("contrastive")
+@register_loss("contrastive", geometry="euclidean")
 class ContrastiveLoss(nn.Module):
     """Contrastive loss over every pair of the batch.
 

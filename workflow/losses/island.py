@@ -14,7 +14,7 @@ from workflow.losses.center import centre_term
 from workflow.losses.class_anchor_margin import off_diagonal
 
 
-@register_loss("island")
+@register_loss("island", geometry="euclidean")
 class IslandLoss(nn.Module):
     """Cross-entropy plus the centre loss plus a pairwise centre repeller.
 

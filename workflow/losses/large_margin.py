@@ -12,7 +12,7 @@ from workflow.losses import register_loss
 from workflow.losses.class_anchor_margin import pairwise_safe_distance
 
 
-@register_loss("lm")
+@register_loss("lm", geometry="cosine")
 class LargeMarginLoss(nn.Module):
     """Cross-entropy plus a large-margin term on normalised class centres.
 

@@ -11,7 +11,7 @@ from torch import nn
 from workflow.losses import register_loss
 
 
-@register_loss("proxy_anchor")
+@register_loss("proxy_anchor", geometry="cosine")
 class ProxyAnchorLoss(nn.Module):
     """One learnable proxy ``p`` per class, cosine similarity ``s(x, p)``:
 

@@ -11,7 +11,7 @@ from torch import nn
 from workflow.losses import register_loss
 
 
-@register_loss("supcon")
+@register_loss("supcon", geometry="cosine")
 class SupConLoss(nn.Module):
     """With ``z`` the L2-normalised embeddings, ``P(i)`` the other images of
     i's class in the batch and ``A(i)`` all images but i (the paper's

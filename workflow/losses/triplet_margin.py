@@ -15,7 +15,7 @@ from workflow.losses import register_loss
 MINING = ("semihard", "batch_hard")
 
 
-@register_loss("triplet")
+@register_loss("triplet", geometry="cosine")
 class TripletMarginLoss(nn.Module):
     """``mean over mined triplets (a, p, n) of max(0, d(a, p) - d(a, n) + alpha)``
 

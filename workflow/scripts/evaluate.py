@@ -15,6 +15,8 @@ with log_to(snakemake.log[0]):
         top_k_error=snakemake.params.top_k_error,
         chunk_size=snakemake.params.chunk_size,
         two_stage=snakemake.params.two_stage,
+        geometry=snakemake.params.geometry,
+        distances=snakemake.params.distances,
     )
     print(metrics.to_string(index=False))
     save_csv(snakemake.output.metrics, metrics)
