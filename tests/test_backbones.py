@@ -1,12 +1,16 @@
-"""Backbones: output shapes, grey inputs, pretrained weights from a file or URL."""
+"""Backbones: output shapes, grey inputs, pretrained weights from a file or URL
+(records, checksums and bad files: tests/test_weights.py)."""
 
 from __future__ import annotations
+
+import hashlib
 
 import pytest
 import torch
 import torchvision
 
 from workflow.backbones import BACKBONES, build_backbone
+from workflow.backbones.weights import WeightsMismatchError, WeightsMissingError
 
 CASES = [("small_cnn", 8), ("small_cnn", 32), ("cifar_resnet18", 32), ("resnet18", 32), ("resnet50", 64), ("swin_t", 64)]
 
@@ -43,15 +47,22 @@ def save_imagenet_style_checkpoint(path, wrap: bool):
     return reference
 
 
+def own_file(path, source=None) -> dict:
+    """``pretrained`` for a weights file of one's own: the file (or URL),
+    its checksum and the normalisation it expects."""
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"file": source or str(path), "checksum": f"sha256:{sha256}",
+            "normalisation": "ResNet18_Weights.IMAGENET1K_V1"}
+
+
 @pytest.mark.parametrize("wrap", [False, True])
 @pytest.mark.parametrize("as_url", [False, True])
-def test_pretrained_weights_load_into_the_trunk(tmp_path, wrap, as_url):
+def test_pretrained_weights_load_into_the_trunk(tmp_path, monkeypatch, wrap, as_url):
+    monkeypatch.chdir(tmp_path)  # a URL downloads into results/downloads/
     path = tmp_path / "weights.pth"
     reference = save_imagenet_style_checkpoint(path, wrap)
-    source = path.as_uri() if as_url else str(path)
-    if as_url:
-        torch.hub.set_dir(str(tmp_path / "hub"))
-    model = build_backbone("resnet18", in_channels=3, image_size=32, embedding_size=512, pretrained=source)
+    pretrained = own_file(path, path.as_uri() if as_url else None)
+    model = build_backbone("resnet18", in_channels=3, image_size=32, embedding_size=512, pretrained=pretrained)
     assert torch.equal(model.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
     assert torch.equal(model.conv1.weight, reference.conv1.weight)
     assert model.fc.out_features == 512  # the classifier became the embedding layer
@@ -60,24 +71,25 @@ def test_pretrained_weights_load_into_the_trunk(tmp_path, wrap, as_url):
 def test_pretrained_weights_adapt_to_grey_inputs(tmp_path):
     path = tmp_path / "weights.pth"
     reference = save_imagenet_style_checkpoint(path, wrap=False)
-    model = build_backbone("resnet18", in_channels=1, image_size=32, embedding_size=8, pretrained=str(path))
+    model = build_backbone("resnet18", in_channels=1, image_size=32, embedding_size=8, pretrained=own_file(path))
     assert torch.allclose(model.conv1.weight[:, 0], reference.conv1.weight.mean(dim=1))
 
 
 def test_mismatched_or_missing_weights_are_clear_errors(tmp_path):
     path = tmp_path / "resnet50.pth"
     torch.save(torchvision.models.resnet50().state_dict(), path)
-    with pytest.raises(ValueError, match="do not fit this backbone"):
-        build_backbone("resnet18", in_channels=3, image_size=32, embedding_size=8, pretrained=str(path))
-    with pytest.raises(FileNotFoundError, match="no_such.pth"):
-        build_backbone("resnet18", in_channels=3, image_size=32, embedding_size=8, pretrained=str(tmp_path / "no_such.pth"))
+    with pytest.raises(WeightsMismatchError, match="do not fit this backbone"):
+        build_backbone("resnet18", in_channels=3, image_size=32, embedding_size=8, pretrained=own_file(path))
+    missing = {**own_file(path), "file": str(tmp_path / "no_such.pth")}
+    with pytest.raises(WeightsMissingError, match="no_such.pth"):
+        build_backbone("resnet18", in_channels=3, image_size=32, embedding_size=8, pretrained=missing)
 
 
 def test_frozen_trunk_trains_only_the_embedding_layer(tmp_path):
     path = tmp_path / "weights.pth"
     reference = save_imagenet_style_checkpoint(path, wrap=False)
     model = build_backbone("resnet18", in_channels=3, image_size=32, embedding_size=8,
-                           pretrained=str(path), freeze_trunk=True)
+                           pretrained=own_file(path), freeze_trunk=True)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable == ["model.fc.weight", "model.fc.bias"]
     before = {k: v.clone() for k, v in model.state_dict().items()}

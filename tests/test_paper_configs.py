@@ -99,8 +99,8 @@ def test_lm_configs_hold_the_papers_protocols():
     backbones = t1["backbones"]
     assert all(b["arch"] == "resnet18" and b["embedding_size"] == 512 for b in backbones.values())
     assert "pretrained" not in backbones["r18_scratch"].get("params", {})
-    url = "http://places2.csail.mit.edu/models_places365/resnet18_places365.pth.tar"
-    assert backbones["r18_frozen"]["params"] == {"pretrained": url, "freeze_trunk": True}
+    # The CSAIL Places365 ResNet-18's record (address, normalisation; workflow/backbones/weights.py).
+    assert backbones["r18_frozen"]["params"] == {"pretrained": "resnet18_places365", "freeze_trunk": True}
     assert t1["losses"]["lm"]["params"] == {"beta": 0.01}
 
     t2 = load_config(load("lm_places365_hard5"))
@@ -111,7 +111,7 @@ def test_lm_configs_hold_the_papers_protocols():
     assert hard5["classes"] == ["roof_garden", "tree_farm", "vegetable_garden", "yard", "zen_garden"]
     assert (hard5["database_from"], hard5["database_per_class"], hard5["query_per_class"]) == ("train", 1000, 100)
     assert t2["regimes"] == {"train1000": {"train_per_class": 1000}}
-    assert t2["backbones"]["r18_places_pretrained"]["params"] == {"pretrained": url}
+    assert t2["backbones"]["r18_places_pretrained"]["params"] == {"pretrained": "resnet18_places365"}
     assert t2["losses"]["lm"]["params"] == {"beta": 0.01}
 
 

@@ -100,16 +100,27 @@ class _Hashes:
         if self.sha is not None:
             self.sha.update(chunk)
 
-    def mismatch(self, md5: str, sha256: str | None) -> str | None:
-        """None if the stream matches, else a description of the difference."""
-        if self.md5.hexdigest() != md5:
+    def mismatch(self, md5: str | None, sha256: str | None) -> str | None:
+        """None if the stream matches, else a description of the difference.
+        ``md5`` None: not checked (weights whose publisher gives a sha256
+        only). A ``sha256`` shorter than 64 digits is the prefix a publisher
+        gives (torchvision: 8 hex digits in the file name)."""
+        if md5 and self.md5.hexdigest() != md5:
             return f"md5 is {self.md5.hexdigest()}, expected {md5}"
-        if sha256 and self.sha.hexdigest() != sha256:
-            return f"sha256 is {self.sha.hexdigest()}, expected {sha256}"
+        if sha256 and not self.sha.hexdigest().startswith(sha256):
+            prefix = " (its first digits)" if len(sha256) < 64 else ""
+            return f"sha256 is {self.sha.hexdigest()}, expected {sha256}{prefix}"
         return None
 
 
-def file_mismatch(path, md5: str, sha256: str | None = None) -> str | None:
+def describe_checksums(md5: str | None, sha256: str | None) -> str:
+    """'md5 X, sha256 Y' for the checksums given."""
+    parts = [f"md5 {md5}"] if md5 else []
+    parts += [f"sha256 {sha256}"] if sha256 else []
+    return ", ".join(parts) or "no checksum"
+
+
+def file_mismatch(path, md5: str | None, sha256: str | None = None) -> str | None:
     """None if ``path`` has these checksums, else what differs."""
     hashes = _Hashes(sha256 is not None)
     with open(path, "rb") as f:
@@ -118,7 +129,7 @@ def file_mismatch(path, md5: str, sha256: str | None = None) -> str | None:
     return hashes.mismatch(md5, sha256)
 
 
-def copy_verified(src, dst, md5: str, sha256: str | None = None) -> str | None:
+def copy_verified(src, dst, md5: str | None, sha256: str | None = None) -> str | None:
     """Copy ``src`` to ``dst`` through a temporary file, checking the bytes
     written; ``dst`` appears only if they match. Returns None when done, else
     what differs (and ``dst`` is not written)."""
@@ -145,7 +156,7 @@ def copy_verified(src, dst, md5: str, sha256: str | None = None) -> str | None:
 def download_url(
     url: str,
     dest,
-    md5: str,
+    md5: str | None,
     sha256: str | None = None,
     retries: int = 3,
     timeout: float = 60.0,
@@ -190,7 +201,7 @@ def download_url(
             if os.path.exists(tmp):
                 os.remove(tmp)
     raise DownloadError(
-        f"could not download {url} (expected md5 {md5}) after {retries} attempts:\n  "
+        f"could not download {url} (expected {describe_checksums(md5, sha256)}) after {retries} attempts:\n  "
         + "\n  ".join(errors)
         + f"\nDownload it yourself and put it, named {dest.name}, into a folder "
         "named by the config key data_mirror."

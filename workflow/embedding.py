@@ -48,9 +48,13 @@ def compute_embeddings(
 
 
 def load_models(checkpoint: dict, settings: dict, device: torch.device, speed: dict):
-    """The trained backbone and loss of a checkpoint, on ``device``, in eval mode."""
+    """The trained backbone and loss of a checkpoint, on ``device``, in eval mode.
+    The checkpoint holds every weight (and the input mean and std), so
+    pretrained weights are not fetched again."""
+    params = {k: v for k, v in settings["backbone_params"].items() if k != "pretrained"}
     backbone, loss_fn = build_models(
-        settings, checkpoint["in_channels"], checkpoint["image_size"], checkpoint["num_classes"]
+        {**settings, "backbone_params": params},
+        checkpoint["in_channels"], checkpoint["image_size"], checkpoint["num_classes"],
     )
     backbone.load_state_dict(checkpoint["backbone"])
     loss_fn.load_state_dict(checkpoint["loss"])

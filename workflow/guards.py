@@ -13,7 +13,11 @@ culprit named instead of failing hours later inside a job:
   an argument of the registered class or builder (a typo would otherwise
   stop the training job);
 - **table metrics**: every metric a declared table shows must be one that
-  ``evaluate`` writes with the configured ``evaluation`` settings.
+  ``evaluate`` writes with the configured ``evaluation`` settings;
+- **pretrained weights**: ``backbones.<name>.params.pretrained`` must name
+  a weights record for the backbone's arch, or a file of your own with its
+  checksum and normalisation (``workflow.backbones.weights.resolve``; no
+  file is read here).
 """
 
 from __future__ import annotations
@@ -116,6 +120,15 @@ def check_parameters(config: dict) -> None:
         )
 
 
+def check_pretrained(config: dict) -> None:
+    from workflow.backbones.weights import resolve
+
+    for name, entry in config["backbones"].items():
+        params = entry.get("params") or {}
+        if params.get("pretrained") is not None:
+            resolve(params["pretrained"], entry["arch"], f"backbones.{name}.params.pretrained")
+
+
 def check_table_metrics(config: dict) -> None:
     from workflow.evaluate import metric_names
 
@@ -151,4 +164,5 @@ def check_config(config: dict) -> None:
     """The other checks of this module, on the validated, expanded config."""
     check_names(config)
     check_parameters(config)
+    check_pretrained(config)
     check_table_metrics(config)

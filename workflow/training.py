@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from workflow.augment import augment
 from workflow.backbones import build_backbone
+from workflow.backbones.weights import input_normalisation
 from workflow.config import settings_hash
 from workflow.io import atomic_path
 from workflow.losses import build_loss
@@ -458,6 +459,8 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
     else:
         x = HostImages(images, order, device, workers=training_option(cfg, "loader_workers"))
         mean, std = x.channel_statistics()
+    # A pretrained trunk gets the inputs it was trained on: its weights' mean and std.
+    mean, std = input_normalisation(settings["backbone_params"], int(x.shape[1])) or (mean, std)
 
     backbone, loss_fn = build_models(settings, x.shape[1], x.shape[2], num_classes)
     backbone.to(device)

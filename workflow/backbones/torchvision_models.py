@@ -7,23 +7,26 @@
 
 Each takes ``freeze_trunk`` (default false): train only the embedding layer,
 with every other weight fixed and batch-norm statistics frozen (the LM
-paper's "fine-tuned with the convolutional layers frozen"), and ``pretrained``: ``null`` (random init), a file path, or a URL
-(``http(s)://`` or ``file://``; downloaded to torch's hub cache) of a
-state dict, e.g. torchvision's ImageNet weights or a Places365 ResNet-18
-checkpoint. Checkpoints are loaded with ``weights_only=True``; a
-``state_dict`` entry and ``module.`` prefixes (DataParallel) are unwrapped,
-the original classifier (``fc.``/``head.``) is dropped, and every other
-backbone weight must match, else the error lists what did not.
+paper's "fine-tuned with the convolutional layers frozen"), and
+``pretrained``: null (random initialisation), or the weights to start from,
+named by a record or given as a file with its checksum and normalisation
+(``workflow.backbones.weights``: the file is verified before it is read,
+and training and embedding normalise inputs with the weights' own mean and
+std). The state dict loads with ``weights_only=True``; the original
+classifier (``fc.``/``head.``) is dropped, and every other backbone weight
+must be there with its shape, else a ``WeightsMismatchError`` names the
+keys.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import sys
 
 import torch
 from torch import nn
 
 from workflow.backbones import register_backbone
+from workflow.backbones.weights import WeightsMismatchError, load_pretrained
 
 
 def _models():
@@ -36,33 +39,40 @@ def _models():
 CLASSIFIER_PREFIXES = ("fc.", "head.")
 
 
-def read_state_dict(source: str) -> dict[str, torch.Tensor]:
-    """A state dict from a path or URL, unwrapped as described above."""
-    if "://" in source:
-        state = torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True)
-    else:
-        if not Path(source).is_file():
-            raise FileNotFoundError(f"pretrained weights {source!r}: no such file")
-        state = torch.load(source, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def load_trunk_weights(model: nn.Module, source: str) -> None:
-    """Load every non-classifier weight of ``source`` into ``model`` (whose
-    classifier is then replaced); any mismatch is an error naming the keys."""
-    state = {k: v for k, v in read_state_dict(source).items() if not k.startswith(CLASSIFIER_PREFIXES)}
+def load_trunk_weights(model: nn.Module, state: dict[str, torch.Tensor], label: str, arch: str) -> None:
+    """Load every non-classifier weight of ``state`` (from ``label``) into
+    ``model`` (whose classifier is then replaced); missing or unexpected
+    keys and wrong shapes are a ``WeightsMismatchError`` naming them."""
+    state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(CLASSIFIER_PREFIXES)}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    wrong_shape = [
+        f"{k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the backbone"
+        for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape
+    ]
     if missing or unexpected or wrong_shape:
-        raise ValueError(
-            f"pretrained weights {source!r} do not fit this backbone: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong_shape[:5]}"
+        found = [
+            f"{what} ({len(keys)}): {keys[:5]}"
+            for what, keys in [("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape)]
+            if keys
+        ]
+        raise WeightsMismatchError(
+            f"pretrained weights {label} do not fit this backbone (arch {arch}): {'; '.join(found)}. "
+            f"Use weights saved from torchvision.models.{arch.removeprefix('cifar_')} "
+            f"(python -m workflow.backbones.weights lists the records), or the arch they were made for."
         )
     model.load_state_dict(state, strict=False)
+
+
+def load_pretrained_trunk(model: nn.Module, pretrained, arch: str, image_size: int) -> None:
+    """Fetch, verify and load the weights a ``pretrained`` value names."""
+    state, record, path = load_pretrained(pretrained, arch)
+    label = record.name if record.name == str(path) else f"{record.name} ({path})"
+    load_trunk_weights(model, state, label, arch)
+    if record.input_size and record.input_size != image_size:
+        print(f"note: weights {record.name} were trained on {record.input_size}x{record.input_size} inputs; "
+              f"this cell feeds {image_size}x{image_size}", file=sys.stderr)
 
 
 def adapt_input_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
@@ -106,13 +116,14 @@ def _finish(model: nn.Module, head: str, freeze_trunk: bool) -> nn.Module:
     return FrozenTrunk(model, head) if freeze_trunk else model
 
 
-def _resnet(builder, in_channels: int, embedding_size: int, pretrained: str | None, cifar_stem: bool) -> nn.Module:
+def _resnet(builder, in_channels: int, image_size: int, embedding_size: int, pretrained, arch: str) -> nn.Module:
     model = builder(weights=None)
+    cifar_stem = arch == "cifar_resnet18"
     if cifar_stem:
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
-    if pretrained:
-        load_trunk_weights(model, pretrained)
+    if pretrained is not None:
+        load_pretrained_trunk(model, pretrained, arch, image_size)
     model.conv1 = adapt_input_channels(model.conv1, in_channels)
     model.fc = nn.Linear(model.fc.in_features, embedding_size)
     return model
@@ -120,32 +131,39 @@ def _resnet(builder, in_channels: int, embedding_size: int, pretrained: str | No
 
 @register_backbone("resnet18")
 def resnet18(
-    in_channels: int, image_size: int, embedding_size: int, pretrained: str | None = None, freeze_trunk: bool = False
+    in_channels: int, image_size: int, embedding_size: int,
+    pretrained: str | dict | None = None, freeze_trunk: bool = False,
 ) -> nn.Module:
-    return _finish(_resnet(_models().resnet18, in_channels, embedding_size, pretrained, cifar_stem=False), "fc", freeze_trunk)
+    model = _resnet(_models().resnet18, in_channels, image_size, embedding_size, pretrained, "resnet18")
+    return _finish(model, "fc", freeze_trunk)
 
 
 @register_backbone("resnet50")
 def resnet50(
-    in_channels: int, image_size: int, embedding_size: int, pretrained: str | None = None, freeze_trunk: bool = False
+    in_channels: int, image_size: int, embedding_size: int,
+    pretrained: str | dict | None = None, freeze_trunk: bool = False,
 ) -> nn.Module:
-    return _finish(_resnet(_models().resnet50, in_channels, embedding_size, pretrained, cifar_stem=False), "fc", freeze_trunk)
+    model = _resnet(_models().resnet50, in_channels, image_size, embedding_size, pretrained, "resnet50")
+    return _finish(model, "fc", freeze_trunk)
 
 
 @register_backbone("cifar_resnet18")
 def cifar_resnet18(
-    in_channels: int, image_size: int, embedding_size: int, pretrained: str | None = None, freeze_trunk: bool = False
+    in_channels: int, image_size: int, embedding_size: int,
+    pretrained: str | dict | None = None, freeze_trunk: bool = False,
 ) -> nn.Module:
-    return _finish(_resnet(_models().resnet18, in_channels, embedding_size, pretrained, cifar_stem=True), "fc", freeze_trunk)
+    model = _resnet(_models().resnet18, in_channels, image_size, embedding_size, pretrained, "cifar_resnet18")
+    return _finish(model, "fc", freeze_trunk)
 
 
 @register_backbone("swin_t")
 def swin_t(
-    in_channels: int, image_size: int, embedding_size: int, pretrained: str | None = None, freeze_trunk: bool = False
+    in_channels: int, image_size: int, embedding_size: int,
+    pretrained: str | dict | None = None, freeze_trunk: bool = False,
 ) -> nn.Module:
     model = _models().swin_t(weights=None)
-    if pretrained:
-        load_trunk_weights(model, pretrained)
+    if pretrained is not None:
+        load_pretrained_trunk(model, pretrained, "swin_t", image_size)
     patch_embed = model.features[0][0]
     model.features[0][0] = adapt_input_channels(patch_embed, in_channels)
     model.head = nn.Linear(model.head.in_features, embedding_size)

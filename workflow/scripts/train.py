@@ -5,12 +5,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workflow.backbones.weights import set_sources
 from workflow.io import save_json
 from workflow.logs import log_to
 from workflow.selection import resolve_settings
 from workflow.training import save_torch, train_cell
 
 with log_to(snakemake.log[0]):
+    # Pretrained weights come from data_mirror when it is set, else from
+    # their address through results/downloads/ (workflow/backbones/weights.py).
+    set_sources(mirror=snakemake.config.get("data_mirror"))
     settings = resolve_settings(snakemake.params.settings, snakemake.input.get("selection"))
     print(json.dumps(settings, indent=2, sort_keys=True))
     images = np.load(snakemake.input.images, mmap_mode="r")
