@@ -433,6 +433,7 @@ def test_loss_without_classifier_gives_nan_accuracy_and_tables_still_work(digits
 
     metrics = pd.DataFrame({
         "backbone": "small_cnn", "loss": ["supcon", "supcon", "ce", "ce"], "seed": [0, 1, 0, 1],
+        "geometry": "euclidean", "distance": "euclidean",
         "retrieval": "exact", "metric": "accuracy", "value": [float("nan"), float("nan"), 0.8, 0.9],
     })
     csv, markdown, latex = table_outputs(summary_table(metrics), "caption")

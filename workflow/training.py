@@ -43,6 +43,7 @@ from workflow.config import settings_hash
 from workflow.io import atomic_path
 from workflow.losses import build_loss
 from workflow.samplers import make_batches
+from workflow.seeds import stream_seed
 
 # Training keys added after the first schema; settings built by hand (tests,
 # benchmarks) may omit them and get these values, the schema's defaults.
@@ -56,9 +57,6 @@ SPEED_DEFAULTS = {
     "data_on_device": True,
     "loader_workers": 4,
 }
-# The augmentation stream is seeded apart from the batch stream (same seed
-# would correlate the two CPU generators).
-AUGMENT_SEED_OFFSET = 1_000_003
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -83,13 +81,17 @@ def cpu_has_native_bf16() -> bool:
 
 def resolve_speed(cfg: dict, device: torch.device) -> dict:
     """The effective speed settings of a cell on ``device``: ``auto`` is
-    the fastest measured setting (benchmarks/throughput.py) that the device
-    computes natively.
+    the fastest measured setting (benchmarks/throughput.py) that keeps the
+    CPU's numbers the same on every CPU.
 
-    - ``precision``: ``auto`` is ``bf16`` on a CUDA device that supports
-      bfloat16 and on a CPU with native bf16 (:func:`cpu_has_native_bf16`;
-      1.6-1.9x fp32's training speed on a 2-core AMD EPYC with AVX512-BF16),
-      ``fp32`` elsewhere.
+    - ``precision``: ``auto`` is ``fp32`` on the CPU, so that the default
+      config gives the same numbers on every CPU (with ``bf16`` they would
+      depend on whether the CPU computes bfloat16 natively), and ``bf16`` on
+      a CUDA device that supports bfloat16 (there results depend on the GPU
+      model and library versions anyway; ``fp32`` pins them closer). ``bf16``
+      stays available on the CPU: 1.6-1.9x fp32's training speed on a 2-core
+      AMD EPYC with AVX512-BF16 (:func:`cpu_has_native_bf16`;
+      benchmarks/throughput.py), emulated and slower on CPUs without it.
     - ``channels_last``: ``auto`` is on (tensor cores want NHWC; on the
       CPU it trained convolutional backbones 1.1-1.5x faster in fp32 and up
       to 1.4x in bf16, and left Swin-T unchanged).
@@ -100,8 +102,7 @@ def resolve_speed(cfg: dict, device: torch.device) -> dict:
     """
     precision = training_option(cfg, "precision")
     if precision == "auto":
-        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
-        precision = "bf16" if native else "fp32"
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"training.precision: unknown precision {precision!r}; use auto, fp32 or bf16")
     channels_last = training_option(cfg, "channels_last")
@@ -114,9 +115,12 @@ def resolve_speed(cfg: dict, device: torch.device) -> dict:
 
 
 def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    """Seed the global Python, NumPy and torch generators from the cell's
+    ``init`` stream (:mod:`workflow.seeds`): weight initialisation."""
+    init = stream_seed(seed, "init")
+    random.seed(init)
+    np.random.seed(init % 2**32)
+    torch.manual_seed(init)
 
 
 def to_tensor(images: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device) -> torch.Tensor:
@@ -243,7 +247,9 @@ class TrainStep:
 
     def __call__(self, batch: torch.Tensor, x: torch.Tensor | None = None) -> dict:
         """-> ``loss`` (0-d), ``correct`` (0-d, number of right predictions,
-        or None) and ``terms`` (the loss's ``last_terms``, or None).
+        or None), ``terms`` (the loss's ``last_terms``, or None) and
+        ``diagnostics`` (its ``last_diagnostics``, e.g. CAM's fractions of
+        active anchor pairs and short anchors, or None).
         ``x``: the batch's inputs when already prepared (``steps``)."""
         # Named ranges only under a profiler: a range costs about 10 us of
         # host time to open and close, which a host-bound GPU step would pay.
@@ -266,7 +272,9 @@ class TrainStep:
                 with torch.no_grad():
                     correct = (self.loss_fn.predict(embeddings).argmax(1) == y).sum()
             terms = getattr(self.loss_fn, "last_terms", None)
-        return {"loss": loss.detach(), "correct": correct, "terms": terms or None}
+            diagnostics = getattr(self.loss_fn, "last_diagnostics", None)
+        return {"loss": loss.detach(), "correct": correct, "terms": terms or None,
+                "diagnostics": diagnostics or None}
 
     def _embed_and_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
@@ -471,8 +479,8 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
         parameter_groups(backbone, loss_fn, cfg["lr"], settings["loss_lr_multiplier"]), cfg
     )
     scheduler = make_scheduler(optimizer, cfg)
-    batch_generator = torch.Generator().manual_seed(settings["seed"])
-    augment_generator = torch.Generator(device=device).manual_seed(settings["seed"] + AUGMENT_SEED_OFFSET)
+    batch_generator = torch.Generator().manual_seed(stream_seed(settings["seed"], "batches"))
+    augment_generator = torch.Generator(device=device).manual_seed(stream_seed(settings["seed"], "augment"))
     batches = make_batches(
         y.cpu(), cfg["batch_size"], settings["sampler"], batch_generator,
         key=f"losses.{settings['loss']}.sampler",
@@ -630,18 +638,20 @@ def train_epoch(run: Training, cell: str, epoch: int) -> dict:
     """One pass of the batch source. Sums stay on the device (float64) and
     are read once at the end, so GPU steps are not synchronised one by one.
     -> mean ``loss``, ``accuracy`` (losses that classify), ``terms`` (mean
-    of each loss term, for losses that expose ``last_terms``), ``images``."""
+    of each loss term, for losses that expose ``last_terms``),
+    ``diagnostics`` (mean of each of ``last_diagnostics``), ``images``."""
     total = torch.zeros((), dtype=torch.float64, device=run.device)
     correct = torch.zeros((), dtype=torch.long, device=run.device)
-    terms: dict[str, torch.Tensor] = {}
+    sums: dict[str, dict[str, torch.Tensor]] = {"terms": {}, "diagnostics": {}}
     count = 0
     batches = epoch_batches(run)
     for batch, out in zip(batches, run.step.steps(batches)):
         total += out["loss"].double() * len(batch)
         if out["correct"] is not None:
             correct += out["correct"]
-        for name, value in (out["terms"] or {}).items():
-            terms[name] = terms.get(name, 0) + value.detach().double() * len(batch)
+        for part, values in sums.items():
+            for name, value in (out[part] or {}).items():
+                values[name] = values.get(name, 0) + value.detach().double() * len(batch)
         count += len(batch)
     loss = total.item() / count
     if not np.isfinite(loss):
@@ -652,7 +662,8 @@ def train_epoch(run: Training, cell: str, epoch: int) -> dict:
     record = {"loss": loss}
     if run.step.can_classify:
         record["accuracy"] = int(correct.item()) / count
-    if terms:
-        record["terms"] = {name: value.item() / count for name, value in terms.items()}
+    for part, values in sums.items():
+        if values:
+            record[part] = {name: value.item() / count for name, value in values.items()}
     record["images"] = count
     return record
