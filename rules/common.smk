@@ -277,6 +277,14 @@ def get_table_declaration(wildcards):
     return CONFIG["tables"][wildcards.table]
 
 
+def get_loss_geometry(wildcards):
+    """The geometry of a cell's loss (a trial's loss is its base loss's impl)."""
+    from workflow.losses import loss_geometry
+
+    losses = {**CONFIG["losses"], **{t: e for trials in CONFIG["trials"].values() for t, e in trials.items()}}
+    return loss_geometry(config_entry("losses", wildcards.loss, losses)["impl"])
+
+
 def has_anchors(loss):
     from workflow.losses import LOSSES
 
