@@ -4,7 +4,8 @@ rule embed:
         model="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/model.pt",
         images="results/data/{dataset}/images.npy",
         labels="results/data/{dataset}/labels.parquet",
-        split="results/splits/{dataset}/{regime}/seed{seed}.parquet",
+        # Query and database of the (dataset, seed), the same for every regime.
+        split="results/splits/{dataset}/seed{seed}.evaluation.parquet",
     output:
         embeddings="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/embeddings.parquet",
         anchors="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/anchors.parquet",

@@ -7,7 +7,9 @@
 rule validation_split:
     input:
         labels="results/data/{dataset}/labels.parquet",
-        split="results/splits/{dataset}/{regime}/seed{seed}.parquet",
+        # The regime's training images; the pool is recomputed from the
+        # training-pool keys, so query and database never enter.
+        split="results/splits/{dataset}/{regime}/seed{seed}.train.parquet",
     output:
         "results/splits/{dataset}/{regime}/seed{seed}.validation.parquet",
     log:
@@ -17,7 +19,9 @@ rule validation_split:
     conda:
         "../envs/pytorch.yaml"
     params:
-        dataset_spec=get_dataset_spec,
+        pool=lambda wildcards: training_pool_spec(
+            config_entry("datasets", wildcards.dataset)
+        ),
         validation=CONFIG["validation"],
     script:
         "../workflow/scripts/validation_split.py"

@@ -5,7 +5,8 @@ rule train:
         images="results/data/{dataset}/images.npy",
         labels="results/data/{dataset}/labels.parquet",
         classes="results/data/{dataset}/classes.json",
-        split="results/splits/{dataset}/{regime}/seed{seed}.parquet",
+        # Only the training images: query and database settings never retrain.
+        split="results/splits/{dataset}/{regime}/seed{seed}.train.parquet",
     output:
         model="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/model.pt",
         stats="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/train_stats.json",

@@ -90,7 +90,7 @@ CONFIG_CASES = [
      ["config key backbones.small_cnn.arch: unknown backbone 'resnet9000'; registered: "]),
     ("unknown_dataset", changed(("datasets", "digits", "source"), "mnist"), [],
      ["config key datasets.digits.source: unknown dataset 'mnist'; registered: "]),
-    ("unknown_regime_target", BASE, ["results/splits/digits/fewshot1/seed0.parquet"],
+    ("unknown_regime_target", BASE, ["results/splits/digits/fewshot1/seed0.train.parquet"],
      ["'fewshot1' in the requested target is not in the config key regimes (configured: full)"]),
     ("wrong_type_epochs", changed(("training", "epochs"), "ten"), [],
      ["config key training.epochs: 'ten' is not of type 'integer'", "Number of passes"]),
@@ -249,14 +249,14 @@ DATA_CASES = [
      ["imagefolder img/empty: no class folders found; expected img/empty/train/<class>/"]),
     ("missing_dataset_folder", "nowhere", "prepare/nowhere.log", ["data/nowhere"],
      ["imagefolder path img/nowhere: no such folder; set the dataset's params.path"]),
-    ("k_larger_than_smallest_class", "small", "split/small/k5/seed0.log", ["splits/small"],
+    ("k_larger_than_smallest_class", "small", "train_split/small/k5/seed0.log", ["splits/small"],
      ["config key regimes.k5.train_per_class: 5 training images per class asked, class 2 (owl) of small has 3",
       "lower it"]),
-    ("more_queries_than_images", "too_many_queries", "split/too_many_queries/k5/seed0.log",
+    ("more_queries_than_images", "too_many_queries", "evaluation_split/too_many_queries/seed0.log",
      ["splits/too_many_queries"],
      ["config keys datasets.too_many_queries.query_per_class/database_per_class: class 0 (0) has",
       "fewer than 1000 queries plus 1 database images; lower them"]),
-    ("database_larger_than_available", "too_big_database", "split/too_big_database/k5/seed0.log",
+    ("database_larger_than_available", "too_big_database", "evaluation_split/too_big_database/seed0.log",
      ["splits/too_big_database"],
      ["config keys datasets.too_big_database.query_per_class/database_per_class: class 0 (0) has",
       "fewer than 10 queries plus 1000 database images"]),
@@ -290,7 +290,12 @@ def make_data_workspace(workdir: Path) -> None:
 def data_run(tmp_path_factory) -> dict:
     workdir = make_workspace(tmp_path_factory.mktemp("data_cases"), DATA_CONFIG)
     make_data_workspace(workdir)
-    targets = [f"results/splits/{d}/k5/seed0.parquet" for d in DATA_CONFIG["datasets"]]
+    # Each dataset's split that fails: the training split where a regime asks
+    # for too many images (small), the evaluation split elsewhere.
+    targets = [
+        f"results/splits/{d}/k5/seed0.train.parquet" if d == "small" else f"results/splits/{d}/seed0.evaluation.parquet"
+        for d in DATA_CONFIG["datasets"]
+    ]
     result = snakemake(workdir, "--cores", "2", "--keep-going", *targets, check=False)
     from workflow.download import plan_downloads
 

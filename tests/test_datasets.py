@@ -76,7 +76,17 @@ REAL_CONFIG = {
     "losses": {"ce": {"impl": "ce"}},
     "seeds": [0],
 }
-TARGETS = [f"results/splits/{d}/fewshot5/seed0.parquet" for d in REAL_CONFIG["datasets"]]
+TARGETS = [
+    path for d in REAL_CONFIG["datasets"]
+    for path in [f"results/splits/{d}/fewshot5/seed0.train.parquet", f"results/splits/{d}/seed0.evaluation.parquet"]
+]
+
+
+def read_split(run, dataset: str) -> pd.DataFrame:
+    """The fewshot5 training split and the evaluation split of a dataset in one frame."""
+    splits = run / "results/splits" / dataset
+    return pd.concat([pd.read_parquet(splits / "fewshot5/seed0.train.parquet"),
+                      pd.read_parquet(splits / "seed0.evaluation.parquet")])
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +133,7 @@ def test_real_cifar100_prepared_shapes(real_run):
 
 def test_real_cifar100_few_shot_split(real_run):
     labels = pd.read_parquet(real_run / "results/data/c100/labels.parquet")
-    split = pd.read_parquet(real_run / "results/splits/c100/fewshot5/seed0.parquet")
+    split = read_split(real_run, "c100")
     sets = {s: split.loc[split["split"] == s, "index"].to_numpy() for s in ["train", "database", "query"]}
     assert len(sets["train"]) == 500
     assert np.array_equal(per_class(labels, sets["train"], 100), np.full(100, 5))
@@ -153,7 +163,7 @@ def test_exported_npz_pool_holds_the_first_training_images_and_the_whole_test_si
     assert np.array_equal(pool_images, full_images[expected])
     assert json.loads((real_run / "results/data/pool/classes.json").read_text()) == json.loads(
         (real_run / "results/data/c100/classes.json").read_text())
-    split = pd.read_parquet(real_run / "results/splits/pool/fewshot5/seed0.parquet")
+    split = read_split(real_run, "pool")
     assert (split["split"] == "train").sum() == 500 and (split["split"] == "query").sum() == 1000
 
 
@@ -192,7 +202,7 @@ def test_real_tiny_imagenet_subset(real_run):
     assert all(classes[label] == expected[f] for f, label in zip(val["file_id"], val["label"]))
     train = labels[labels["official_split"] == "train"]
     assert all(f.split("/")[1] == classes[label] for f, label in zip(train["file_id"], train["label"]))
-    split = pd.read_parquet(real_run / "results/splits/tiny/fewshot5/seed0.parquet")
+    split = read_split(real_run, "tiny")
     assert (split["split"] == "train").sum() == 1000
 
 
@@ -217,7 +227,8 @@ def test_changing_a_split_setting_does_not_prepare_again(real_run, tmp_path):
     other.write_text(yaml.safe_dump(config))
     result = snakemake(real_run, "-n", *TARGETS, "--configfile", str(other), "--replace-workflow-config")
     out = result.stdout + result.stderr
-    assert "rule split" in out and "rule prepare" not in out and "rule download" not in out
+    assert "rule evaluation_split" in out and "rule prepare" not in out and "rule download" not in out
+    assert "rule train_split" not in out  # the training images do not depend on the queries
 
 
 # ---------------------------------------------------------------- SVHN

@@ -320,7 +320,7 @@ TINY_RUN = {
 
 def test_snakemake_stops_on_a_missing_mirror_file_and_writes_nothing(tmp_path):
     workdir = make_workspace(tmp_path / "ws", {**TINY_RUN, "data_mirror": str(SHARED_DATASETS)})
-    result = snakemake(workdir, "--cores", "1", "results/splits/tiny/full/seed0.parquet", check=False)
+    result = snakemake(workdir, "--cores", "1", "results/splits/tiny/full/seed0.train.parquet", check=False)
     assert result.returncode != 0
     log = (workdir / "results/logs/download/tiny_imagenet.log").read_text()
     assert "tiny-imagenet-200.zip is missing" in log and TINY_OFFICIAL_MD5 in log

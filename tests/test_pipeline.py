@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-from conftest import REPO, TINY_CONFIG, snakemake
+from conftest import REPO, TINY_CONFIG, make_workspace, snakemake
 from workflow.config import cells, prepare_config
 
 CELLS = cells(prepare_config(TINY_CONFIG))
@@ -52,10 +53,12 @@ def test_every_output_exists_and_is_well_formed(tiny_run):
         anchors = pq.read_table(cell_dir / "anchors.parquet").to_pandas()
         assert len(anchors) == (0 if cell.loss == "ce" else 10)
 
-        # The split files give the embedded rows: queries and database only.
-        split = pd.read_parquet(results / f"splits/{cell.dataset}/{cell.regime}/seed{cell.seed}.parquet")
-        expected = split.loc[split["split"] != "train", "index"].sort_values().to_numpy()
-        assert np.array_equal(np.sort(frame["index"].to_numpy()), expected)
+        # The evaluation split file gives the embedded rows: queries and
+        # database only, none of the training split's images.
+        split = pd.read_parquet(results / f"splits/{cell.dataset}/seed{cell.seed}.evaluation.parquet")
+        assert np.array_equal(np.sort(frame["index"].to_numpy()), split["index"].sort_values().to_numpy())
+        train = pd.read_parquet(results / f"splits/{cell.dataset}/{cell.regime}/seed{cell.seed}.train.parquet")
+        assert set(train["split"]) == {"train"} and not set(train["index"]) & set(split["index"])
 
         assert (results / "logs/train" / f"{cell.path}.log").read_text().strip()
         assert (results / "benchmarks/train" / f"{cell.path}.tsv").exists()
@@ -198,3 +201,55 @@ def test_html_report_holds_every_table_and_figure(tiny_run):
                  "anchors_cam_seed0.png", "tiny_grid.md", "cost.md", "metrics.csv"]:
         assert name in html, name
     assert "t-SNE maps of the database embeddings" in html  # captions are rendered
+
+
+def job_counts(out: str) -> dict[str, int]:
+    """Jobs per rule of a (dry) run's "Job stats" table ({} when nothing is to be done)."""
+    if "Job stats:" not in out:
+        return {}
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1], flags=re.M)}
+
+
+def test_changing_evaluation_keys_retrains_nothing(tmp_path):
+    """Training reads only the training split and its settings (hash,
+    params) hold only what training reads: after a change of
+    query_per_class or database_per_class, a dry run plans the evaluation
+    split, embed and evaluate, and no train job; the re-run keeps model.pt
+    and the embeddings' config_hash. A change of train_per_class retrains."""
+    config = copy.deepcopy(TINY_CONFIG)
+    config["regimes"] = {"fewshot5": {"train_per_class": 5}}
+    config["losses"] = {"ce": {"impl": "ce"}}
+    config["seeds"] = [0]
+    config["training"]["epochs"] = 1
+    workdir = make_workspace(tmp_path / "ws", config)
+    cell = workdir / "results/cells/digits/fewshot5/small_cnn/ce/seed0"
+    target = str(cell.relative_to(workdir) / "metrics.csv")
+    snakemake(workdir, "--cores", "2", target)
+    model_bytes, model_mtime = (cell / "model.pt").read_bytes(), (cell / "model.pt").stat().st_mtime_ns
+    config_hash = json.loads(pq.read_schema(cell / "embeddings.parquet").metadata[b"cbir"])["config_hash"]
+
+    def dry_run(dataset_spec: dict, regime_spec: dict | None = None) -> dict[str, int]:
+        changed = copy.deepcopy(config)
+        changed["datasets"]["digits"].update(dataset_spec)
+        changed["regimes"]["fewshot5"].update(regime_spec or {})
+        (workdir / "config.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
+        result = snakemake(workdir, "--cores", "1", "--dry-run", target)
+        return job_counts(result.stdout + result.stderr)
+
+    evaluation_only = {"evaluation_split": 1, "embed": 1, "evaluate": 1, "total": 3}
+    assert dry_run({"query_per_class": 4}) == evaluation_only
+    assert dry_run({"database_per_class": 30}) == evaluation_only
+    assert dry_run({}) == {}
+    retrain = dry_run({}, {"train_per_class": 3})
+    assert retrain == {"train_split": 1, "train": 1, "embed": 1, "evaluate": 1, "total": 4}
+
+    # Run the query change: the model stays as it was, bit for bit, and
+    # the embeddings record the same (training) settings hash.
+    dry_run({"query_per_class": 4})
+    snakemake(workdir, "--cores", "2", target)
+    assert (cell / "model.pt").stat().st_mtime_ns == model_mtime
+    assert (cell / "model.pt").read_bytes() == model_bytes
+    table = pq.read_table(cell / "embeddings.parquet")
+    assert json.loads(table.schema.metadata[b"cbir"])["config_hash"] == config_hash
+    assert (table.column("split").to_numpy(zero_copy_only=False) == "query").sum() == 4 * 10
+    assert "Nothing to be done" in snakemake(workdir, "--cores", "1", "--dry-run", target).stdout

@@ -300,7 +300,7 @@ def test_slurm_profile_resources_are_known_and_reach_the_jobs(dry_run, rule_name
 
     result = dry_run("slurm")
     jobs = dry_run_jobs(result.stdout + result.stderr)
-    assert {"prepare", "split", "train", "embed", "evaluate"} <= set(jobs), result.stdout
+    assert {"prepare", "train_split", "evaluation_split", "train", "embed", "evaluate"} <= set(jobs), result.stdout
     for rule, job in jobs.items():
         wanted = spec["set-resources"].get(rule, {}).get("slurm_partition", spec["default-resources"]["slurm_partition"])
         assert job["slurm_partition"] == wanted, (rule, job)

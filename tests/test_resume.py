@@ -189,7 +189,7 @@ def test_snakemake_run_killed_during_training_resumes_to_identical_outputs(tmp_p
     assert not checkpoint.exists()  # removed once model.pt is written
 
     expected = deterministic_files(reference / "results")
-    assert {"splits/digits/full/seed0.parquet", f"cells/{CELL}/model.pt", f"cells/{CELL}/embeddings.parquet",
+    assert {"splits/digits/full/seed0.train.parquet", "splits/digits/seed0.evaluation.parquet", f"cells/{CELL}/model.pt", f"cells/{CELL}/embeddings.parquet",
             f"cells/{CELL}/anchors.parquet", f"cells/{CELL}/metrics.csv"} <= expected.keys()
     resumed = deterministic_files(killed / "results")
     assert resumed.keys() == expected.keys()

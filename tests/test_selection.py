@@ -291,8 +291,10 @@ def test_selection_is_unchanged_when_the_test_labels_are_noise(tmp_path):
         snakemake(workdir, "--cores", "2", *NOISE_TARGETS)
         runs[name] = workdir
     clean, noise = runs["clean"] / "results", runs["noise"] / "results"
-    split = lambda root: pd.read_parquet(root / "splits/c100/fewshot3/seed0.parquet")  # noqa: E731
-    assert not split(clean).equals(split(noise))  # the test queries and database did change
+    split = lambda root, name: pd.read_parquet(root / "splits/c100" / name)  # noqa: E731
+    evaluation, train = "seed0.evaluation.parquet", "fewshot3/seed0.train.parquet"
+    assert not split(clean, evaluation).equals(split(noise, evaluation))  # test queries and database changed
+    assert split(clean, train).equals(split(noise, train))  # the training images did not
     for target in NOISE_TARGETS:
         assert json.loads((clean.parent / target).read_text()) == json.loads((noise.parent / target).read_text())
     for trial in ("cam-margin0.5", "cam-margin2.0"):
@@ -330,4 +332,4 @@ def test_the_shipped_fair_comparison_config_plans_equal_budgets(tmp_path):
     assert counts["train_trial"] == counts["embed_trial"] == counts["evaluate_trial"] == losses * budget
     assert counts["train"] == counts["evaluate"] == losses * seeds
     assert counts["select"] == counts["sensitivity_figure"] == losses
-    assert counts["validation_split"] == 1 and counts["split"] == seeds
+    assert counts["validation_split"] == 1 and counts["train_split"] == counts["evaluation_split"] == seeds

@@ -31,14 +31,14 @@ from conftest import REPO, TINY_CONFIG, make_workspace
 from slurm_cluster import slurm_cluster
 
 # The tiny config cut to one regime, one seed and two losses (CAM has
-# anchors), run up to each cell's metrics: 8 SLURM jobs in 5 steps (every
+# anchors), run up to each cell's metrics: 9 SLURM jobs in 5 steps (every
 # job starts Snakemake twice, which takes most of its time here).
 SLURM_CONFIG = copy.deepcopy(TINY_CONFIG)
 SLURM_CONFIG["regimes"] = {"fewshot5": {"train_per_class": 5}}
 SLURM_CONFIG["losses"] = {"ce": {"impl": "ce"}, "cam": {"impl": "cam"}}
 SLURM_CONFIG["seeds"] = [0]
 TARGETS = [f"results/cells/digits/fewshot5/small_cnn/{loss}/seed0/metrics.csv" for loss in SLURM_CONFIG["losses"]]
-EXPECTED_RULES = {"prepare": 1, "split": 1, "train": 2, "embed": 2, "evaluate": 2}
+EXPECTED_RULES = {"prepare": 1, "train_split": 1, "evaluation_split": 1, "train": 2, "embed": 2, "evaluate": 2}
 GPU_RULES = {"train", "embed"}
 # Measured time, which differs between any two runs.
 WALL_CLOCK_METRICS = {"seconds_per_query"}

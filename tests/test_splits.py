@@ -7,7 +7,7 @@ import pytest
 
 from workflow.config import ConfigError
 from workflow.datasets import load_dataset
-from workflow.splits import make_split
+from workflow.splits import make_evaluation_split, make_split, make_training_split, make_validation_split
 
 DIGITS = load_dataset("sklearn_digits")
 NONE = np.full(len(DIGITS.labels), "none")
@@ -113,3 +113,91 @@ def test_errors_name_the_class_by_its_name():
                    class_names=["cat", "dog"])
     with pytest.raises(ConfigError, match=r"class 0 \(cat\) has 2 evaluation images, fewer than 3 queries"):
         make_split(labels, official, seed=0, query_per_class=3, name="d", class_names=["cat", "dog"])
+
+
+# --- training and evaluation split apart; nested few-shot regimes ----------
+
+
+def train_per_class_sets(frame, labels):
+    train = frame.loc[frame["split"] == "train", "index"].to_numpy()
+    return {int(c): set(train[labels[train] == c]) for c in np.unique(labels)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_few_shot_regimes_of_one_seed_are_nested(seed):
+    """The 1-shot images of a class are among its 5-shot ones, those among
+    its 20-shot ones, those among its full training pool (per class)."""
+    labels = DIGITS.labels
+    sets = [
+        train_per_class_sets(make_split(labels, NONE, seed=seed, query_per_class=10, train_per_class=k), labels)
+        for k in [1, 5, 20, None]
+    ]
+    for c in range(10):
+        for smaller, larger in zip(sets, sets[1:]):
+            assert smaller[c] < larger[c], (seed, c)
+    assert [len(s[0]) for s in sets[:3]] == [1, 5, 20]
+
+
+def test_few_shot_regimes_are_nested_with_the_database_from_the_training_pool():
+    labels = np.repeat(np.arange(3), 40)
+    official = np.tile(np.array(["train"] * 30 + ["test"] * 10), 3)
+    kwargs = dict(query_per_class=4, database_per_class=8, database_from="train")
+    five, twenty = (
+        train_per_class_sets(make_split(labels, official, seed=4, train_per_class=k, **kwargs), labels)
+        for k in [5, 20]
+    )
+    assert all(five[c] < twenty[c] for c in range(3))
+
+
+def test_training_split_depends_only_on_the_training_pool_keys():
+    """query_per_class and (database from the test side) database_per_class
+    change the evaluation split only; the training split takes no such
+    argument at all."""
+    labels = DIGITS.labels
+    train = make_training_split(labels, NONE, seed=2, train_per_class=5)
+    for query, database in [(10, None), (3, 20), (20, 5)]:
+        both = make_split(labels, NONE, seed=2, query_per_class=query, database_per_class=database, train_per_class=5)
+        assert both[both["split"] == "train"].reset_index(drop=True).equals(train)
+    assert set(train["split"]) == {"train"} and train["index"].is_monotonic_increasing
+    # The evaluation split is one for every regime.
+    evaluation = make_evaluation_split(labels, NONE, seed=2, query_per_class=10)
+    assert set(evaluation["split"]) == {"query", "database"}
+    for k in [None, 5, 20]:
+        both = make_split(labels, NONE, seed=2, query_per_class=10, train_per_class=k)
+        assert both[both["split"] != "train"].reset_index(drop=True).equals(evaluation)
+
+
+@pytest.mark.parametrize("database_from", ["test", "train"])
+def test_training_and_evaluation_files_are_disjoint(database_from):
+    """What the pipeline writes as two files: every regime's training images
+    are disjoint from the seed's query and database images."""
+    labels = np.repeat(np.arange(4), 50)
+    official = np.tile(np.array(["train"] * 35 + ["test"] * 15), 4)
+    pool = dict(database_from=database_from, database_per_class=6)
+    evaluation = make_evaluation_split(labels, official, seed=3, query_per_class=5, **pool)
+    query = set(evaluation.loc[evaluation["split"] == "query", "index"])
+    database = set(evaluation.loc[evaluation["split"] == "database", "index"])
+    assert query and database and not query & database
+    assert (np.bincount(labels[list(query)]) == 5).all() and (np.bincount(labels[list(database)]) == 6).all()
+    for k in [None, 1, 5, 20]:
+        train = set(make_training_split(labels, official, seed=3, train_per_class=k, **pool)["index"])
+        assert train and not train & (query | database), k
+        if k is None:
+            side = set(np.flatnonzero(official == "train"))
+            assert train | (database if database_from == "train" else set()) == side
+
+
+def test_validation_split_from_the_training_file_leaves_a_training_pool_database_out():
+    labels = np.repeat(np.arange(3), 60)
+    official = np.tile(np.array(["train"] * 50 + ["test"] * 10), 3)
+    pool = dict(database_from="train", database_per_class=10)
+    train = make_training_split(labels, official, seed=0, train_per_class=5, **pool)
+    evaluation = make_evaluation_split(labels, official, seed=0, query_per_class=4, **pool)
+    val = make_validation_split(labels, official, train, 0, query_per_class=3, database_per_class=6,
+                                database_from="train", dataset_database_per_class=10)
+    assert not set(val["index"]) & set(evaluation["index"])
+    assert set(val.loc[val["split"] == "train", "index"]) == set(train["index"])
+    # The same frame as from make_split's combined frame.
+    both = make_split(labels, official, seed=0, query_per_class=4, train_per_class=5, **pool)
+    assert make_validation_split(labels, official, both, 0, query_per_class=3, database_per_class=6,
+                                 database_from="train", dataset_database_per_class=10).equals(val)

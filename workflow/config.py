@@ -381,9 +381,53 @@ def training_settings(config: dict, backbone: str, loss: str | dict) -> dict:
     }
 
 
+# Schema defaults of the dataset keys the splits read (configs checked by
+# the schema have them filled in already).
+SPLIT_DEFAULTS = {"test_fraction": 0.3, "query_per_class": 10, "database_per_class": None, "database_from": "test"}
+
+
+def _split_key(spec: dict, key: str):
+    return spec.get(key, SPLIT_DEFAULTS[key])
+
+
+def training_pool_spec(spec: dict) -> dict:
+    """The keys of a dataset's config entry that decide its training pool
+    (and so the training split with the regime's ``train_per_class``):
+    ``test_fraction`` (used when the dataset has no official test side),
+    ``database_from``, and ``database_per_class`` only when the database is
+    drawn from the training pool (``database_from: train``)."""
+    pool = {key: _split_key(spec, key) for key in ["test_fraction", "database_from"]}
+    if pool["database_from"] == "train":
+        pool["database_per_class"] = _split_key(spec, "database_per_class")
+    return pool
+
+
+def evaluation_spec(spec: dict) -> dict:
+    """The keys of a dataset's config entry that decide its query and
+    database images (the evaluation split)."""
+    return {key: _split_key(spec, key) for key in SPLIT_DEFAULTS}
+
+
+def training_dataset_spec(spec: dict) -> dict:
+    """What training depends on of a dataset's config entry: the keys that
+    decide the prepared arrays (:func:`workflow.prepare.prepare_settings`)
+    and the training pool (:func:`training_pool_spec`). Not
+    ``query_per_class``, nor ``database_per_class`` unless
+    ``database_from: train``: they only decide query and database, so
+    changing them re-runs the evaluation split, embed and evaluate, and
+    trains nothing again."""
+    from workflow.prepare import prepare_settings  # prepare imports this module
+
+    return {**prepare_settings(spec), **training_pool_spec(spec)}
+
+
 def cell_settings(config: dict, cell: Cell, loss_entry: dict | None = None) -> dict:
     """Everything that determines a cell's trained model, as plain data
-    (``loss_entry`` replaces the loss's config entry, e.g. with a trial's)."""
+    (``loss_entry`` replaces the loss's config entry, e.g. with a trial's).
+    Of the dataset's entry only what training depends on
+    (:func:`training_dataset_spec`): these settings are the train rule's
+    params (Snakemake's rerun trigger) and their :func:`settings_hash` is
+    the resume checkpoint's and the embeddings' ``config_hash``."""
     backbone = config["backbones"][cell.backbone]
     loss = config["losses"][cell.loss] if loss_entry is None else loss_entry
     return {
@@ -392,7 +436,7 @@ def cell_settings(config: dict, cell: Cell, loss_entry: dict | None = None) -> d
         "backbone": cell.backbone,
         "loss": cell.loss,
         "seed": int(cell.seed),
-        "dataset_spec": config["datasets"][cell.dataset],
+        "dataset_spec": training_dataset_spec(config["datasets"][cell.dataset]),
         "regime_spec": config["regimes"][cell.regime],
         "arch": backbone["arch"],
         "embedding_size": backbone["embedding_size"],
@@ -428,6 +472,8 @@ def trial_settings(config: dict, cell: Cell) -> dict:
 
 
 def settings_hash(settings: dict) -> str:
-    """A short stable hash of a cell's settings (recorded in its outputs)."""
+    """A short stable hash of a cell's settings (recorded in its outputs and
+    resume checkpoint); it covers only what training depends on, so it is
+    the same for every evaluation setting."""
     blob = json.dumps(settings, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

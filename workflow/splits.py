@@ -1,17 +1,43 @@
-"""split: per (dataset, regime, seed) the train / database / query images.
+"""split: per (dataset, seed) the query and database images, and per
+(dataset, regime, seed) the training images, written as two files.
 
-Stratified per class and drawn from two independent random streams of the
-seed, so query and database depend only on (dataset, seed) and are the same
-for every regime, backbone and loss; the regime only picks the training
-images. Datasets with an official train/test division train on the official
-train images and draw query and database from the official test images;
-others first hold out a stratified ``test_fraction`` of each class.
+``make_evaluation_split`` gives query and database; they depend only on
+(dataset, seed) and on the dataset keys ``test_fraction``,
+``query_per_class``, ``database_per_class`` and ``database_from``, never on
+the regime, backbone or loss. ``make_training_split`` gives the training
+images of a regime; they depend only on the keys that decide the training
+pool (``test_fraction``, ``database_from``, and ``database_per_class`` when
+``database_from`` is ``train``: :func:`workflow.config.training_pool_spec`)
+and on ``train_per_class``. So changing ``query_per_class`` re-draws query
+and database and re-embeds every cell, but trains nothing again.
 
-``database_from="train"`` draws the database from the training pool instead
-(``database_per_class`` per class, before the regime picks its training
-images from the rest), e.g. the LM paper's Places365 Table 2: 1,000 database
-and 1,000 training images per class from train-standard, all validation
-images as queries.
+Datasets with an official train/test division train on the official train
+images and draw query and database from the official test images; others
+first hold out a stratified ``test_fraction`` of each class (the
+evaluation pool). Random streams of a seed (``workflow.seeds``; a
+class's sub-stream is numbered ``c + 1`` because ``SeedSequence`` ignores
+trailing zeros, so ``[seed, 1, 0]`` would be the stream ``[seed, 1]``
+itself):
+
+- ``evaluation_split``: the ``test_fraction`` hold-out, then per class of
+  the evaluation pool one permutation whose first ``query_per_class``
+  images are the queries and the next ``database_per_class`` the database
+  (the permutation does not depend on those numbers); with
+  ``database_from="train"``, sub-stream ``c + 1`` draws the database images
+  of class ``c`` from its training pool (``database_per_class``; the rest is
+  the class's training pool), e.g. the LM paper's Places365 Table 2: 1,000
+  database and 1,000 training images per class from train-standard, all
+  validation images as queries;
+- ``training_split``, sub-stream ``c + 1``: one permutation of class
+  ``c``'s training pool (sorted by index), of which a regime with
+  ``train_per_class`` k takes the first k. Every k of one (dataset, seed)
+  cuts the same permutation, so few-shot regimes are **nested**: the
+  5-shot images of a class are among its 20-shot images, which are among
+  its full training pool;
+- ``validation_split``: the validation split (:func:`make_validation_split`).
+
+Query, database and training images are disjoint. :func:`make_split`
+gives all three in one frame (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -20,10 +46,28 @@ import numpy as np
 import pandas as pd
 
 from workflow.config import ConfigError
+from workflow.seeds import stream_rng
 
 
 def _by_class(labels: np.ndarray, indices: np.ndarray) -> dict[int, np.ndarray]:
     return {int(c): indices[labels[indices] == c] for c in np.unique(labels[indices])}
+
+
+def _class_name(class_names: list[str] | None):
+    def cls(c: int) -> str:
+        return f"class {c} ({class_names[c]})" if class_names is not None else f"class {c}"
+
+    return cls
+
+
+def _frame(parts: list[tuple[str, np.ndarray]]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "index": np.concatenate([idx for _, idx in parts] or [[]]).astype(np.int64),
+            "split": np.concatenate([[s] * len(idx) for s, idx in parts] or [[]]).astype(object),
+        }
+    )
+    return frame.sort_values("index", ignore_index=True)
 
 
 def _pools(labels, official_split, test_fraction, eval_rng) -> tuple[np.ndarray, np.ndarray]:
@@ -42,29 +86,25 @@ def _pools(labels, official_split, test_fraction, eval_rng) -> tuple[np.ndarray,
     return np.concatenate(train_parts), np.concatenate(eval_parts)
 
 
-def make_split(
+def _draw_pools(
     labels: np.ndarray,
     official_split: np.ndarray,
     seed: int,
-    query_per_class: int,
-    database_per_class: int | None = None,
-    test_fraction: float = 0.3,
-    train_per_class: int | None = None,
-    name: str = "dataset",
-    regime: str = "regime",
-    database_from: str = "test",
-    class_names: list[str] | None = None,
-) -> pd.DataFrame:
-    """Return a frame with columns ``index`` and ``split`` (train/database/query),
-    sorted by index. Errors name the config key that asks for too much and
-    the class that has too few images."""
+    test_fraction: float,
+    database_from: str,
+    database_per_class: int | None,
+    name: str,
+    class_names: list[str] | None,
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], np.ndarray, np.random.Generator]:
+    """Per class, the training pool and (``database_from="train"``) the
+    database images taken out of it; the evaluation pool; and the
+    evaluation stream after the hold-out (for the queries). Only the
+    training-pool keys enter here, so the training split never depends on
+    ``query_per_class`` (nor on ``database_per_class`` when the database
+    comes from the test side)."""
     labels = np.asarray(labels)
-    eval_rng = np.random.default_rng([seed, 0])
-    train_rng = np.random.default_rng([seed, 1])
-
-    def cls(c: int) -> str:
-        return f"class {c} ({class_names[c]})" if class_names is not None else f"class {c}"
-
+    official_split = np.asarray(official_split)
+    cls = _class_name(class_names)
     if database_from not in ("test", "train"):
         raise ConfigError(f"config key datasets.{name}.database_from: {database_from!r} is not 'test' or 'train'")
     if database_from == "train" and database_per_class is None:
@@ -72,8 +112,90 @@ def make_split(
             f"config key datasets.{name}.database_per_class: must be a number when "
             "database_from is 'train' (otherwise no training images would be left)"
         )
+    eval_rng = stream_rng(seed, "evaluation_split")
     train_pool, eval_pool = _pools(labels, official_split, test_fraction, eval_rng)
+    pools, databases = {}, {}
+    for c, idx in _by_class(labels, train_pool).items():
+        if database_from == "train":
+            # A sub-stream per class: the database depends on (dataset,
+            # seed, database_per_class) only, never on the queries.
+            idx = stream_rng(seed, "evaluation_split", c + 1).permutation(np.sort(idx))
+            if database_per_class >= len(idx):
+                raise ConfigError(
+                    f"config key datasets.{name}.database_per_class: {cls(c)} has {len(idx)} "
+                    f"training images, not more than the {database_per_class} database images "
+                    "asked (database_from: train leaves the rest for training); lower it"
+                )
+            databases[c] = idx[:database_per_class]
+            idx = np.sort(idx[database_per_class:])
+        pools[c] = idx
+    return pools, databases, eval_pool, eval_rng
 
+
+def make_training_split(
+    labels: np.ndarray,
+    official_split: np.ndarray,
+    seed: int,
+    train_per_class: int | None = None,
+    test_fraction: float = 0.3,
+    database_from: str = "test",
+    database_per_class: int | None = None,
+    name: str = "dataset",
+    regime: str = "regime",
+    class_names: list[str] | None = None,
+) -> pd.DataFrame:
+    """The training images of a (dataset, regime, seed): a frame with
+    columns ``index`` and ``split`` (all ``train``), sorted by index.
+
+    ``train_per_class`` None takes each class's whole training pool; k takes
+    the first k of the class's permutation (stream ``training_split``,
+    sub-stream ``c + 1``), so
+    for one (dataset, seed) a smaller k gives a subset of a larger k's
+    images (nested few-shot regimes). ``database_per_class`` matters only
+    with ``database_from="train"`` (the database leaves the pool first).
+    Errors name the config key that asks for too much and the class."""
+    labels = np.asarray(labels)
+    cls = _class_name(class_names)
+    pools, _, _, _ = _draw_pools(
+        labels, official_split, seed, test_fraction, database_from, database_per_class, name, class_names
+    )
+    taken = f" after {database_per_class} database images" if database_from == "train" else ""
+    parts = []
+    for c, idx in pools.items():
+        if train_per_class is not None:
+            if train_per_class > len(idx):
+                raise ConfigError(
+                    f"config key regimes.{regime}.train_per_class: {train_per_class} training "
+                    f"images per class asked, {cls(c)} of {name} has {len(idx)}{taken}; "
+                    "lower it to at most that"
+                )
+            # One permutation per class, independent of k and of the other
+            # classes: the first k of it nest for every k.
+            idx = stream_rng(seed, "training_split", c + 1).permutation(np.sort(idx))[:train_per_class]
+        parts.append(("train", idx))
+    return _frame(parts)
+
+
+def make_evaluation_split(
+    labels: np.ndarray,
+    official_split: np.ndarray,
+    seed: int,
+    query_per_class: int,
+    database_per_class: int | None = None,
+    test_fraction: float = 0.3,
+    database_from: str = "test",
+    name: str = "dataset",
+    class_names: list[str] | None = None,
+) -> pd.DataFrame:
+    """The query and database images of a (dataset, seed), the same for
+    every regime: a frame with columns ``index`` and ``split``
+    (``query``/``database``), sorted by index. Errors name the config key
+    that asks for too much and the class that has too few images."""
+    labels = np.asarray(labels)
+    cls = _class_name(class_names)
+    _, databases, eval_pool, eval_rng = _draw_pools(
+        labels, official_split, seed, test_fraction, database_from, database_per_class, name, class_names
+    )
     parts = []
     for c, idx in _by_class(labels, eval_pool).items():
         idx = eval_rng.permutation(idx)
@@ -95,38 +217,31 @@ def make_split(
             )
         parts.append(("query", idx[:query_per_class]))
         parts.append(("database", idx[query_per_class : query_per_class + n_db]))
+    parts += [("database", idx) for idx in databases.values()]
+    return _frame(parts)
 
-    for c, idx in _by_class(labels, train_pool).items():
-        taken = ""
-        if database_from == "train":
-            # From the evaluation stream: the database depends on (dataset, seed) only.
-            idx = eval_rng.permutation(idx)
-            if database_per_class >= len(idx):
-                raise ConfigError(
-                    f"config key datasets.{name}.database_per_class: {cls(c)} has {len(idx)} "
-                    f"training images, not more than the {database_per_class} database images "
-                    "asked (database_from: train leaves the rest for training); lower it"
-                )
-            parts.append(("database", idx[:database_per_class]))
-            idx = np.sort(idx[database_per_class:])
-            taken = f" after {database_per_class} database images"
-        if train_per_class is not None:
-            if train_per_class > len(idx):
-                raise ConfigError(
-                    f"config key regimes.{regime}.train_per_class: {train_per_class} training "
-                    f"images per class asked, {cls(c)} of {name} has {len(idx)}{taken}; "
-                    "lower it to at most that"
-                )
-            idx = train_rng.choice(idx, size=train_per_class, replace=False)
-        parts.append(("train", idx))
 
-    frame = pd.DataFrame(
-        {
-            "index": np.concatenate([idx for _, idx in parts]).astype(np.int64),
-            "split": np.concatenate([[s] * len(idx) for s, idx in parts]),
-        }
-    )
-    return frame.sort_values("index", ignore_index=True)
+def make_split(
+    labels: np.ndarray,
+    official_split: np.ndarray,
+    seed: int,
+    query_per_class: int,
+    database_per_class: int | None = None,
+    test_fraction: float = 0.3,
+    train_per_class: int | None = None,
+    name: str = "dataset",
+    regime: str = "regime",
+    database_from: str = "test",
+    class_names: list[str] | None = None,
+) -> pd.DataFrame:
+    """Both files in one frame: columns ``index`` and ``split``
+    (train/database/query), sorted by index (the pipeline writes
+    :func:`make_training_split` and :func:`make_evaluation_split` apart)."""
+    pool = dict(test_fraction=test_fraction, database_from=database_from, database_per_class=database_per_class,
+                name=name, class_names=class_names)
+    evaluation = make_evaluation_split(labels, official_split, seed, query_per_class, **pool)
+    training = make_training_split(labels, official_split, seed, train_per_class, regime=regime, **pool)
+    return pd.concat([training, evaluation]).sort_values("index", ignore_index=True)
 
 
 def make_validation_split(
@@ -141,11 +256,18 @@ def make_validation_split(
     test_fraction: float = 0.3,
     name: str = "dataset",
     regime: str = "regime",
+    database_from: str = "test",
+    dataset_database_per_class: int | None = None,
 ) -> pd.DataFrame:
     """The validation split of a (dataset, regime, seed): a frame like
     :func:`make_split`'s (``train``, ``database``, ``query``) that trials
-    train on and are scored on. It reads only training-pool images: the
-    test queries and database of ``split`` are never in it.
+    train on and are scored on. ``split`` holds the regime's training
+    images (rows ``train``: the training split file, or :func:`make_split`'s
+    frame). It reads only training-pool images: the pool is recomputed from
+    the training-pool keys (``test_fraction``, ``database_from`` and the
+    dataset's ``dataset_database_per_class``), so test queries and database
+    (also a database drawn from the training pool) are never in it; rows of
+    ``split`` other than ``train`` are left out too.
 
     Per class, validation query and database images come from the training
     pool images the regime leaves unused when there are enough (so
@@ -154,14 +276,16 @@ def make_validation_split(
     leave out of training. With ``class_disjoint``, a seeded
     ``class_fraction`` of the classes is held out: validation draws from
     their whole training pool and trials train on the other classes only.
-    Draws come from a third random stream of the seed.
+    Draws come from the seed's ``validation_split`` stream.
     """
     labels = np.asarray(labels)
-    train_pool, _ = _pools(labels, official_split, test_fraction, np.random.default_rng([seed, 0]))
-    evaluation = set(split.loc[split["split"] != "train", "index"].tolist())
+    pools, _, _, _ = _draw_pools(
+        labels, official_split, seed, test_fraction, database_from, dataset_database_per_class, name, None
+    )
+    pool = np.concatenate(list(pools.values())).astype(np.int64)
+    pool = pool[~np.isin(pool, split.loc[split["split"] != "train", "index"].to_numpy())]
     train = np.sort(split.loc[split["split"] == "train", "index"].to_numpy())
-    pool = np.array([i for i in train_pool if i not in evaluation], dtype=np.int64)
-    rng = np.random.default_rng([seed, 2])
+    rng = stream_rng(seed, "validation_split")
     need = query_per_class + database_per_class
     classes = np.unique(labels[pool])
     held_out = set()
@@ -208,10 +332,4 @@ def make_validation_split(
         if keep_training is None:
             keep_training = np.setdiff1d(trained, drawn[:need])
         parts.append(("train", keep_training))
-    frame = pd.DataFrame(
-        {
-            "index": np.concatenate([idx for _, idx in parts]).astype(np.int64),
-            "split": np.concatenate([[s] * len(idx) for s, idx in parts]),
-        }
-    )
-    return frame.sort_values("index", ignore_index=True)
+    return _frame(parts)

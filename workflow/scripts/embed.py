@@ -14,6 +14,8 @@ with log_to(snakemake.log[0]):
     checkpoint = torch.load(snakemake.input.model, map_location="cpu", weights_only=True)
     images = np.load(snakemake.input.images, mmap_mode="r")
     labels = pd.read_parquet(snakemake.input.labels)["label"].to_numpy()
+    # A cell's evaluation split holds query and database only; a trial's
+    # validation split also holds its training images, which are not embedded.
     split = pd.read_parquet(snakemake.input.split)
     split = split[split["split"] != "train"].reset_index(drop=True)
     index = split["index"].to_numpy()

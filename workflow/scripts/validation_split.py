@@ -8,6 +8,7 @@ from workflow.splits import make_validation_split
 with log_to(snakemake.log[0]):
     labels = pd.read_parquet(snakemake.input.labels)
     spec = snakemake.params.validation
+    pool = snakemake.params.pool
     split = make_validation_split(
         labels["label"].to_numpy(),
         labels["official_split"].to_numpy(),
@@ -17,7 +18,9 @@ with log_to(snakemake.log[0]):
         database_per_class=spec["database_per_class"],
         class_disjoint=spec["class_disjoint"],
         class_fraction=spec["class_fraction"],
-        test_fraction=snakemake.params.dataset_spec["test_fraction"],
+        test_fraction=pool["test_fraction"],
+        database_from=pool["database_from"],
+        dataset_database_per_class=pool.get("database_per_class"),
         name=snakemake.wildcards.dataset,
         regime=snakemake.wildcards.regime,
     )
