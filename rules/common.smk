@@ -17,12 +17,12 @@ from workflow.config import (
     describe_schema_error,
     expand_sweeps,
     prepare_config,
+    prepare_settings,
     trial_cells,
     trial_settings,
 )
 from workflow.download import plan_downloads
 from workflow.guards import check_config, check_config_files
-from workflow.prepare import prepare_settings
 
 
 def config_files_read():
@@ -99,10 +99,6 @@ def cell_of(wildcards):
         wildcards.loss,
         int(wildcards.seed),
     )
-
-
-def get_dataset_spec(wildcards):
-    return config_entry("datasets", wildcards.dataset)
 
 
 def get_download_files(wildcards):
@@ -281,7 +277,10 @@ def get_loss_geometry(wildcards):
     """The geometry of a cell's loss (a trial's loss is its base loss's impl)."""
     from workflow.losses import loss_geometry
 
-    losses = {**CONFIG["losses"], **{t: e for trials in CONFIG["trials"].values() for t, e in trials.items()}}
+    losses = {
+        **CONFIG["losses"],
+        **{t: e for trials in CONFIG["trials"].values() for t, e in trials.items()},
+    }
     return loss_geometry(config_entry("losses", wildcards.loss, losses)["impl"])
 
 

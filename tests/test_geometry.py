@@ -12,7 +12,8 @@ from pytorch_metric_learning.utils.inference import CustomKNN
 from sklearn.metrics import average_precision_score
 from sklearn.metrics.pairwise import cosine_similarity
 
-from workflow.evaluate import evaluate_cell, own_distance_rows, resolve_distances
+from workflow.evaluate import evaluate_cell
+from workflow.geometry import own_distance_rows, resolve_distances
 from workflow.losses import LOSSES, loss_geometry
 from workflow.two_stage import evaluate_retrieval_methods
 

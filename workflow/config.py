@@ -408,16 +408,23 @@ def evaluation_spec(spec: dict) -> dict:
     return {key: _split_key(spec, key) for key in SPLIT_DEFAULTS}
 
 
+PREPARE_DEFAULTS = {"params": {}, "image_size": None, "classes": None, "skip_undecodable": False}
+
+
+def prepare_settings(spec: dict) -> dict:
+    """The part of a dataset's config that determines its prepared arrays
+    (so changing, e.g., ``query_per_class`` does not decode again)."""
+    return {"source": spec["source"], **{k: spec.get(k, v) for k, v in PREPARE_DEFAULTS.items()}}
+
+
 def training_dataset_spec(spec: dict) -> dict:
     """What training depends on of a dataset's config entry: the keys that
-    decide the prepared arrays (:func:`workflow.prepare.prepare_settings`)
+    decide the prepared arrays (:func:`prepare_settings`)
     and the training pool (:func:`training_pool_spec`). Not
     ``query_per_class``, nor ``database_per_class`` unless
     ``database_from: train``: they only decide query and database, so
     changing them re-runs the evaluation split, embed and evaluate, and
     trains nothing again."""
-    from workflow.prepare import prepare_settings  # prepare imports this module
-
     return {**prepare_settings(spec), **training_pool_spec(spec)}
 
 

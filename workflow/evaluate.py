@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from workflow.embedding import embedding_matrix
+from workflow.geometry import in_geometry, resolve_distances
 from workflow.metrics import queries_without_positives
 from workflow.two_stage import evaluate_retrieval_methods
 
-DISTANCES = ("euclidean", "cosine")
 # Rows of every retrieval method that describe its cost, not its quality.
 COST_METRICS = ("distance_computations_per_query", "seconds_per_query")
 EMBEDDING_COLUMNS = ["index", "split", "label", "prediction", "embedding"]
@@ -94,33 +94,6 @@ def check_cutoffs(precision_at, top_k_error, n_database: int) -> None:
                 f"of this cell ({n_database} images); use cutoffs up to {n_database} or a "
                 "larger database (datasets.<name>.database_per_class)"
             )
-
-
-def resolve_distances(distances, geometry: str) -> list[str]:
-    """The distances to evaluate: the loss's ``geometry`` first, then those of
-    ``distances`` (``own`` is the geometry), each once."""
-    if geometry not in DISTANCES:
-        raise ValueError(f"unknown geometry {geometry!r}; one of {', '.join(DISTANCES)}")
-    resolved = [geometry]
-    for name in distances:
-        if name != "own" and name not in DISTANCES:
-            raise ValueError(
-                f"config key evaluation.distances: unknown distance {name!r}; "
-                f"use own, {', '.join(DISTANCES)}"
-            )
-        resolved.append(geometry if name == "own" else name)
-    return list(dict.fromkeys(resolved))
-
-
-def in_geometry(x: np.ndarray, distance: str) -> np.ndarray:
-    """Embeddings (or anchors) as the L2 ranking of ``distance`` sees them:
-    as they are for ``euclidean``, L2-normalised rows for ``cosine`` (a zero
-    row stays zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    if distance == "euclidean" or x.size == 0:
-        return x
-    norms = np.sqrt(np.square(x, dtype=np.float64).sum(axis=1, keepdims=True))
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def classification_accuracy(queries: pd.DataFrame, anchors: pd.DataFrame, distance: str = "euclidean") -> float:
@@ -196,9 +169,3 @@ def evaluate_cell(
     frame = pd.DataFrame(rows, columns=["distance", "retrieval", "metric", "value"])
     frame.insert(0, "geometry", geometry)
     return frame, curve
-
-
-def own_distance_rows(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The rows of each cell's own geometry (``distance == geometry``): what
-    tables, figures and selection show unless asked for another distance."""
-    return metrics[metrics["distance"] == metrics["geometry"]]

@@ -32,22 +32,15 @@ import pyarrow as pa
 from PIL import Image
 from tqdm.auto import tqdm
 
-from workflow.config import ConfigError
+from workflow.config import ConfigError, prepare_settings
 from workflow.datasets import ImageFiles, RawDataset, load_dataset, needs_download
 from workflow.io import atomic_path, save_json, save_parquet
 
-PREPARE_DEFAULTS = {"params": {}, "image_size": None, "classes": None, "skip_undecodable": False}
 BLOCK = 256  # images decoded per batch of thread-pool work
 
 
 class UndecodableImageError(ValueError):
     """An image file that Pillow cannot decode."""
-
-
-def prepare_settings(spec: dict) -> dict:
-    """The part of a dataset's config that determines its prepared arrays
-    (so changing, e.g., ``query_per_class`` does not decode again)."""
-    return {"source": spec["source"], **{k: spec.get(k, v) for k, v in PREPARE_DEFAULTS.items()}}
 
 
 # ---------------------------------------------------------------- images

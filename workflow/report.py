@@ -11,7 +11,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from workflow.config import Cell  # noqa: E402
-from workflow.evaluate import own_distance_rows  # noqa: E402
+from workflow.geometry import own_distance_rows  # noqa: E402
 
 CELL_COLUMNS = ["dataset", "regime", "backbone", "loss", "seed"]
 METRICS_COLUMNS = CELL_COLUMNS + ["geometry", "distance", "retrieval", "metric", "value"]

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from workflow.evaluate import own_distance_rows
+from workflow.geometry import own_distance_rows
 from workflow.tables import lower_is_better
 
 

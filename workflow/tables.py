@@ -49,7 +49,7 @@ import pandas as pd
 from scipy import stats
 
 from workflow.config import ConfigError
-from workflow.evaluate import own_distance_rows
+from workflow.geometry import own_distance_rows
 
 # Cell attributes, then the fixed factors (workflow.config.FIXED_FACTORS)
 # that results/metrics.csv carries as columns: a table that compares cells

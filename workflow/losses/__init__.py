@@ -21,13 +21,13 @@ plus one entry under ``losses:`` in the config. Use pytorch-metric-learning
 for what it provides (see ``contrastive.py``, ``arcface.py``).
 """
 
+from workflow.geometry import DISTANCES as GEOMETRIES
 from workflow.registry import Registry
 
 # A loss's geometry: the distance its training shapes the embedding for,
 # and so the one it is retrieved by (``evaluation.distances``: ``own``).
 # ``cosine`` for losses that compare L2-normalised embeddings (or cosines),
 # ``euclidean`` for those on raw embeddings.
-GEOMETRIES = ("euclidean", "cosine")
 LOSSES = Registry("loss", __name__, required={"geometry": GEOMETRIES})
 register_loss = LOSSES.register
 
