@@ -67,11 +67,15 @@ def test_every_output_exists_and_is_well_formed(tiny_run):
 def test_metrics_table_is_tidy_and_complete(tiny_run):
     metrics = pd.read_csv(tiny_run / "results/metrics.csv")
     assert list(metrics.columns) == [
-        "dataset", "regime", "backbone", "loss", "seed", "retrieval", "metric", "value",
+        "dataset", "regime", "backbone", "loss", "seed", "geometry", "distance", "retrieval", "metric", "value",
         # the fixed factors of each cell (tables that compare them lay them out)
         "embedding_size", "optimizer", "epochs", "batch_size", "augment",
     ]
     assert set(metrics["epochs"]) == {2} and set(metrics["embedding_size"]) == {16}
+    # Each loss in its own geometry, and only that (evaluation.distances: [own]).
+    geometry = metrics.groupby("loss")["geometry"].unique().map(list).to_dict()
+    assert geometry == {"ce": ["euclidean"], "cam": ["euclidean"], "lm": ["cosine"]}
+    assert (metrics["distance"] == metrics["geometry"]).all()
     # Two-stage retrieval is on by default (classes [1, 2]) for the losses
     # that export anchors or centres (cam, lm), not for ce.
     assert set(metrics["retrieval"]) == {"exact", "two_stage_c1", "two_stage_c2"}
