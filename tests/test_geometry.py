@@ -142,3 +142,15 @@ def test_every_loss_declares_its_geometry():
         assert geometries[name] == "euclidean", name
     with pytest.raises(ValueError, match="geometry="):
         LOSSES.register("no_geometry")
+
+
+def test_evaluation_stays_on_the_cpu_when_a_gpu_is_present(monkeypatch):
+    # The evaluate rule declares no GPU, so evaluation must not take one.
+    # (No GPU here: is_available is patched to say there is one; moving a
+    # tensor to CUDA would then fail.)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    q, ql, db, dl, anchors = float_problem(3)
+    embeddings, anchor_frame = frames(q, ql, db, dl, anchors)
+    metrics, _ = evaluate_cell(embeddings, anchor_frame, precision_at=(1,), top_k_error=(1,),
+                               two_stage={"classes": [1]}, geometry="euclidean")
+    assert metrics["value"].notna().all()
