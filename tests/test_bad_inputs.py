@@ -12,7 +12,11 @@ Three groups share work to stay fast:
   log must hold its message and its outputs must not exist;
 - planted files: files that a real run would have written, broken on
   purpose (an unreadable Parquet file, anchors of another size, a changed
-  CIFAR-100 pickle), given to the rules that read them (``--allowed-rules``).
+  CIFAR-100 pickle), given to the rules that read them (``--allowed-rules``);
+- in-process: further config errors (``check_config(load_config(...))``,
+  the code ``snakemake -n`` runs), ``prepare`` errors (nothing written) and
+  split errors, and wrong outcomes made right (a 16-bit PNG, LaTeX
+  escaping).
 
 Every group also checks that no temporary file (``*.tmp``, ``*.part``,
 ``*.partial-*``) is left anywhere under ``results/``.
@@ -115,6 +119,14 @@ CONFIG_CASES = [
      ["config key losses.cam.params.margn: loss 'cam' has no parameter 'margn' (did you mean 'margin'?)"]),
     ("dataset_root_from_config", changed(("datasets", "digits"), {"source": "cifar100", "params": {"root": "/tmp"}}),
      [], ["config key datasets.digits.params: dataset 'cifar100' has no parameter 'root'"]),
+    # A seed of 10**30 (a 1 and 30 zeros) would trip Snakemake's periodic-wildcard guard.
+    ("seed_beyond_2_to_32", changed(("seeds",), [0, 10**30]), [],
+     ["config key seeds.1: 1000000000000000000000000000000 is greater than the maximum of 4294967295",
+      "torch and NumPy take seeds below 2**32"]),
+    ("negative_cam_margin", changed(("losses", "cam", "params"), {"margin": -1}), [],
+     ["config key losses.cam.params.margin: -1 is out of range; loss 'cam' takes a number > 0 for it"]),
+    ("table_unknown_baseline", {**BASE, "tables": {"t": {**TABLE, "baseline": "triplet"}}}, [],
+     ["config key tables.t.baseline: 'triplet' is no loss this table shows (ce, cam)", "or null for no"]),
 ]
 
 # The same checks in-process (no exit status, but cheap): further config
@@ -135,6 +147,45 @@ IN_PROCESS_CASES = [
     ("unknown_backbone_parameter", changed(("backbones", "small_cnn", "params"), {"width": [8]}), [],
      ["config key backbones.small_cnn.params.width: backbone 'small_cnn' has no parameter 'width' "
       "(did you mean 'widths'?)"]),
+    # Names and seeds are wildcard values: bounded so that Snakemake's
+    # periodic-wildcard guard (a suffix repeated 20 times) never skips a cell.
+    ("name_with_a_periodic_suffix", changed(("regimes",), {"k1" + "0" * 20: {}}), [],
+     ["config key regimes: 'k100000000000000000000' does not match", "not ending in a piece repeated 20 times"]),
+    ("swept_value_making_a_periodic_name", changed(("losses", "cam", "params"), {"margin": [1, 10**25]}), [],
+     ["config key losses: 'cam-margin10000000000000000000000000' does not match", "repeated 20 times"]),
+    ("selection_seed_beyond_2_to_32", {**BASE, "selection": {"budget": 1, "seed": 2**32}}, [],
+     ["config key selection.seed: 4294967296 is greater than the maximum of 4294967295"]),
+    ("one_class_selected", changed(("datasets", "digits", "classes"), ["0"]), [],
+     ["config key datasets.digits.classes: ['0'] is too short", "At least 2"]),
+    ("same_number_swept_twice", changed(("losses", "cam", "params"), {"margin": [1, 1.0]}), [],
+     ["config key losses.cam.params.margin: the sweep has the value 1 twice (as 1 and 1.0)", "remove one"]),
+    ("string_loss_parameter", changed(("losses", "cam", "params"), {"margin": "big"}), [],
+     ["config key losses.cam.params.margin: 'big' is not a number; loss 'cam' takes a number > 0"]),
+    ("swept_loss_parameter_out_of_range", changed(("losses", "cam", "params"), {"min_norm": [1.0, -0.5]}), [],
+     ["config key losses.cam.params.min_norm: -0.5 is out of range; loss 'cam' takes a number >= 0"]),
+    ("no_conv_widths", changed(("backbones", "small_cnn", "params"), {"widths": []}), [],
+     ["config key backbones.small_cnn.params.widths: [] has 0 item(s); backbone 'small_cnn' takes a list of "
+      "at least 1 item(s), each an integer >= 1"]),
+    ("fractional_conv_width", changed(("backbones", "small_cnn", "params"), {"widths": [8, 2.5]}), [],
+     ["config key backbones.small_cnn.params.widths: [8, 2.5] has item 1 = 2.5, which is not an integer"]),
+    ("unknown_mining", changed(("losses", "cam"), {"impl": "triplet", "params": {"mining": "hardest"}}), [],
+     ["config key losses.cam.params.mining: 'hardest' is not allowed; loss 'triplet' takes one of "
+      "'semihard', 'batch_hard'"]),
+    ("table_duplicate_row_label",
+     {**BASE, "tables": {"t": {**TABLE, "rows": [{"label": "A", "loss": "ce"}, {"label": "A", "loss": "cam"}]}}}, [],
+     ["config key tables.t.rows[1].label: rows 0 and 1 are both labelled 'A'"]),
+    ("table_row_matching_nothing",
+     {**BASE, "tables": {"t": {**TABLE, "rows": [{"label": "A", "loss": "ce"}, {"label": "B", "loss": "lm"}]}}}, [],
+     ["config key tables.t.rows[1].loss: 'lm' matches no loss of this config (ce, cam)"]),
+    ("table_row_outside_its_select",
+     {**BASE, "tables": {"t": {**TABLE, "select": {"loss": "ce"},
+                               "rows": [{"label": "A", "loss": "ce"}, {"label": "B", "loss": "cam"}]}}}, [],
+     ["config key tables.t.rows[1].loss: cam is not among what tables.t.select.loss keeps (ce)"]),
+    ("table_selected_loss_matching_nothing", {**BASE, "tables": {"t": {**TABLE, "select": {"loss": ["ce", "lm"]}}}},
+     [], ["config key tables.t.select.loss: 'lm' matches no loss of this config (ce, cam)"]),
+    ("table_baseline_not_selected",
+     {**BASE, "tables": {"t": {**TABLE, "select": {"loss": ["cam"]}, "baseline": "ce"}}}, [],
+     ["config key tables.t.baseline: 'ce' is no loss this table shows (cam)"]),
 ]
 
 
@@ -155,8 +206,19 @@ def config_runs(tmp_path_factory) -> dict:
     return {"workdir": workdir, "results": results}
 
 
+def catalogue_size() -> int:
+    """Every case of the catalogue (README "Bad inputs and guards" gives this number)."""
+    return sum(len(cases) for cases in [CONFIG_CASES, IN_PROCESS_CASES, PREPARE_CASES, SPLIT_CASES,
+                                        OUTCOME_CASES, DATA_CASES, PLANTED_CASES])
+
+
 def test_the_catalogue_has_at_least_twenty_cases():
     assert len(CONFIG_CASES) + len(DATA_CASES) + len(PLANTED_CASES) >= 20
+
+
+def test_the_readme_gives_the_catalogue_size():
+    readme = (REPO / "README.md").read_text()
+    assert f"holds the catalogue ({catalogue_size()} cases)" in readme
 
 
 @pytest.mark.parametrize("case", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
@@ -202,6 +264,170 @@ def test_duplicate_keys_are_found_at_any_depth_and_in_json(tmp_path):
     fine = tmp_path / "fine.yaml"
     fine.write_text(yaml.safe_dump(BASE))
     check_duplicate_keys(fine)
+
+
+# ---------------------------------------------------------------- prepare and split errors (in-process)
+
+def _npz(path: Path, labels, class_names, **extra) -> Path:
+    labels = np.asarray(labels)
+    images = np.zeros((len(labels), 4, 4, 1), dtype=np.uint8)
+    np.savez(path, images=images, labels=labels, class_names=np.asarray(class_names, dtype=str), **extra)
+    return path
+
+
+# (id, dataset (name, config entry) from a tmp folder, message fragments)
+PREPARE_CASES = [
+    ("one_class_dataset",
+     lambda tmp: ("one", {"source": "npz", "params": {"path": str(_npz(tmp / "one.npz", [0] * 12, ["cat"]))}}),
+     ["dataset one: 1 class with images (class 0 (cat)); retrieval needs at least 2 classes"]),
+    ("one_class_with_images",
+     lambda tmp: ("two", {"source": "npz", "params": {"path": str(_npz(tmp / "two.npz", [1] * 12, ["cat", "dog"]))}}),
+     ["dataset two: 1 class with images (class 1 (dog)); retrieval needs at least 2 classes"]),
+    ("fractional_npz_labels",
+     lambda tmp: ("frac", {"source": "npz",
+                           "params": {"path": str(_npz(tmp / "frac.npz", [0.0, 1.0, 0.7, 1.7] * 3, ["a", "b"]))}}),
+     ["frac.npz: labels must be integers (class numbers 0..C-1), found 0.7 at position 2 (6 such labels)"]),
+    ("nan_npz_labels",
+     lambda tmp: ("nan", {"source": "npz",
+                          "params": {"path": str(_npz(tmp / "nan.npz", [0.0, 1.0, np.nan] * 4, ["a", "b"]))}}),
+     ["nan.npz: labels must be integers (class numbers 0..C-1), found nan at position 2"]),
+    ("float32_image_without_a_range",
+     lambda tmp: ("floats", {"source": "imagefolder", "params": {"path": str(_float_images(tmp / "floats"))},
+                             "image_size": 4}),
+     ["cannot decode the image (floating-point pixels (Pillow mode F) have no fixed range to scale to 8 bits"]),
+]
+
+
+def _float_images(root: Path) -> Path:
+    """Two class folders of 32-bit float images (TIFF bytes under a .png
+    name: Pillow decodes by content)."""
+    from PIL import Image
+
+    for name in ["a", "b"]:
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((4, 4), 0.5 * i, dtype=np.float32)).save(root / name / f"{i}.png", format="TIFF")
+    return root
+
+
+@pytest.mark.parametrize("case", PREPARE_CASES, ids=[c[0] for c in PREPARE_CASES])
+def test_prepare_error(tmp_path, case):
+    """prepare stops with the message and writes none of its outputs."""
+    from workflow.prepare import prepare
+
+    _, make, fragments = case
+    name, spec = make(tmp_path)
+    out = tmp_path / "results" / "data" / name
+    out.mkdir(parents=True)
+    with pytest.raises((ValueError, OSError)) as error:
+        prepare(spec, out / "images.npy", out / "labels.parquet", out / "classes.json", name=name)
+    for fragment in fragments:
+        assert fragment in str(error.value), f"{fragment!r} not in {error.value}"
+    assert list(out.iterdir()) == []  # no output, no temporary file
+
+
+# (id, split arguments, message fragments): make_evaluation_split and
+# make_training_split must both refuse (they share the pools).
+SPLIT_CASES = [
+    ("held_out_share_rounds_to_zero",
+     dict(labels=np.array([0] * 10 + [1] * 10 + [2]), official_split=np.full(21, "none"), test_fraction=0.3),
+     ["config key datasets.d.test_fraction: 0.3 of the 1 images of class 2 (owl) rounds to 0 held-out images, "
+      "so that class would get no queries", "raise test_fraction"]),
+    ("held_out_share_rounds_to_all",
+     dict(labels=np.array([0] * 10 + [1] * 10 + [2]), official_split=np.full(21, "none"), test_fraction=0.6),
+     ["config key datasets.d.test_fraction: 0.6 of the 1 images of class 2 (owl) rounds to 1 held-out images, "
+      "so that class would keep no training images", "lower test_fraction"]),
+    ("class_missing_on_the_official_test_side",
+     dict(labels=np.array([0] * 10 + [1] * 10 + [2] * 5),
+          official_split=np.array(["train", "test"] * 10 + ["train"] * 5)),
+     ["dataset d: class 2 (owl) has no images on the official test side, so it would get no queries",
+      "config key datasets.d.classes"]),
+    ("one_class_split",
+     dict(labels=np.zeros(20, dtype=int), official_split=np.full(20, "none")),
+     ["dataset d: 1 class with images (class 0 (cat)); retrieval needs at least 2 classes"]),
+]
+
+
+@pytest.mark.parametrize("case", SPLIT_CASES, ids=[c[0] for c in SPLIT_CASES])
+def test_split_error(case):
+    from workflow.config import ConfigError
+    from workflow.splits import make_evaluation_split, make_training_split
+
+    _, arguments, fragments = case
+    common = dict(seed=0, name="d", class_names=["cat", "dog", "owl"], **arguments)
+    for make in [lambda: make_evaluation_split(query_per_class=1, **common), lambda: make_training_split(**common)]:
+        with pytest.raises(ConfigError) as error:
+            make()
+        for fragment in fragments:
+            assert fragment in str(error.value), f"{fragment!r} not in {error.value}"
+
+
+# ---------------------------------------------------------------- wrong outcomes made right
+
+def sixteen_bit_png_is_scaled(tmp_path):
+    """A 16-bit greyscale PNG whose values span 0..65535 becomes 0..255
+    (round(v / 257)), not clipped to white."""
+    from PIL import Image
+
+    from workflow.prepare import decode_image
+
+    values = np.linspace(0, 65535, 64).round().astype(np.uint16).reshape(8, 8)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I;16")
+    decoded = decode_image(tmp_path / "deep.png", None)
+    assert decoded.dtype == np.uint8 and decoded.shape == (8, 8, 3)
+    assert np.array_equal(decoded[..., 0], np.rint(values / 257).astype(np.uint8))
+    assert decoded.min() == 0 and decoded.max() == 255 and len(np.unique(decoded)) == 64
+    resized = decode_image(tmp_path / "deep.png", 4)[..., 0]  # resized after scaling: still a gradient
+    assert resized.min() < 64 and resized.max() > 192 and np.all(np.diff(resized.ravel()[::5]) > 0)
+
+
+# What each LaTeX special character must become: none may reach the .tex as is.
+TEX_EXPECTED = {
+    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "#": r"\#", "$": r"\$", "%": r"\%", "&": r"\&",
+    "_": r"\_", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": "$<$", ">": "$>$",
+    "|": r"\textbar{}", "±": r"$\pm$",
+}
+
+
+def latex_captions_are_escaped(tmp_path):
+    """Every special character of a caption and of row labels is escaped:
+    against the full table, then in a rendered .tex, whose caption and
+    rows hold no unescaped special character (no TeX engine is needed)."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_tables import metrics_frame
+
+    from workflow.tables import build_table, render, tex_escape
+
+    for char, expected in TEX_EXPECTED.items():
+        assert tex_escape(f"a{char}b") == f"a{expected}b", char
+    nasty = "".join(TEX_EXPECTED)
+    assert tex_escape(nasty) == "".join(TEX_EXPECTED.values())  # one pass: nothing escaped twice
+    decl = {"caption": f"Costs: 50% of #1 {nasty}", "columns": ["regime"], "metrics": ["map"],
+            "rows": [{"label": "CE #1 {x}", "loss": "ce"}, {"label": "CAM_$^", "loss": "cam"}],
+            "baseline": "CE #1 {x}"}
+    latex = render("t", decl, build_table("t", decl, metrics_frame()))[2]
+    caption = re.search(r"\\caption\{(.*)\}\n", latex).group(1)
+    assert caption.startswith(r"Costs: 50\% of \#1 " + "".join(TEX_EXPECTED.values()))
+    body = latex.split(r"\midrule")[1].split(r"\bottomrule")[0]
+    assert r"CE \#1 \{x\}" in body and r"CAM\_\$\textasciicircum{}" in body
+    escaped = r"\\(textbackslash|textasciitilde|textasciicircum|textbar)\{\}|\\[{}#$%&_]|\$(\\pm|<|>)\$"
+    labels = [line.split(" & ")[0] for line in body.strip().splitlines()]
+    for text in [caption, *labels]:
+        assert not set(re.sub(escaped, "", text)) & set("#$%&_~^\\<>|{}"), text
+
+
+OUTCOME_CASES = [
+    ("sixteen_bit_png_is_scaled", sixteen_bit_png_is_scaled),
+    ("latex_captions_are_escaped", latex_captions_are_escaped),
+]
+
+
+@pytest.mark.parametrize("case", OUTCOME_CASES, ids=[c[0] for c in OUTCOME_CASES])
+def test_outcome(tmp_path, case):
+    case[1](tmp_path)
 
 
 # ---------------------------------------------------------------- data errors (a real run)
@@ -566,3 +792,26 @@ def test_the_metric_names_of_the_table_check_are_those_evaluate_writes():
                                two_stage={"classes": [1], "rest": "follow"})
     assert set(metrics["retrieval"]) == {"exact", "two_stage_c1"}
     assert sorted(set(metrics["metric"])) == sorted(metric_names(evaluation))
+
+
+def test_every_loss_and_backbone_declares_the_range_of_each_parameter():
+    """Parameter ranges are declared once, with the registration
+    (``params=``), for every keyword the config may set, so that
+    ``snakemake -n`` checks each value (workflow.guards.check_parameters)."""
+    import inspect
+
+    from workflow.backbones import BACKBONES
+    from workflow.guards import PIPELINE_ARGUMENTS
+    from workflow.losses import LOSSES
+
+    for section, registry in [("losses", LOSSES), ("backbones", BACKBONES)]:
+        for name in registry.names():
+            declared = registry.metadata(name).get("params")
+            assert declared is not None, f"{registry.kind} {name!r}: register it with params={{...}}"
+            signature = inspect.signature(registry.get(name)).parameters
+            settable = {p for p in signature if p not in PIPELINE_ARGUMENTS[section] | {"self"}}
+            assert set(declared) == settable, (registry.kind, name, sorted(declared), sorted(settable))
+            for param, rule in declared.items():
+                default = signature[param].default
+                default = list(default) if isinstance(default, tuple) else default
+                assert default is None or rule.problem(default) is None, (registry.kind, name, param, default)

@@ -51,7 +51,7 @@ def sweep_values(key: str, value) -> list | None:
     if isinstance(value, list):
         if not value:
             raise ConfigError(f"config key {key}: an empty list sweeps nothing; give at least one value")
-        return value
+        return _distinct(key, value)
     if not (isinstance(value, dict) and "range" in value):
         return None
     extra = set(value) - {"range", "points", "scale"}
@@ -77,7 +77,36 @@ def sweep_values(key: str, value) -> list | None:
         grid = np.linspace(ends[0], ends[1], points)
     if scale == "linear" and all(isinstance(e, int) for e in ends):
         return list(dict.fromkeys(int(round(v)) for v in grid))  # distinct, in order
-    return [float(f"{v:.6g}") for v in grid]
+    return _distinct(key, [float(f"{v:.6g}") for v in grid])
+
+
+def _same_value(a, b) -> bool:
+    """Two swept values are the same setting: equal numbers whatever their
+    type (``1`` and ``1.0``; booleans are not numbers here), or equal
+    values of one type."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if number(a) and number(b):
+        return float(a) == float(b)
+    return type(a) is type(b) and a == b
+
+
+def _distinct(key: str, values: list) -> list:
+    """``values`` if no two are the same setting (:func:`_same_value`);
+    otherwise a :class:`ConfigError` naming the key: two names for one
+    setting would train it twice and, under ``selection``, give that loss
+    fewer real trials than the others."""
+    for i, value in enumerate(values):
+        for earlier in values[:i]:
+            if _same_value(value, earlier):
+                raise ConfigError(
+                    f"config key {key}: the sweep has the value {earlier!r} twice"
+                    + (f" (as {earlier!r} and {value!r})" if repr(earlier) != repr(value) else "")
+                    + f" in {values!r}; these are one setting, so remove one of them "
+                    "(a range: fewer points, or ends further apart)"
+                )
+    return values
 
 
 def expand_sweeps(config: dict) -> tuple[dict, dict]:

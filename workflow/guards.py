@@ -11,9 +11,14 @@ culprit named instead of failing hours later inside a job:
   digit (no ``/``, no ``..``, nothing a shell would interpret);
 - **parameters** of losses and backbones: every key of ``params`` must be
   an argument of the registered class or builder (a typo would otherwise
-  stop the training job);
+  stop the training job), and every value must lie in the range the entry
+  declared with its registration (``workflow/registry.py``); each loss
+  setting is also built once on a tiny size;
 - **table metrics**: every metric a declared table shows must be one that
   ``evaluate`` writes with the configured ``evaluation`` settings;
+- **table selections**: what a declared table selects, its explicit rows
+  (distinct labels) and its ``baseline`` must exist in the config, so no
+  row silently drops out and no marker claims a test that was not done;
 - **pretrained weights**: ``backbones.<name>.params.pretrained`` must name
   a weights record for the backbone's arch, or a file of your own with its
   checksum and normalisation (``workflow.backbones.weights.resolve``; no
@@ -31,7 +36,10 @@ import yaml
 
 from workflow.config import ConfigError
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# The schema's name rule ($defs/name_pattern): also no suffix repeated 20
+# times, which Snakemake's periodic-wildcard guard would take for a runaway
+# recursion (and skip the cell), and at most 100 characters.
+NAME = re.compile(r"^(?!.*?(.+)\1{19}$)[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 NAMED_SECTIONS = ["datasets", "regimes", "backbones", "losses", "tables"]
 # Arguments the pipeline passes itself; never from ``params``.
 PIPELINE_ARGUMENTS = {
@@ -78,8 +86,9 @@ def check_names(config: dict) -> None:
             if not NAME.match(str(name)):
                 raise ConfigError(
                     f"config key {section}.{name}: {name!r} becomes a folder name and a "
-                    "wildcard, so it may hold only letters, digits, '_', '.' and '-', "
-                    "starting with a letter or digit; rename it"
+                    "wildcard, so it may hold only 1 to 100 letters, digits, '_', '.' and '-', "
+                    "starting with a letter or digit and not ending in a piece repeated 20 times; "
+                    "rename it"
                     + (" (a swept parameter's value is part of the name)" if section == "losses" else "")
                 )
 
@@ -104,20 +113,61 @@ def _check_arguments(key: str, kind: str, builder, params: dict, reserved: set[s
             )
 
 
-def check_parameters(config: dict) -> None:
-    from workflow.backbones import BACKBONES
-    from workflow.losses import LOSSES
+def _check_ranges(key: str, kind: str, registry, name: str, params: dict) -> None:
+    """The values of ``params`` against the ranges the entry declared with
+    its registration (``workflow/registry.py``)."""
+    from workflow.registry import ParameterError
 
-    for name, entry in config["losses"].items():
-        _check_arguments(
-            f"losses.{name}.params", f"loss {entry['impl']!r}", LOSSES.get(entry["impl"]),
-            entry.get("params") or {}, PIPELINE_ARGUMENTS["losses"],
-        )
+    try:
+        registry.check_params(name, params)
+    except ParameterError as error:
+        raise ConfigError(
+            f"config key {key}.{error.param}: {error.value!r} {error.problem}; {kind} takes {error.rule}"
+            " for it; change the value"
+        ) from None
+
+
+def _loss_entries(config: dict):
+    """(config key of its params, entry) of every loss setting that may be
+    trained: the losses, and with ``selection`` every trial of each. Swept
+    settings are named by the key written in the config."""
+    sweeps = config.get("sweeps") or {}
+    named = list(config["losses"].items())
+    for trials in (config.get("trials") or {}).values():
+        named += list(trials.items())
+    for name, entry in named:
+        base = sweeps.get(name, {}).get("base", name)
+        swept = sweeps.get(name, {}).get("values") or {}
+        where = f" (the sweep's setting {', '.join(f'{k}={v!r}' for k, v in swept.items())})" if swept else ""
+        yield f"losses.{base}.params", entry, where
+
+
+def check_parameters(config: dict) -> None:
+    """Every ``params`` key is an argument of the loss or backbone, every
+    value lies in the range its registration declares, and every loss
+    setting builds (on 2 classes and a 2-dimensional embedding: cheap, so
+    a constructor's own ValueError or TypeError also stops here, before any
+    job, naming the key). Backbones are not built here: a pretrained one
+    would read its weights."""
+    from workflow.backbones import BACKBONES
+    from workflow.losses import LOSSES, build_loss
+
+    for key, entry, where in _loss_entries(config):
+        impl, params = entry["impl"], entry.get("params") or {}
+        kind = f"loss {impl!r}"
+        _check_arguments(key, kind, LOSSES.get(impl), params, PIPELINE_ARGUMENTS["losses"])
+        _check_ranges(key, kind, LOSSES, impl, params)
+        try:
+            build_loss(impl, num_classes=2, embedding_size=2, **params)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(
+                f"config key {key}: loss {impl!r} cannot be built with {params!r}{where}: {error}; "
+                "change the value"
+            ) from None
     for name, entry in config["backbones"].items():
-        _check_arguments(
-            f"backbones.{name}.params", f"backbone {entry['arch']!r}", BACKBONES.get(entry["arch"]),
-            entry.get("params") or {}, PIPELINE_ARGUMENTS["backbones"],
-        )
+        key, kind, params = f"backbones.{name}.params", f"backbone {entry['arch']!r}", entry.get("params") or {}
+        _check_arguments(key, kind, BACKBONES.get(entry["arch"]), params, PIPELINE_ARGUMENTS["backbones"])
+        _check_ranges(key, kind, BACKBONES, entry["arch"], params)
 
 
 def check_pretrained(config: dict) -> None:
@@ -153,6 +203,87 @@ def check_table_metrics(config: dict) -> None:
             )
 
 
+# Cell attributes whose values the config names, and the section naming them.
+CELL_SECTIONS = {"dataset": "datasets", "regime": "regimes", "backbone": "backbones", "loss": "losses"}
+
+
+def _table_values(config: dict) -> dict[str, list]:
+    """The values each table attribute can take with this config (those
+    whose values are known before any job)."""
+    from workflow.geometry import DISTANCES
+
+    values = {attribute: [str(n) for n in config[section]] for attribute, section in CELL_SECTIONS.items()}
+    classes = ((config.get("evaluation") or {}).get("two_stage") or {}).get("classes", [1, 2])
+    values["retrieval"] = ["exact", *(f"two_stage_c{c}" for c in classes)]
+    values["distance"] = list(DISTANCES)
+    return values
+
+
+def _swept_hint(config: dict, value) -> str:
+    names = [n for n, sweep in (config.get("sweeps") or {}).items() if sweep["base"] == value and n != value]
+    return f"; its sweep made {', '.join(names)}" if names and not config.get("trials") else ""
+
+
+def _check_selectors(config: dict, key: str, selectors: dict, values: dict) -> None:
+    for attribute, wanted in selectors.items():
+        if attribute not in values:
+            continue
+        for value in wanted if isinstance(wanted, list) else [wanted]:
+            if str(value) not in values[attribute]:
+                raise ConfigError(
+                    f"config key {key}.{attribute}: {value!r} matches no {attribute} of this config "
+                    f"({', '.join(values[attribute])}){_swept_hint(config, value)}, so it would select "
+                    "nothing; name one of those"
+                )
+
+
+def check_tables(config: dict) -> None:
+    """What a declared table selects must exist, so that nothing silently
+    drops out or is mislabelled: every value of ``select`` and of an
+    explicit row names a configured dataset, regime, backbone, loss (or a
+    retrieval or distance that is evaluated); an explicit row asks only for
+    values ``select`` keeps; explicit rows have distinct labels; and
+    ``baseline`` is an explicit row's label or a loss the table shows."""
+    values = _table_values(config)
+    for table, decl in (config.get("tables") or {}).items():
+        select = decl.get("select") or {}
+        _check_selectors(config, f"tables.{table}.select", select, values)
+        shown = {a: [str(v) for v in (w if isinstance(w, list) else [w])] for a, w in select.items()}
+        rows = decl.get("rows") or []
+        explicit = [row for row in rows if isinstance(row, dict)]
+        labels: dict[str, int] = {}
+        for i, row in enumerate(explicit):
+            selectors = {k: v for k, v in row.items() if k != "label"}
+            key = f"tables.{table}.rows[{i}]"
+            _check_selectors(config, key, selectors, values)
+            for attribute, wanted in selectors.items():
+                wanted = [str(v) for v in (wanted if isinstance(wanted, list) else [wanted])]
+                if attribute in shown and not set(wanted) & set(shown[attribute]):
+                    raise ConfigError(
+                        f"config key {key}.{attribute}: {', '.join(wanted)} is not among what "
+                        f"tables.{table}.select.{attribute} keeps ({', '.join(shown[attribute])}), so "
+                        "the row would be empty; change the row or the select"
+                    )
+            label = str(row.get("label", " / ".join(map(str, selectors.values()))))
+            if label in labels:
+                raise ConfigError(
+                    f"config key {key}.label: rows {labels[label]} and {i} are both labelled {label!r}, "
+                    "so one would hide the other; give every row its own label"
+                )
+            labels[label] = i
+        baseline = decl.get("baseline")
+        if baseline is None or str(baseline) in labels:
+            continue
+        losses = [loss for loss in values["loss"] if "loss" not in shown or loss in shown["loss"]]
+        if str(baseline) not in losses:
+            raise ConfigError(
+                f"config key tables.{table}.baseline: {baseline!r} is "
+                + (f"no row label ({', '.join(map(repr, labels))}) and " if explicit else "")
+                + f"no loss this table shows ({', '.join(losses)}){_swept_hint(config, baseline)}, so "
+                "nothing would be compared with it; name one of those, or null for no significance marker"
+            )
+
+
 def check_config_files(paths) -> None:
     """Duplicate keys in the config files (before anything reads them)."""
     for path in paths:
@@ -166,3 +297,4 @@ def check_config(config: dict) -> None:
     check_parameters(config)
     check_pretrained(config)
     check_table_metrics(config)
+    check_tables(config)

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from workflow.config import ConfigError, prepare_settings
 from workflow.datasets import ImageFiles, RawDataset, load_dataset, needs_download
 from workflow.io import atomic_path, save_json, save_parquet
+from workflow.splits import check_classes
 
 BLOCK = 256  # images decoded per batch of thread-pool work
 
@@ -56,9 +57,36 @@ def resize_square(image: Image.Image, size: int) -> Image.Image:
     return TF.center_crop(image, [size, size])
 
 
+# Pillow's modes of more than 8 bits per pixel whose values span a known
+# range: 16-bit greyscale (PNG, TIFF). ``convert("RGB")`` would clip them
+# at 255 (a 16-bit image turns almost white), so they are scaled instead.
+SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """An image of more than 8 bits per channel scaled to 8 bits (the
+    16-bit range 0..65535 onto 0..255, ``round(v / 257)``); 8-bit modes are
+    returned as they are. A mode without a known range (32-bit integer or
+    float pixels, e.g. from a TIFF) raises ValueError, which
+    :func:`decode_image` turns into an error naming the file: clipping or
+    guessing a range would silently change the image.
+    (Pillow itself reads 16-bit RGB PNGs as 8-bit RGB.)"""
+    mode = image.mode
+    if mode in SIXTEEN_BIT_MODES or (mode == "I" and image.format == "PNG"):  # PNG stores I as 16 bits
+        values = np.asarray(image).astype(np.float64)
+        return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), mode="L")
+    if mode in {"I", "F"} or mode.startswith(("I;", "F;")):
+        raise ValueError(
+            f"{'32-bit integer' if mode.startswith('I') else 'floating-point'} pixels (Pillow mode {mode}) "
+            "have no fixed range to scale to 8 bits; save it as an 8-bit or 16-bit image"
+        )
+    return image
+
+
 def decode_image(path, image_size: int | None) -> np.ndarray:
-    """One image file -> uint8 (H, W, 3). Raises :class:`UndecodableImageError`
-    if Pillow cannot read it; a missing file raises FileNotFoundError."""
+    """One image file -> uint8 (H, W, 3). 16-bit images are scaled to 8 bits
+    (:func:`to_8bit`). Raises :class:`UndecodableImageError` if Pillow cannot
+    read it; a missing file raises FileNotFoundError."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: image file is missing")
@@ -66,7 +94,7 @@ def decode_image(path, image_size: int | None) -> np.ndarray:
         with Image.open(path) as image:
             if image_size is not None:
                 image.draft("RGB", (image_size, image_size))
-            image = image.convert("RGB")
+            image = to_8bit(image).convert("RGB")
             if image_size is not None:
                 image = resize_square(image, image_size)
             return np.asarray(image, dtype=np.uint8)
@@ -205,7 +233,11 @@ def write_prepared(
     threads: int = 1,
     name: str = "dataset",
 ) -> None:
-    """Write the three prepared files; all appear together or none does."""
+    """Write the three prepared files; all appear together or none does.
+    A dataset with fewer than two classes stops before anything is decoded
+    (and again if skipped images leave fewer), naming it
+    (:func:`workflow.splits.check_classes`)."""
+    check_classes(data.labels, data.class_names, name)
     with contextlib.ExitStack() as stack:
         # Renamed in reverse order on success (classes, labels, images); after
         # an error no temporary file survives and no output appears.
@@ -224,6 +256,7 @@ def write_prepared(
             skipped = int((~kept).sum())
             if skipped:
                 print(f"dataset {name}: skipped {skipped} undecodable image(s) of {len(kept)}", file=sys.stderr)
+            check_classes(data.labels[kept], data.class_names, name)
             official = None if data.official_split is None else data.official_split[kept]
             table = _labels_table(data.labels[kept], official, np.asarray(data.file_ids)[kept])
         save_parquet(labels_tmp, table)

@@ -7,15 +7,130 @@ carry metadata, given to the decorator (``@register_loss("triplet",
 geometry="cosine")``) and read with :meth:`Registry.metadata`, instead of
 being probed for with ``hasattr``; a registry may require some keys and
 their allowed values.
+
+**Parameter ranges** are declared once, with the entry, in the metadata key
+``params``: a rule per keyword parameter the config may set
+(``@register_loss("cam", geometry="euclidean", params={"margin":
+Number(gt=0), ...})``). :meth:`Registry.check_params` checks a config's
+params against them; the builders (``build_loss``, ``build_backbone``) and
+the config check before any job (``workflow.guards``) both call it, so a
+nonsensical value (a negative margin, no conv widths, ``margin: big``)
+never reaches a constructor.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
-from typing import Callable, Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Number:
+    """A finite real number (an integer with ``integer=True``; booleans and
+    strings are not numbers) within the given bounds; also null with
+    ``optional=True`` (the entry's own default then applies)."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    integer: bool = False
+    optional: bool = False
+
+    def __str__(self) -> str:
+        bounds = [f"{op} {v:g}" for op, v in [(">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le)]
+                  if v is not None]
+        text = ("an integer" if self.integer else "a number") + (" " + " and ".join(bounds) if bounds else "")
+        return text + (" (or null for the default)" if self.optional else "")
+
+    def problem(self, value) -> str | None:
+        if value is None and self.optional:
+            return None
+        if not _is_number(value) or (self.integer and not isinstance(value, int)):
+            return f"is not {'an integer' if self.integer else 'a number'}"
+        if not math.isfinite(value):
+            return "is not finite"
+        for op, bound, ok in [(">", self.gt, lambda v, b: v > b), (">=", self.ge, lambda v, b: v >= b),
+                              ("<", self.lt, lambda v, b: v < b), ("<=", self.le, lambda v, b: v <= b)]:
+            if bound is not None and not ok(value, bound):
+                return "is out of range"
+        return None
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of the given values."""
+
+    values: tuple
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(map(repr, self.values))
+
+    def problem(self, value) -> str | None:
+        return None if any(type(value) is type(v) and value == v for v in self.values) else "is not allowed"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """true or false."""
+
+    def __str__(self) -> str:
+        return "true or false"
+
+    def problem(self, value) -> str | None:
+        return None if isinstance(value, bool) else "is not true or false"
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """A list of at least ``min_items`` items, each following ``item``."""
+
+    item: Any
+    min_items: int = 1
+
+    def __str__(self) -> str:
+        return f"a list of at least {self.min_items} item(s), each {self.item}"
+
+    def problem(self, value) -> str | None:
+        if not isinstance(value, (list, tuple)):
+            return "is not a list"
+        if len(value) < self.min_items:
+            return f"has {len(value)} item(s)"
+        for i, item in enumerate(value):
+            problem = self.item.problem(item)
+            if problem:
+                return f"has item {i} = {item!r}, which {problem}"
+        return None
+
+
+@dataclass(frozen=True)
+class CheckedElsewhere:
+    """A parameter checked by its own code (named in ``by``)."""
+
+    by: str
+
+    def __str__(self) -> str:
+        return f"checked by {self.by}"
+
+    def problem(self, value) -> str | None:
+        return None
+
+
+class ParameterError(ValueError):
+    """A parameter value outside its declared range; ``param`` names it."""
+
+    def __init__(self, kind: str, entry: str, param: str, value, problem: str, rule):
+        self.param, self.value, self.problem, self.rule = param, value, problem, rule
+        super().__init__(f"{kind} {entry!r} parameter {param}: {value!r} {problem}; it must be {rule}")
 
 
 class Registry(Generic[T]):
@@ -48,6 +163,17 @@ class Registry(Generic[T]):
         """The metadata ``name`` was registered with."""
         self.get(name)
         return dict(self._metadata[name])
+
+    def check_params(self, name: str, params: dict) -> None:
+        """Raise :class:`ParameterError` for the first value of ``params``
+        outside the range ``name`` declared (metadata ``params``); names it
+        did not declare are left to the builder's signature."""
+        rules = self.metadata(name).get("params") or {}
+        for param, value in params.items():
+            rule = rules.get(param)
+            problem = rule.problem(value) if rule is not None else None
+            if problem:
+                raise ParameterError(self.kind, name, param, value, problem, rule)
 
     def _load_all(self) -> None:
         # Import every module of the package so their decorators run.

@@ -70,20 +70,62 @@ def _frame(parts: list[tuple[str, np.ndarray]]) -> pd.DataFrame:
     return frame.sort_values("index", ignore_index=True)
 
 
-def _pools(labels, official_split, test_fraction, eval_rng) -> tuple[np.ndarray, np.ndarray]:
+def _pools(labels, official_split, test_fraction, eval_rng, name, cls) -> tuple[np.ndarray, np.ndarray]:
     """(training pool, evaluation pool): the official division, or a
     stratified ``test_fraction`` of each class held out (drawn from
-    ``eval_rng``, whose state the caller goes on using)."""
+    ``eval_rng``, whose state the caller goes on using).
+
+    Every class must have images on both sides: a class without evaluation
+    images would get no queries and drop out of every metric without a
+    word, one without training images would be retrieved but never
+    trained on. So a class whose held-out share rounds to 0 (or to all of
+    it) stops with the class and ``test_fraction`` named, and with an
+    official division, a class missing on one side stops too."""
     all_idx = np.arange(len(labels))
     if np.any(official_split != "none"):
-        return all_idx[official_split == "train"], all_idx[official_split == "test"]
+        train, evaluation = all_idx[official_split == "train"], all_idx[official_split == "test"]
+        for side, pool in [("test", evaluation), ("train", train)]:
+            missing = sorted(set(np.unique(labels).tolist()) - set(np.unique(labels[pool]).tolist()))
+            if missing:
+                raise ConfigError(
+                    f"dataset {name}: {cls(missing[0])} has no images on the official {side} side"
+                    + (f" ({len(missing)} classes have none)" if len(missing) > 1 else "")
+                    + f", so it would {'get no queries' if side == 'test' else 'never be trained on'}; "
+                    f"add {side} images of it, or leave it out with config key datasets.{name}.classes"
+                )
+        return train, evaluation
     train_parts, eval_parts = [], []
     for c, idx in _by_class(labels, all_idx).items():
         idx = eval_rng.permutation(idx)
         n_eval = int(round(test_fraction * len(idx)))
+        if not 0 < n_eval < len(idx):
+            raise ConfigError(
+                f"config key datasets.{name}.test_fraction: {test_fraction} of the {len(idx)} images of "
+                f"{cls(c)} rounds to {n_eval} held-out images, so that class would "
+                + ("get no queries" if n_eval == 0 else "keep no training images")
+                + "; every class needs at least one image on each side: "
+                + ("raise test_fraction" if n_eval == 0 else "lower test_fraction")
+                + ", add images of that class, or leave it out with datasets."
+                + f"{name}.classes"
+            )
         eval_parts.append(idx[:n_eval])
         train_parts.append(idx[n_eval:])
     return np.concatenate(train_parts), np.concatenate(eval_parts)
+
+
+def check_classes(labels: np.ndarray, class_names: list[str] | None, name: str) -> None:
+    """Retrieval needs at least two classes with images: with one, every
+    database image is relevant to every query and each metric is a
+    perfect 1.0 that says nothing."""
+    present = np.unique(np.asarray(labels))
+    if len(present) < 2:
+        found = ", ".join(_class_name(class_names)(int(c)) for c in present) or "none"
+        raise ConfigError(
+            f"dataset {name}: {len(present)} class{'' if len(present) == 1 else 'es'} with images ({found}); "
+            "retrieval needs at least 2 classes (with one, every metric is a meaningless 1.0). Add classes "
+            "to the dataset"
+            f" or, if config key datasets.{name}.classes names only one, name more"
+        )
 
 
 def _draw_pools(
@@ -112,8 +154,9 @@ def _draw_pools(
             f"config key datasets.{name}.database_per_class: must be a number when "
             "database_from is 'train' (otherwise no training images would be left)"
         )
+    check_classes(labels, class_names, name)
     eval_rng = stream_rng(seed, "evaluation_split")
-    train_pool, eval_pool = _pools(labels, official_split, test_fraction, eval_rng)
+    train_pool, eval_pool = _pools(labels, official_split, test_fraction, eval_rng, name, cls)
     pools, databases = {}, {}
     for c, idx in _by_class(labels, train_pool).items():
         if database_from == "train":

@@ -44,6 +44,8 @@ that cannot classify, is left out):
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -277,17 +279,19 @@ def build_table(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _cell_text(r, digits: int, bold: str) -> str:
+def _cell_text(r, digits: int, bold: str, escape=str) -> str:
     text = f"{r['mean']:.{digits}f}" if np.isnan(r["std"]) else f"{r['mean']:.{digits}f} ± {r['std']:.{digits}f}"
     if r["significant"]:
         text += "*"
+    text = escape(text)
     return bold.format(text) if r["best"] else text
 
 
-def wide_text(frame: pd.DataFrame, decl: dict, bold: str, digits: int = 3) -> pd.DataFrame:
-    """Rows x (column groups, metrics) of formatted strings."""
+def wide_text(frame: pd.DataFrame, decl: dict, bold: str, digits: int = 3, escape=str) -> pd.DataFrame:
+    """Rows x (column groups, metrics) of formatted strings (each passed
+    through ``escape`` before ``bold`` wraps the best one)."""
     blocks, columns = decl.get("blocks", []), decl.get("columns", [])
-    frame = frame.assign(text=[_cell_text(r, digits, bold) for _, r in frame.iterrows()])
+    frame = frame.assign(text=[_cell_text(r, digits, bold, escape) for _, r in frame.iterrows()])
     index = blocks + ["row"]
     header = columns + ["metric"]
     wide = frame.pivot_table(index=index, columns=header, values="text", aggfunc="first", sort=False)
@@ -350,10 +354,11 @@ def render(name: str, decl: dict, frame: pd.DataFrame) -> tuple[str, str, str]:
     md_wide = wide_text(frame, decl, "**{}**")
     md_wide.columns = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in md_wide.columns]
     markdown = f"**{caption}** ({note})\n\n" + md_wide.reset_index().to_markdown(index=False) + "\n"
-    tex_wide = wide_text(frame, decl, r"\textbf{{{}}}")
-    tex_wide = tex_wide.map(tex_escape)
+    tex_wide = wide_text(frame, decl, r"\textbf{{{}}}", escape=tex_escape)
     tex_wide.index = tex_wide.index.map(_escape_label)
+    tex_wide = tex_wide.rename_axis(index=[tex_escape(n) for n in tex_wide.index.names])
     tex_wide.columns = tex_wide.columns.map(_escape_label)
+    tex_wide.columns.names = [None if n is None else tex_escape(n) for n in tex_wide.columns.names]
     latex = tex_wide.style.to_latex(
         hrules=True,
         caption=tex_escape(f"{caption} ({note})"),
@@ -364,9 +369,32 @@ def render(name: str, decl: dict, frame: pd.DataFrame) -> tuple[str, str, str]:
     return csv, markdown, latex
 
 
+# Every character that LaTeX reads as markup, and what stands for it in
+# text: the ten specials (\ { } # $ % & _ ~ ^), < > | (which the default
+# OT1 font encoding prints as other glyphs) and ±.
+TEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "{": r"\{",
+    "}": r"\}",
+    "#": r"\#",
+    "$": r"\$",
+    "%": r"\%",
+    "&": r"\&",
+    "_": r"\_",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": "$<$",
+    ">": "$>$",
+    "|": r"\textbar{}",
+    "±": r"$\pm$",
+}
+_TEX_SPECIAL = re.compile("|".join(map(re.escape, TEX_SPECIALS)))
+
+
 def tex_escape(text) -> str:
-    return (str(text).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
-            .replace("±", r"$\pm$").replace("<", "$<$"))
+    """``text`` as LaTeX that prints it: every character of TEX_SPECIALS
+    replaced in one pass (so a replacement is never escaped again)."""
+    return _TEX_SPECIAL.sub(lambda m: TEX_SPECIALS[m.group()], str(text))
 
 
 def _escape_label(label):

@@ -4,6 +4,7 @@ and a linear embedding layer."""
 from torch import nn
 
 from workflow.backbones import register_backbone
+from workflow.registry import ListOf, Number
 
 
 def _block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
@@ -17,7 +18,7 @@ def _block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@register_backbone("small_cnn")
+@register_backbone("small_cnn", params={"widths": ListOf(Number(ge=1, integer=True), min_items=1)})
 def small_cnn(
     in_channels: int,
     image_size: int,

@@ -27,6 +27,7 @@ from torch import nn
 
 from workflow.backbones import register_backbone
 from workflow.backbones.weights import WeightsMismatchError, load_pretrained
+from workflow.registry import CheckedElsewhere, Flag
 
 
 def _models():
@@ -129,7 +130,14 @@ def _resnet(builder, in_channels: int, image_size: int, embedding_size: int, pre
     return model
 
 
-@register_backbone("resnet18")
+# The parameters the config may set (their ranges, see workflow/registry.py).
+TORCHVISION_PARAMS = {
+    "pretrained": CheckedElsewhere("workflow.backbones.weights.resolve (a record or a file with its checksum)"),
+    "freeze_trunk": Flag(),
+}
+
+
+@register_backbone("resnet18", params=TORCHVISION_PARAMS)
 def resnet18(
     in_channels: int, image_size: int, embedding_size: int,
     pretrained: str | dict | None = None, freeze_trunk: bool = False,
@@ -138,7 +146,7 @@ def resnet18(
     return _finish(model, "fc", freeze_trunk)
 
 
-@register_backbone("resnet50")
+@register_backbone("resnet50", params=TORCHVISION_PARAMS)
 def resnet50(
     in_channels: int, image_size: int, embedding_size: int,
     pretrained: str | dict | None = None, freeze_trunk: bool = False,
@@ -147,7 +155,7 @@ def resnet50(
     return _finish(model, "fc", freeze_trunk)
 
 
-@register_backbone("cifar_resnet18")
+@register_backbone("cifar_resnet18", params=TORCHVISION_PARAMS)
 def cifar_resnet18(
     in_channels: int, image_size: int, embedding_size: int,
     pretrained: str | dict | None = None, freeze_trunk: bool = False,
@@ -156,7 +164,7 @@ def cifar_resnet18(
     return _finish(model, "fc", freeze_trunk)
 
 
-@register_backbone("swin_t")
+@register_backbone("swin_t", params=TORCHVISION_PARAMS)
 def swin_t(
     in_channels: int, image_size: int, embedding_size: int,
     pretrained: str | dict | None = None, freeze_trunk: bool = False,

@@ -28,6 +28,29 @@ REQUIRED = ("images", "labels", "class_names")
 OPTIONAL = ("official_split", "file_ids")
 
 
+def integer_labels(labels: np.ndarray, path) -> np.ndarray:
+    """``labels`` as int64, if every value is a whole number; a fractional,
+    NaN or non-numeric label raises ValueError naming the file and the
+    value found (a cast would silently truncate 0.7 to class 0)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind in "iu":
+        return labels.astype(np.int64)
+    if labels.dtype.kind != "f":
+        raise ValueError(
+            f"{path}: labels must be integers (class numbers 0..C-1), found dtype {labels.dtype}"
+            + (f" (first value {labels.flat[0].item()!r})" if labels.size else "")
+            + "; save them as an integer array"
+        )
+    bad = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
+    if bad.size:
+        raise ValueError(
+            f"{path}: labels must be integers (class numbers 0..C-1), found {float(labels.flat[bad[0]])!r} at "
+            f"position {bad[0]} ({bad.size} such labels); a cast would truncate them. Save the class "
+            "numbers as an integer array"
+        )
+    return labels.astype(np.int64)
+
+
 @register_dataset("npz")
 def npz(path) -> RawDataset:
     """``path``: the ``.npz`` file (see the module docstring)."""
@@ -53,7 +76,7 @@ def npz(path) -> RawDataset:
             ) from error
     return RawDataset(
         images=loaded["images"],
-        labels=loaded["labels"].astype(np.int64),
+        labels=integer_labels(loaded["labels"], path),
         class_names=[str(name) for name in loaded["class_names"]],
         official_split=loaded.get("official_split"),
         file_ids=loaded.get("file_ids"),

@@ -15,8 +15,10 @@ Per loss, the config may set class-balanced batches (``sampler``, see
 ``workflow/samplers.py``; pair, triplet and SupCon losses need them) and a
 learning-rate multiplier for the loss's own parameters (``lr_multiplier``).
 
-Add a loss: a new module here with ``@register_loss("name", geometry=...)``
-on the class (``geometry``: ``euclidean`` or ``cosine``, see below),
+Add a loss: a new module here with ``@register_loss("name", geometry=...,
+params={...})`` on the class (``geometry``: ``euclidean`` or ``cosine``, see
+below; ``params``: the range of each parameter, e.g. ``{"margin":
+Number(gt=0)}``, see ``workflow/registry.py``),
 plus one entry under ``losses:`` in the config. Use pytorch-metric-learning
 for what it provides (see ``contrastive.py``, ``arcface.py``).
 """
@@ -37,6 +39,9 @@ def loss_geometry(impl: str) -> str:
 
 
 def build_loss(impl: str, num_classes: int, embedding_size: int, **params):
+    """The loss ``impl`` with ``params``, after checking them against its
+    declared ranges (:meth:`workflow.registry.Registry.check_params`)."""
+    LOSSES.check_params(impl, params)
     return LOSSES.get(impl)(
         num_classes=num_classes, embedding_size=embedding_size, **params
     )

@@ -11,9 +11,11 @@ from pytorch_metric_learning import losses
 from torch import nn
 
 from workflow.losses import register_loss
+from workflow.registry import Number
 
 
-@register_loss("arcface", geometry="cosine")
+@register_loss("arcface", geometry="cosine",
+               params={"margin": Number(gt=0, lt=math.pi / 2), "scale": Number(gt=0)})
 class ArcFaceLoss(nn.Module):
     """Softmax cross-entropy on scaled cosines with an angular margin on the
     target class:

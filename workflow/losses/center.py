@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workflow.losses import register_loss
+from workflow.registry import Number
 
 
 def centre_term(embeddings, centres, labels):
@@ -16,7 +17,7 @@ def centre_term(embeddings, centres, labels):
     return 0.5 * (embeddings - centres[labels]).pow(2).sum(1).mean()
 
 
-@register_loss("center", geometry="euclidean")
+@register_loss("center", geometry="euclidean", params={"lambda_c": Number(ge=0)})
 class CenterLoss(nn.Module):
     """Cross-entropy of a linear head plus the centre loss.
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from workflow.losses import register_loss
+from workflow.registry import Number, OneOf
 
 
 def safe_norm(x, dim=-1, eps=1e-12):
@@ -45,7 +46,12 @@ def off_diagonal(matrix):
 REDUCTIONS = ("mean", "sum")
 
 
-@register_loss("cam", geometry="euclidean")
+@register_loss(
+    "cam", geometry="euclidean",
+    params={"margin": Number(gt=0), "min_norm": Number(ge=0), "init_norm": Number(gt=0, optional=True),
+            "reduction": OneOf(REDUCTIONS), "w_attractor": Number(ge=0), "w_repeller": Number(ge=0),
+            "w_min_norm": Number(ge=0)},
+)
 class ClassAnchorMarginLoss(nn.Module):
     """Attractor-repeller loss with one learnable anchor ``a_c`` per class.
 
@@ -73,16 +79,17 @@ class ClassAnchorMarginLoss(nn.Module):
     directions (a standard normal draw, normalised) on the sphere of radius
     ``init_norm``. Every anchor's norm is then ``init_norm`` and every
     pairwise distance at most ``2 init_norm``, in any dimension ``D`` and
-    for any ``C``. The default ``init_norm = 0.5`` with the default margin
-    ``m = 1`` and minimum norm ``p = 1`` makes all three terms act from the
-    first step: every anchor starts below ``p`` and every pair closer than
-    ``2m``. (A standard-normal start, as before, puts the norms near
-    ``sqrt(D)`` and the distances near ``sqrt(2D)``, about 8 at D = 32 and 32
-    at D = 512, far beyond ``2m`` and ``p``: repeller and minimum norm were
-    then exactly 0 for the whole run.) Keep ``init_norm < p`` and
-    ``init_norm < m`` when changing ``m`` or ``p``, or both terms start
-    idle. The authors' later work uses ``m = p = 1`` with random anchors;
-    what matters is the anchors' scale relative to ``2m`` and ``p``.
+    for any ``C``. The default, half the smaller of ``m`` and ``p``
+    (``0.5 * min(m, p)``; ``0.5 * m`` when ``p = 0``), makes all three terms
+    act from the first step whatever ``m``, ``p``, ``D`` and ``C``: every
+    anchor starts below ``p`` and every pair closer than ``2m`` (at most
+    ``min(m, p) <= m`` apart). With the defaults ``m = p = 1`` it is 0.5.
+    (A standard-normal start, as before, puts the norms near ``sqrt(D)``
+    and the distances near ``sqrt(2D)``, about 8 at D = 32 and 32 at
+    D = 512, far beyond ``2m`` and ``p``: repeller and minimum norm were
+    then exactly 0 for the whole run.) The authors' later work uses
+    ``m = p = 1`` with random anchors; what matters is the anchors' scale
+    relative to ``2m`` and ``p``.
 
     Anchor-to-anchor distances and anchor norms use :func:`safe_norm`
     (distances through :func:`pairwise_safe_distance`), so two coinciding
@@ -102,7 +109,8 @@ class ClassAnchorMarginLoss(nn.Module):
         embedding_size: embedding dimension D; anchors have shape (C, D).
         margin: m > 0; anchors are pushed at least ``2m`` apart.
         min_norm: p >= 0; anchors are pushed to norms of at least ``p``.
-        init_norm: the anchors' initial norm (> 0), see above.
+        init_norm: the anchors' initial norm (> 0); None (default):
+            ``0.5 * min(m, p)`` (``0.5 * m`` when ``p = 0``), see above.
         reduction: ``"mean"`` or ``"sum"`` of the repeller over pairs and
             of the minimum norm over anchors (the attractor is always a
             batch mean).
@@ -117,23 +125,17 @@ class ClassAnchorMarginLoss(nn.Module):
         embedding_size: int,
         margin: float = 1.0,
         min_norm: float = 1.0,
-        init_norm: float = 0.5,
+        init_norm: float | None = None,
         reduction: str = "mean",
         w_attractor: float = 1.0,
         w_repeller: float = 1.0,
         w_min_norm: float = 1.0,
     ):
         super().__init__()
-        checks = {
-            "margin": margin > 0, "min_norm": min_norm >= 0, "init_norm": init_norm > 0,
-            "w_attractor": w_attractor >= 0, "w_repeller": w_repeller >= 0, "w_min_norm": w_min_norm >= 0,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"cam: parameter {name} = {locals()[name]!r} is out of range "
-                                 "(margin and init_norm > 0, min_norm and weights >= 0)")
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"cam: reduction {reduction!r} is not one of {', '.join(REDUCTIONS)}")
+        # The ranges above are declared with the registration and checked
+        # by build_loss (and before any job), not here.
+        if init_norm is None:
+            init_norm = 0.5 * (min(margin, min_norm) if min_norm > 0 else margin)
         directions = torch.randn(num_classes, embedding_size)
         self.anchors = nn.Parameter(init_norm * directions / safe_norm(directions)[:, None])
         self.margin = margin

@@ -9,6 +9,7 @@ from pytorch_metric_learning import distances, losses
 from torch import nn
 
 from workflow.losses import register_loss
+from workflow.registry import Number
 
 
 class _SquaredContrastive(losses.ContrastiveLoss):
@@ -22,7 +23,7 @@ class _SquaredContrastive(losses.ContrastiveLoss):
         return 0.5 * super().neg_calc(neg_pair_dist, margin).pow(2)
 
 
-@register_loss("contrastive", geometry="euclidean")
+@register_loss("contrastive", geometry="euclidean", params={"margin": Number(gt=0)})
 class ContrastiveLoss(nn.Module):
     """Contrastive loss over every pair of the batch.
 

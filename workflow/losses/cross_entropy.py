@@ -6,7 +6,7 @@ from torch import nn
 from workflow.losses import register_loss
 
 
-@register_loss("ce", geometry="euclidean")
+@register_loss("ce", geometry="euclidean", params={})
 class CrossEntropyLoss(nn.Module):
     """Cross-entropy of a linear classifier (with bias) on the embedding.
 

@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from workflow.losses import register_loss
+from workflow.registry import Number
 from workflow.losses.center import centre_term
 from workflow.losses.class_anchor_margin import off_diagonal
 
 
-@register_loss("island", geometry="euclidean")
+@register_loss("island", geometry="euclidean", params={"lambda_il": Number(ge=0), "lambda_1": Number(ge=0)})
 class IslandLoss(nn.Module):
     """Cross-entropy plus the centre loss plus a pairwise centre repeller.
 

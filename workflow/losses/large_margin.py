@@ -9,10 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from workflow.losses import register_loss
+from workflow.registry import Number
 from workflow.losses.class_anchor_margin import pairwise_safe_distance
 
 
-@register_loss("lm", geometry="cosine")
+@register_loss("lm", geometry="cosine", params={"beta": Number(ge=0)})
 class LargeMarginLoss(nn.Module):
     """Cross-entropy plus a large-margin term on normalised class centres.
 

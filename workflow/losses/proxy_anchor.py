@@ -9,9 +9,10 @@ from pytorch_metric_learning import losses
 from torch import nn
 
 from workflow.losses import register_loss
+from workflow.registry import Number
 
 
-@register_loss("proxy_anchor", geometry="cosine")
+@register_loss("proxy_anchor", geometry="cosine", params={"alpha": Number(gt=0), "margin": Number(ge=0)})
 class ProxyAnchorLoss(nn.Module):
     """One learnable proxy ``p`` per class, cosine similarity ``s(x, p)``:
 

@@ -11,11 +11,12 @@ from pytorch_metric_learning import distances, losses, miners, reducers
 from torch import nn
 
 from workflow.losses import register_loss
+from workflow.registry import Number, OneOf
 
 MINING = ("semihard", "batch_hard")
 
 
-@register_loss("triplet", geometry="cosine")
+@register_loss("triplet", geometry="cosine", params={"margin": Number(gt=0), "mining": OneOf(MINING)})
 class TripletMarginLoss(nn.Module):
     """``mean over mined triplets (a, p, n) of max(0, d(a, p) - d(a, n) + alpha)``
 
