@@ -266,6 +266,20 @@ def test_cam_default_constructor_starts_with_every_term_acting(num_classes, embe
         assert grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("margin, min_norm", [(1.0, 1.0), (0.5, 0.5), (4.0, 1.0), (1.0, 0.2), (0.3, 2.0), (2.0, 0.0)])
+def test_cam_default_initialisation_follows_margin_and_minimum_norm(margin, min_norm):
+    # A sweep of m and p (config/fair_digits.yaml) must not start a term idle.
+    torch.manual_seed(9)
+    loss = build_loss("cam", num_classes=20, embedding_size=16, margin=margin, min_norm=min_norm)
+    loss(torch.randn(8, 16), torch.arange(8))
+    assert loss.last_diagnostics["pairs_within_margin"].item() == 1.0
+    expected_short = 1.0 if min_norm > 0 else 0.0
+    assert loss.last_diagnostics["anchors_below_min_norm"].item() == expected_short
+    assert loss.repeller().item() > 0
+    if min_norm > 0:
+        assert loss.min_norm_term().item() > 0
+
+
 def test_cam_diagnostics_count_active_pairs_and_short_anchors():
     # distances: |a0 - a1| = 1.5 < 2 (2 of 6 ordered pairs); norms 0.5, 2, 3 (1 of 3 below p)
     loss = cam(t([[0.5, 0], [2, 0], [0, 3]]), margin=1.0, min_norm=1.0)
