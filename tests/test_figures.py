@@ -75,6 +75,9 @@ def test_training_curves_plot_loss_terms_when_recorded():
     assert [t.get_text() for t in diagnostics.get_legend().get_texts()] == ["pairs_within_margin", "anchors_below_min_norm"]
     assert np.allclose(diagnostics.get_lines()[0].get_ydata(), [1.0, 0.5, 1.0 / 3])
     assert fig.axes[2].get_yscale() == "symlog"
+    # Five panels: a grid of four a row, the unused fifth... eighth removed.
+    rows = sorted({round(ax.get_position().y0, 3) for ax in fig.axes})
+    assert len(rows) == 2
     cam_panel = fig.axes[2]
     legend = [t.get_text() for t in cam_panel.get_legend().get_texts()]
     assert legend == ["attractor", "repeller", "min_norm"]

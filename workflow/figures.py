@@ -26,6 +26,7 @@ from sklearn.manifold import TSNE  # noqa: E402
 RIGHT, WRONG = "#2ca02c", "#d62728"
 # Per-epoch history entries plotted as totals (besides the loss terms).
 TOTALS = ("loss", "accuracy")
+PANELS_PER_ROW = 4
 
 
 def set_style() -> None:
@@ -139,8 +140,14 @@ def training_curves_figure(history: pd.DataFrame, title: str = ""):
     for part, label in [("term", "terms"), ("diagnostic", "diagnostics")]:
         rows = history[history["part"] == part]
         panels += [(f"{loss}: {label}", rows[rows["loss"] == loss], "term", part) for loss in dict.fromkeys(rows["loss"])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0), dpi=150, squeeze=False)
-    for ax, (name, data, hue, part) in zip(axes[0], panels):
+    # A grid of at most PANELS_PER_ROW panels a row (a grid with 13 losses
+    # has 17 panels: one row would be unreadably wide).
+    ncols = min(PANELS_PER_ROW, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.0 * nrows), dpi=150, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        fig.delaxes(ax)
+    for ax, (name, data, hue, part) in zip(axes.flat, panels):
         sns.lineplot(data=data, x="epoch", y="value", hue=hue, errorbar="sd", ax=ax)
         ax.set(title=name, ylabel="")
         if part == "term":
