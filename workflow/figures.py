@@ -150,6 +150,9 @@ def training_curves_figure(history: pd.DataFrame, title: str = ""):
     for ax, (name, data, hue, part) in zip(axes.flat, panels):
         sns.lineplot(data=data, x="epoch", y="value", hue=hue, errorbar="sd", ax=ax)
         ax.set(title=name, ylabel="")
+        handles, labels = ax.get_legend_handles_labels()
+        if len(labels) > 6:  # many losses: a compact legend that leaves the curves visible
+            ax.legend(handles, labels, fontsize="xx-small", ncol=2, framealpha=0.6)
         if part == "term":
             ax.set_yscale("symlog", linthresh=1e-3)
         elif part == "diagnostic":
