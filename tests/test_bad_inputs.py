@@ -31,6 +31,7 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -815,3 +816,18 @@ def test_every_loss_and_backbone_declares_the_range_of_each_parameter():
                 default = signature[param].default
                 default = list(default) if isinstance(default, tuple) else default
                 assert default is None or rule.problem(default) is None, (registry.kind, name, param, default)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_outputs_are_created_with_the_mode_the_umask_gives(tmp_path, umask, mode):
+    # tempfile makes its files 0600 whatever the umask; an output renamed
+    # from one must get the mode `open` would give it, so that results/ on a
+    # shared cluster is as readable as the user's umask says.
+    from workflow.io import save_json
+
+    old = os.umask(umask)
+    try:
+        save_json(tmp_path / "out.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == mode

@@ -37,6 +37,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from workflow.config import ConfigError
+from workflow.io import ordinary_mode
 
 CHUNK = 1 << 20
 
@@ -173,6 +174,7 @@ def download_url(
         if attempt:
             time.sleep(pause * 2 ** (attempt - 1))
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        os.chmod(tmp, ordinary_mode())
         try:
             hashes = _Hashes(sha256 is not None)
             request = urllib.request.Request(url, headers={"User-Agent": "cbir-benchmark"})
@@ -320,9 +322,7 @@ def fetch_files(
     for stale in parent.glob(f".{destination.name}.partial-*"):
         shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; never trusted
     work = Path(tempfile.mkdtemp(dir=parent, prefix=f".{destination.name}.partial-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(work, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+    os.chmod(work, ordinary_mode(0o777))  # mkdtemp makes it private; the result is an ordinary folder
     record = {"files": []}
     try:
         for f in files:

@@ -16,6 +16,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def ordinary_mode(base: int = 0o666) -> int:
+    """The mode ``open`` would give a new file (``base`` 0o666) or ``mkdir``
+    a new folder (0o777) under the process's umask. ``tempfile`` makes its
+    files and folders private (0600, 0700) whatever the umask; outputs
+    renamed from them get this mode instead, so that on a shared cluster
+    ``results/`` is as readable as the user's umask says."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return base & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if
@@ -29,6 +40,7 @@ def atomic_path(path):
         stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, ordinary_mode())
     try:
         yield Path(tmp)
         os.replace(tmp, path)
