@@ -304,3 +304,33 @@ def test_three_seeds_never_marked_even_when_every_seed_agrees():
     _, markdown, _ = render("t", DECL, table)
     assert ("over 3 seeds, Holm-corrected over the 2 rows compared (one family per regime and metric), "
             "p < 0.05; with 3 seeds the smallest possible p is 0.25, so no marker can appear") in markdown
+
+
+def with_two_stage(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame plus a two-stage retrieval of every cell at other values."""
+    two = frame.assign(retrieval="two_stage_c1", value=frame["value"] - 0.1)
+    return pd.concat([frame, two], ignore_index=True)
+
+
+def test_a_table_without_a_retrieval_shows_exact_retrieval_only():
+    # Before: exact and two-stage rows were averaged as if they were seeds
+    # ("cam 0.296 ± 0.000, n = 3" from one seed).
+    decl = {k: v for k, v in DECL.items() if k != "baseline"}
+    frame = build_table("t", decl, with_two_stage(metrics_frame()))
+    cam = frame[(frame["row"] == "cam") & (frame["regime"] == "full") & (frame["metric"] == "map")].iloc[0]
+    assert cam["n"] == 4 and cam["mean"] == pytest.approx(np.mean(MAP[("full", "cam")]))
+    # Laid out, both retrievals show, each on its own.
+    laid = build_table("t", {**decl, "columns": ["regime", "retrieval"]}, with_two_stage(metrics_frame()))
+    two = laid[(laid["row"] == "cam") & (laid["regime"] == "full") & (laid["retrieval"] == "two_stage_c1")
+               & (laid["metric"] == "map")].iloc[0]
+    assert two["mean"] == pytest.approx(np.mean(MAP[("full", "cam")]) - 0.1)
+
+
+def test_a_table_never_pools_results_of_one_seed():
+    # Two regimes in one row (not laid out): every seed has two values.
+    decl = {"rows": ["loss"], "metrics": ["map"]}
+    with pytest.raises(ConfigError, match=r"tables\.t: row 'ce' would average .* regime \(full, fewshot\); .*tables\.t\.select"):
+        build_table("t", decl, metrics_frame())
+    with pytest.raises(ConfigError, match=r"retrieval \(exact, two_stage_c1\)"):
+        build_table("t", {**decl, "select": {"retrieval": ["exact", "two_stage_c1"], "regime": "full"}},
+                    with_two_stage(metrics_frame()))

@@ -161,14 +161,43 @@ def select(metrics: pd.DataFrame, selectors: dict) -> pd.DataFrame:
     return metrics[mask]
 
 
+def laid_out(decl: dict) -> set[str]:
+    """The attributes a declared table lays out in its rows, columns or blocks."""
+    layout = set(decl.get("columns", [])) | set(decl.get("blocks", []))
+    for row in decl.get("rows", ["loss"]):
+        layout |= set(row) - {"label"} if isinstance(row, dict) else {row}
+    return layout
+
+
 def declared_selection(metrics: pd.DataFrame, decl: dict) -> pd.DataFrame:
     """The rows a table's ``select`` picks: each loss in its own geometry
-    (:func:`workflow.evaluate.own_distance_rows`) unless ``select`` names a
-    ``distance``."""
+    (:func:`workflow.geometry.own_distance_rows`) unless the table selects
+    or lays out a ``distance``, and exact retrieval unless it selects or
+    lays out a ``retrieval`` (a table never averages a two-stage retrieval
+    with the exact one as if they were seeds)."""
     selectors = decl.get("select", {})
-    if "distance" not in selectors and "distance" in metrics:
+    layout = laid_out(decl)
+    if "distance" not in selectors and "distance" not in layout and "distance" in metrics:
         metrics = own_distance_rows(metrics)
+    if "retrieval" not in selectors and "retrieval" not in layout and "retrieval" in metrics:
+        metrics = metrics[metrics["retrieval"] == "exact"]
     return select(metrics, selectors)
+
+
+def check_no_pooling(name: str, label: str, values: pd.DataFrame) -> None:
+    """One table cell averages over seeds only: several results of one seed
+    (different cells, retrievals or distances that the table neither
+    selects one of nor lays out) stop with the attributes that differ."""
+    duplicated = values[values.duplicated(["seed", "metric"], keep=False)]
+    if duplicated.empty:
+        return
+    differing = [a for a in ATTRIBUTES if a in duplicated and duplicated[a].nunique() > 1]
+    found = ", ".join(f"{a} ({', '.join(map(str, dict.fromkeys(duplicated[a])))})" for a in differing)
+    raise ConfigError(
+        f"config key tables.{name}: row {label!r} would average several results of one seed that "
+        f"differ in {found or 'nothing the table shows'}; a table averages over seeds only: select "
+        f"one value of each (tables.{name}.select) or lay it out in rows, columns or blocks"
+    )
 
 
 def check_declaration(name: str, decl: dict, metrics: pd.DataFrame) -> None:
@@ -232,6 +261,7 @@ def build_table(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
             column_keys = row_values[columns].drop_duplicates().itertuples(index=False) if columns else [()]
             for column in column_keys:
                 values = select(row_values, dict(zip(columns, column)))
+                check_no_pooling(name, label, values)
                 base = None
                 if base_rows is not None:
                     base = select(base_rows, dict(zip(columns, column))) if label != baseline else None
