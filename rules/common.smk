@@ -8,6 +8,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 
 from workflow.config import (
+    CELL_PATTERN,
     Cell,
     ConfigError,
     candidate_settings,
@@ -68,6 +69,37 @@ wildcard_constraints:
     seed="[0-9]+",
     table="[A-Za-z0-9][A-Za-z0-9_.-]*",
     download="[A-Za-z0-9][A-Za-z0-9_.-]*",
+
+
+def cell_path(prefix, cell=None):
+    """`prefix/<cell folder>`, the cell folder being
+    workflow.config.CELL_PATTERN: with its wildcards left in for a rule
+    (`cell_path("results/logs/train") + ".log"`), or filled in for `cell`.
+    Every path of a cell or trial in rules/ is made here."""
+    return f"{prefix}/{CELL_PATTERN if cell is None else cell.path}"
+
+
+def cell_file(name, cell=None, root="results/cells"):
+    """A file in a cell's folder (root results/trials: a trial's)."""
+    return f"{cell_path(root, cell)}/{name}"
+
+
+def cell_log(rule):
+    return f"{cell_path(f'results/logs/{rule}')}.log"
+
+
+def cell_benchmark(rule, cell=None):
+    return f"{cell_path(f'results/benchmarks/{rule}', cell)}.tsv"
+
+
+# The selection of one (dataset, regime, backbone, loss) (rules/select.smk).
+SELECTION_FILE = "results/selection/{dataset}/{regime}/{backbone}/{loss}.json"
+
+
+def selection_file(dataset, regime, backbone, loss):
+    return SELECTION_FILE.format(
+        dataset=dataset, regime=regime, backbone=backbone, loss=loss
+    )
 
 
 def config_entry(section, name, entries=None):
@@ -137,10 +169,8 @@ def get_selection_input(wildcards):
     """The selection file a selected loss's cell is trained with, if any."""
     if wildcards.loss not in CONFIG["trials"]:
         return {}
-    return {
-        "selection": f"results/selection/{wildcards.dataset}/{wildcards.regime}/"
-        f"{wildcards.backbone}/{wildcards.loss}.json"
-    }
+    w = wildcards
+    return {"selection": selection_file(w.dataset, w.regime, w.backbone, w.loss)}
 
 
 def trial_of(wildcards):
@@ -170,8 +200,11 @@ def selection_seeds():
 def get_trial_metric_files(wildcards):
     """Validation metrics of every trial of one loss, trials x seeds."""
     return [
-        f"results/trials/{wildcards.dataset}/{wildcards.regime}/{wildcards.backbone}/"
-        f"{trial}/seed{seed}/metrics.csv"
+        cell_file(
+            "metrics.csv",
+            Cell(wildcards.dataset, wildcards.regime, wildcards.backbone, trial, seed),
+            root="results/trials",
+        )
         for trial in config_entry("losses", wildcards.loss, CONFIG["trials"])
         for seed in selection_seeds()
     ]
@@ -187,7 +220,7 @@ def selection_keys():
 
 
 def selection_outputs():
-    outputs = [f"results/selection/{'/'.join(key)}.json" for key in selection_keys()]
+    outputs = [selection_file(*key) for key in selection_keys()]
     if outputs:
         outputs += ["results/selection/table.csv", "results/selection/table.md"]
         for dataset, regime, backbone, loss in selection_keys():
@@ -203,7 +236,7 @@ def cells_of(dataset, regime):
 
 
 def cell_files(cells_, name):
-    return [f"results/cells/{c.path}/{name}" for c in cells_]
+    return [cell_file(name, c) for c in cells_]
 
 
 def get_all_metric_files(wildcards):
@@ -262,11 +295,11 @@ def get_all_models(wildcards):
 
 
 def get_all_train_benchmarks(wildcards):
-    return [f"results/benchmarks/train/{c.path}.tsv" for c in CELLS]
+    return [cell_benchmark("train", c) for c in CELLS]
 
 
 def get_all_evaluate_benchmarks(wildcards):
-    return [f"results/benchmarks/evaluate/{c.path}.tsv" for c in CELLS]
+    return [cell_benchmark("evaluate", c) for c in CELLS]
 
 
 def get_table_declaration(wildcards):
@@ -293,21 +326,32 @@ def has_anchors(loss):
 FIGURE_KINDS = ["tsne", "examples", "training"]
 
 
+# The anchor figure of one cell, less its extension (rules/figures.smk).
+ANCHOR_FIGURE = (
+    "results/figures/{dataset}/{regime}/{backbone}/anchors_{loss}_seed{seed}"
+)
+
+
 def figure_outputs():
     outputs = []
     seed = CONFIG["seeds"][0]
     for dataset in CONFIG["datasets"]:
         for regime in CONFIG["regimes"]:
             for backbone in CONFIG["backbones"]:
-                names = [f"{regime}/{kind}_{backbone}" for kind in FIGURE_KINDS]
-                names += [
-                    f"{regime}/{backbone}/anchors_{loss}_seed{seed}"
+                stems = [
+                    f"results/figures/{dataset}/{regime}/{kind}_{backbone}"
+                    for kind in FIGURE_KINDS
+                ]
+                stems += [
+                    ANCHOR_FIGURE.format(
+                        **vars(Cell(dataset, regime, backbone, loss, seed))
+                    )
                     for loss in CONFIG["losses"]
                     if has_anchors(loss)
                 ]
-                for name in names:
+                for stem in stems:
                     for ext in ["png", "pdf"]:
-                        outputs.append(f"results/figures/{dataset}/{name}.{ext}")
+                        outputs.append(f"{stem}.{ext}")
     return outputs
 
 

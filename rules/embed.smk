@@ -1,18 +1,18 @@
 rule embed:
     input:
         unpack(get_selection_input),
-        model="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/model.pt",
+        model=cell_file("model.pt"),
         images="results/data/{dataset}/images.npy",
         labels="results/data/{dataset}/labels.parquet",
         # Query and database of the (dataset, seed), the same for every regime.
         split="results/splits/{dataset}/seed{seed}.evaluation.parquet",
     output:
-        embeddings="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/embeddings.parquet",
-        anchors="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/anchors.parquet",
+        embeddings=cell_file("embeddings.parquet"),
+        anchors=cell_file("anchors.parquet"),
     log:
-        "results/logs/embed/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.log",
+        cell_log("embed"),
     benchmark:
-        "results/benchmarks/embed/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.tsv"
+        cell_benchmark("embed")
     conda:
         "../envs/pytorch.yaml"
     threads: 1

@@ -1,14 +1,14 @@
 rule evaluate:
     input:
-        embeddings="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/embeddings.parquet",
-        anchors="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/anchors.parquet",
+        embeddings=cell_file("embeddings.parquet"),
+        anchors=cell_file("anchors.parquet"),
     output:
-        metrics="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/metrics.csv",
-        pr_curve="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/pr_curve.parquet",
+        metrics=cell_file("metrics.csv"),
+        pr_curve=cell_file("pr_curve.parquet"),
     log:
-        "results/logs/evaluate/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.log",
+        cell_log("evaluate"),
     benchmark:
-        "results/benchmarks/evaluate/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.tsv"
+        cell_benchmark("evaluate")
     conda:
         "../envs/pytorch.yaml"
     params:

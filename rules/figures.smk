@@ -75,20 +75,20 @@ rule training_figure:
 
 rule anchor_figure:
     input:
-        anchors="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/anchors.parquet",
+        anchors=cell_file("anchors.parquet"),
         classes="results/data/{dataset}/classes.json",
     output:
         png=report(
-            "results/figures/{dataset}/{regime}/{backbone}/anchors_{loss}_seed{seed}.png",
+            f"{ANCHOR_FIGURE}.png",
             caption="../workflow/captions/anchors.rst",
             category="Figures",
             subcategory="{dataset}",
         ),
-        pdf="results/figures/{dataset}/{regime}/{backbone}/anchors_{loss}_seed{seed}.pdf",
+        pdf=f"{ANCHOR_FIGURE}.pdf",
     log:
-        "results/logs/anchor_figure/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.log",
+        cell_log("anchor_figure"),
     benchmark:
-        "results/benchmarks/anchor_figure/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.tsv"
+        cell_benchmark("anchor_figure")
     conda:
         "../envs/pytorch.yaml"
     script:

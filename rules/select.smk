@@ -34,52 +34,52 @@ use rule train as train_trial with:
         classes="results/data/{dataset}/classes.json",
         split="results/splits/{dataset}/{regime}/seed{seed}.validation.parquet",
     output:
-        model="results/trials/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/model.pt",
-        stats="results/trials/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/train_stats.json",
+        model=cell_file("model.pt", root="results/trials"),
+        stats=cell_file("train_stats.json", root="results/trials"),
     log:
-        "results/logs/train_trial/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.log",
+        cell_log("train_trial"),
     benchmark:
-        "results/benchmarks/train_trial/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.tsv"
+        cell_benchmark("train_trial")
     params:
         settings=get_trial_settings,
-        checkpoint="results/checkpoints/trials/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/last.pt",
+        checkpoint=cell_file("last.pt", root="results/checkpoints/trials"),
 
 
 use rule embed as embed_trial with:
     input:
-        model="results/trials/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/model.pt",
+        model=cell_file("model.pt", root="results/trials"),
         images="results/data/{dataset}/images.npy",
         labels="results/data/{dataset}/labels.parquet",
         split="results/splits/{dataset}/{regime}/seed{seed}.validation.parquet",
     output:
-        embeddings="results/trials/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/embeddings.parquet",
-        anchors="results/trials/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/anchors.parquet",
+        embeddings=cell_file("embeddings.parquet", root="results/trials"),
+        anchors=cell_file("anchors.parquet", root="results/trials"),
     log:
-        "results/logs/embed_trial/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.log",
+        cell_log("embed_trial"),
     benchmark:
-        "results/benchmarks/embed_trial/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.tsv"
+        cell_benchmark("embed_trial")
     params:
         settings=get_trial_settings,
 
 
 use rule evaluate as evaluate_trial with:
     input:
-        embeddings="results/trials/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/embeddings.parquet",
-        anchors="results/trials/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/anchors.parquet",
+        embeddings=cell_file("embeddings.parquet", root="results/trials"),
+        anchors=cell_file("anchors.parquet", root="results/trials"),
     output:
-        metrics="results/trials/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/metrics.csv",
-        pr_curve="results/trials/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/pr_curve.parquet",
+        metrics=cell_file("metrics.csv", root="results/trials"),
+        pr_curve=cell_file("pr_curve.parquet", root="results/trials"),
     log:
-        "results/logs/evaluate_trial/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.log",
+        cell_log("evaluate_trial"),
     benchmark:
-        "results/benchmarks/evaluate_trial/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.tsv"
+        cell_benchmark("evaluate_trial")
 
 
 rule select:
     input:
         get_trial_metric_files,
     output:
-        "results/selection/{dataset}/{regime}/{backbone}/{loss}.json",
+        SELECTION_FILE,
     log:
         "results/logs/select/{dataset}/{regime}/{backbone}/{loss}.log",
     benchmark:
@@ -97,7 +97,7 @@ rule select:
 
 rule selection_table:
     input:
-        [f"results/selection/{'/'.join(key)}.json" for key in selection_keys()],
+        [selection_file(*key) for key in selection_keys()],
     output:
         csv="results/selection/table.csv",
         md=report(
@@ -119,7 +119,7 @@ rule selection_table:
 
 rule sensitivity_figure:
     input:
-        "results/selection/{dataset}/{regime}/{backbone}/{loss}.json",
+        SELECTION_FILE,
     output:
         png=report(
             "results/figures/{dataset}/{regime}/{backbone}/sensitivity_{loss}.png",

@@ -8,12 +8,12 @@ rule train:
         # Only the training images: query and database settings never retrain.
         split="results/splits/{dataset}/{regime}/seed{seed}.train.parquet",
     output:
-        model="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/model.pt",
-        stats="results/cells/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/train_stats.json",
+        model=cell_file("model.pt"),
+        stats=cell_file("train_stats.json"),
     log:
-        "results/logs/train/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.log",
+        cell_log("train"),
     benchmark:
-        "results/benchmarks/train/{dataset}/{regime}/{backbone}/{loss}/seed{seed}.tsv"
+        cell_benchmark("train")
     conda:
         "../envs/pytorch.yaml"
     threads: 1
@@ -24,6 +24,6 @@ rule train:
         # Resume checkpoint (training.checkpoint_every): deliberately not an
         # output, so Snakemake keeps it when it cleans up a killed job
         # (--rerun-incomplete); the script deletes it once model.pt exists.
-        checkpoint="results/checkpoints/{dataset}/{regime}/{backbone}/{loss}/seed{seed}/last.pt",
+        checkpoint=cell_file("last.pt", root="results/checkpoints"),
     script:
         "../workflow/scripts/train.py"

@@ -325,6 +325,21 @@ def test_rule_files_are_snakefmt_formatted():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_cell_path_pattern_is_written_once():
+    """Issue 22: every cell or trial path (results/cells, results/trials,
+    their logs, benchmarks and checkpoints) is made from
+    workflow.config.CELL_PATTERN (in rules/ through common.smk's cell_path)."""
+    cell_folder = re.compile(r"(\{[^{}]*\}/){4}seed\{")
+    files = [*(REPO / "rules").glob("*.smk"), REPO / "Snakefile", *(REPO / "workflow").rglob("*.py")]
+    places = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in files
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if cell_folder.search(line)
+    ]
+    assert len(places) == 1 and places[0].startswith("workflow/config.py:"), places
+
+
 def schema_keys(schema: dict, prefix: str = "") -> list[str]:
     """Dotted paths of every documented key, `<name>` for user-chosen names."""
     keys = []

@@ -22,6 +22,12 @@ class ConfigError(ValueError):
     """A config value is wrong; the message names its key."""
 
 
+# A cell's folder below results/cells (and trials', logs', benchmarks'
+# folders): the one place the pattern is written. Snakemake fills it in as
+# wildcards (rules/common.smk, cell_path); Python fills it in with a cell.
+CELL_PATTERN = "{dataset}/{regime}/{backbone}/{loss}/seed{seed}"
+
+
 @dataclass(frozen=True, order=True)
 class Cell:
     dataset: str
@@ -32,7 +38,7 @@ class Cell:
 
     @property
     def path(self) -> str:
-        return f"{self.dataset}/{self.regime}/{self.backbone}/{self.loss}/seed{self.seed}"
+        return CELL_PATTERN.format(**vars(self))
 
 
 def _value_tag(value) -> str:

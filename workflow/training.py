@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from workflow.augment import augment
 from workflow.backbones import build_backbone
 from workflow.backbones.weights import input_normalisation
-from workflow.config import settings_hash
+from workflow.config import CELL_PATTERN, settings_hash
 from workflow.io import atomic_path
 from workflow.losses import build_loss
 from workflow.samplers import make_batches
@@ -571,7 +571,7 @@ def _train(images, labels, train_index, num_classes, settings, device, progress,
     first_epoch = len(run.history)
     every = training_option(cfg, "checkpoint_every")
 
-    cell = f"{settings['dataset']}/{settings['regime']}/{settings['backbone']}/{settings['loss']}/seed{settings['seed']}"
+    cell = CELL_PATTERN.format(**settings)
     bar = tqdm(range(first_epoch, cfg["epochs"]), desc=f"train {cell}", file=sys.stderr,
                disable=not progress, initial=first_epoch, total=cfg["epochs"])
     images_seen, start = 0, time.perf_counter()
