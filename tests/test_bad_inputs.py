@@ -29,10 +29,15 @@ CIFAR-100 loader, and no rule builds a shell command.
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -128,6 +133,19 @@ CONFIG_CASES = [
      ["config key losses.cam.params.margin: -1 is out of range; loss 'cam' takes a number > 0 for it"]),
     ("table_unknown_baseline", {**BASE, "tables": {"t": {**TABLE, "baseline": "triplet"}}}, [],
      ["config key tables.t.baseline: 'triplet' is no loss this table shows (ce, cam)", "or null for no"]),
+    # Every number must be finite: YAML's .nan and .inf pass the schema's bounds.
+    ("nan_learning_rate", changed(("training", "lr"), float("nan")), [],
+     ["config key training.lr: nan is not a finite number"]),
+    # YAML 1.1 (PyYAML, so Snakemake) reads 1e-3 as a string.
+    ("exponent_without_a_dot", yaml.safe_dump(BASE, sort_keys=False) + "training: {lr: 1e-3}\n", [],
+     ["config key training.lr: '1e-3' is not of type 'number'", "write 1.0e-3"]),
+    ("table_selects_an_unknown_attribute", {**BASE, "tables": {"t": {**TABLE, "select": {"colour": "red"}}}}, [],
+     ["config key tables.t.select.colour: 'colour' is not a cell attribute",
+      "selects by and lays out dataset, regime, backbone, loss, distance, retrieval"]),
+    ("example_queries_beyond_the_queries",
+     {**changed(("datasets", "digits", "classes"), ["0", "1", "2"]), "figures": {"example_queries": 16}}, [],
+     ["config key figures.example_queries: 16 queries asked for the retrieval-examples figure, but dataset "
+      "digits has 15 queries (5 per class x 3 classes)"]),
 ]
 
 # The same checks in-process (no exit status, but cheap): further config
@@ -187,6 +205,24 @@ IN_PROCESS_CASES = [
     ("table_baseline_not_selected",
      {**BASE, "tables": {"t": {**TABLE, "select": {"loss": ["cam"]}, "baseline": "ce"}}}, [],
      ["config key tables.t.baseline: 'ce' is no loss this table shows (cam)"]),
+    ("infinite_weight_decay", changed(("training", "weight_decay"), float("inf")), [],
+     ["config key training.weight_decay: inf is not a finite number"]),
+    ("nan_end_of_a_sweep_range",
+     changed(("losses", "cam", "params"), {"margin": {"range": [0.5, float("nan")], "points": 3}}), [],
+     ["config key losses.cam.params.margin.range.1: nan is not a finite number"]),
+    ("exponent_loss_parameter", changed(("losses", "cam", "params"), {"margin": "1e1"}), [],
+     ["config key losses.cam.params.margin: '1e1' is not a number", "write 1.0e+1"]),
+    ("table_column_misspelt", {**BASE, "tables": {"t": {**TABLE, "columns": ["regimes"]}}}, [],
+     ["config key tables.t.columns: 'regimes' is not a cell attribute (did you mean 'regime'?)"]),
+    ("table_row_unknown_attribute", {**BASE, "tables": {"t": {**TABLE, "rows": [{"label": "A", "colour": "red"}]}}},
+     [], ["config key tables.t.rows[0].colour: 'colour' is not a cell attribute"]),
+    # Random-resized-crop ranges (issue 20): bounds in order; a mapping, since a list is a sweep.
+    ("augment_ratio_min_above_max", changed(("losses", "ce", "training"), {"augment_ratio": {"min": 2.0, "max": 0.5}}),
+     [], ["config key losses.ce.training.augment_ratio: min 2.0 is above max 0.5; swap them"]),
+    ("augment_scale_as_a_list", changed(("training", "augment_scale"), [0.08, 1.0]), [],
+     ["training.augment_scale: 1.0 is not of type 'object'", "A mapping, not a list: a list would be a sweep"]),
+    ("eval_crop_fraction_above_one", changed(("backbones", "small_cnn", "training"), {"eval_crop_fraction": 1.5}),
+     [], ["config key backbones.small_cnn.training.eval_crop_fraction: 1.5 is greater than the maximum of 1"]),
 ]
 
 
@@ -210,7 +246,9 @@ def config_runs(tmp_path_factory) -> dict:
 def catalogue_size() -> int:
     """Every case of the catalogue (README "Bad inputs and guards" gives this number)."""
     return sum(len(cases) for cases in [CONFIG_CASES, IN_PROCESS_CASES, PREPARE_CASES, SPLIT_CASES,
-                                        OUTCOME_CASES, DATA_CASES, PLANTED_CASES])
+                                        OUTCOME_CASES, DATA_CASES, PLANTED_CASES,
+                                        CHECKPOINT_CASES, MODEL_CASES, JOB_CASES,
+                                        CONFIG_FILE_CASES, RESULT_FILE_CASES])
 
 
 def test_the_catalogue_has_at_least_twenty_cases():
@@ -252,26 +290,95 @@ def test_config_error_in_process(case):
 
 def test_duplicate_keys_are_found_at_any_depth_and_in_json(tmp_path):
     from workflow.config import ConfigError
-    from workflow.guards import check_duplicate_keys
+    from workflow.guards import check_config_file
 
     nested = tmp_path / "nested.yaml"
     nested.write_text("losses:\n  cam:\n    impl: cam\n    params: {margin: 1, margin: 2}\n")
     with pytest.raises(ConfigError, match=rf"{nested}, line 4: key 'margin' appears twice"):
-        check_duplicate_keys(nested)
+        check_config_file(nested)
     as_json = tmp_path / "config.json"
     as_json.write_text('{"seeds": [0],\n "seeds": [1]}')
     with pytest.raises(ConfigError, match="line 2: key 'seeds' appears twice"):
-        check_duplicate_keys(as_json)
+        check_config_file(as_json)
     fine = tmp_path / "fine.yaml"
     fine.write_text(yaml.safe_dump(BASE))
-    check_duplicate_keys(fine)
+    check_config_file(fine)
+
+
+# Broken config files (id, text; None: no such file, fragments). Snakemake
+# reads the files given with --configfile itself, before the workflow runs,
+# with its own message; the workflow checks config.yaml before Snakemake
+# reads it, and `python -m workflow.guards FILE` checks any file.
+CONFIG_FILE_CASES = [
+    ("config_file_syntax_error", "seeds: [0\nlosses: {ce: {impl: ce}}\n",
+     ["line 2, column 7: not valid YAML: expected ',' or ']', but got ':'"]),
+    ("config_file_with_a_tab", "datasets:\n  digits:\n\tsource: sklearn_digits\n",
+     ["line 3, column 1: not valid YAML: found character '\\t' that cannot start any token", "never tabs"]),
+    ("empty_config_file", "# nothing yet\n", ["is empty (or only comments); a config is a mapping of keys"]),
+    ("config_file_holding_a_list", "- datasets\n- losses\n", ["holds a list, not a mapping of keys"]),
+    ("config_file_holding_one_value", "datasets\n", ["holds the single value 'datasets', not a mapping of keys"]),
+    ("missing_config_file", None, ["no such file; give the path of a YAML or JSON config file"]),
+]
+
+
+@pytest.fixture(scope="module")
+def config_file_runs(tmp_path_factory) -> dict:
+    """Per case: ``snakemake -n`` with the file as the workflow's
+    config.yaml, ``python -m workflow.guards`` on it, and ``snakemake -n
+    --configfile`` with it."""
+    root = tmp_path_factory.mktemp("config_files")
+    cli = make_workspace(root / "cli", BASE)
+
+    def run(case):
+        name, text, _ = case
+        own = make_workspace(root / name, BASE)
+        (own / "config.yaml").unlink()
+        for folder in [own, cli]:
+            if text is not None:
+                (folder / f"{name}.yaml").write_text(text)
+        if text is not None:
+            (own / "config.yaml").write_text(text)
+        check = subprocess.run([sys.executable, "-m", "workflow.guards", f"{name}.yaml"], cwd=own,
+                               capture_output=True, text=True)
+        return name, {
+            "workdir": own,
+            "config.yaml": snakemake(own, "-n", "--nolock", check=False),
+            "check": check,
+            "--configfile": snakemake(cli, "-n", "--nolock", "--configfile", f"{name}.yaml",
+                                      "--replace-workflow-config", check=False),
+        }
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(pool.map(run, CONFIG_FILE_CASES))
+
+
+@pytest.mark.parametrize("case", CONFIG_FILE_CASES, ids=[c[0] for c in CONFIG_FILE_CASES])
+def test_config_file_error(config_file_runs, case):
+    name, text, fragments = case
+    runs = config_file_runs[name]
+    own = runs["config.yaml"]
+    message = own.stdout + own.stderr
+    assert own.returncode == 1, message
+    if text is None:  # Snakemake's own message names the file
+        assert "Workflow defines configfile config.yaml but it is not present" in message
+    else:
+        for fragment in ["config file config.yaml", *fragments]:
+            assert fragment in message, f"{fragment!r} not in:\n{message}"
+    check = runs["check"]
+    assert check.returncode == 1
+    for fragment in [f"config file {name}.yaml", *fragments]:
+        assert fragment in check.stderr, f"{fragment!r} not in:\n{check.stderr}"
+    # Given with --configfile, Snakemake reads it before the workflow: its
+    # own message (README "Configuration"), but exit status 1 all the same.
+    assert runs["--configfile"].returncode == 1
+    assert not (runs["workdir"] / "results").exists()
 
 
 # ---------------------------------------------------------------- prepare and split errors (in-process)
 
-def _npz(path: Path, labels, class_names, **extra) -> Path:
+def _npz(path: Path, labels, class_names, dtype=np.uint8, shape=(4, 4, 1), n_images=None, **extra) -> Path:
     labels = np.asarray(labels)
-    images = np.zeros((len(labels), 4, 4, 1), dtype=np.uint8)
+    images = np.zeros((len(labels) if n_images is None else n_images, *shape), dtype=dtype)
     np.savez(path, images=images, labels=labels, class_names=np.asarray(class_names, dtype=str), **extra)
     return path
 
@@ -296,7 +403,73 @@ PREPARE_CASES = [
      lambda tmp: ("floats", {"source": "imagefolder", "params": {"path": str(_float_images(tmp / "floats"))},
                              "image_size": 4}),
      ["cannot decode the image (floating-point pixels (Pillow mode F) have no fixed range to scale to 8 bits"]),
+    # npz files: each error names the file, the value found and what is expected.
+    ("pickle_saved_as_npz",
+     lambda tmp: _npz_case(tmp, "pickled",
+                           lambda p: p.write_bytes(__import__("pickle").dumps(_Planted(tmp / "unpickled")))),
+     ["pickled.npz: not an npz archive: it starts with b'\\x80\\x04", "not the zip signature",
+      "never loaded: unpickling can run code", "save the arrays with numpy.savez"]),
+    ("random_bytes_saved_as_npz",
+     lambda tmp: _npz_case(tmp, "noise", lambda p: p.write_bytes(b"GIF89a" + bytes(range(200)))),
+     ["noise.npz: not an npz archive: it starts with b'GIF89a\\x00\\x01'", "save the arrays with numpy.savez"]),
+    ("npz_float_images",
+     lambda tmp: _npz_case(tmp, "fimg", lambda p: _npz(p, [0, 1] * 6, ["a", "b"], dtype=np.float32)),
+     ["fimg.npz: images must be uint8 with shape (N, H, W, C), found dtype float32 and shape (12, 4, 4, 1)",
+      "store 8-bit pixel values 0..255 as uint8"]),
+    ("npz_images_without_a_channel_axis",
+     lambda tmp: _npz_case(tmp, "grey", lambda p: _npz(p, [0, 1] * 6, ["a", "b"], shape=(4, 4))),
+     ["grey.npz: images must be uint8 with shape (N, H, W, C), found dtype uint8 and shape (12, 4, 4)",
+      "add the channel axis"]),
+    ("npz_label_count",
+     lambda tmp: _npz_case(tmp, "count", lambda p: _npz(p, [0, 1] * 6, ["a", "b"], n_images=13)),
+     ["count.npz: labels has shape (12,) for 13 images; one label per image is required"]),
+    ("npz_label_out_of_range",
+     lambda tmp: _npz_case(tmp, "range", lambda p: _npz(p, [0, 1, 0, 5, 1, 0, 1, -1] + [0, 1] * 2, ["a", "b"])),
+     ["range.npz: label 5 at position 3 (2 such labels) is no class number: there are 2 class names, "
+      "so labels must lie in 0..1"]),
+    ("npz_official_split_holds_val",
+     lambda tmp: _npz_case(tmp, "val", lambda p: _npz(p, [0, 1] * 6, ["a", "b"],
+                                                       official_split=np.array(["train", "test", "val"] * 4))),
+     ["val.npz: official_split holds 'val'; each image's value must be 'train' or 'test'"]),
+    ("npz_official_split_length",
+     lambda tmp: _npz_case(tmp, "sides", lambda p: _npz(p, [0, 1] * 6, ["a", "b"],
+                                                         official_split=np.array(["train", "test"] * 5))),
+     ["sides.npz: official_split has shape (10,) for 12 images; one value per image is required"]),
+    ("empty_npz",
+     lambda tmp: _npz_case(tmp, "void", lambda p: _npz(p, [], ["a", "b"])),
+     ["void.npz: holds no images (images has shape (0, 4, 4, 1))"]),
+    # image folders: nothing is skipped without a word.
+    ("dangling_image_symlink",
+     lambda tmp: _folder_case(tmp, "dangling", lambda r: (r / "train/dog/gone.jpg").symlink_to(r / "nowhere.jpg")),
+     ["dangling/train/dog/gone.jpg: a symbolic link whose target is missing or that loops (No such file"]),
+    ("class_folder_symlink_loop",
+     lambda tmp: _folder_case(tmp, "loop", lambda r: [(r / side / "eel").symlink_to(r / side / "eel")
+                                                      for side in ["train", "test"]]),
+     ["loop/train/eel: a symbolic link whose target is missing or that loops (Too many levels of symbolic links)"]),
+    ("subfolder_linked_to_a_folder_above",
+     lambda tmp: _folder_case(tmp, "cycle", lambda r: (r / "train/dog/up").symlink_to(r / "train")),
+     ["cycle/train/dog/up: a symbolic link to", "cycle/train, a folder it lies in (a loop)"]),
+    ("folder_beside_train_and_test",
+     lambda tmp: _folder_case(tmp, "sides3", lambda r: __import__("shutil").copytree(r / "train", r / "val")),
+     ["sides3: beside train/ and test/ it holds val/, which would not be read"]),
+    ("image_outside_a_class_folder",
+     lambda tmp: _folder_case(tmp, "stray", lambda r: (r / "test" / "owl" / "img00.jpg").rename(r / "test" / "x.JPG")),
+     ["stray/test/x.JPG is an image outside any class folder; move it into its class folder"]),
 ]
+
+
+def _npz_case(tmp: Path, name: str, write) -> tuple[str, dict]:
+    """Dataset ``name``: the npz file ``write`` makes at ``tmp/<name>.npz``."""
+    path = tmp / f"{name}.npz"
+    write(path)
+    return name, {"source": "npz", "params": {"path": str(path)}}
+
+
+def _folder_case(tmp: Path, name: str, damage) -> tuple[str, dict]:
+    """Dataset ``name``: a generated image folder, then ``damage(root)``."""
+    make_imagefolder(tmp / name, n_train=2, n_test=1)
+    damage(tmp / name)
+    return name, {"source": "imagefolder", "params": {"path": str(tmp / name)}, "image_size": 8}
 
 
 def _float_images(root: Path) -> Path:
@@ -325,6 +498,7 @@ def test_prepare_error(tmp_path, case):
     for fragment in fragments:
         assert fragment in str(error.value), f"{fragment!r} not in {error.value}"
     assert list(out.iterdir()) == []  # no output, no temporary file
+    assert not (tmp_path / "unpickled").exists()  # no planted pickle ever runs
 
 
 # (id, split arguments, message fragments): make_evaluation_split and
@@ -420,9 +594,75 @@ def latex_captions_are_escaped(tmp_path):
         assert not set(re.sub(escaped, "", text)) & set("#$%&_~^\\<>|{}"), text
 
 
+def every_pillow_format_is_read(tmp_path):
+    """BMP, GIF, TIFF and WebP files beside PNG and JPEG ones (any case of
+    extension, in subfolders too) are read; hidden files and files of other
+    extensions are not."""
+    from PIL import Image
+
+    from workflow.prepare import prepare
+
+    make_imagefolder(tmp_path / "mixed", n_train=2, n_test=1)
+    cat = tmp_path / "mixed" / "train" / "cat"
+    for name, value in [("a.bmp", 10), ("b.GIF", 20), ("c.tif", 30), ("deeper/d.webp", 40)]:
+        (cat / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(np.full((8, 8, 3), value, dtype=np.uint8)).save(cat / name)
+    (cat / "README.txt").write_text("not an image")
+    (cat / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    out = tmp_path / "data"
+    out.mkdir()
+    prepare({"source": "imagefolder", "params": {"path": str(tmp_path / "mixed")}, "image_size": 8},
+            out / "images.npy", out / "labels.parquet", out / "classes.json", name="mixed")
+    labels = pd.read_parquet(out / "labels.parquet")
+    images = np.load(out / "images.npy")
+    assert len(labels) == 13
+    read = {f: images[i] for i, f in enumerate(labels["file_id"])}
+    for name, value in [("a.bmp", 10), ("b.GIF", 20), ("c.tif", 30), ("deeper/d.webp", 40)]:
+        assert np.abs(read[f"train/cat/{name}"].astype(int) - value).max() <= 2, name  # WebP is lossy
+    assert not any(f.endswith(("README.txt", ".DS_Store")) for f in read)
+
+
+def changed_user_files_are_prepared_again(tmp_path):
+    """A real run; then, with nothing changed, nothing to be done; then an
+    image added to the folder, an image replaced and the .npz replaced:
+    both datasets are prepared again and their arrays show the change."""
+    from PIL import Image
+
+    config = copy.deepcopy(BASE)
+    config["datasets"] = {
+        "own": {"source": "imagefolder", "params": {"path": "own"}, "image_size": 8},
+        "arr": {"source": "npz", "params": {"path": "arr.npz"}},
+    }
+    workdir = make_workspace(tmp_path / "work", config)
+    make_imagefolder(workdir / "own", n_train=2, n_test=1)
+    _npz(workdir / "arr.npz", [0, 1] * 3, ["a", "b"])
+    targets = ["results/data/own/images.npy", "results/data/arr/images.npy"]
+    snakemake(workdir, "--cores", "2", *targets)
+    assert np.load(workdir / targets[0]).shape[0] == 9 and np.load(workdir / targets[1]).shape[0] == 6
+    again = snakemake(workdir, "-n", *targets)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    Image.fromarray(np.full((8, 8, 3), 77, dtype=np.uint8)).save(workdir / "own" / "train" / "cat" / "new.bmp")
+    replaced = workdir / "own" / "test" / "dog" / "img00.jpg"
+    Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8)).save(replaced, format="JPEG", quality=100)
+    _npz(workdir / "arr.npz", [0, 1] * 4, ["a", "b"])
+    rerun = snakemake(workdir, "--cores", "2", *targets)
+    assert (rerun.stdout + rerun.stderr).count("rule prepare:") == 2
+    labels = pd.read_parquet(workdir / "results/data/own/labels.parquet")
+    images = np.load(workdir / targets[0])
+    assert len(labels) == 10 and "train/cat/new.bmp" in set(labels["file_id"])
+    row = list(labels["file_id"]).index("test/dog/img00.jpg")
+    assert np.abs(images[row].astype(int) - 200).max() <= 2
+    assert np.load(workdir / targets[1]).shape[0] == 8
+    again = snakemake(workdir, "-n", *targets)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
 OUTCOME_CASES = [
     ("sixteen_bit_png_is_scaled", sixteen_bit_png_is_scaled),
     ("latex_captions_are_escaped", latex_captions_are_escaped),
+    ("every_pillow_format_is_read", every_pillow_format_is_read),
+    ("changed_user_files_are_prepared_again", changed_user_files_are_prepared_again),
 ]
 
 
@@ -450,6 +690,7 @@ DATA_CONFIG = {
         "small": {"source": "imagefolder", "params": {"path": "img/small"}, "image_size": 8, "query_per_class": 1},
         "too_many_queries": {"source": "sklearn_digits", "query_per_class": 1000},
         "too_big_database": {"source": "sklearn_digits", "database_per_class": 1000},
+        "pickled": {"source": "npz", "params": {"path": "pickled.npz"}},
     },
     "regimes": {"k5": {"train_per_class": 5}},
     "backbones": {"small_cnn": {"arch": "small_cnn", "embedding_size": 8}},
@@ -471,7 +712,10 @@ DATA_CASES = [
      ["img/broken/train/dog/img01.png: cannot decode the image", "Replace or delete the file",
       "datasets.broken.skip_undecodable: true"]),
     ("empty_class_folder", "empty_class", "prepare/empty_class.log", ["data/empty_class"],
-     ["class folder img/empty_class/train/owl holds no .jpg/.jpeg/.png images; add images to it or remove it"]),
+     ["class folder img/empty_class/train/owl holds no image files (none with an extension Pillow reads",
+      "add images to it or remove it"]),
+    ("pickle_saved_as_npz_in_a_run", "pickled", "prepare/pickled.log", ["data/pickled"],
+     ["pickled.npz: not an npz archive: it starts with b'\\x80", "never loaded: unpickling can run code"]),
     ("empty_dataset_folder", "empty", "prepare/empty.log", ["data/empty"],
      ["imagefolder img/empty: no class folders found; expected img/empty/train/<class>/"]),
     ("missing_dataset_folder", "nowhere", "prepare/nowhere.log", ["data/nowhere"],
@@ -508,6 +752,9 @@ def make_data_workspace(workdir: Path) -> None:
     for f in (img / "empty_class" / "train" / "owl").iterdir():
         f.unlink()
     (img / "empty").mkdir()
+    import pickle
+
+    (workdir / "pickled.npz").write_bytes(pickle.dumps({"images": [1]}))  # never unpickled
     make_imagefolder(img / "small", n_train=6, n_test=2)
     for f in sorted((img / "small" / "train" / "owl").iterdir())[3:]:
         f.unlink()  # owl, the smallest class, keeps 3 training images
@@ -633,6 +880,347 @@ def test_planted_file_error(planted_run, case):
     folder = (workdir / target).parent
     assert not (folder / "pr_curve.parquet").exists() and not (folder / "labels.parquet").exists()
     assert leftovers(workdir / "results") == []
+
+
+METRICS_CSV = "geometry,distance,retrieval,metric,value\neuclidean,euclidean,exact,map,0.5\n"
+
+# (id, text of a cell's metrics.csv, fragments): given to aggregate, which
+# must name the file (pandas' own errors name none) and write nothing.
+RESULT_FILE_CASES = [
+    ("emptied_cell_metrics", "", ["metrics.csv: empty file, not a complete CSV; delete it and run Snakemake again"]),
+    ("cell_metrics_without_rows", METRICS_CSV.splitlines()[0] + "\n",
+     ["metrics.csv: a header but no rows, not a complete file; delete it"]),
+    ("cell_metrics_cut_short", METRICS_CSV[:22], ["metrics.csv: no column retrieval, metric, value (has geometry, "
+                                                  "distance, retr)"]),
+]
+
+
+@pytest.fixture(scope="module")
+def result_file_runs(tmp_path_factory) -> dict:
+    """``snakemake results/metrics.csv --allowed-rules aggregate`` per case:
+    ce's metrics.csv planted broken, cam's complete."""
+    def run(case):
+        name, text, _ = case
+        workdir = make_workspace(tmp_path_factory.mktemp(name), BASE)
+        for loss, content in [("ce", text), ("cam", METRICS_CSV)]:
+            path = workdir / CELL.format(loss) / "metrics.csv"
+            path.parent.mkdir(parents=True)
+            path.write_text(content)
+        result = snakemake(workdir, "--cores", "1", "results/metrics.csv", "--allowed-rules", "aggregate", check=False)
+        return name, {"workdir": workdir, "result": result}
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(pool.map(run, RESULT_FILE_CASES))
+
+
+@pytest.mark.parametrize("case", RESULT_FILE_CASES, ids=[c[0] for c in RESULT_FILE_CASES])
+def test_result_file_error(result_file_runs, case):
+    name, _, fragments = case
+    workdir, result = result_file_runs[name]["workdir"], result_file_runs[name]["result"]
+    assert result.returncode == 1, result.stderr
+    text = (workdir / "results" / "logs" / "aggregate.log").read_text()
+    for fragment in [f"{CELL.format('ce')}/{fragments[0]}", *fragments[1:]]:
+        assert fragment in text, f"{fragment!r} not in aggregate.log:\n{text}"
+    assert not (workdir / "results" / "metrics.csv").exists()
+    assert leftovers(workdir / "results") == []
+
+
+# ---------------------------------------------------------------- checkpoints and train jobs
+
+def _tiny_cell(epochs=2, **training):
+    """Settings of a small digits CE cell and its 60 training images (in-process cases)."""
+    from workflow.config import cell_settings, load_config
+    from workflow.datasets import load_dataset
+
+    config = changed(("training",), {"epochs": epochs, "batch_size": 20, **training})
+    data = load_dataset("sklearn_digits")
+    train = np.concatenate([np.flatnonzero(data.labels == c)[:6] for c in range(10)])
+    return cell_settings(load_config(config), _cell()), data, train
+
+
+def _cell():
+    from workflow.config import Cell
+
+    return Cell("digits", "full", "small_cnn", "ce", 0)
+
+
+class _Planted:
+    """A pickle that would create ``marker`` if it were ever unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _random_bytes(path):
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+
+
+def _resume_from(make):
+    """A case: a last.pt made by ``make(path)`` is ignored with a log line
+    naming it, and training starts afresh: the same model as a run without it."""
+    def case(tmp_path):
+        import io
+
+        import torch
+
+        from workflow.training import train_cell
+
+        settings, data, train = _tiny_cell()
+        path = tmp_path / "last.pt"
+        make(path, tmp_path)
+        log = io.StringIO()
+        with contextlib.redirect_stderr(log):
+            model = train_cell(data.images, data.labels, train, 10, settings, progress=False, checkpoint_path=path)
+        text = log.getvalue()
+        assert f"ignoring checkpoint {path}" in text and "training from the start" in text, text
+        assert "weights_only=False" not in text
+        assert model["stats"]["resumed_from_epoch"] == 0
+        fresh = train_cell(data.images, data.labels, train, 10, settings, progress=False)
+        for key, value in fresh["backbone"].items():
+            assert torch.equal(value, model["backbone"][key]), key
+        assert fresh["history"] == model["history"]
+        assert not (tmp_path / "unpickled").exists()  # no planted pickle ever runs
+    return case
+
+
+def _checkpoint_of_other_settings(path, tmp_path):
+    from workflow.training import train_cell
+
+    settings, data, train = _tiny_cell(epochs=3, lr=0.01)
+    train_cell(data.images, data.labels, train, 10, settings, progress=False, checkpoint_path=path,
+               stop_after_epoch=1)
+
+
+def corrupt_pretrained_file(tmp_path):
+    """A corrupt ``pretrained:`` file of your own (its checksum pinned, so it
+    passes the checksum check) is named, without torch's advice to load it
+    with weights_only=False."""
+    import hashlib
+
+    from workflow.backbones import build_backbone
+    from workflow.backbones.weights import WeightsFileError
+
+    path = tmp_path / "mine.pth"
+    _random_bytes(path)
+    spec = {"file": str(path), "checksum": "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest(),
+            "mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}
+    with pytest.raises(WeightsFileError) as error:
+        build_backbone("resnet18", in_channels=3, image_size=32, embedding_size=8, pretrained=spec)
+    message = str(error.value)
+    assert f"{path}: not a valid state dict: torch.load(weights_only=True) cannot read it (" in message
+    assert "or replace the file" in message and "weights_only=False" not in message
+
+
+# (id, function(tmp_path)): .pt files read in-process.
+CHECKPOINT_CASES = [
+    ("corrupt_last_pt_is_ignored", _resume_from(lambda path, tmp: _random_bytes(path))),
+    ("foreign_last_pt_is_ignored", _resume_from(lambda path, tmp: __import__("torch").save(
+        {"conv.weight": __import__("torch").zeros(2)}, path))),
+    ("planted_pickle_as_last_pt_never_runs", _resume_from(
+        lambda path, tmp: path.write_bytes(__import__("pickle").dumps(_Planted(tmp / "unpickled"))))),
+    ("last_pt_of_other_settings_is_ignored", _resume_from(_checkpoint_of_other_settings)),
+    ("corrupt_pretrained_file", corrupt_pretrained_file),
+]
+
+
+@pytest.mark.parametrize("case", CHECKPOINT_CASES, ids=[c[0] for c in CHECKPOINT_CASES])
+def test_checkpoint_case(tmp_path, case):
+    case[1](tmp_path)
+
+
+# model.pt planted for the embed rule, in a real run of its own (the
+# planted embeddings above must not be embedded again).
+MODEL_CONFIG = {**BASE, "losses": {name: {"impl": name} for name in ["ce", "cam", "lm", "triplet", "supcon"]}}
+
+# (id, loss of the cell, message fragments)
+MODEL_CASES = [
+    ("corrupt_model_pt", "ce",
+     [f"{CELL.format('ce')}/model.pt: not a valid model.pt of the train rule: torch.load(weights_only=True) "
+      "cannot read it (", "Delete it and run Snakemake again: the train rule writes it anew"]),
+    ("planted_pickle_as_model_pt", "cam",
+     [f"{CELL.format('cam')}/model.pt: not a valid model.pt of the train rule", "Delete it"]),
+    ("foreign_model_pt", "lm",
+     [f"{CELL.format('lm')}/model.pt: not a valid model.pt of the train rule: it lacks backbone, loss, mean",
+      "(it holds conv.weight)", "Delete it"]),
+    ("model_pt_of_other_settings", "triplet",
+     [f"{CELL.format('triplet')}/model.pt: a model trained for other settings (hash", "Delete it"]),
+    ("model_pt_whose_weights_do_not_fit", "supcon",
+     [f"{CELL.format('supcon')}/model.pt: its backbone weights do not fit backbone 'small_cnn' of this cell",
+      "Missing key(s)", "Delete it"]),
+]
+
+
+def plant_models(workdir: Path) -> None:
+    import torch
+
+    from workflow.config import Cell, cell_settings, load_config, settings_hash
+    from workflow.training import save_torch
+
+    def cell(loss):
+        folder = workdir / CELL.format(loss)
+        folder.mkdir(parents=True)
+        return folder / "model.pt"
+
+    _random_bytes(cell("ce"))
+    cell("cam").write_bytes(__import__("pickle").dumps(_Planted(workdir / "unpickled")))
+    torch.save({"conv.weight": torch.zeros(2)}, cell("lm"))
+    config = load_config(MODEL_CONFIG)
+    settings = cell_settings(config, Cell("digits", "full", "small_cnn", "supcon", 0))
+    model = {"backbone": {"conv.weight": torch.zeros(2)}, "loss": {}, "mean": torch.zeros(1), "std": torch.ones(1),
+             "in_channels": 1, "image_size": 8, "num_classes": 10, "history": []}
+    save_torch(cell("triplet"), {**model, "settings_hash": settings_hash(settings)})  # supcon's
+    save_torch(cell("supcon"), {**model, "settings_hash": settings_hash(settings)})
+
+
+@pytest.fixture(scope="module")
+def model_run(tmp_path_factory) -> dict:
+    workdir = make_workspace(tmp_path_factory.mktemp("model_cases"), MODEL_CONFIG)
+    plant_models(workdir)
+    targets = [f"{CELL.format(case[1])}/embeddings.parquet" for case in MODEL_CASES]
+    result = snakemake(workdir, "--cores", "2", "--keep-going", *targets,
+                       "--allowed-rules", "embed", "prepare", "download", "evaluation_split", check=False)
+    return {"workdir": workdir, "result": result}
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_planted_model_error(model_run, case):
+    name, loss, fragments = case
+    workdir, result = model_run["workdir"], model_run["result"]
+    assert result.returncode == 1, result.stderr
+    log = f"embed/digits/full/small_cnn/{loss}/seed0.log"
+    text = (workdir / "results" / "logs" / log).read_text()
+    for fragment in fragments:
+        assert fragment in text, f"{fragment!r} not in {log}:\n{text}"
+    assert "weights_only=False" not in text
+    folder = workdir / CELL.format(loss)
+    assert not (folder / "embeddings.parquet").exists() and not (folder / "anchors.parquet").exists()
+    assert not (workdir / "unpickled").exists()  # no planted pickle ever runs
+    assert leftovers(workdir / "results") == []
+
+
+# A train job of a digits cell, run as a process of its own: python JOB CONFIG FOLDER.
+JOB = """
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[3])
+from workflow.config import Cell, cell_settings, load_config
+from workflow.datasets import load_dataset
+from workflow.training import train_job
+config, folder = json.loads(sys.argv[1]), sys.argv[2]
+settings = cell_settings(load_config(config), Cell("digits", "full", "small_cnn", "ce", 0))
+data = load_dataset("sklearn_digits")
+train = np.concatenate([np.flatnonzero(data.labels == c)[:20] for c in range(10)])
+train_job(data.images, data.labels, train, 10, settings,
+          f"{folder}/model.pt", f"{folder}/train_stats.json", f"{folder}/last.pt")
+"""
+LONG_JOB = changed(("training",), {"epochs": 5000, "batch_size": 50})  # minutes: killed long before its end
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def start_job(tmp_path, config, parent_shell=False):
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    command = [sys.executable, str(script), json.dumps(config), str(tmp_path / "cell"), str(REPO)]
+    if parent_shell:  # the job is a child of a shell, as a rule's job is a child of Snakemake
+        command = ["sh", "-c", '"$@" 2>"$0"; exit', str(tmp_path / "job.log"), *command]
+        return subprocess.Popen(command, start_new_session=True)
+    return subprocess.Popen(command, stderr=open(tmp_path / "job.log", "w"), start_new_session=True)
+
+
+def wait_for(condition, seconds=120, what=""):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        time.sleep(0.1)
+
+
+def job_pid(shell) -> int:
+    """The PID of the job that ``shell`` started (its only child)."""
+    children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and alive(int(p.name))
+                and _ppid(int(p.name)) == shell.pid]
+    return children[0] if children else 0
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, IndexError):
+        return 0
+
+
+def second_job_of_a_cell(tmp_path):
+    """While one job trains a cell, a second job of that cell (here with
+    other settings, as after a changed config) stops at once naming the
+    cell and the PID of the first, and writes nothing; once the first is
+    killed, its lock no longer blocks."""
+    first = start_job(tmp_path, LONG_JOB)
+    folder = tmp_path / "cell"
+    try:
+        wait_for(lambda: (folder / "last.pt").exists(), what="the first job's checkpoint")
+        before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+        script = tmp_path / "job.py"
+        short = changed(("training",), {"epochs": 1, "batch_size": 50})
+        second = subprocess.run([sys.executable, str(script), json.dumps(short), str(folder), str(REPO)],
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode == 1
+        assert (f"cell digits/full/small_cnn/ce/seed0: another train job is training it (PID {first.pid} on host"
+                in second.stderr), second.stderr[-2000:]
+        assert f"holds the lock {folder}/last.pt.lock" in second.stderr and f"kill {first.pid}" in second.stderr
+        assert not (folder / "model.pt").exists() and not (folder / "train_stats.json").exists()
+        assert (folder / "last.pt.lock").read_text().split()[0] == str(first.pid)
+        assert set(before) <= {p.name for p in folder.iterdir()}
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    again = subprocess.run([sys.executable, str(script), json.dumps(short), str(folder), str(REPO)],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "ignoring checkpoint" in again.stderr  # the killed job's, written for other settings
+    assert (folder / "model.pt").exists() and not (folder / "last.pt").exists()
+    assert not (folder / "last.pt.lock").exists()
+
+
+def job_whose_parent_is_killed(tmp_path):
+    """A train job whose parent process is killed (as Snakemake by kill -9)
+    stops within seconds without writing model.pt, saying why."""
+    shell = start_job(tmp_path, LONG_JOB, parent_shell=True)
+    folder = tmp_path / "cell"
+    try:
+        wait_for(lambda: (folder / "last.pt").exists(), what="the job's checkpoint")
+        pid = job_pid(shell)
+        assert pid and alive(pid)
+        os.kill(shell.pid, signal.SIGKILL)  # the parent only
+        shell.wait()
+        wait_for(lambda: not alive(pid), seconds=30, what=f"the orphaned job {pid} to stop")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGKILL)  # the job too, should it still run
+    assert not (folder / "model.pt").exists() and not (folder / "train_stats.json").exists()
+    log = (tmp_path / "job.log").read_text()
+    assert f"stopping: the Snakemake process that started this job (PID {shell.pid}) has ended" in log, log[-2000:]
+    assert leftovers(folder) == []
+
+
+# (id, function(tmp_path)): train jobs as real processes.
+JOB_CASES = [
+    ("second_job_of_a_cell", second_job_of_a_cell),
+    ("job_whose_parent_is_killed", job_whose_parent_is_killed),
+]
+
+
+@pytest.mark.parametrize("case", JOB_CASES, ids=[c[0] for c in JOB_CASES])
+def test_train_job_case(tmp_path, case):
+    case[1](tmp_path)
 
 
 # ---------------------------------------------------------------- the code itself
@@ -777,10 +1365,13 @@ def test_no_rule_builds_a_shell_command():
 
 
 def test_the_metric_names_of_the_table_check_are_those_evaluate_writes():
-    """The config-time check of tables.<name>.metrics uses
-    workflow.evaluate.metric_names; it must list exactly what evaluate_cell
-    writes (with two-stage retrieval on, whose rows add no new names)."""
-    from workflow.evaluate import evaluate_cell, metric_names
+    """The config-time check of tables.<name>.metrics and selection.metric
+    reads the metric registry (workflow/retrieval/metrics.py); evaluate_cell
+    must write exactly the registered names, in their order, for each
+    retrieval method (two-stage rows without the exact-only metrics)."""
+    from workflow.evaluate import evaluate_cell
+    from workflow.guards import check_table_metrics
+    from workflow.retrieval.metrics import METRICS
 
     rng = np.random.default_rng(1)
     split = ["query"] * 12 + ["database"] * 30
@@ -792,7 +1383,11 @@ def test_the_metric_names_of_the_table_check_are_those_evaluate_writes():
     metrics, _ = evaluate_cell(frame, anchors, precision_at=[1, 3], top_k_error=[2],
                                two_stage={"classes": [1], "rest": "follow"})
     assert set(metrics["retrieval"]) == {"exact", "two_stage_c1"}
-    assert sorted(set(metrics["metric"])) == sorted(metric_names(evaluation))
+    for method, rows in metrics.groupby("retrieval"):
+        assert rows["metric"].tolist() == METRICS.names(evaluation, retrieval=method), method
+    assert sorted(set(metrics["metric"])) == sorted(METRICS.names(evaluation))
+    config = {"evaluation": evaluation, "tables": {"t": {"metrics": METRICS.names(evaluation)}}}
+    check_table_metrics(config)  # every name evaluate writes is accepted
 
 
 def test_every_loss_and_backbone_declares_the_range_of_each_parameter():

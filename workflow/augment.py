@@ -6,13 +6,30 @@ host round trip, so the input pipeline does not stall the GPU:
 
 - random crop: pad by ``padding`` pixels (zeros) and cut an H x W window at a
   uniformly drawn offset per image (torchvision's ``RandomCrop(padding=p)``);
-- horizontal flip with probability 1/2 per image (``RandomHorizontalFlip``).
+- horizontal flip with probability 1/2 per image (``RandomHorizontalFlip``);
+- random resized crop (torchvision's ``RandomResizedCrop``: a box of random
+  area and aspect ratio, resized to the input size) for images larger than,
+  or resized to, the backbone's input;
+- resize of the shorter side and centre crop (torchvision's reference
+  evaluation recipe, ``Resize`` then ``CenterCrop``), at evaluation, and
+  the plain resize of the stored images to the input size (CIFAR stored at
+  32, fed to Swin-T at 224: the upsampled copy exists only batch by batch).
 
-Random numbers come from a seeded ``torch.Generator``, so a run is
-reproducible.
+Resizing is bilinear with antialiasing, as ``torchvision.transforms.v2``:
+each output row (column) is a weighted sum of source rows (columns), with
+the weights of PyTorch's antialiased bilinear kernel (a triangle filter
+stretched by the scale when shrinking, renormalised at the box's edges).
+Those weights form one (out x in) matrix per image and axis, so a batch
+with a different crop box per image is two batched matrix products on the
+device, in float32, rounded back to uint8 (as ``v2`` on a uint8 image).
+
+Random numbers come from a seeded ``torch.Generator`` (on the training
+device), drawn for the whole batch at once, so a run is reproducible.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -38,18 +55,143 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
 
 
-AUGMENTATIONS = ("none", "crop", "crop_flip")
+# torchvision's RandomResizedCrop defaults, and its reference evaluation
+# recipe's crop of 224 out of a shorter side resized to 256.
+RRC_SCALE = (0.08, 1.0)
+RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+RRC_CROP_FRACTION = 224 / 256
 
 
-def augment(x: torch.Tensor, mode: str, padding: int, generator: torch.Generator) -> torch.Tensor:
+def resize_weights(in_size: int, start: torch.Tensor, length: torch.Tensor, resized: int, first: int,
+                   count: int, antialias: bool = True) -> torch.Tensor:
+    """Per image, the (count, in_size) float32 matrix that maps ``in_size``
+    source pixels to outputs ``first .. first + count - 1`` of the window
+    ``[start, start + length)`` (per image: (B,) tensors) resized to
+    ``resized`` pixels: PyTorch's bilinear kernel (``align_corners=False``;
+    with ``antialias`` its triangle filter is stretched by the scale when
+    shrinking), weights renormalised over the pixels inside the window, as
+    ``interpolate`` does at an image's edges. -> (B, count, in_size)."""
+    device = start.device
+    scale = length.double() / resized  # source pixels per output pixel
+    support = torch.where(scale > 1, scale, torch.ones_like(scale)) if antialias else torch.ones_like(scale)
+    centre = scale[:, None] * (torch.arange(first, first + count, device=device, dtype=torch.float64) + 0.5)
+    offset = torch.arange(in_size, device=device)[None, :] - start[:, None]  # source pixel - window start
+    distance = (offset[:, None, :] + 0.5 - centre[:, :, None]) / support[:, None, None]
+    weights = (1 - distance.abs()).clamp_(min=0)
+    weights *= ((offset >= 0) & (offset < length[:, None]))[:, None, :]
+    return (weights / weights.sum(-1, keepdim=True)).float()
+
+
+def resample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> uint8 (B, C, h, w): ``rows`` (B, h, H) @ x @
+    ``cols``ᵀ (B, w, W), in float32, rounded half to even and clamped."""
+    out = rows[:, None].to(x.device) @ x.float() @ cols[:, None].to(x.device).transpose(-1, -2)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def random_resized_crop_boxes(n: int, height: int, width: int, scale, ratio, generator: torch.Generator,
+                              attempts: int = 10) -> tuple[torch.Tensor, ...]:
+    """``n`` crop boxes (top, left, height, width: (n,) int64 tensors on the
+    generator's device) drawn as ``RandomResizedCrop.get_params``: up to
+    ``attempts`` tries of an area fraction uniform in ``scale`` and a log
+    aspect ratio uniform in log ``ratio``, rounded to whole pixels; the
+    first try that fits the image wins, at a uniform position; when none
+    fits, the centre crop of the whole image clamped to ``ratio``. The
+    draws of every try are made for the whole batch at once (a fixed number
+    of random numbers per batch, so the same seed gives the same boxes)."""
+    device = generator.device
+
+    def uniform(*shape):
+        return torch.rand(*shape, generator=generator, device=device, dtype=torch.float64)
+
+    target_area = height * width * (scale[0] + (scale[1] - scale[0]) * uniform(n, attempts))
+    log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * uniform(n, attempts)
+    aspect = log_ratio.exp()
+    w = (target_area * aspect).sqrt().round().long()  # round half to even, as Python's round
+    h = (target_area / aspect).sqrt().round().long()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.int().argmax(1, keepdim=True)  # the first try that fits (0 if none)
+    found = fits.any(1)
+    w, h = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
+
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fallback_w, fallback_h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        fallback_w, fallback_h = int(round(height * max(ratio))), height
+    else:
+        fallback_w, fallback_h = width, height
+    h = torch.where(found, h, fallback_h)
+    w = torch.where(found, w, fallback_w)
+    top = (uniform(n) * (height - h + 1)).floor().long().minimum(height - h)
+    left = (uniform(n) * (width - w + 1)).floor().long().minimum(width - w)
+    top = torch.where(found, top, (height - fallback_h) // 2)
+    left = torch.where(found, left, (width - fallback_w) // 2)
+    return top, left, h, w
+
+
+def random_resized_crop(x: torch.Tensor, size: int, generator: torch.Generator, scale=RRC_SCALE,
+                        ratio=RRC_RATIO, flip: bool = False) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> uint8 (B, C, size, size): a random box per
+    image (:func:`random_resized_crop_boxes`) resized to ``size`` (bilinear,
+    antialiased); with ``flip``, then flipped horizontally with probability
+    1/2 per image (the flip reverses the rows of the column weights: no
+    extra pass over the pixels)."""
+    b, _, height, width = x.shape
+    top, left, h, w = random_resized_crop_boxes(b, height, width, scale, ratio, generator)
+    rows = resize_weights(height, top, h, size, 0, size)
+    cols = resize_weights(width, left, w, size, 0, size)
+    if flip:
+        flipped = torch.rand(b, generator=generator, device=generator.device) < 0.5
+        cols = torch.where(flipped[:, None, None], cols.flip(1), cols)
+    return resample(x, rows, cols)
+
+
+def resize_centre_crop(x: torch.Tensor, size: int, crop_fraction: float = 1.0) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> uint8 (B, C, size, size): the shorter side
+    resized to ``floor(size / crop_fraction)`` (bilinear, antialiased), then
+    the centre ``size`` x ``size`` crop, as torchvision's ``Resize(s)`` and
+    ``CenterCrop(size)`` (the reference recipe: 256 then 224,
+    ``crop_fraction`` 0.875). ``x`` itself when that changes nothing."""
+    b, _, height, width = x.shape
+    short = math.floor(size / crop_fraction + 1e-9)  # as timm's crop_pct; 1e-9 absorbs 224 / (224 / 256)
+    if height <= width:
+        new_h, new_w = short, int(short * width / height)
+    else:
+        new_h, new_w = int(short * height / width), short
+    if (new_h, new_w) == (height, width) == (size, size):
+        return x
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    zero = torch.zeros(b, dtype=torch.long, device=x.device)
+    rows = resize_weights(height, zero, zero + height, new_h, top, size)
+    cols = resize_weights(width, zero, zero + width, new_w, left, size)
+    return resample(x, rows, cols)
+
+
+AUGMENTATIONS = ("none", "crop", "crop_flip", "rrc", "rrc_flip")
+
+
+def augment(x: torch.Tensor, mode: str, padding: int, generator: torch.Generator, size: int | None = None,
+            scale=RRC_SCALE, ratio=RRC_RATIO) -> torch.Tensor:
     """Apply the configured augmentation (``training.augment``): ``none``;
     ``crop`` (random crop only: for images whose mirror image is another
     class, such as digits); ``crop_flip`` (random crop, then horizontal
-    flip: the usual CIFAR recipe)."""
+    flip: the usual CIFAR recipe); ``rrc`` and ``rrc_flip`` (random resized
+    crop to ``size`` with ``scale`` and ``ratio``, then for ``rrc_flip``
+    the flip: the ImageNet recipe).
+
+    ``size`` (``training.input_size``): the side of the backbone's input;
+    ``none`` and the crops then resize their result to it (the whole image,
+    as :func:`resize_centre_crop` with fraction 1). None keeps the stored
+    size (for ``rrc*``: the stored images' shorter side)."""
+    if mode in ("rrc", "rrc_flip"):
+        return random_resized_crop(x, size or min(x.shape[-2:]), generator, scale, ratio, flip=mode == "rrc_flip")
     if mode == "none":
-        return x
-    if mode == "crop":
-        return random_crop(x, padding, generator)
-    if mode == "crop_flip":
-        return random_flip(random_crop(x, padding, generator), generator)
-    raise ValueError(f"training.augment: unknown augmentation {mode!r}; use one of {', '.join(AUGMENTATIONS)}")
+        pass
+    elif mode == "crop":
+        x = random_crop(x, padding, generator)
+    elif mode == "crop_flip":
+        x = random_flip(random_crop(x, padding, generator), generator)
+    else:
+        raise ValueError(f"training.augment: unknown augmentation {mode!r}; use one of {', '.join(AUGMENTATIONS)}")
+    return x if size is None else resize_centre_crop(x, size)

@@ -12,6 +12,8 @@ import copy
 import hashlib
 import itertools
 import json
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +74,7 @@ def sweep_values(key: str, value) -> list | None:
         raise ConfigError(
             f"config key {key}: a range is {{range: [low, high], points: n >= 2, "
             f"scale: linear or log}}; got {value!r}"
+            + "".join(dict.fromkeys(number_hint(e) for e in (ends if isinstance(ends, list) else [])))
         )
     import numpy as np
 
@@ -241,15 +244,52 @@ def describe_schema_error(error: Exception) -> str:
         return str(error)
     key = ".".join(str(part) for part in inner.absolute_path) or "(top level)"
     message = f"config key {key}: {inner.message}"
+    if inner.validator == "type":
+        message += number_hint(inner.instance)
     description = inner.schema.get("description") if isinstance(inner.schema, dict) else None
     if description:
         message += f"\n  {key}: {description}"
     return message
 
 
+# A number in exponent form that Python reads but YAML 1.1 (PyYAML, so
+# Snakemake) does not: YAML 1.1 wants a dot and a signed exponent.
+_EXPONENT_FORM = re.compile(r"^([-+]?(?:\d+\.?\d*|\.\d+))[eE]([-+]?)(\d+)$")
+
+
+def number_hint(value) -> str:
+    """For a string where a number is expected: if it is a number in
+    exponent form (``1e-3``, which YAML 1.1 reads as a string), how to
+    write it; else nothing."""
+    match = _EXPONENT_FORM.match(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        return ""
+    mantissa, sign, exponent = match.groups()
+    written = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{sign or '+'}{exponent}"
+    return (
+        f" (YAML 1.1, which Snakemake reads, takes {value} for a string: "
+        f"write {written}, with a dot and a signed exponent)"
+    )
+
+
+def check_finite(config, key: str = "") -> None:
+    """Every number in the config is finite: YAML's ``.nan`` and ``.inf``
+    pass the schema's bounds (any comparison with NaN is false), and a NaN
+    learning rate or an infinite weight decay would only fail in a job."""
+    if isinstance(config, float) and not math.isfinite(config):
+        raise ConfigError(
+            f"config key {key or '(top level)'}: {config} is not a finite number; every number in "
+            "the config must be finite: write a number"
+        )
+    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else []
+    for name, value in items:
+        check_finite(value, f"{key}.{name}" if key else str(name))
+
+
 def load_config(config: dict) -> dict:
     """Sweep expansion, schema check with defaults, registry and
     consistency checks: the config every rule reads."""
+    check_finite(config)
     expanded, sweeps = expand_sweeps(config)
     return prepare_config(validate_config(expanded), sweeps)
 
@@ -271,6 +311,7 @@ def prepare_config(config: dict, sweeps: dict | None = None) -> dict:
     config["trials"] = {}
     check_registered(config)
     check_samplers(config)
+    check_augment_ranges(config)
     if config.get("selection"):
         plan_trials(config)
     check_fixed_factors(config)
@@ -316,6 +357,12 @@ FIXED_FACTORS = {
     "batch_size": lambda s: s["training"].get("batch_size"),
     "augment": lambda s: s["training"].get("augment", "none"),
 }
+# What a table may select by and lay out: the cell attributes, distance
+# and retrieval, then the fixed factors that results/metrics.csv carries
+# as columns (a table that compares cells differing in a factor must lay
+# that factor out). Checked before any job (workflow.guards).
+TABLE_ATTRIBUTES = ["dataset", "regime", "backbone", "loss", "distance", "retrieval",
+                    *[factor for factor in FIXED_FACTORS if factor != "backbone"]]
 
 
 def cell_factors(config: dict, cell: Cell) -> dict:
@@ -389,6 +436,22 @@ def check_samplers(config: dict) -> None:
                     f"config key losses.{loss}.sampler.m_per_class: {m} must divide "
                     f"training.batch_size ({batch_size} for backbone {backbone!r}) into "
                     "at least two classes per batch; change one of them"
+                )
+
+
+def check_augment_ranges(config: dict) -> None:
+    """``augment_scale`` and ``augment_ratio`` are ranges, ``min`` not
+    above ``max`` (the schema checks each bound), wherever they are set."""
+    places = [("training", config["training"])]
+    for kind in ("backbones", "losses"):
+        places += [(f"{kind}.{name}.training", entry.get("training") or {}) for name, entry in config[kind].items()]
+    for where, training in places:
+        for key in ("augment_scale", "augment_ratio"):
+            bounds = training.get(key)
+            if bounds is not None and bounds["min"] > bounds["max"]:
+                raise ConfigError(
+                    f"config key {where}.{key}: min {bounds['min']} is above max {bounds['max']}; "
+                    "swap them"
                 )
 
 

@@ -16,8 +16,12 @@ import pyarrow as pa
 import torch
 
 import workflow
+from workflow.checkpoints import CheckpointError, load_checkpoint
+from workflow.config import settings_hash
 from workflow.io import git_commit, save_parquet
-from workflow.training import build_models, resolve_speed, select_device, to_tensor
+from workflow.losses import loss_classifies, loss_has_anchors
+from workflow.augment import resize_centre_crop
+from workflow.training import build_models, input_view, normalise, resolve_speed, select_device, to_tensor
 
 
 def _fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
@@ -32,22 +36,49 @@ def embedding_matrix(frame: pd.DataFrame, column: str = "embedding") -> np.ndarr
 
 @torch.no_grad()
 def compute_embeddings(
-    checkpoint: dict, settings: dict, images: np.ndarray, index: np.ndarray, batch_size: int = 512
+    checkpoint: dict, settings: dict, images: np.ndarray, index: np.ndarray, batch_size: int = 512,
+    source: str = "the model",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Embeddings, predictions (-1 if the loss cannot classify) and anchors.
 
     The backbone runs with the cell's ``training.precision`` and
     ``channels_last`` (as resolved for this device), as in training; the
-    embeddings are returned as float32."""
+    embeddings are returned as float32. ``source``: where the checkpoint
+    came from, for the error when its weights do not fit. Images are
+    resized and centre-cropped to the backbone's input as
+    :func:`workflow.training.input_view` says (not at all by default)."""
     device = select_device(settings["training"]["device"])
     speed = resolve_speed(settings["training"], device)
-    backbone, loss_fn = load_models(checkpoint, settings, device, speed)
-    embeddings, predictions = embed_images(backbone, loss_fn, checkpoint, speed, images, index, batch_size)
-    anchors = loss_fn.class_anchors().detach().float().cpu().numpy() if hasattr(loss_fn, "class_anchors") else None
+    backbone, loss_fn = load_models(checkpoint, settings, device, speed, source)
+    size, fraction = input_view(settings["training"], images.shape[1], images.shape[2])
+    view = None if size is None else (size, fraction)
+    impl = settings["loss_impl"]
+    embeddings, predictions = embed_images(backbone, loss_fn, checkpoint, speed, images, index, batch_size, view,
+                                           classifies=loss_classifies(impl))
+    anchors = loss_fn.class_anchors().detach().float().cpu().numpy() if loss_has_anchors(impl) else None
     return embeddings, predictions, anchors
 
 
-def load_models(checkpoint: dict, settings: dict, device: torch.device, speed: dict):
+# What model.pt holds (scripts/train.py writes train_cell's dict without its stats).
+MODEL_KEYS = ("backbone", "loss", "mean", "std", "in_channels", "image_size", "num_classes", "settings_hash")
+MODEL_ADVICE = "Delete it and run Snakemake again: the train rule writes it anew."
+
+
+def read_model(path, settings: dict) -> dict:
+    """The trained model in ``path`` (a cell's ``model.pt``), checked to be
+    one the train rule wrote for these settings (their hash): anything else
+    is a :class:`workflow.checkpoints.CheckpointError` naming the file."""
+    checkpoint = load_checkpoint(path, "model.pt of the train rule", keys=MODEL_KEYS, advice=MODEL_ADVICE)
+    expected = settings_hash(settings)
+    if checkpoint["settings_hash"] != expected:
+        raise CheckpointError(
+            f"{path}: a model trained for other settings (hash {checkpoint['settings_hash']}), "
+            f"not for this cell's (hash {expected}). {MODEL_ADVICE}"
+        )
+    return checkpoint
+
+
+def load_models(checkpoint: dict, settings: dict, device: torch.device, speed: dict, source: str = "the model"):
     """The trained backbone and loss of a checkpoint, on ``device``, in eval mode.
     The checkpoint holds every weight (and the input mean and std), so
     pretrained weights are not fetched again."""
@@ -56,8 +87,14 @@ def load_models(checkpoint: dict, settings: dict, device: torch.device, speed: d
         {**settings, "backbone_params": params},
         checkpoint["in_channels"], checkpoint["image_size"], checkpoint["num_classes"],
     )
-    backbone.load_state_dict(checkpoint["backbone"])
-    loss_fn.load_state_dict(checkpoint["loss"])
+    for part, module, name in [("backbone", backbone, settings["arch"]), ("loss", loss_fn, settings["loss_impl"])]:
+        try:
+            module.load_state_dict(checkpoint[part])
+        except RuntimeError as error:  # torch lists missing and unexpected keys, and shapes
+            detail = " ".join(str(error).split())[:500]
+            raise CheckpointError(
+                f"{source}: its {part} weights do not fit {part} {name!r} of this cell ({detail}). {MODEL_ADVICE}"
+            ) from None
     backbone.to(device).eval()
     loss_fn.to(device).eval()
     if speed["channels_last"]:
@@ -67,20 +104,29 @@ def load_models(checkpoint: dict, settings: dict, device: torch.device, speed: d
 
 @torch.no_grad()
 def embed_images(backbone, loss_fn, checkpoint: dict, speed: dict, images: np.ndarray, index: np.ndarray,
-                 batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings (float32) and predictions of ``images[index]``, batch by batch."""
+                 batch_size: int = 512, view: tuple[int, float] | None = None, *,
+                 classifies: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings (float32) and predictions of ``images[index]``, batch by
+    batch; predictions are -1 unless the loss ``classifies``
+    (:func:`workflow.losses.loss_classifies`). ``view``: (input side, crop fraction) of
+    :func:`workflow.augment.resize_centre_crop`, applied to the uint8 batch
+    on the device; None embeds the stored images as they are."""
     device = next(backbone.parameters()).device
     embeddings, predictions = [], []
     for start in range(0, len(index), batch_size):
         part = index[start : start + batch_size]
-        x = to_tensor(np.asarray(images[part]), checkpoint["mean"], checkpoint["std"], device)
+        if view is None:
+            x = to_tensor(np.asarray(images[part]), checkpoint["mean"], checkpoint["std"], device)
+        else:
+            x = torch.as_tensor(np.ascontiguousarray(images[part]), device=device).permute(0, 3, 1, 2)
+            x = normalise(resize_centre_crop(x, *view), checkpoint["mean"], checkpoint["std"])
         # to_tensor's permute leaves NHWC strides: pick the layout explicitly.
         x = x.contiguous(memory_format=torch.channels_last if speed["channels_last"] else torch.contiguous_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=speed["precision"] == "bf16"):
             emb = backbone(x)
         emb = emb.float()
         embeddings.append(emb.cpu())
-        if hasattr(loss_fn, "predict"):
+        if classifies:
             predictions.append(loss_fn.predict(emb).argmax(dim=1).cpu())
         else:
             predictions.append(torch.full((len(part),), -1, dtype=torch.long))

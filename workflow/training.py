@@ -36,12 +36,14 @@ import torch
 from torch.profiler import record_function
 from tqdm.auto import tqdm
 
-from workflow.augment import augment
+from workflow.augment import RRC_CROP_FRACTION, RRC_RATIO, RRC_SCALE, augment
 from workflow.backbones import build_backbone
 from workflow.backbones.weights import input_normalisation
+from workflow.checkpoints import CheckpointError, load_checkpoint
 from workflow.config import CELL_PATTERN, settings_hash
-from workflow.io import atomic_path
-from workflow.losses import build_loss
+from workflow.io import atomic_path, save_json
+from workflow.job_guard import ParentWatch, cell_lock, lock_path
+from workflow.losses import build_loss, loss_classifies
 from workflow.samplers import make_batches
 from workflow.seeds import stream_seed
 
@@ -50,6 +52,10 @@ from workflow.seeds import stream_seed
 SPEED_DEFAULTS = {
     "augment": "none",
     "augment_padding": 4,
+    "input_size": None,
+    "augment_scale": {"min": RRC_SCALE[0], "max": RRC_SCALE[1]},
+    "augment_ratio": {"min": RRC_RATIO[0], "max": RRC_RATIO[1]},
+    "eval_crop_fraction": None,
     "precision": "auto",
     "channels_last": "auto",
     "compile": False,
@@ -69,6 +75,29 @@ def select_device(requested: str = "auto") -> torch.device:
 
 def training_option(cfg: dict, key: str):
     return cfg.get(key, SPEED_DEFAULTS[key])
+
+
+def bounds(cfg: dict, key: str) -> tuple[float, float]:
+    """(min, max) of a range setting (``training.augment_scale``, ``augment_ratio``)."""
+    value = training_option(cfg, key)
+    return value["min"], value["max"]
+
+
+def input_view(cfg: dict, height: int, width: int) -> tuple[int | None, float]:
+    """The backbone's input side and the evaluation crop fraction of
+    training settings ``cfg`` for images stored at ``height`` x ``width``:
+    ``training.input_size``, or with ``augment: rrc*`` the stored shorter
+    side, or None (the stored images as they are: the default);
+    ``training.eval_crop_fraction``, or 0.875 with ``rrc*`` (torchvision's
+    224 of 256), else 1 (the whole image)."""
+    rrc = training_option(cfg, "augment") in ("rrc", "rrc_flip")
+    size = training_option(cfg, "input_size")
+    if size is None and rrc:
+        size = min(height, width)
+    fraction = training_option(cfg, "eval_crop_fraction")
+    if fraction is None:
+        fraction = RRC_CROP_FRACTION if rrc else 1.0
+    return size, fraction
 
 
 def cpu_has_native_bf16() -> bool:
@@ -217,17 +246,21 @@ class TrainStep:
     device, so GPU steps queue up back to back. The training loop and
     ``benchmarks/throughput.py`` both call it; under ``torch.profiler`` its
     phases (``STEP_PHASES``) are named ``step/*`` ranges (the benchmark's
-    breakdown of the step time).
+    breakdown of the step time). ``classifies``: the loss's registration
+    says it has ``predict`` (:func:`workflow.losses.loss_classifies`), so a
+    step counts its right predictions.
     """
 
     def __init__(self, backbone, loss_fn, optimizer, images, labels, mean, std, *,
-                 augment_mode="none", padding=4, generator=None,
-                 precision="fp32", channels_last=False, compile=False):
+                 augment_mode="none", padding=4, generator=None, input_size=None,
+                 scale=RRC_SCALE, ratio=RRC_RATIO,
+                 precision="fp32", channels_last=False, compile=False, classifies: bool):
         self.backbone, self.loss_fn, self.optimizer = backbone, loss_fn, optimizer
         self.images, self.labels = images, labels
         self.mean = mean.to(images.device).view(1, -1, 1, 1)
         self.std = std.to(images.device).view(1, -1, 1, 1)
         self.augment_mode, self.padding, self.generator = augment_mode, padding, generator
+        self.input_size, self.scale, self.ratio = input_size, tuple(scale), tuple(ratio)
         self.autocast = precision == "bf16"
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # Compiled as one region, backbone and loss: their kernels fuse, and
@@ -235,10 +268,11 @@ class TrainStep:
         # and its backward are replayed too, not launched one by one.
         self.compiled = bool(compile)
         self.embed_and_loss = torch.compile(self._embed_and_loss, mode=compile) if compile else self._embed_and_loss
-        self.can_classify = hasattr(loss_fn, "predict")
+        self.can_classify = classifies  # the loss's declaration (workflow.losses.loss_classifies)
 
     def inputs(self, batch: torch.Tensor) -> torch.Tensor:
-        x = augment(self.images[batch], self.augment_mode, self.padding, self.generator)
+        x = augment(self.images[batch], self.augment_mode, self.padding, self.generator,
+                    self.input_size, self.scale, self.ratio)
         x = (x.float().div_(255.0) - self.mean) / self.std
         # The crop's gather leaves NHWC strides; without this the layout
         # would depend on the augmentation (NHWC trains a ResNet-18 about
@@ -470,7 +504,9 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
     # A pretrained trunk gets the inputs it was trained on: its weights' mean and std.
     mean, std = input_normalisation(settings["backbone_params"], int(x.shape[1])) or (mean, std)
 
-    backbone, loss_fn = build_models(settings, x.shape[1], x.shape[2], num_classes)
+    input_size, _ = input_view(cfg, int(x.shape[2]), int(x.shape[3]))
+    image_size = input_size or int(x.shape[2])
+    backbone, loss_fn = build_models(settings, x.shape[1], image_size, num_classes)
     backbone.to(device)
     loss_fn.to(device)
     if speed["channels_last"]:
@@ -490,11 +526,15 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
         augment_mode=training_option(cfg, "augment"),
         padding=training_option(cfg, "augment_padding"),
         generator=augment_generator,
+        input_size=input_size,
+        scale=bounds(cfg, "augment_scale"),
+        ratio=bounds(cfg, "augment_ratio"),
         precision=speed["precision"], channels_last=speed["channels_last"], compile=speed["compile"],
+        classifies=loss_classifies(settings["loss_impl"]),
     )
     return Training(backbone, loss_fn, optimizer, scheduler, batches, batch_generator,
                     augment_generator, step, mean, std, device, speed,
-                    in_channels=int(x.shape[1]), image_size=int(x.shape[2]))
+                    in_channels=int(x.shape[1]), image_size=image_size)
 
 
 def save_torch(path, obj) -> None:
@@ -508,12 +548,22 @@ def save_torch(path, obj) -> None:
         tmp.write_bytes(buffer.getvalue())
 
 
+# What a resume checkpoint holds (Training.state_dict and the settings hash).
+RESUME_KEYS = ("settings_hash", "epoch", "history", "backbone", "loss", "optimizer", "scheduler", "sampler", "rng")
+
+
 def load_resume_checkpoint(path, expected_hash: str, log=print) -> dict | None:
     """The resume checkpoint at ``path`` if it exists and was written for
-    settings with hash ``expected_hash``; otherwise None (with a log line)."""
+    settings with hash ``expected_hash``; otherwise None (with a log line).
+    A file that is no resume checkpoint (corrupt, foreign) is ignored the
+    same way: it is never trusted, and it never stops a rerun."""
     if path is None or not Path(path).exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = load_checkpoint(path, "resume checkpoint", keys=RESUME_KEYS, advice="")
+    except CheckpointError as error:
+        log(f"ignoring checkpoint {str(error).strip().rstrip('.')}; training from the start")
+        return None
     if state.get("settings_hash") != expected_hash:
         log(f"ignoring checkpoint {path}: written for settings {state.get('settings_hash')}, "
             f"these are {expected_hash}; training from the start")
@@ -532,6 +582,7 @@ def train_cell(
     progress: bool = True,
     checkpoint_path=None,
     stop_after_epoch: int | None = None,
+    writing=nullcontext,
 ) -> dict:
     """Train one cell; return its model dict (state dicts and plain data
     only, so it loads with ``torch.load(weights_only=True)``, and the same
@@ -546,7 +597,8 @@ def train_cell(
     atomically every ``training.checkpoint_every`` epochs, and training
     starts from it when it holds a run of the same settings (hash). With
     ``stop_after_epoch`` training stops after that epoch (a test hook that
-    simulates a kill) and returns None.
+    simulates a kill) and returns None. ``writing``: a context manager
+    around each checkpoint write (:meth:`workflow.job_guard.ParentWatch.writing`).
     """
     cfg = settings["training"]
     torch.set_num_threads(max(1, threads))
@@ -555,19 +607,53 @@ def train_cell(
     torch.use_deterministic_algorithms(device.type == "cpu")  # restored on return
     try:
         return _train(images, labels, train_index, num_classes, settings, device, progress,
-                      checkpoint_path, stop_after_epoch)
+                      checkpoint_path, stop_after_epoch, writing)
     finally:
         torch.use_deterministic_algorithms(deterministic)
 
 
+def train_job(images, labels, train_index, num_classes, settings, model_path, stats_path, checkpoint_path,
+              threads: int = 1) -> None:
+    """What the train rule runs: :func:`train_cell` with a resume checkpoint,
+    then ``model.pt`` (``model_path``) and its timing stats (``stats_path``),
+    then the checkpoint is removed. The job holds the cell's lock
+    (:func:`workflow.job_guard.cell_lock`, beside the checkpoint) throughout,
+    so a second job of the cell stops at once naming the holder, and it
+    stops without writing once the Snakemake process that started it has
+    ended (:class:`workflow.job_guard.ParentWatch`)."""
+    checkpoint_path = Path(checkpoint_path)
+    watch = ParentWatch()
+    with cell_lock(lock_path(checkpoint_path), CELL_PATTERN.format(**settings)):
+        model = train_cell(images, labels, train_index, num_classes, settings, threads=threads,
+                           checkpoint_path=checkpoint_path, writing=watch.writing)
+        # Timing and device are not reproducible: they go to train_stats.json
+        # and the log, so model.pt has the same bits on every CPU run.
+        stats = model.pop("stats")
+        print(f"trained: {json.dumps(stats, sort_keys=True)}")
+        print(f"per epoch: {model['history']}")
+        with watch.writing():
+            save_json(stats_path, stats)
+            save_torch(model_path, model)
+            # model.pt is complete: the resume checkpoint is no longer needed.
+            checkpoint_path.unlink(missing_ok=True)
+
+
 def _train(images, labels, train_index, num_classes, settings, device, progress, checkpoint_path,
-           stop_after_epoch) -> dict | None:
+           stop_after_epoch, writing) -> dict | None:
     cfg = settings["training"]
     run = build_training(images, labels, train_index, num_classes, settings, device)
     expected_hash = settings_hash(settings)
-    state = load_resume_checkpoint(checkpoint_path, expected_hash, log=lambda line: print(line, file=sys.stderr))
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    state = load_resume_checkpoint(checkpoint_path, expected_hash, log=log)
     if state is not None:
-        run.load_state_dict(state)
+        try:
+            run.load_state_dict(state)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+            # Same settings hash, but parts that do not fit (another version
+            # of the code wrote it): a fresh start, as for any foreign file.
+            log(f"ignoring checkpoint {checkpoint_path}: its state does not fit this cell's training "
+                f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); training from the start")
+            run = build_training(images, labels, train_index, num_classes, settings, device)
     first_epoch = len(run.history)
     every = training_option(cfg, "checkpoint_every")
 
@@ -585,7 +671,8 @@ def _train(images, labels, train_index, num_classes, settings, device, progress,
         bar.set_postfix(loss=f"{record['loss']:.4f}")
         done = epoch + 1
         if checkpoint_path is not None and (done % every == 0) and done < cfg["epochs"]:
-            save_torch(checkpoint_path, {"settings_hash": expected_hash, **run.state_dict()})
+            with writing():
+                save_torch(checkpoint_path, {"settings_hash": expected_hash, **run.state_dict()})
         if stop_after_epoch is not None and done >= stop_after_epoch and done < cfg["epochs"]:
             return None
     train_seconds = time.perf_counter() - start
