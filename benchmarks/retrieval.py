@@ -8,7 +8,7 @@ process:
 ``exact``
     the project's exact evaluation with every metric (precision@1/5/10,
     top1/top5 error, map, map@r, r_precision, pr_auc and the PR curve):
-    ``workflow.metrics.evaluate_retrieval`` with the pipeline's default
+    ``workflow.retrieval.exact.evaluate_retrieval`` with the pipeline's default
     ``chunk_size`` 1024;
 ``faiss_top1000``
     faiss-cpu ``IndexFlatL2``: the search for the 1,000 nearest neighbours
@@ -150,7 +150,7 @@ def worker(method: str, folder: Path, threads: int) -> dict:
         seconds = time.perf_counter() - began
         out["metrics"] = {k: float(v) for k, v in result.items()}
     elif method == "exact":
-        from workflow.metrics import evaluate_retrieval
+        from workflow.retrieval.exact import evaluate_retrieval
 
         base = peak_mb()
         cpu = cpu_seconds()
@@ -159,7 +159,7 @@ def worker(method: str, folder: Path, threads: int) -> dict:
         seconds = time.perf_counter() - began
         out["metrics"] = metrics
     elif method.startswith("two_stage_c"):
-        from workflow.two_stage import evaluate_retrieval_methods
+        from workflow.retrieval.two_stage import evaluate_retrieval_methods
 
         c = int(method.removeprefix("two_stage_c"))
         centres = np.load(folder / "centres.npy")

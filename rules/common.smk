@@ -252,7 +252,7 @@ def get_cells_of_figure(wildcards):
 
 
 def get_speedup_k(wildcards):
-    from workflow.two_stage import speedup_k
+    from workflow.retrieval.two_stage import speedup_k
 
     evaluation = CONFIG["evaluation"]
     try:

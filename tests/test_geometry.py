@@ -15,7 +15,7 @@ from sklearn.metrics.pairwise import cosine_similarity
 from workflow.evaluate import evaluate_cell
 from workflow.geometry import own_distance_rows, resolve_distances
 from workflow.losses import LOSSES, loss_geometry
-from workflow.two_stage import evaluate_retrieval_methods
+from workflow.retrieval.two_stage import evaluate_retrieval_methods
 
 
 def float_problem(seed=0, n_q=40, n_db=300, dim=8, classes=5):

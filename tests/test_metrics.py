@@ -1,4 +1,4 @@
-"""Tests of workflow.metrics against sklearn, pytorch-metric-learning and a
+"""Tests of workflow.retrieval (exact search and the metrics) against sklearn, pytorch-metric-learning and a
 brute-force numpy reference (full Q x N argsort, float64).
 
 Test data lie on an integer grid: every intermediate of the float32 distance
@@ -9,6 +9,8 @@ positive and a negative (the only ties that could change a metric); "tie" data
 use a coarse grid {0, 1, 2}^3 on which most distances tie.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,18 +20,11 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN
 from sklearn.metrics import auc, average_precision_score
 
-import workflow.metrics as metrics_module
-from workflow.metrics import (
-    MetricAccumulator,
-    count_at_or_before,
-    evaluate_retrieval,
-    metrics_from_positive_ranks,
-    positive_ranks,
-    pr_curve,
-    queries_without_positives,
-    retrieval_metrics,
-    sort_thresholds,
-)
+import workflow.retrieval.kernel as kernel
+from workflow.retrieval.accumulate import MetricAccumulator, metrics_from_positive_ranks
+from workflow.retrieval.exact import evaluate_retrieval, positive_ranks, pr_curve, retrieval_metrics
+from workflow.retrieval.inputs import queries_without_positives
+from workflow.retrieval.kernel import count_at_or_before, sort_thresholds
 
 PML_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
 
@@ -381,9 +376,9 @@ def torch_threads():
 def small_blocks(monkeypatch):
     """Few rows per block and few bins, so that the blocks, the per-bin
     look-up and the exact search among a bin's thresholds are all used."""
-    monkeypatch.setitem(metrics_module._BLOCK_ENTRIES, "cpu", 50)
-    monkeypatch.setattr(metrics_module, "_MIN_BINS", 2)
-    monkeypatch.setattr(metrics_module, "_BINS_PER_THRESHOLD", 0.25)
+    monkeypatch.setitem(kernel.BLOCK_ENTRIES, "cpu", 50)
+    monkeypatch.setattr(kernel, "MIN_BINS", 2)
+    monkeypatch.setattr(kernel, "BINS_PER_THRESHOLD", 0.25)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -437,9 +432,9 @@ def test_unretrieved_positives_rank_at_infinity():
     # Two queries with R = 3 over a database of 10; the first retrieves
     # positives at ranks 2 and 5 of a 6-item list (its third positive is not
     # retrieved), the second retrieves none.
-    acc = MetricAccumulator(10, (1, 5))
+    acc = MetricAccumulator(10, {"precision_at": (1, 5), "top_k_error": (1, 5)})
     acc.add(np.array([2, 5]), np.array([2, 0]), np.array([3, 3]))
-    metrics, curve = acc.finish(np.array([0, 1]), (1, 5), (1, 5))
+    metrics, curve = acc.finish(np.array([0, 1]))
     assert metrics["precision@5"] == pytest.approx((2 / 5 + 0) / 2)
     assert metrics["top1_error"] == 1.0 and metrics["top5_error"] == 0.5
     assert metrics["map"] == pytest.approx(((1 / 2 + 2 / 5) / 3 + 0) / 2)
@@ -453,3 +448,92 @@ def test_cutoff_larger_than_database_raises():
     q, ql, db, dl = grid_data(13, 2, query_counts=3, n_db=20)
     with pytest.raises(ValueError, match="exceeds the database size"):
         retrieval_metrics(q, ql, db, dl, precision_at=(21,))
+
+
+# ---------------------------------------------------------------------------
+# The metric registry (workflow/retrieval/metrics.py)
+# ---------------------------------------------------------------------------
+
+
+def test_every_registered_metric_has_a_direction_kind_and_definition():
+    from workflow.retrieval.metrics import DIRECTIONS, KINDS, METRICS
+
+    assert len(list(METRICS)) >= 10
+    for metric in METRICS:
+        assert metric.direction in DIRECTIONS and metric.kind in KINDS, metric.name
+        assert metric.definition.strip() and "\n" not in metric.definition, metric.name
+        assert (metric.compute is None) == (metric.source == "written"), metric.name
+        assert metric.compute is not None or metric.written_by, metric.name
+
+
+def test_the_registry_gives_the_direction_label_and_order_of_concrete_names():
+    from workflow.retrieval.metrics import METRICS
+
+    assert not METRICS.lower_is_better("precision@7") and METRICS.lower_is_better("top3_error")
+    assert METRICS.lower_is_better("seconds_per_query") and not METRICS.lower_is_better("map@r")
+    assert METRICS.label("top5_error") == "top-5 error" and METRICS.label("precision@10") == "precision@10"
+    assert METRICS.order(["map", "top5_error", "precision@10", "top1_error", "precision@5", "accuracy"]) == [
+        "precision@5", "precision@10", "top1_error", "top5_error", "map", "accuracy"]
+    with pytest.raises(KeyError, match="unknown metric 'mAP'.*registered"):
+        METRICS.lower_is_better("mAP")
+    with pytest.raises(KeyError, match="unknown metric 'precision@0'"):
+        METRICS.get("precision@0")
+
+
+def test_evaluate_retrieval_writes_exactly_the_registered_metrics_in_order():
+    from workflow.retrieval.metrics import METRICS
+
+    q, ql, db, dl = grid_data(21, 4, query_counts=3, n_db=40)
+    metrics = retrieval_metrics(q, ql, db, dl, precision_at=(5, 1), top_k_error=(2,))
+    expected = [name for name in METRICS.names({"precision_at": [5, 1], "top_k_error": [2]})
+                if METRICS.get(name)[0].source != "written"]
+    assert list(metrics) == expected
+
+
+def test_a_metric_is_one_registered_function(monkeypatch):
+    """Registering a function of the positive ranks is all it takes for
+    exact and two-stage retrieval to compute it."""
+    from workflow.retrieval import metrics as registry
+    from workflow.retrieval.two_stage import evaluate_retrieval_methods
+
+    monkeypatch.setattr(registry.METRICS, "_metrics", dict(registry.METRICS._metrics))
+    registry.register_metric("mean_first_rank", direction="lower", kind="per query",
+                             definition="rank of the first positive")(lambda q: q.first_rank.double())
+    q, ql, db, dl = grid_data(22, 4, query_counts=3, n_db=40)
+    _, _, relevant = reference(q, ql, db, dl)
+    first = np.argmax(relevant, axis=1) + 1
+    assert retrieval_metrics(q, ql, db, dl)["mean_first_rank"] == pytest.approx(first.mean())
+    centres = np.stack([db[dl == c].mean(0) for c in range(4)])
+    results = evaluate_retrieval_methods(q, ql, db, dl, anchors=centres, classes=[4])
+    assert results["two_stage_c4"].metrics["mean_first_rank"] == pytest.approx(first.mean())
+
+
+def test_readme_metric_table_is_the_registry():
+    from workflow.retrieval.metrics import METRICS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = "<!-- metric table: generated by python -m workflow.retrieval.metrics -->\n"
+    assert start in readme, "README lost the marker of its generated metric table"
+    table = readme.split(start, 1)[1].split("<!-- end of metric table -->", 1)[0]
+    assert table == METRICS.markdown(), "run python -m workflow.retrieval.metrics and paste its output into README"
+
+
+def test_retrieval_modules_import_no_private_names_and_the_registry_no_torch():
+    """The retrieval package's modules use each other's public names only;
+    the registry (read by the report environment) imports no torch; the
+    distance expansion ||b||^2 - 2 a.b is written once (kernel.distances)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "workflow"
+    for path in sorted((root / "retrieval").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("workflow"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+    for path in [root / "retrieval" / "__init__.py", root / "retrieval" / "metrics.py"]:
+        imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, (ast.Import, ast.ImportFrom))
+                    for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+        assert "torch" not in imported and not (imported - {"__future__", "re", "dataclasses", "typing", "numpy"}), path
+    expansions = [p.name for p in root.rglob("*.py") for _ in range(p.read_text().count("alpha=-2.0"))]
+    assert expansions == ["kernel.py"], expansions

@@ -18,7 +18,7 @@ from workflow.augment import augment
 from workflow.config import Cell, cell_settings, load_config
 from workflow.datasets import load_dataset
 from workflow.embedding import compute_embeddings
-from workflow.metrics import retrieval_metrics
+from workflow.retrieval.exact import retrieval_metrics
 from workflow.splits import make_split
 from workflow import training
 from workflow.training import build_training, cpu_has_native_bf16, resolve_speed, train_cell

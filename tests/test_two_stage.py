@@ -1,4 +1,4 @@
-"""Tests of workflow.two_stage (two-stage retrieval with class anchors)
+"""Tests of workflow.retrieval.two_stage (two-stage retrieval with class anchors)
 against a brute-force reference: float64 distances on integer-grid data (so
 float32 is exact), the candidate list and the rest each ordered by a stable
 argsort, the metrics computed from those explicit ranked lists."""
@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-import workflow.metrics as metrics_module
+import workflow.retrieval.kernel as kernel
 from workflow.evaluate import evaluate_cell
-from workflow.metrics import evaluate_retrieval, prepare
+from workflow.retrieval.exact import evaluate_retrieval
+from workflow.retrieval.inputs import prepare
 from workflow.report import speedup_points
-from workflow.two_stage import build_anchor_index, evaluate_retrieval_methods, speedup_k
+from workflow.retrieval.two_stage import build_anchor_index, evaluate_retrieval_methods, speedup_k
 
 QUALITY = ("precision@1", "precision@5", "top1_error", "top5_error", "map", "map@r",
            "r_precision", "pr_auc")
@@ -127,9 +128,9 @@ def test_metrics_and_costs_match_brute_force(seed, rest):
 def test_small_blocks_and_bins_change_nothing(monkeypatch):
     q, ql, db, dl, anchors = grid_problem(3, hi=2)
     before = run(q, ql, db, dl, anchors, [1, 2], "follow")
-    monkeypatch.setitem(metrics_module._BLOCK_ENTRIES, "cpu", 30)
-    monkeypatch.setattr(metrics_module, "_MIN_BINS", 2)
-    monkeypatch.setattr(metrics_module, "_BINS_PER_THRESHOLD", 0.25)
+    monkeypatch.setitem(kernel.BLOCK_ENTRIES, "cpu", 30)
+    monkeypatch.setattr(kernel, "MIN_BINS", 2)
+    monkeypatch.setattr(kernel, "BINS_PER_THRESHOLD", 0.25)
     after = run(q, ql, db, dl, anchors, [1, 2], "follow", chunk_size=3)
     for method in before:
         for name in QUALITY:
@@ -280,7 +281,7 @@ def test_torch_inputs_and_repeated_classes():
 def test_both_stage_two_rankers_match_brute_force(monkeypatch, ranker, rest):
     # Stage 2 ranks the candidates by sorting them (few candidates per
     # positive) or by counting (many): force each.
-    import workflow.two_stage as two_stage
+    import workflow.retrieval.two_stage as two_stage
 
     monkeypatch.setattr(two_stage, "_SORT_WIDTH_PER_POSITIVE", 10**9 if ranker == "sort" else 0)
     q, ql, db, dl, anchors = grid_problem(11, hi=2)  # coarse: ties everywhere
@@ -294,7 +295,7 @@ def test_both_stage_two_rankers_match_brute_force(monkeypatch, ranker, rest):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_parallel_parts_change_nothing(threads):
-    # On the CPU, rows are split over Python threads (workflow.metrics.in_parallel).
+    # On the CPU, rows are split over Python threads (workflow.retrieval.kernel.in_parallel).
     q, ql, db, dl, anchors = grid_problem(12, n_db=400, n_queries=60)
     before = torch.get_num_threads()
     try:

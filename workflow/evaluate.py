@@ -1,7 +1,7 @@
 """evaluate: one cell's embeddings -> its metrics and mean precision-recall curve.
 
 Exact retrieval always; two-stage retrieval with class anchors
-(:mod:`workflow.two_stage`) as well when the loss exported anchors and
+(:mod:`workflow.retrieval.two_stage`) as well when the loss exported anchors and
 ``evaluation.two_stage.classes`` is not empty.
 
 Distances. Each loss is retrieved in its own geometry (the ``geometry`` it
@@ -21,30 +21,16 @@ import pandas as pd
 
 from workflow.embedding import embedding_matrix
 from workflow.geometry import in_geometry, resolve_distances
-from workflow.metrics import queries_without_positives
-from workflow.two_stage import evaluate_retrieval_methods
+from workflow.retrieval.inputs import queries_without_positives
+from workflow.retrieval.metrics import METRICS
+from workflow.retrieval.two_stage import evaluate_retrieval_methods
 
-# Rows of every retrieval method that describe its cost, not its quality.
-COST_METRICS = ("distance_computations_per_query", "seconds_per_query")
 EMBEDDING_COLUMNS = ["index", "split", "label", "prediction", "embedding"]
 ANCHOR_COLUMNS = ["label", "anchor"]
 
 
 class CellFileError(ValueError):
     """An input file of ``evaluate`` is unreadable or does not fit the other."""
-
-
-def metric_names(evaluation: dict) -> list[str]:
-    """Every metric name :func:`evaluate_cell` writes with these
-    ``evaluation`` settings (the schema's defaults where a key is missing)."""
-    precision_at = evaluation.get("precision_at", [1, 5, 10])
-    top_k_error = evaluation.get("top_k_error", [1, 5])
-    return [
-        *(f"precision@{k}" for k in precision_at),
-        *(f"top{k}_error" for k in top_k_error),
-        "map", "map@r", "r_precision", "pr_auc", "accuracy", "queries_without_positives",
-        *COST_METRICS,
-    ]
 
 
 def read_cell_file(path, columns: list[str]) -> pd.DataFrame:
@@ -128,18 +114,18 @@ def evaluate_cell(
     ``geometry``: the loss's (``euclidean`` or ``cosine``); ``distances``:
     the distances to evaluate besides it (:func:`resolve_distances`).
     ``two_stage``: ``{"classes": [c, ...], "rest": "follow" | "cut"}``; used
-    only when ``anchors`` has rows. Rows, per distance: for ``exact``, the
-    retrieval metrics, ``accuracy``, ``queries_without_positives`` (queries
-    left out of the retrieval metrics because no database item has their
-    class) and the cost rows ``distance_computations_per_query`` and
-    ``seconds_per_query``; for each ``two_stage_c{c}``, its retrieval
-    metrics and cost rows.
+    only when ``anchors`` has rows. Rows, per distance and retrieval method
+    (``exact``, then each ``two_stage_c{c}``): the registered metrics
+    (:data:`workflow.retrieval.metrics.METRICS`), in their order; those
+    registered ``exact_only`` (``accuracy``, ``queries_without_positives``)
+    for ``exact`` only.
     """
     queries = embeddings[embeddings["split"] == "query"]
     database = embeddings[embeddings["split"] == "database"]
     check_cutoffs(precision_at, top_k_error, len(database))
     two_stage = two_stage or {}
     classes = list(two_stage.get("classes", [])) if len(anchors) else []
+    evaluation = {"precision_at": list(precision_at), "top_k_error": list(top_k_error)}
     rows, curve = [], None
     for distance in resolve_distances(distances, geometry):
         results = evaluate_retrieval_methods(
@@ -155,15 +141,20 @@ def evaluate_cell(
             chunk_size=chunk_size,
         )
         for method, result in results.items():
-            metrics = dict(result.metrics)
+            values = dict(result.metrics)
             if method == "exact":
-                cost = {k: metrics.pop(k) for k in COST_METRICS}
-                metrics["accuracy"] = classification_accuracy(queries, anchors, distance)
-                metrics["queries_without_positives"] = float(
+                values["accuracy"] = classification_accuracy(queries, anchors, distance)
+                values["queries_without_positives"] = float(
                     queries_without_positives(queries["label"], database["label"])
                 )
-                metrics.update(cost)
-            rows += [(distance, method, name, value) for name, value in metrics.items()]
+            names = METRICS.names(evaluation, retrieval=method)
+            if set(values) != set(names):
+                raise RuntimeError(
+                    f"{method} computes {sorted(set(values) - set(names))} but does not compute "
+                    f"{sorted(set(names) - set(values))} of the metrics registered in "
+                    "workflow/retrieval/metrics.py; register each metric there once"
+                )
+            rows += [(distance, method, name, values[name]) for name in names]
         if curve is None:
             curve = pd.DataFrame(results["exact"].curve)
     frame = pd.DataFrame(rows, columns=["distance", "retrieval", "metric", "value"])

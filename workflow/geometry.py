@@ -4,7 +4,7 @@ Each loss is registered with the geometry its training shapes
 (``workflow.losses``: ``euclidean`` or ``cosine``) and is retrieved in it.
 ``cosine`` retrieval is the L2 ranking of L2-normalised embeddings
 (``||x^ - y^||^2 = 2 - 2 cos``: the order of cosine similarity), so every
-retrieval runs through the same exact L2 kernel (:mod:`workflow.metrics`).
+retrieval runs through the same exact L2 kernel (:mod:`workflow.retrieval`).
 ``results/metrics.csv`` carries the loss's ``geometry`` and the ``distance``
 of each row; tables, figures and selection read :func:`own_distance_rows`.
 

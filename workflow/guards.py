@@ -180,9 +180,9 @@ def check_pretrained(config: dict) -> None:
 
 
 def check_table_metrics(config: dict) -> None:
-    from workflow.evaluate import metric_names
+    from workflow.retrieval.metrics import METRICS
 
-    known = metric_names(config.get("evaluation") or {})
+    known = METRICS.names(config.get("evaluation") or {})
     named = [
         (f"tables.{table}.metrics", metric)
         for table, declaration in (config.get("tables") or {}).items()
@@ -197,9 +197,9 @@ def check_table_metrics(config: dict) -> None:
             raise ConfigError(
                 f"config key {key}: no metric {metric!r} is computed"
                 + (f" (did you mean {close[0]!r}?)" if close else "")
-                + f"; with these evaluation settings the metrics are: {', '.join(known)}"
-                " (precision@k and top{k}_error exist for the k in evaluation.precision_at"
-                " and evaluation.top_k_error)"
+                + f"; with these evaluation settings the metrics are: {', '.join(known)} ("
+                + " and ".join(f"{m.name} exists for the k in evaluation.{m.cutoffs}" for m in METRICS if m.cutoffs)
+                + "; python -m workflow lists the registered metrics)"
             )
 
 

@@ -12,6 +12,7 @@ import seaborn as sns  # noqa: E402
 
 from workflow.config import Cell  # noqa: E402
 from workflow.geometry import own_distance_rows  # noqa: E402
+from workflow.retrieval.metrics import METRICS  # noqa: E402
 
 CELL_COLUMNS = ["dataset", "regime", "backbone", "loss", "seed"]
 METRICS_COLUMNS = CELL_COLUMNS + ["geometry", "distance", "retrieval", "metric", "value"]
@@ -19,7 +20,7 @@ METRICS_COLUMNS = CELL_COLUMNS + ["geometry", "distance", "retrieval", "metric",
 
 # Rows of results/metrics.csv about a retrieval method's cost or about the
 # split, not about retrieval quality: kept out of the tables.
-NOT_IN_TABLES = ("distance_computations_per_query", "seconds_per_query", "queries_without_positives")
+NOT_IN_TABLES = tuple(m.name for m in METRICS if not m.quality)
 
 
 def aggregate(cells: list[Cell], metric_files: list[str], factors: list[dict] | None = None) -> pd.DataFrame:
@@ -50,16 +51,8 @@ def exact_quality_rows(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def metric_order(names) -> list[str]:
-    """Metrics in reading order: precision@k by k, errors by k, then the rest."""
-    def key(name: str):
-        if name.startswith("precision@"):
-            return (0, int(name.split("@")[1]), name)
-        if name.endswith("_error"):
-            return (1, int(name[3:-6]) if name[3:-6].isdigit() else 0, name)
-        rest = ["map", "map@r", "r_precision", "pr_auc", "accuracy"]
-        return (2, rest.index(name) if name in rest else len(rest), name)
-
-    return sorted(set(names), key=key)
+    """Metrics in reading order: the registry's, a pattern's by k."""
+    return METRICS.order(names)
 
 
 def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -184,7 +177,7 @@ def speedup_figure(metrics: pd.DataFrame, k: int, title: str):
     ax.xaxis.set_minor_formatter(times if high / low < 10 else NullFormatter())
     ax.tick_params(axis="x", which="both", labelsize=6)
     ax.set(xlabel="speed-up over exact retrieval (distance computations)",
-           ylabel=f"precision@{k}", title=title)
+           ylabel=METRICS.label(f"precision@{k}"), title=title)
     if not (points["retrieval"] != "exact").any():
         ax.text(0.5, 0.5, "no loss with class anchors:\nno two-stage retrieval",
                 transform=ax.transAxes, ha="center", va="center", fontsize=8)

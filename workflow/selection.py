@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from workflow.geometry import own_distance_rows
-from workflow.tables import lower_is_better
+from workflow.retrieval.metrics import METRICS
 
 
 def trial_scores(trials: list[str], seeds: list[int], metric_files: list[str], metric: str) -> pd.DataFrame:
@@ -39,10 +39,10 @@ def trial_scores(trials: list[str], seeds: list[int], metric_files: list[str], m
 
 
 def select_trial(scores: pd.DataFrame, metric: str) -> str:
-    """The best trial (highest score; lowest for ``*_error``); ties go to
+    """The best trial (in the metric's registered direction); ties go to
     the first in config order."""
     values = scores["score"].to_numpy()
-    best = values.min() if lower_is_better(metric) else values.max()
+    best = values.min() if METRICS.lower_is_better(metric) else values.max()
     return str(scores["trial"].iloc[int(np.flatnonzero(np.isclose(values, best))[0])])
 
 
@@ -115,7 +115,7 @@ def sensitivity_figure(record: dict, title: str):
         if not numeric:
             ax.set_xticks(positions, [str(v) for v in x], rotation=45)
         ax.set_xlabel(key.split(".", 1)[-1])
-        ax.set_ylabel(f"validation {record['metric']}")
+        ax.set_ylabel(f"validation {METRICS.label(record['metric'])}")
         ax.grid(alpha=0.3)
     axes[0][0].legend(loc="best", fontsize="small")
     fig.suptitle(title, fontsize="medium")

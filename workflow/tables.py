@@ -16,8 +16,9 @@ and metrics a table shows::
 
 Every value is the mean over seeds, shown as ``mean ± std``; a 95%
 confidence interval of the mean (Student t over seeds) is in the CSV. The
-best mean per column (per block) is bold; lower is better for ``*_error``
-and for the cost metrics ``*_per_query``, higher for every other metric.
+best mean per column (per block) is bold, in the direction each metric is
+registered with (:mod:`workflow.retrieval.metrics`: lower is better for
+``top{k}_error`` and the cost metrics, higher for the others).
 
 Significance, against the row of the baseline in the same block and column
 group, per metric, over the seeds both have (a seed fixes the split, so
@@ -52,6 +53,7 @@ from scipy import stats
 
 from workflow.config import ConfigError
 from workflow.geometry import own_distance_rows
+from workflow.retrieval.metrics import METRICS
 
 # Cell attributes, then the fixed factors (workflow.config.FIXED_FACTORS)
 # that results/metrics.csv carries as columns: a table that compares cells
@@ -64,10 +66,6 @@ ALPHA = 0.05
 MIN_SEEDS = 3
 EXACT_MAX_SEEDS = 16
 MONTE_CARLO_RESAMPLES = 100_000
-
-
-def lower_is_better(metric: str) -> bool:
-    return metric.endswith("_error") or metric.endswith("_per_query")
 
 
 def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
@@ -304,7 +302,7 @@ def build_table(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     frame["best"] = False
     for _, part in frame.groupby(group, sort=False) if group else [(None, frame)]:
         metric = part["metric"].iloc[0]
-        best = part["mean"].min() if lower_is_better(metric) else part["mean"].max()
+        best = part["mean"].min() if METRICS.lower_is_better(metric) else part["mean"].max()
         frame.loc[part.index[np.isclose(part["mean"], best)], "best"] = True
     return frame
 

@@ -13,7 +13,7 @@ Stage 1
 Stage 2
     Only the database items assigned to those ``c`` anchors (the
     *candidates*) are ranked, by the same L2 distance and tie-break (database
-    index) as exact retrieval (:mod:`workflow.metrics`): one matrix product
+    index) as exact retrieval (:mod:`workflow.retrieval.exact`): one matrix product
     per kept anchor (its queries against its group), then the candidates'
     positive ranks by sorting the candidates (when there are at most 3 per
     positive) or by counting as exact retrieval does.
@@ -23,7 +23,7 @@ The rest
     defined as for exact retrieval. ``rest="cut"``: they are not retrieved;
     positives among them rank at infinity (they count towards ``R`` but are
     never within a cutoff and add 0 to the average precision; see
-    :mod:`workflow.metrics`, "Unretrieved positives").
+    :mod:`workflow.retrieval`, "Unretrieved positives").
 
 Anchors that all have the same norm (the L2-normalised centres of ``lm``,
 ArcFace's class weights, Proxy-Anchor's proxies) need no special case: as
@@ -58,24 +58,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workflow.metrics import (
-    ExactChunk,
-    MetricAccumulator,
-    Prepared,
-    _check_chunk_size,
-    _check_cutoffs,
-    _emb_to_tensor,
-    _sync,
+from workflow.retrieval.accumulate import MetricAccumulator
+from workflow.retrieval.exact import ExactChunk, distance_buffer, keep_rows, query_chunk, rank_exact
+from workflow.retrieval.inputs import Prepared, as_embeddings, check_chunk_size, metric_cutoffs, prepare
+from workflow.retrieval.kernel import (
     count_at_or_before,
-    distance_buffer,
+    distances,
     in_parallel,
-    keep_rows,
-    prepare,
-    query_chunk,
     rank_by_sorting,
-    rank_exact,
     sort_thresholds,
     split_rows,
+    squared_norms,
+    sync,
 )
 
 __all__ = [
@@ -91,7 +85,7 @@ __all__ = [
 
 RESTS = ("follow", "cut")
 # Stage 2 ranks the candidates by sorting them when there are at most this
-# many per positive of the widest row, else by counting (workflow.metrics).
+# many per positive of the widest row, else by counting (workflow.retrieval.kernel).
 _SORT_WIDTH_PER_POSITIVE = 3
 
 
@@ -143,8 +137,7 @@ class AnchorIndex:
 def nearest_anchors(index: AnchorIndex, emb: torch.Tensor, c: int) -> torch.Tensor:
     """(n, c) the ``c`` nearest anchors of each embedding, nearest first; ties
     go to the lower anchor index (a stable sort of the C distances)."""
-    # ||a||^2 - 2 e.a: the squared distance minus the row constant ||e||^2.
-    dist = torch.addmm(index.anchor_sq.unsqueeze(0), emb, index.anchors.T, beta=1.0, alpha=-2.0)
+    dist = distances(emb, index.anchors, index.anchor_sq)
     if c == 1:  # argmin returns the first of equal minima
         return dist.argmin(dim=1, keepdim=True)
     return torch.sort(dist, dim=1, stable=True).indices[:, :c]
@@ -152,7 +145,7 @@ def nearest_anchors(index: AnchorIndex, emb: torch.Tensor, c: int) -> torch.Tens
 
 def build_anchor_index(prep: Prepared, anchors, chunk_size: int = 1024) -> AnchorIndex:
     """Assign every database item of ``prep`` to its nearest anchor."""
-    anchors = _emb_to_tensor(anchors, "anchors").to(device=prep.device, dtype=torch.float32)
+    anchors = as_embeddings(anchors, "anchors").to(device=prep.device, dtype=torch.float32)
     if len(anchors) == 0:
         raise ValueError("two-stage retrieval needs at least one anchor")
     if anchors.shape[1] != prep.db_emb.shape[1]:
@@ -161,10 +154,10 @@ def build_anchor_index(prep: Prepared, anchors, chunk_size: int = 1024) -> Ancho
         )
     if not torch.isfinite(anchors).all():
         raise ValueError("anchors contain NaN or infinite values")
-    _sync(prep.device)
+    sync(prep.device)
     began = time.perf_counter()
     index = AnchorIndex(
-        anchors=anchors, anchor_sq=(anchors * anchors).sum(1),
+        anchors=anchors, anchor_sq=squared_norms(anchors),
         assignment=None, order=None, group_start=None, group_size=None, emb=None, sq=None,
         codes=None, seconds=0.0,
     )
@@ -181,7 +174,7 @@ def build_anchor_index(prep: Prepared, anchors, chunk_size: int = 1024) -> Ancho
     index.emb = prep.db_emb[order]
     index.sq = prep.db_sq[order]
     index.codes = prep.db_codes[order]
-    _sync(prep.device)
+    sync(prep.device)
     index.seconds = time.perf_counter() - began
     return index
 
@@ -191,7 +184,7 @@ class RetrievalResult:
     """What :func:`evaluate_retrieval_methods` returns for one method."""
 
     metrics: dict[str, float]  # retrieval metrics and the two cost rows
-    curve: pd.DataFrame  # mean precision-recall curve (as workflow.metrics.pr_curve)
+    curve: pd.DataFrame  # mean precision-recall curve (as workflow.retrieval.exact.pr_curve)
     index_seconds: float  # building the anchor index (0 for exact retrieval)
 
 
@@ -249,17 +242,15 @@ def _search(index: AnchorIndex, q: torch.Tensor, q_codes: torch.Tensor, c: int) 
         first += count
         rows = pair // selected.shape[1]
         start = int(index.group_start[a])
-        block = torch.addmm(
-            index.sq[start : start + size].unsqueeze(0), q.index_select(0, rows),
-            index.emb[start : start + size].T, beta=1.0, alpha=-2.0,
-        )
+        group = slice(start, start + size)
+        block = distances(q.index_select(0, rows), index.emb[group], index.sq[group])
         at = (rows * width + slot_start.view(-1).index_select(0, pair)).unsqueeze(1)
         dist.index_put_(((at + torch.arange(size, device=device)).view(-1),), block.view(-1))
     dist = dist.view(n, width)
 
     # The ranks of the candidate positives: by sorting the candidates when
     # there are few of them per positive, else by counting (as exact
-    # retrieval; see workflow.metrics).
+    # retrieval; see workflow.retrieval.kernel).
     n_pos = is_pos.sum(1)
     if width <= _SORT_WIDTH_PER_POSITIVE * max(int(n_pos.max()), 1):
         ranks, valid = rank_by_sorting(dist, item, is_pos)
@@ -325,7 +316,7 @@ def evaluate_retrieval_methods(
     out of the result (it is still computed when ``rest="follow"``, which
     needs it). Returns ``{retrieval: RetrievalResult}`` for ``"exact"`` and
     ``two_stage_c{c}``; the ``metrics`` hold the retrieval metrics of
-    :mod:`workflow.metrics` (queries without positives left out) plus
+    :mod:`workflow.retrieval.metrics` (queries without positives left out) plus
     ``distance_computations_per_query`` and ``seconds_per_query``.
     """
     if rest not in RESTS:
@@ -335,20 +326,18 @@ def evaluate_retrieval_methods(
         raise ValueError(f"classes: every c must be a positive integer, got {classes}")
     if not exact and not classes:
         raise ValueError("nothing to evaluate: exact=False and no classes")
-    chunk_size = _check_chunk_size(chunk_size)
+    chunk_size = check_chunk_size(chunk_size)
     prep = prepare(query_emb, query_labels, db_emb, db_labels, device)
-    precision_at = _check_cutoffs(precision_at, prep.n_db, "precision_at")
-    top_k_error = _check_cutoffs(top_k_error, prep.n_db, "top_k_error")
+    cutoffs = metric_cutoffs(prep.n_db, precision_at=precision_at, top_k_error=top_k_error)
     index = None
     if classes:
         if anchors is None:
             raise ValueError("two-stage retrieval (classes given) needs anchors")
         index = build_anchor_index(prep, anchors, chunk_size)
-    cutoffs = tuple(sorted(set(precision_at)))
     methods = (["exact"] if exact else []) + [method_name(c) for c in classes]
     acc = {m: MetricAccumulator(prep.n_db, cutoffs) for m in methods}
     seconds = dict.fromkeys(methods, 0.0)
-    distances = dict.fromkeys(methods, 0.0)
+    computations = dict.fromkeys(methods, 0.0)  # distances computed
 
     def stage_two_rows(c: int) -> int:
         """Queries per stage-2 chunk: their candidate tables (about 64 bytes
@@ -362,15 +351,15 @@ def evaluate_retrieval_methods(
         name = method_name(c)
         # Stages 1 and 2, timed; on the CPU in parallel parts (see in_parallel).
         parts = split_rows(0, stop - start) if prep.device.type == "cpu" else [(0, stop - start)]
-        _sync(prep.device)
+        sync(prep.device)
         began = time.perf_counter()
         found = in_parallel(
             lambda a, b: _search(index, q[a:b], codes[a:b], min(c, index.n_anchors)), parts
         )
-        _sync(prep.device)
+        sync(prep.device)
         seconds[name] += time.perf_counter() - began
         for (a, b), cand in zip(parts, found):
-            distances[name] += float((cand.n_candidates + index.n_anchors).sum())
+            computations[name] += float((cand.n_candidates + index.n_anchors).sum())
             ranks, valid = cand.ranks, cand.valid
             if exact_chunk is not None:  # rest="follow": the rest's ranks after the candidates'
                 rest_ranks, rest_valid = _rest_ranks(index, exact_chunk.rows(a, b), cand)
@@ -391,7 +380,7 @@ def evaluate_retrieval_methods(
             if exact:
                 acc["exact"].add_rows(*chunk.rows_with_positives(prep))
                 seconds["exact"] += chunk.seconds
-                distances["exact"] += prep.n_db * (stop - start)
+                computations["exact"] += prep.n_db * (stop - start)
             if follow:
                 codes = torch.from_numpy(prep.query_codes[start:stop]).to(prep.device)
                 for c in classes:
@@ -411,8 +400,8 @@ def evaluate_retrieval_methods(
     codes = prep.query_codes[prep.has_positives]
     results = {}
     for m in methods:
-        metrics, curve = acc[m].finish(codes, precision_at, top_k_error)
-        metrics["distance_computations_per_query"] = distances[m] / prep.n_queries
+        metrics, curve = acc[m].finish(codes)
+        metrics["distance_computations_per_query"] = computations[m] / prep.n_queries
         metrics["seconds_per_query"] = seconds[m] / prep.n_queries
         index_seconds = index.seconds if m != "exact" else 0.0
         results[m] = RetrievalResult(metrics, curve, index_seconds)

@@ -1,0 +1,318 @@
+"""The metric registry: every metric of ``results/metrics.csv``, registered once.
+
+Each metric is registered with its name (or a name pattern with ``{k}``,
+whose cutoffs come from a key of the config's ``evaluation`` section), its
+direction (``higher`` or ``lower`` is better), its kind (``per query``: the
+mean over queries of a per-query value; ``per class``: the mean over query
+classes of the mean within each class; ``per cell``: one value for the
+whole cell), a one-line definition and the function that computes it. As
+pytorch-metric-learning's ``AccuracyCalculator`` finds its metrics by name,
+``evaluate`` writes what is registered here, in this order; the config check
+of table and selection metrics (``workflow.guards``), the tables' best value
+and the selection (:meth:`MetricRegistry.lower_is_better`), the figures'
+labels, ``python -m workflow`` and README's metric table read it here.
+
+Adding a metric is one registered function (and its test):
+
+* ``source="ranks"``: a function of a chunk of queries' positive ranks
+  (:class:`workflow.retrieval.accumulate.QueryRanks`: ``ranks``, ``valid``,
+  ``r``, ``precision``, ``within_r``, ``first_rank``), and ``k`` for a
+  pattern, that returns one value per query; they are averaged per query or
+  per class (``kind``). It uses only operators and methods of the tensors it
+  is given, so that this module imports no torch: the report environment
+  imports it.
+* ``source="curve"``: a function of the mean precision-recall curve
+  (columns ``cutoff``, ``precision``, ``recall``) that returns the value.
+* :func:`declare_metric`: a metric written by other code (``written_by``
+  names it): ``evaluate`` (``accuracy``, ``queries_without_positives``) and
+  the search's cost (:mod:`workflow.retrieval.two_stage`).
+
+The tie-break and the treatment of queries without positives and of
+unretrieved positives: :mod:`workflow.retrieval`.
+
+Metrics in full
+---------------
+``precision@{k}``
+    The "mAP@k" of the LM paper (its eq. 4): per query, the fraction of the top
+    ``k`` results that share the query's class, ``#{i : r_i <= k} / k``;
+    averaged over the queries of each query class, then over the classes
+    (macro average over query classes, so small classes weigh as much as big
+    ones).
+``top{k}_error``
+    Fraction of queries with no positive in the top ``k`` (``r_1 > k``); so
+    ``top1_error`` is 1 minus the per-query (not class-macro) mean precision@1.
+``map``
+    Mean over queries of the average precision over the full ranking,
+    ``AP = (1/R) sum_i i / r_i``. Without ties this is
+    ``sklearn.metrics.average_precision_score(is_same_class, -distance)``.
+``map@r``
+    As pytorch-metric-learning's ``AccuracyCalculator`` (``avg_of_avgs=False``)
+    defines "mean_average_precision_at_r": per query
+    ``(1/R) sum_{i : r_i <= R} i / r_i`` (i.e. ``(1/R) sum_{j<=R} P@j rel(j)``),
+    averaged over queries.
+``r_precision``
+    As pytorch-metric-learning defines it: per query ``#{i : r_i <= R} / R``,
+    averaged over queries.
+``pr_auc``
+    Area under the mean precision-recall curve of
+    :func:`workflow.retrieval.exact.pr_curve` (mean precision@k against mean
+    recall@k over queries, for every cutoff ``k = 1..N``), by the
+    trapezoidal rule over recall (as ``sklearn.metrics.auc``), with the point ``(recall 0, precision of the
+    first point)`` prepended so the area starts at recall 0. With exact
+    retrieval the curve ends at recall 1 (cutoff ``N`` retrieves every
+    positive).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+__all__ = [
+    "DIRECTIONS",
+    "KINDS",
+    "METRICS",
+    "Metric",
+    "MetricRegistry",
+    "declare_metric",
+    "pr_auc",
+    "register_metric",
+]
+
+DIRECTIONS = ("higher", "lower")
+KINDS = ("per query", "per class", "per cell")
+SOURCES = ("ranks", "curve", "written")
+# Cutoffs of a pattern when the config's evaluation section does not set
+# them (the schema's defaults).
+DEFAULT_CUTOFFS = {"precision_at": [1, 5, 10], "top_k_error": [1, 5]}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One registered metric (a pattern with ``{k}`` when ``cutoffs`` is set)."""
+
+    name: str
+    direction: str  # "higher" or "lower" is better
+    kind: str  # "per query", "per class" or "per cell"
+    definition: str  # one line, README's table
+    label: str  # axis label in figures ({k} filled in)
+    source: str  # "ranks", "curve" or "written" (by written_by)
+    cutoffs: str | None = None  # evaluation.<key> giving the k of a pattern
+    exact_only: bool = False  # written for exact retrieval only (not per two-stage method)
+    quality: bool = True  # False: a row about cost or the split, kept out of the tables
+    compute: Callable | None = None
+    written_by: str | None = None
+
+    @property
+    def pattern(self) -> re.Pattern:
+        return re.compile(re.escape(self.name).replace(re.escape("{k}"), r"([1-9][0-9]*)") + r"\Z")
+
+    def names(self, cutoffs=()) -> list[str]:
+        """The concrete names: one per cutoff for a pattern."""
+        return list(dict.fromkeys(self.name.format(k=k) for k in cutoffs)) if self.cutoffs else [self.name]
+
+
+class MetricRegistry:
+    """The metrics in registration order (the order of ``results/metrics.csv``)."""
+
+    def __init__(self):
+        self._metrics: dict[str, Metric] = {}
+
+    def add(self, metric: Metric) -> Metric:
+        if metric.name in self._metrics:
+            raise ValueError(f"metric {metric.name!r} is registered twice")
+        if metric.direction not in DIRECTIONS:
+            raise ValueError(f"metric {metric.name!r}: direction must be one of {DIRECTIONS}")
+        if metric.kind not in KINDS:
+            raise ValueError(f"metric {metric.name!r}: kind must be one of {KINDS}")
+        if metric.source not in SOURCES:
+            raise ValueError(f"metric {metric.name!r}: source must be one of {SOURCES}")
+        if ("{k}" in metric.name) != (metric.cutoffs is not None):
+            raise ValueError(f"metric {metric.name!r}: a name with {{k}} needs cutoffs= and only it")
+        self._metrics[metric.name] = metric
+        return metric
+
+    def __iter__(self):
+        return iter(self._metrics.values())
+
+    def source(self, source: str) -> list[Metric]:
+        return [m for m in self if m.source == source]
+
+    def find(self, name: str) -> tuple[Metric, int | None] | None:
+        """The metric a concrete name belongs to, and its k (None: not a
+        pattern); None when no metric has that name."""
+        for metric in self:
+            match = metric.pattern.match(name)
+            if match:
+                return metric, int(match.group(1)) if metric.cutoffs else None
+        return None
+
+    def get(self, name: str) -> tuple[Metric, int | None]:
+        found = self.find(name)
+        if found is None:
+            raise KeyError(
+                f"unknown metric {name!r}; registered (workflow/retrieval/metrics.py): "
+                + ", ".join(m.name for m in self)
+            )
+        return found
+
+    def lower_is_better(self, name: str) -> bool:
+        return self.get(name)[0].direction == "lower"
+
+    def label(self, name: str) -> str:
+        """The figure label of a concrete metric name."""
+        metric, k = self.get(name)
+        return metric.label.format(k=k)
+
+    def cutoff_keys(self) -> list[str]:
+        return list(dict.fromkeys(m.cutoffs for m in self if m.cutoffs))
+
+    def names(self, evaluation: dict | None = None, retrieval: str | None = None) -> list[str]:
+        """Every metric name ``evaluate`` writes with these ``evaluation``
+        settings (the schema's defaults where a key is missing), in order;
+        ``retrieval``: only those of ``exact`` or of a two-stage method."""
+        evaluation = evaluation or {}
+        return [
+            name
+            for metric in self
+            if retrieval in (None, "exact") or not metric.exact_only
+            for name in metric.names(evaluation.get(metric.cutoffs, DEFAULT_CUTOFFS.get(metric.cutoffs)))
+        ]
+
+    def order(self, names) -> list[str]:
+        """Concrete names in registration order, a pattern's by k; unknown
+        names last, alphabetically."""
+        position = {m.name: i for i, m in enumerate(self)}
+
+        def key(name: str):
+            found = self.find(name)
+            if found is None:
+                return (len(position), 0, name)
+            return (position[found[0].name], found[1] or 0, name)
+
+        return sorted(set(names), key=key)
+
+    def markdown(self) -> str:
+        """README's metric table."""
+        lines = ["| metric | better | kind | definition |", "|---|---|---|---|"]
+        for m in self:
+            rows = " (exact retrieval only)" if m.exact_only else ""
+            lines.append(f"| `{m.name}` | {m.direction} | {m.kind} | {m.definition}{rows} |")
+        return "\n".join(lines) + "\n"
+
+
+METRICS = MetricRegistry()
+
+
+def register_metric(name: str, *, direction: str, kind: str, definition: str, label: str | None = None,
+                    source: str = "ranks", cutoffs: str | None = None, exact_only: bool = False,
+                    quality: bool = True) -> Callable:
+    """Register the decorated function as metric ``name`` (module docstring)."""
+    def decorator(fn: Callable) -> Callable:
+        METRICS.add(Metric(name, direction, kind, definition, label or name, source, cutoffs,
+                           exact_only, quality, compute=fn))
+        return fn
+
+    return decorator
+
+
+def declare_metric(name: str, *, direction: str, kind: str, definition: str, written_by: str,
+                   label: str | None = None, exact_only: bool = False, quality: bool = True) -> Metric:
+    """Register a metric that ``written_by`` computes and writes."""
+    return METRICS.add(Metric(name, direction, kind, definition, label or name, "written", None,
+                              exact_only, quality, written_by=written_by))
+
+
+# ---------------------------------------------------------------------------
+# The metrics, in the order of results/metrics.csv
+# ---------------------------------------------------------------------------
+
+
+@register_metric(
+    "precision@{k}", direction="higher", kind="per class", cutoffs="precision_at",
+    definition="the LM paper's \"mAP@k\" (its eq. 4): per query, the fraction of the top k that "
+    "share the query's class; averaged within each class, then over classes",
+)
+def precision_at_k(q, k: int):
+    return (q.valid & (q.ranks <= k)).sum(1).double() / k
+
+
+@register_metric(
+    "top{k}_error", direction="lower", kind="per query", cutoffs="top_k_error", label="top-{k} error",
+    definition="fraction of queries with no same-class image in the top k",
+)
+def top_k_error(q, k: int):
+    return q.first_rank > k
+
+
+@register_metric(
+    "map", direction="higher", kind="per query", label="mAP",
+    definition="mean over queries of the average precision over the full ranking "
+    "(scikit-learn's `average_precision_score` per query)",
+)
+def mean_average_precision(q):
+    return q.precision.sum(1) / q.r
+
+
+@register_metric(
+    "map@r", direction="higher", kind="per query", label="MAP@R",
+    definition="as pytorch-metric-learning's `AccuracyCalculator` defines it: the average precision "
+    "within the top R (R = number of same-class database items), averaged over queries",
+)
+def map_at_r(q):
+    return (q.precision * q.within_r).sum(1) / q.r
+
+
+@register_metric(
+    "r_precision", direction="higher", kind="per query", label="R-precision",
+    definition="as pytorch-metric-learning defines it: the fraction of the top R that share the "
+    "query's class, averaged over queries",
+)
+def r_precision(q):
+    return q.within_r.sum(1) / q.r
+
+
+@register_metric(
+    "pr_auc", direction="higher", kind="per cell", source="curve", label="PR AUC",
+    definition="area under the precision-recall curve averaged over queries, cutoffs 1 to the "
+    "database size, trapezoidal over recall from 0",
+)
+def pr_auc(curve) -> float:
+    """Trapezoidal area under (recall, precision), from (0, precision[0])."""
+    recall, precision = curve["recall"].to_numpy(), curve["precision"].to_numpy()
+    x = np.concatenate([[0.0], recall])
+    y = np.concatenate([[precision[0]], precision])
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
+
+
+declare_metric(
+    "accuracy", direction="higher", kind="per query", exact_only=True,
+    written_by="workflow.evaluate.classification_accuracy",
+    definition="fraction of query images classified correctly, by the loss's own prediction "
+    "(classifier head, nearest class weight, proxy or anchor), else by the nearest exported "
+    "anchor; NaN for losses that cannot classify",
+)
+declare_metric(
+    "queries_without_positives", direction="lower", kind="per cell", exact_only=True, quality=False,
+    written_by="workflow.evaluate.evaluate_cell", label="queries without positives",
+    definition="queries whose class has no database item, left out of every other metric",
+)
+declare_metric(
+    "distance_computations_per_query", direction="lower", kind="per cell", quality=False,
+    written_by="workflow.retrieval.two_stage.evaluate_retrieval_methods",
+    label="distance computations per query",
+    definition="embedding distances computed per query: the database size for exact retrieval, "
+    "anchors plus candidates for two-stage",
+)
+declare_metric(
+    "seconds_per_query", direction="lower", kind="per cell", quality=False,
+    written_by="workflow.retrieval.two_stage.evaluate_retrieval_methods", label="seconds per query",
+    definition="wall time of the search (distances and the ranks of the returned items) per query",
+)
+
+
+if __name__ == "__main__":  # README's metric table
+    print(METRICS.markdown(), end="")
