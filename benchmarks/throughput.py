@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from workflow.embedding import embed_images, load_models  # noqa: E402
+from workflow.losses import loss_classifies  # noqa: E402
 from workflow.training import STEP_PHASES, build_models, build_training, select_device  # noqa: E402
 
 NUM_CLASSES = 100
@@ -271,10 +272,13 @@ def main() -> None:
                 r_step, r_busy = step, gpu_busy
 
             backbone, loss_fn = load_models(checkpoint, settings, device, speed)
-            embed_images(backbone, loss_fn, checkpoint, speed, images, np.arange(batch_size), batch_size)  # warm-up
+            classifies = loss_classifies(settings["loss_impl"])
+            embed_images(backbone, loss_fn, checkpoint, speed, images, np.arange(batch_size), batch_size,
+                         classifies=classifies)  # warm-up
             sync(device)
             start = time.perf_counter()
-            embed_images(backbone, loss_fn, checkpoint, speed, images, np.arange(embed_n), batch_size)
+            embed_images(backbone, loss_fn, checkpoint, speed, images, np.arange(embed_n), batch_size,
+                         classifies=classifies)
             sync(device)
             p_embed = max(p_embed, embed_n / (time.perf_counter() - start))
             r_embed = max(r_embed, plain_embed(images[:embed_n], labels[:embed_n], arch, size, batch_size,

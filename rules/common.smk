@@ -318,9 +318,9 @@ def get_loss_geometry(wildcards):
 
 
 def has_anchors(loss):
-    from workflow.losses import LOSSES
+    from workflow.losses import loss_has_anchors
 
-    return hasattr(LOSSES.get(CONFIG["losses"][loss]["impl"]), "class_anchors")
+    return loss_has_anchors(CONFIG["losses"][loss]["impl"])
 
 
 FIGURE_KINDS = ["tsne", "examples", "training"]

@@ -2,6 +2,7 @@
 gradients, edge cases of the CAM terms, toy optimisation and the registry."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -356,6 +357,43 @@ def test_build_with_defaults_and_interface(name, cls):
         assert not hasattr(loss, "class_anchors")
     else:
         assert loss.class_anchors().shape == (5, 7)
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_registration_says_what_the_loss_has(name):
+    """Issue 22: the code reads `anchors` and `classifies` from the
+    registration, so each must match the class: a loss declared with
+    anchors has class_anchors() -> (C, D), and one declared without has
+    none; likewise `classifies` and predict() -> (N, C)."""
+    from workflow.losses import loss_classifies, loss_has_anchors
+
+    loss = build_loss(name, num_classes=5, embedding_size=7)
+    assert loss_has_anchors(name) == hasattr(loss, "class_anchors"), name
+    assert loss_classifies(name) == hasattr(loss, "predict"), name
+    if loss_has_anchors(name):
+        assert loss.class_anchors().shape == (5, 7)
+    if loss_classifies(name):
+        assert loss.predict(torch.randn(4, 7)).shape == (4, 5)
+
+
+def test_a_loss_registered_without_anchors_or_classifies_is_refused():
+    for missing in ["anchors", "classifies"]:
+        metadata = {"geometry": "cosine", "anchors": False, "classifies": False}
+        del metadata[missing]
+        with pytest.raises(ValueError, match=f"{missing}="):
+            LOSSES.register("undeclared", **metadata)
+
+
+def test_no_code_probes_a_loss_for_its_methods():
+    """The declarations are read instead (workflow.losses.loss_has_anchors,
+    loss_classifies); only the test above looks at the classes."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    probe = re.compile(r"hasattr\([^)]*[\"'](predict|class_anchors)[\"']")
+    files = [*(repo / "workflow").rglob("*.py"), *(repo / "rules").glob("*.smk"), *(repo / "benchmarks").glob("*.py")]
+    found = [str(p.relative_to(repo)) for p in files if probe.search(p.read_text())]
+    assert not found, found
 
 
 # ------------------------------------------------- loss terms (training curves)

@@ -3,22 +3,27 @@
 Every loss is an ``nn.Module`` built as ``cls(num_classes=..., embedding_size=...,
 **params)`` and called as ``loss(embeddings, labels) -> scalar``. Learnable
 state (anchors, centres, classifier weights) is an ordinary ``nn.Parameter``
-so the optimiser and the checkpoint include it. Two optional methods:
+so the optimiser and the checkpoint include it. Two optional methods, each
+declared in the loss's registration (the code reads the declaration, never
+probes the class; a test checks that they agree):
 
 - ``predict(embeddings) -> (N, C) scores``: class scores for ``accuracy``;
+  declared with ``classifies=True``;
 - ``class_anchors() -> (C, D) tensor``: learned anchors or class centres in
-  the embedding space (exported next to the embeddings).
+  the embedding space (exported next to the embeddings, drawn in the
+  anchor figure, used by two-stage retrieval); declared with ``anchors=True``.
 
-Losses without ``predict`` (contrastive, triplet, supcon) get their
+Losses that do not classify (contrastive, triplet, supcon) get their
 ``accuracy`` from the nearest exported anchor, or NaN when they have none.
 Per loss, the config may set class-balanced batches (``sampler``, see
 ``workflow/samplers.py``; pair, triplet and SupCon losses need them) and a
 learning-rate multiplier for the loss's own parameters (``lr_multiplier``).
 
 Add a loss: a new module here with ``@register_loss("name", geometry=...,
-params={...})`` on the class (``geometry``: ``euclidean`` or ``cosine``, see
-below; ``params``: the range of each parameter, e.g. ``{"margin":
-Number(gt=0)}``, see ``workflow/registry.py``),
+anchors=..., classifies=..., params={...})`` on the class (``geometry``:
+``euclidean`` or ``cosine``, see below; ``anchors``, ``classifies``: true
+or false, see above; ``params``: the range of each parameter, e.g.
+``{"margin": Number(gt=0)}``, see ``workflow/registry.py``),
 plus one entry under ``losses:`` in the config. Use pytorch-metric-learning
 for what it provides (see ``contrastive.py``, ``arcface.py``).
 """
@@ -30,12 +35,25 @@ from workflow.registry import Registry
 # and so the one it is retrieved by (``evaluation.distances``: ``own``).
 # ``cosine`` for losses that compare L2-normalised embeddings (or cosines),
 # ``euclidean`` for those on raw embeddings.
-LOSSES = Registry("loss", __name__, required={"geometry": GEOMETRIES})
+LOSSES = Registry(
+    "loss", __name__,
+    required={"geometry": GEOMETRIES, "anchors": (True, False), "classifies": (True, False)},
+)
 register_loss = LOSSES.register
 
 
 def loss_geometry(impl: str) -> str:
     return LOSSES.metadata(impl)["geometry"]
+
+
+def loss_has_anchors(impl: str) -> bool:
+    """Whether loss ``impl`` learns class anchors (``class_anchors()``)."""
+    return LOSSES.metadata(impl)["anchors"]
+
+
+def loss_classifies(impl: str) -> bool:
+    """Whether loss ``impl`` scores classes (``predict()``)."""
+    return LOSSES.metadata(impl)["classifies"]
 
 
 def build_loss(impl: str, num_classes: int, embedding_size: int, **params):

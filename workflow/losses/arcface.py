@@ -14,7 +14,7 @@ from workflow.losses import register_loss
 from workflow.registry import Number
 
 
-@register_loss("arcface", geometry="cosine",
+@register_loss("arcface", geometry="cosine", anchors=True, classifies=True,
                params={"margin": Number(gt=0, lt=math.pi / 2), "scale": Number(gt=0)})
 class ArcFaceLoss(nn.Module):
     """Softmax cross-entropy on scaled cosines with an angular margin on the

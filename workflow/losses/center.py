@@ -17,7 +17,8 @@ def centre_term(embeddings, centres, labels):
     return 0.5 * (embeddings - centres[labels]).pow(2).sum(1).mean()
 
 
-@register_loss("center", geometry="euclidean", params={"lambda_c": Number(ge=0)})
+@register_loss("center", geometry="euclidean", anchors=True, classifies=True,
+               params={"lambda_c": Number(ge=0)})
 class CenterLoss(nn.Module):
     """Cross-entropy of a linear head plus the centre loss.
 

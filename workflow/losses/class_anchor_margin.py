@@ -47,7 +47,7 @@ REDUCTIONS = ("mean", "sum")
 
 
 @register_loss(
-    "cam", geometry="euclidean",
+    "cam", geometry="euclidean", anchors=True, classifies=True,
     params={"margin": Number(gt=0), "min_norm": Number(ge=0), "init_norm": Number(gt=0, optional=True),
             "reduction": OneOf(REDUCTIONS), "w_attractor": Number(ge=0), "w_repeller": Number(ge=0),
             "w_min_norm": Number(ge=0)},

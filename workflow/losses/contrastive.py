@@ -23,7 +23,8 @@ class _SquaredContrastive(losses.ContrastiveLoss):
         return 0.5 * super().neg_calc(neg_pair_dist, margin).pow(2)
 
 
-@register_loss("contrastive", geometry="euclidean", params={"margin": Number(gt=0)})
+@register_loss("contrastive", geometry="euclidean", anchors=False, classifies=False,
+               params={"margin": Number(gt=0)})
 class ContrastiveLoss(nn.Module):
     """Contrastive loss over every pair of the batch.
 

@@ -6,7 +6,7 @@ from torch import nn
 from workflow.losses import register_loss
 
 
-@register_loss("ce", geometry="euclidean", params={})
+@register_loss("ce", geometry="euclidean", anchors=False, classifies=True, params={})
 class CrossEntropyLoss(nn.Module):
     """Cross-entropy of a linear classifier (with bias) on the embedding.
 

@@ -15,7 +15,8 @@ from workflow.losses.center import centre_term
 from workflow.losses.class_anchor_margin import off_diagonal
 
 
-@register_loss("island", geometry="euclidean", params={"lambda_il": Number(ge=0), "lambda_1": Number(ge=0)})
+@register_loss("island", geometry="euclidean", anchors=True, classifies=True,
+               params={"lambda_il": Number(ge=0), "lambda_1": Number(ge=0)})
 class IslandLoss(nn.Module):
     """Cross-entropy plus the centre loss plus a pairwise centre repeller.
 

@@ -13,7 +13,7 @@ from workflow.registry import Number
 from workflow.losses.class_anchor_margin import pairwise_safe_distance
 
 
-@register_loss("lm", geometry="cosine", params={"beta": Number(ge=0)})
+@register_loss("lm", geometry="cosine", anchors=True, classifies=True, params={"beta": Number(ge=0)})
 class LargeMarginLoss(nn.Module):
     """Cross-entropy plus a large-margin term on normalised class centres.
 

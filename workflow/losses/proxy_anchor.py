@@ -12,7 +12,8 @@ from workflow.losses import register_loss
 from workflow.registry import Number
 
 
-@register_loss("proxy_anchor", geometry="cosine", params={"alpha": Number(gt=0), "margin": Number(ge=0)})
+@register_loss("proxy_anchor", geometry="cosine", anchors=True, classifies=True,
+               params={"alpha": Number(gt=0), "margin": Number(ge=0)})
 class ProxyAnchorLoss(nn.Module):
     """One learnable proxy ``p`` per class, cosine similarity ``s(x, p)``:
 

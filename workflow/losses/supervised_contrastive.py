@@ -12,7 +12,7 @@ from workflow.losses import register_loss
 from workflow.registry import Number
 
 
-@register_loss("supcon", geometry="cosine", params={"temperature": Number(gt=0)})
+@register_loss("supcon", geometry="cosine", anchors=False, classifies=False, params={"temperature": Number(gt=0)})
 class SupConLoss(nn.Module):
     """With ``z`` the L2-normalised embeddings, ``P(i)`` the other images of
     i's class in the batch and ``A(i)`` all images but i (the paper's

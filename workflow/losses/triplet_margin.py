@@ -16,7 +16,8 @@ from workflow.registry import Number, OneOf
 MINING = ("semihard", "batch_hard")
 
 
-@register_loss("triplet", geometry="cosine", params={"margin": Number(gt=0), "mining": OneOf(MINING)})
+@register_loss("triplet", geometry="cosine", anchors=False, classifies=False,
+               params={"margin": Number(gt=0), "mining": OneOf(MINING)})
 class TripletMarginLoss(nn.Module):
     """``mean over mined triplets (a, p, n) of max(0, d(a, p) - d(a, n) + alpha)``
 
