@@ -22,6 +22,7 @@ from workflow.config import (
     trial_cells,
     trial_settings,
 )
+from workflow.datasets import input_fingerprint
 from workflow.download import plan_downloads
 from workflow.guards import check_config, check_config_files
 
@@ -149,7 +150,14 @@ def get_prepare_input(wildcards):
 
 
 def get_prepare_spec(wildcards):
-    return prepare_settings(config_entry("datasets", wildcards.dataset))
+    """What decides the prepared arrays; for a dataset read from your own
+    files (an image folder, an .npz) also their listing hash, `user_files`,
+    so that changing them prepares it again (a params trigger; `prepare`
+    ignores the key). Other datasets get no such key: their recorded
+    params, and so their arrays, stay valid."""
+    spec = prepare_settings(config_entry("datasets", wildcards.dataset))
+    files = input_fingerprint(spec["source"], spec["params"])
+    return {**spec, "user_files": files} if files else spec
 
 
 def get_regime_spec(wildcards):

@@ -15,13 +15,19 @@ evaluation split, test or validation) and the original file ids.
 
 A loader that reads downloaded files takes their folder as ``root`` and
 registers its official files with :func:`register_files`; the ``download``
-rule fetches and verifies them (see ``workflow/download.py``).
+rule fetches and verifies them (see ``workflow/download.py``). A loader
+parameter named ``path`` is the user's own file or folder (``npz``,
+``imagefolder``): the dataset is prepared again whenever its listing
+changes (:func:`input_fingerprint`).
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import inspect
+import stat
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -48,10 +54,50 @@ def register_files(name: str):
 
 
 def _check_labels(labels: np.ndarray, class_names: list[str], n: int) -> None:
-    if len(labels) != n:
-        raise ValueError("one label per image is required")
-    if n and (labels.min() < 0 or labels.max() >= len(class_names)):
-        raise ValueError("labels must lie in 0..len(class_names)-1")
+    """One whole-number label per image, each a class number; the errors
+    give what was found (a loader that reads a user's file adds its name)."""
+    labels = np.asarray(labels)
+    twice = sorted(name for name, count in Counter(class_names).items() if count > 1)
+    if twice:
+        raise ValueError(f"class_names holds {', '.join(map(repr, twice))} more than once; class names must differ")
+    if labels.ndim != 1 or len(labels) != n:
+        raise ValueError(
+            f"labels has shape {labels.shape} for {n} images; one label per image is required "
+            f"(a one-dimensional array of length {n})"
+        )
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers (class numbers 0..C-1), found dtype {labels.dtype}")
+    bad = np.flatnonzero((labels < 0) | (labels >= len(class_names)))
+    if bad.size:
+        raise ValueError(
+            f"label {labels[bad[0]]} at position {bad[0]} ({bad.size} such labels) is no class number: "
+            f"there are {len(class_names)} class names, so labels must lie in 0..{len(class_names) - 1}"
+        )
+
+
+OFFICIAL_SIDES = ("train", "test")
+
+
+def _check_per_image(values, key: str, n: int) -> None:
+    if values is not None and np.shape(values) != (n,):
+        raise ValueError(f"{key} has shape {np.shape(values)} for {n} images; one value per image is required")
+
+
+def _check_official_split(official_split, n: int) -> None:
+    """The official side of each image: "train" or "test" ("test" stands for
+    the official evaluation split); any other value would silently drop
+    its images from both sides."""
+    if official_split is None:
+        return
+    _check_per_image(official_split, "official_split", n)
+    values = np.asarray(official_split)
+    other = sorted({str(v) for v in np.unique(values)} - set(OFFICIAL_SIDES))
+    if other:
+        raise ValueError(
+            f"official_split holds {', '.join(map(repr, other))}; each image's value must be 'train' or 'test' "
+            "('test' for the official evaluation or validation side); leave official_split out if the "
+            "dataset has no division"
+        )
 
 
 @dataclass
@@ -63,9 +109,19 @@ class RawDataset:
     file_ids: np.ndarray | None = None  # original file name (or id) per image, or None
 
     def __post_init__(self):
-        if self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise ValueError("images must be uint8 with shape (N, H, W, C)")
-        _check_labels(self.labels, self.class_names, len(self.images))
+        images = self.images
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError(
+                f"images must be uint8 with shape (N, H, W, C), found dtype {images.dtype} and shape "
+                f"{images.shape}"
+                + ("; store 8-bit pixel values 0..255 as uint8" if images.dtype != np.uint8 else "")
+                + ("; add the channel axis (images[..., None])" if images.ndim == 3 else "")
+            )
+        if len(images) == 0:
+            raise ValueError(f"holds no images (images has shape {images.shape})")
+        _check_labels(self.labels, self.class_names, len(images))
+        _check_official_split(self.official_split, len(images))
+        _check_per_image(self.file_ids, "file_ids", len(images))
 
 
 @dataclass
@@ -81,8 +137,8 @@ class ImageFiles:
 
     def __post_init__(self):
         _check_labels(self.labels, self.class_names, len(self.paths))
-        if len(self.file_ids) != len(self.paths):
-            raise ValueError("one file id per image is required")
+        _check_official_split(self.official_split, len(self.paths))
+        _check_per_image(self.file_ids, "file_ids", len(self.paths))
 
 
 def load_dataset(source: str, **params) -> RawDataset | ImageFiles:
@@ -121,3 +177,44 @@ def dataset_files(source: str, params: dict) -> list:
 def needs_download(source: str) -> bool:
     DATASETS.names()  # imports every loader module, so their files are registered
     return source in _FILES
+
+
+def _listing(top: Path):
+    """(path relative to ``top``, size, modification time in ns) of ``top``
+    and of every file and folder under it, symbolic links followed (each
+    folder once, so a loop ends), names starting with ``.`` left out; an
+    entry that cannot be read is listed as such (its error is prepare's to
+    report)."""
+    seen = set()
+    stack = [top]
+    while stack:
+        path = stack.pop()
+        try:
+            info = path.stat()
+        except OSError as error:
+            yield path.relative_to(top).as_posix(), "unreadable", error.errno
+            continue
+        yield path.relative_to(top).as_posix(), info.st_size, info.st_mtime_ns
+        if stat.S_ISDIR(info.st_mode) and (info.st_dev, info.st_ino) not in seen:
+            seen.add((info.st_dev, info.st_ino))
+            try:
+                stack += sorted((p for p in path.iterdir() if not p.name.startswith(".")), reverse=True)
+            except OSError as error:
+                yield path.relative_to(top).as_posix(), "unlistable", error.errno
+
+
+def input_fingerprint(source: str, params: dict) -> str:
+    """A hash of the listing (relative paths, sizes, modification times) of
+    the user's own files that dataset ``source`` reads: the loader's
+    parameter ``path`` (an image folder, an .npz file); "" for datasets
+    without one. The prepare rule takes it as a parameter, so adding,
+    removing, replacing or editing such a file prepares the dataset again.
+    A listing, not the bytes: Snakemake computes it on every start, and
+    reading a large folder or file each time would cost as much as
+    preparing it."""
+    if "path" not in inspect.signature(DATASETS.get(source)).parameters or "path" not in params:
+        return ""
+    digest = hashlib.sha256()
+    for entry in _listing(Path(params["path"])):
+        digest.update(repr(entry).encode() + b"\n")
+    return digest.hexdigest()

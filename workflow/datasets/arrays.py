@@ -17,6 +17,8 @@ training images of each class and all 10,000 test images::
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -51,36 +53,82 @@ def integer_labels(labels: np.ndarray, path) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of the npz file at ``path``; anything that is not an npz
+    archive of plain arrays raises ValueError naming the file and what it
+    holds. Never unpickles (numpy's default ``allow_pickle=False``)."""
+    expected = (
+        "save the arrays with numpy.savez or numpy.savez_compressed (or python -m workflow.export); an npz "
+        f"dataset holds {', '.join(REQUIRED)} and optionally {', '.join(OPTIONAL)}"
+    )
+    try:
+        opened = np.load(path)  # allow_pickle is False by default: no object arrays, no pickles
+    except ValueError as error:  # numpy takes what is neither zip nor .npy for a pickle
+        with open(path, "rb") as f:
+            start = f.read(8)
+        raise ValueError(
+            f"{path}: not an npz archive: it starts with {start!r}, not the zip signature b'PK\\x03\\x04' "
+            f"(numpy would read it as pickled data, which is never loaded: unpickling can run code); {expected}"
+        ) from error
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a readable npz archive ({error}); {expected}") from error
+    if isinstance(opened, np.ndarray):
+        raise ValueError(
+            f"{path}: a single .npy array (dtype {opened.dtype}, shape {opened.shape}), not an npz archive; "
+            f"{expected}"
+        )
+    with opened as arrays:
+        missing = [key for key in REQUIRED if key not in arrays.files]
+        if missing:
+            raise ValueError(
+                f"{path}: missing the array(s) {', '.join(missing)} (it holds "
+                f"{', '.join(arrays.files) or 'none'}); an npz dataset holds {', '.join(REQUIRED)} and "
+                f"optionally {', '.join(OPTIONAL)}"
+            )
+        loaded = {}
+        for key in (*REQUIRED, *OPTIONAL):
+            if key not in arrays.files:
+                continue
+            try:
+                loaded[key] = arrays[key]
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+                if "allow_pickle" in str(error):  # numpy refuses object arrays without allow_pickle
+                    raise ValueError(
+                        f"{path}: holds an object array ({key}), which is not loaded (unpickling can run "
+                        "code); save class names, splits and file ids as string arrays (dtype str)"
+                    ) from error
+                raise ValueError(f"{path}: its array {key} cannot be read ({error}); {expected}") from error
+    return loaded
+
+
 @register_dataset("npz")
 def npz(path) -> RawDataset:
-    """``path``: the ``.npz`` file (see the module docstring)."""
+    """``path``: the ``.npz`` file (see the module docstring). Every error
+    names the file and the value found."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"npz path {path}: no such file; set the dataset's params.path to an .npz file "
             "(relative to the folder Snakemake runs in)"
         )
-    with np.load(path) as arrays:  # allow_pickle is False by default: no object arrays
-        missing = [key for key in REQUIRED if key not in arrays.files]
-        if missing:
-            raise ValueError(
-                f"{path}: missing the array(s) {', '.join(missing)}; an npz dataset holds "
-                f"{', '.join(REQUIRED)} and optionally {', '.join(OPTIONAL)}"
-            )
-        try:
-            loaded = {key: arrays[key] for key in (*REQUIRED, *OPTIONAL) if key in arrays.files}
-        except ValueError as error:  # numpy refuses object arrays without allow_pickle
-            raise ValueError(
-                f"{path}: holds an object array, which is not loaded (unpickling can run code); "
-                "save class names, splits and file ids as string arrays (dtype str)"
-            ) from error
-    return RawDataset(
-        images=loaded["images"],
-        labels=integer_labels(loaded["labels"], path),
-        class_names=[str(name) for name in loaded["class_names"]],
-        official_split=loaded.get("official_split"),
-        file_ids=loaded.get("file_ids"),
-    )
+    loaded = _read_arrays(path)
+    class_names = loaded["class_names"]
+    if class_names.ndim != 1:
+        raise ValueError(
+            f"{path}: class_names has shape {class_names.shape}; it must be a one-dimensional array of "
+            "the C class names (position = label)"
+        )
+    labels = integer_labels(loaded["labels"], path)
+    try:
+        return RawDataset(
+            images=loaded["images"],
+            labels=labels,
+            class_names=[str(name) for name in class_names],
+            official_split=loaded.get("official_split"),
+            file_ids=loaded.get("file_ids"),
+        )
+    except ValueError as error:  # the dataset's checks give the value found; name the file too
+        raise ValueError(f"{path}: {error}") from error
 
 
 def save_npz(dataset: RawDataset, path, keep: np.ndarray | None = None) -> None:
