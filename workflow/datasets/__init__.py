@@ -117,8 +117,6 @@ class RawDataset:
                 + ("; store 8-bit pixel values 0..255 as uint8" if images.dtype != np.uint8 else "")
                 + ("; add the channel axis (images[..., None])" if images.ndim == 3 else "")
             )
-        if len(images) == 0:
-            raise ValueError(f"holds no images (images has shape {images.shape})")
         _check_labels(self.labels, self.class_names, len(images))
         _check_official_split(self.official_split, len(images))
         _check_per_image(self.file_ids, "file_ids", len(images))

@@ -118,6 +118,8 @@ def npz(path) -> RawDataset:
             f"{path}: class_names has shape {class_names.shape}; it must be a one-dimensional array of "
             "the C class names (position = label)"
         )
+    if loaded["images"].shape[:1] == (0,):
+        raise ValueError(f"{path}: holds no images (images has shape {loaded['images'].shape})")
     labels = integer_labels(loaded["labels"], path)
     try:
         return RawDataset(
