@@ -86,3 +86,31 @@ def test_training_curves_plot_loss_terms_when_recorded():
     assert np.allclose(attractor.get_ydata(), [2.0, 1.0, 2.0 / 3])
     loss_legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert loss_legend == ["cam", "lm", "ce", "old"]
+
+
+def test_every_figure_is_drawn_in_workflow_figures():
+    """Issue 22: one module for every figure. The report's and the
+    selection's figures (PR curves, speed-up, sensitivity) are drawn here,
+    and no other module of workflow/ draws."""
+    import re
+    from pathlib import Path
+
+    from workflow.figures import pr_figure, sensitivity_figure, speedup_figure
+
+    curves = pd.DataFrame([{"backbone": "cnn", "loss": loss, "seed": 0, "cutoff": c, "precision": 1 - c / 4,
+                            "recall": c / 4} for loss in ["ce", "cam"] for c in range(1, 5)])
+    assert pr_figure(curves, "digits (full)").axes[0].get_title() == "digits (full)"
+    metrics = pd.DataFrame([{"backbone": "cnn", "loss": "cam", "seed": 0, "retrieval": r, "metric": m, "value": v,
+                             "geometry": "euclidean", "distance": "euclidean"}
+                            for r, cost in [("exact", 100.0), ("two_stage_c2", 25.0)]
+                            for m, v in [("precision@5", 0.5), ("distance_computations_per_query", cost)]])
+    assert speedup_figure(metrics, 5, "t").axes[0].get_xscale() == "log"
+    record = {"metric": "map", "values": {"params.margin": 1.0},
+              "scores": [{"values": {"params.margin": m}, "score": s} for m, s in [(0.5, 0.2), (1.0, 0.4)]]}
+    assert len(sensitivity_figure(record, "cam").axes) == 1
+
+    workflow = Path(__file__).resolve().parents[1] / "workflow"
+    drawing = re.compile(r"\bplt\.(subplots|figure|subplot)\(|\bsns\.(lineplot|heatmap|scatterplot|set_theme)\(")
+    others = [str(p.relative_to(workflow)) for p in workflow.rglob("*.py")
+              if p.name != "figures.py" and drawing.search(p.read_text())]
+    assert not others, others

@@ -10,9 +10,9 @@ import torch
 
 import workflow.retrieval.kernel as kernel
 from workflow.evaluate import evaluate_cell
+from workflow.figures import speedup_points
 from workflow.retrieval.exact import evaluate_retrieval
 from workflow.retrieval.inputs import prepare
-from workflow.report import speedup_points
 from workflow.retrieval.two_stage import build_anchor_index, evaluate_retrieval_methods, speedup_k
 
 QUALITY = ("precision@1", "precision@5", "top1_error", "top5_error", "map", "map@r",

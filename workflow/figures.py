@@ -1,5 +1,10 @@
-"""Figures beyond the precision-recall curves, in one consistent style.
+"""Every figure of the pipeline (one rule script each calls one function here).
 
+- :func:`pr_figure`: mean precision-recall curves per loss;
+- :func:`speedup_figure`: precision@k against the speed-up of two-stage
+  over exact retrieval (:func:`speedup_points` computes the points);
+- :func:`sensitivity_figure`: validation score of every trial against each
+  swept parameter (selection, README "Fair comparisons");
 - :func:`tsne_figure`: t-SNE maps of database embeddings, one panel per loss
   (LM paper Figs. 4, 6, 8);
 - :func:`retrieval_examples_figure`: queries with their top results per loss,
@@ -21,7 +26,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
+
+from workflow.geometry import own_distance_rows  # noqa: E402
+from workflow.retrieval.metrics import METRICS  # noqa: E402
 
 RIGHT, WRONG = "#2ca02c", "#d62728"
 # Per-epoch history entries plotted as totals (besides the loss terms).
@@ -175,5 +184,118 @@ def anchor_distance_figure(anchors: np.ndarray, class_names: list[str], title: s
         xticklabels=class_names if show_names else False, yticklabels=class_names if show_names else False,
     )
     ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def pr_figure(curves: pd.DataFrame, title: str):
+    """Mean precision-recall curve per (backbone, loss), averaged over seeds
+    at each cutoff. ``curves`` has columns backbone, loss, seed, cutoff,
+    precision, recall."""
+    mean = curves.groupby(["backbone", "loss", "cutoff"], as_index=False)[["precision", "recall"]].mean()
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=150)
+    multiple_backbones = mean["backbone"].nunique() > 1
+    sns.lineplot(
+        data=mean, x="recall", y="precision", hue="loss",
+        hue_order=list(dict.fromkeys(curves["loss"])),  # config order
+        style="backbone" if multiple_backbones else None,
+        estimator=None, sort=False, ax=ax,
+    )
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def speedup_points(metrics: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Per (backbone, loss, retrieval): mean and std over seeds of precision@k
+    and of the speed-up over exact retrieval, measured in distance
+    computations per query (exact's / the method's, so exact is 1)."""
+    precision = f"precision@{k}"
+    cost = "distance_computations_per_query"
+    metrics = own_distance_rows(metrics)
+    rows = metrics[metrics["metric"].isin([precision, cost])]
+    wide = rows.pivot_table(
+        index=["backbone", "loss", "seed", "retrieval"], columns="metric", values="value", sort=False
+    ).reset_index()
+    exact = wide.loc[wide["retrieval"] == "exact", ["backbone", "loss", "seed", cost]]
+    wide = wide.merge(exact.rename(columns={cost: "exact_cost"}), on=["backbone", "loss", "seed"])
+    wide["speedup"] = wide["exact_cost"] / wide[cost]
+    points = (
+        wide.groupby(["backbone", "loss", "retrieval"], sort=False)
+        .agg(precision=(precision, "mean"), precision_std=(precision, "std"),
+             speedup=("speedup", "mean"), speedup_std=("speedup", "std"), seeds=("seed", "count"))
+        .reset_index()
+    )
+    return points
+
+
+def speedup_figure(metrics: pd.DataFrame, k: int, title: str):
+    """precision@k against speed-up over exact retrieval (in distance
+    computations per query), one point per loss and retrieval (exact at 1,
+    two-stage per c), mean over seeds with the std as error bars; a loss's
+    points are joined in order of speed-up."""
+    points = speedup_points(metrics, k)
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=150)
+    losses = list(dict.fromkeys(metrics["loss"]))  # config order, as pr_figure
+    colours = dict(zip(losses, sns.color_palette(n_colors=len(losses))))
+    backbones = list(dict.fromkeys(points["backbone"]))
+    markers = dict(zip(backbones, ["o", "s", "^", "D", "v", "P"] * len(backbones)))
+    for (backbone, loss), group in points.groupby(["backbone", "loss"], sort=False):
+        group = group.sort_values("speedup")
+        label = loss if len(backbones) == 1 else f"{loss} ({backbone})"
+        ax.errorbar(
+            group["speedup"], group["precision"], yerr=group["precision_std"].fillna(0),
+            color=colours[loss], marker=markers[backbone], markersize=4, capsize=2,
+            linewidth=1, label=label,
+        )
+        for _, point in group.iterrows():
+            if point["retrieval"] != "exact":
+                c = point["retrieval"].removeprefix("two_stage_c")
+                ax.annotate(f"c={c}", (point["speedup"], point["precision"]), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points", color=colours[loss])
+    ax.set_xscale("log")
+    # Plain "2x" labels; on the minor ticks too when the range is under a
+    # decade (it may then hold no major tick).
+    times = FuncFormatter(lambda x, _: f"{x:.3g}x")
+    ax.xaxis.set_major_formatter(times)
+    low, high = ax.get_xlim()
+    ax.xaxis.set_minor_formatter(times if high / low < 10 else NullFormatter())
+    ax.tick_params(axis="x", which="both", labelsize=6)
+    ax.set(xlabel="speed-up over exact retrieval (distance computations)",
+           ylabel=METRICS.label(f"precision@{k}"), title=title)
+    if not (points["retrieval"] != "exact").any():
+        ax.text(0.5, 0.5, "no loss with class anchors:\nno two-stage retrieval",
+                transform=ax.transAxes, ha="center", va="center", fontsize=8)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def sensitivity_figure(record: dict, title: str):
+    """One panel per swept parameter: the validation score of every trial
+    against that parameter's value (log axis for positive values spanning
+    more than a factor 10); the selected trial is marked."""
+    keys = list(record["scores"][0]["values"]) or ["(no sweep)"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        x = [s["values"].get(key, 0) for s in record["scores"]]
+        y = [s["score"] for s in record["scores"]]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x)
+        positions = x if numeric else list(range(len(x)))
+        ax.scatter(positions, y, color="tab:blue", zorder=2)
+        chosen = next(i for i, s in enumerate(record["scores"]) if s["values"] == record["values"])
+        ax.scatter([positions[chosen]], [y[chosen]], s=120, facecolors="none", edgecolors="tab:red",
+                   zorder=3, label="selected")
+        if numeric and min(x) > 0 and max(x) / min(x) > 10:
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(positions, [str(v) for v in x], rotation=45)
+        ax.set_xlabel(key.split(".", 1)[-1])
+        ax.set_ylabel(f"validation {METRICS.label(record['metric'])}")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(loc="best", fontsize="small")
+    fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     return fig

@@ -1,18 +1,13 @@
-"""aggregate, tables and figures: from per-cell results to what a reader sees."""
+"""aggregate and the per-(dataset, regime) tables: from per-cell results to
+what a reader sees (the figures are drawn by workflow/figures.py)."""
 
 from __future__ import annotations
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from workflow.config import Cell  # noqa: E402
-from workflow.geometry import own_distance_rows  # noqa: E402
-from workflow.retrieval.metrics import METRICS  # noqa: E402
+from workflow.config import Cell
+from workflow.geometry import own_distance_rows
+from workflow.retrieval.metrics import METRICS
 
 CELL_COLUMNS = ["dataset", "regime", "backbone", "loss", "seed"]
 METRICS_COLUMNS = CELL_COLUMNS + ["geometry", "distance", "retrieval", "metric", "value"]
@@ -99,88 +94,3 @@ def table_outputs(table: pd.DataFrame, caption: str) -> tuple[str, str, str]:
         .replace("_", r"\_")
     )
     return csv, markdown, latex
-
-
-def pr_figure(curves: pd.DataFrame, title: str):
-    """Mean precision-recall curve per (backbone, loss), averaged over seeds
-    at each cutoff. ``curves`` has columns backbone, loss, seed, cutoff,
-    precision, recall."""
-    mean = curves.groupby(["backbone", "loss", "cutoff"], as_index=False)[["precision", "recall"]].mean()
-    sns.set_theme(style="whitegrid", context="paper")
-    fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=150)
-    multiple_backbones = mean["backbone"].nunique() > 1
-    sns.lineplot(
-        data=mean, x="recall", y="precision", hue="loss",
-        hue_order=list(dict.fromkeys(curves["loss"])),  # config order
-        style="backbone" if multiple_backbones else None,
-        estimator=None, sort=False, ax=ax,
-    )
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=title)
-    fig.tight_layout()
-    return fig
-
-
-def speedup_points(metrics: pd.DataFrame, k: int) -> pd.DataFrame:
-    """Per (backbone, loss, retrieval): mean and std over seeds of precision@k
-    and of the speed-up over exact retrieval, measured in distance
-    computations per query (exact's / the method's, so exact is 1)."""
-    precision = f"precision@{k}"
-    cost = "distance_computations_per_query"
-    metrics = own_distance_rows(metrics)
-    rows = metrics[metrics["metric"].isin([precision, cost])]
-    wide = rows.pivot_table(
-        index=["backbone", "loss", "seed", "retrieval"], columns="metric", values="value", sort=False
-    ).reset_index()
-    exact = wide.loc[wide["retrieval"] == "exact", ["backbone", "loss", "seed", cost]]
-    wide = wide.merge(exact.rename(columns={cost: "exact_cost"}), on=["backbone", "loss", "seed"])
-    wide["speedup"] = wide["exact_cost"] / wide[cost]
-    points = (
-        wide.groupby(["backbone", "loss", "retrieval"], sort=False)
-        .agg(precision=(precision, "mean"), precision_std=(precision, "std"),
-             speedup=("speedup", "mean"), speedup_std=("speedup", "std"), seeds=("seed", "count"))
-        .reset_index()
-    )
-    return points
-
-
-def speedup_figure(metrics: pd.DataFrame, k: int, title: str):
-    """precision@k against speed-up over exact retrieval (in distance
-    computations per query), one point per loss and retrieval (exact at 1,
-    two-stage per c), mean over seeds with the std as error bars; a loss's
-    points are joined in order of speed-up."""
-    points = speedup_points(metrics, k)
-    sns.set_theme(style="whitegrid", context="paper")
-    fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=150)
-    losses = list(dict.fromkeys(metrics["loss"]))  # config order, as pr_figure
-    colours = dict(zip(losses, sns.color_palette(n_colors=len(losses))))
-    backbones = list(dict.fromkeys(points["backbone"]))
-    markers = dict(zip(backbones, ["o", "s", "^", "D", "v", "P"] * len(backbones)))
-    for (backbone, loss), group in points.groupby(["backbone", "loss"], sort=False):
-        group = group.sort_values("speedup")
-        label = loss if len(backbones) == 1 else f"{loss} ({backbone})"
-        ax.errorbar(
-            group["speedup"], group["precision"], yerr=group["precision_std"].fillna(0),
-            color=colours[loss], marker=markers[backbone], markersize=4, capsize=2,
-            linewidth=1, label=label,
-        )
-        for _, point in group.iterrows():
-            if point["retrieval"] != "exact":
-                c = point["retrieval"].removeprefix("two_stage_c")
-                ax.annotate(f"c={c}", (point["speedup"], point["precision"]), fontsize=6,
-                            xytext=(3, 3), textcoords="offset points", color=colours[loss])
-    ax.set_xscale("log")
-    # Plain "2x" labels; on the minor ticks too when the range is under a
-    # decade (it may then hold no major tick).
-    times = FuncFormatter(lambda x, _: f"{x:.3g}x")
-    ax.xaxis.set_major_formatter(times)
-    low, high = ax.get_xlim()
-    ax.xaxis.set_minor_formatter(times if high / low < 10 else NullFormatter())
-    ax.tick_params(axis="x", which="both", labelsize=6)
-    ax.set(xlabel="speed-up over exact retrieval (distance computations)",
-           ylabel=METRICS.label(f"precision@{k}"), title=title)
-    if not (points["retrieval"] != "exact").any():
-        ax.text(0.5, 0.5, "no loss with class anchors:\nno two-stage retrieval",
-                transform=ax.transAxes, ha="center", va="center", fontsize=8)
-    ax.legend(fontsize=6, loc="best")
-    fig.tight_layout()
-    return fig

@@ -1,5 +1,6 @@
 """select: per (dataset, regime, backbone, loss), the trial setting with
-the best validation score, and what the reader sees of the selection.
+the best validation score, and the selection table (its sensitivity figure
+is drawn by workflow/figures.py).
 
 Trials are trained and evaluated like cells, on the validation split (see
 ``splits.make_validation_split``); their metrics files are the only input
@@ -88,36 +89,3 @@ def selection_table(records: list[dict], cells: list[tuple]) -> pd.DataFrame:
             "selected": ", ".join(f"{k}={v}" for k, v in values.items()) or "(no sweep)",
         })
     return pd.DataFrame(rows)
-
-
-def sensitivity_figure(record: dict, title: str):
-    """One panel per swept parameter: the validation score of every trial
-    against that parameter's value (log axis for positive values spanning
-    more than a factor 10); the selected trial is marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = list(record["scores"][0]["values"]) or ["(no sweep)"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        x = [s["values"].get(key, 0) for s in record["scores"]]
-        y = [s["score"] for s in record["scores"]]
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x)
-        positions = x if numeric else list(range(len(x)))
-        ax.scatter(positions, y, color="tab:blue", zorder=2)
-        chosen = next(i for i, s in enumerate(record["scores"]) if s["values"] == record["values"])
-        ax.scatter([positions[chosen]], [y[chosen]], s=120, facecolors="none", edgecolors="tab:red",
-                   zorder=3, label="selected")
-        if numeric and min(x) > 0 and max(x) / min(x) > 10:
-            ax.set_xscale("log")
-        if not numeric:
-            ax.set_xticks(positions, [str(v) for v in x], rotation=45)
-        ax.set_xlabel(key.split(".", 1)[-1])
-        ax.set_ylabel(f"validation {METRICS.label(record['metric'])}")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(loc="best", fontsize="small")
-    fig.suptitle(title, fontsize="medium")
-    fig.tight_layout()
-    return fig

@@ -1,9 +1,9 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
 import pandas as pd
 
+from workflow.figures import pr_figure
 from workflow.io import atomic_path
 from workflow.logs import log_to
-from workflow.report import pr_figure
 
 with log_to(snakemake.log[0]):
     frames = []

@@ -1,9 +1,9 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
 import json
 
+from workflow.figures import sensitivity_figure
 from workflow.io import save_figure
 from workflow.logs import log_to
-from workflow.selection import sensitivity_figure
 
 with log_to(snakemake.log[0]):
     record = json.load(open(snakemake.input[0]))

@@ -1,9 +1,9 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
 import pandas as pd
 
+from workflow.figures import speedup_figure, speedup_points
 from workflow.io import atomic_path
 from workflow.logs import log_to
-from workflow.report import speedup_figure, speedup_points
 
 with log_to(snakemake.log[0]):
     dataset, regime = snakemake.wildcards.dataset, snakemake.wildcards.regime
