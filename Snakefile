@@ -5,6 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+# Snakemake's reader names neither the file nor the line of a broken config
+# file: check config.yaml first (README "Configuration").
+include: "rules/config_file.smk"
+
+
 configfile: "config.yaml"
 
 

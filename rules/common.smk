@@ -15,6 +15,7 @@ from workflow.config import (
     cell_factors,
     cell_settings,
     cells,
+    check_finite,
     describe_schema_error,
     expand_sweeps,
     prepare_config,
@@ -38,6 +39,8 @@ def config_files_read():
 try:
     # First: PyYAML has merged a duplicate key silently (the last one wins).
     check_config_files(config_files_read())
+    # YAML's .nan and .inf pass every bound of the schema.
+    check_finite(config)
     # Sweeps (lists, ranges) expand into loss entries before the schema
     # check, so that every expanded entry is checked like a written one.
     EXPANDED, SWEEPS = expand_sweeps(config)

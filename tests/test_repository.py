@@ -362,3 +362,20 @@ def test_every_config_key_has_a_description_and_is_in_the_readme():
         assert f"| `{key}` |" in readme, f"README's configuration table lacks {key}"
     for key, sub in fields.items():
         assert sub.get("description"), f"training.{key} has no description"
+
+
+def test_the_readme_gives_the_size_of_the_default_grid(tmp_path):
+    """README's "N cells, M jobs" for the default grid is what `snakemake -n`
+    plans for the shipped config.yaml (cells: its train jobs)."""
+    from conftest import make_workspace
+
+    workdir = make_workspace(tmp_path, {})
+    shutil.copy2(REPO / "config.yaml", workdir / "config.yaml")
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--nolock"], cwd=workdir,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    stats = result.stdout.split("Job stats:")[1].split("\n\n")[0]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.M))
+    readme = (REPO / "README.md").read_text()
+    cells, jobs = re.search(r"the default grid\s+\(every loss on digits[^)]*: (\d+) cells, (\d+) jobs\)", readme).groups()
+    assert (int(cells), int(jobs)) == (int(counts["train"]), int(counts["total"])), stats

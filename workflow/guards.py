@@ -2,7 +2,9 @@
 before any job is planned, so a bad input stops ``snakemake -n`` with the
 culprit named instead of failing hours later inside a job:
 
-- **duplicate keys** in a config file: PyYAML (and Snakemake's loader)
+- **config files**: a missing file, a YAML syntax error (named with its
+  line and column), an empty file or one holding a list or a single value;
+  and **duplicate keys**: PyYAML (and Snakemake's loader)
   silently keep the last of two equal keys, so a second ``cam:`` under
   ``losses`` would replace the first without a word;
 - **names** of datasets, regimes, backbones, losses (also those made by
@@ -16,9 +18,13 @@ culprit named instead of failing hours later inside a job:
   setting is also built once on a tiny size;
 - **table metrics**: every metric a declared table shows must be one that
   ``evaluate`` writes with the configured ``evaluation`` settings;
-- **table selections**: what a declared table selects, its explicit rows
+- **table selections**: the attributes a declared table selects by and
+  lays out (those of results/metrics.csv), what it selects, its explicit rows
   (distinct labels) and its ``baseline`` must exist in the config, so no
   row silently drops out and no marker claims a test that was not done;
+- **figures**: ``figures.example_queries`` at most the queries of each
+  dataset whose number the config gives (``query_per_class`` times the
+  listed ``classes``);
 - **pretrained weights**: ``backbones.<name>.params.pretrained`` must name
   a weights record for the backbone's arch, or a file of your own with its
   checksum and normalisation (``workflow.backbones.weights.resolve``; no
@@ -34,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from workflow.config import ConfigError
+from workflow.config import ConfigError, number_hint
 
 # The schema's name rule ($defs/name_pattern): also no suffix repeated 20
 # times, which Snakemake's periodic-wildcard guard would take for a runaway
@@ -68,16 +74,47 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def check_duplicate_keys(path) -> None:
-    """Raise :class:`ConfigError` naming the file, line and key if a mapping
-    of the YAML (or JSON) file ``path`` has the same key twice."""
+def check_config_file(path) -> None:
+    """Raise :class:`ConfigError` naming the file ``path`` unless it is a
+    YAML (or JSON) file holding a mapping with no key twice in any of its
+    mappings: a missing file, a syntax error (with its line and column),
+    an empty file and a list or a single value each get their message.
+    (Snakemake's own reader names neither the file nor the line.)"""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"config file {path}: " + ("is a folder" if path.is_dir() else "no such file")
+            + "; give the path of a YAML or JSON config file (relative to the folder Snakemake runs in)"
+        )
     loader_class = type("Loader", (_UniqueKeyLoader,), {"path": str(path)})
-    with open(path, encoding="utf-8") as f:
-        loader = loader_class(f)
-        try:
-            loader.get_single_data()
-        finally:
-            loader.dispose()
+    try:
+        with open(path, encoding="utf-8") as f:
+            loader = loader_class(f)
+            try:
+                data = loader.get_single_data()
+            finally:
+                loader.dispose()
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        context = f" ({error.context}, line {error.context_mark.line + 1})" if error.context and error.context_mark else ""
+        raise ConfigError(
+            f"config file {path}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML: "
+            f"{error.problem}{context}; fix the file there (YAML indents with spaces, never tabs; "
+            "a value holding ': ' or starting with a special character needs quotes)"
+        ) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path}: not a YAML or JSON text file ({error})") from None
+    if data is None:
+        raise ConfigError(
+            f"config file {path} is empty (or only comments); a config is a mapping of keys "
+            "(datasets:, regimes:, backbones:, losses:, seeds:, ...): see README \"Configuration\""
+        )
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"the single value {data!r}"
+        raise ConfigError(
+            f"config file {path} holds {kind}, not a mapping of keys; a config is a mapping at its top "
+            "level (datasets:, regimes:, backbones:, losses:, seeds:, ...): see README \"Configuration\""
+        )
 
 
 def check_names(config: dict) -> None:
@@ -122,8 +159,8 @@ def _check_ranges(key: str, kind: str, registry, name: str, params: dict) -> Non
         registry.check_params(name, params)
     except ParameterError as error:
         raise ConfigError(
-            f"config key {key}.{error.param}: {error.value!r} {error.problem}; {kind} takes {error.rule}"
-            " for it; change the value"
+            f"config key {key}.{error.param}: {error.value!r} {error.problem}{number_hint(error.value)}; "
+            f"{kind} takes {error.rule} for it; change the value"
         ) from None
 
 
@@ -237,6 +274,29 @@ def _check_selectors(config: dict, key: str, selectors: dict, values: dict) -> N
                 )
 
 
+def _check_attributes(table: str, decl: dict) -> None:
+    """Every attribute a table selects by (``select``, explicit rows) or
+    lays out (``rows``, ``columns``, ``blocks``) is one that
+    results/metrics.csv has (``TABLE_ATTRIBUTES``)."""
+    from workflow.config import TABLE_ATTRIBUTES
+
+    named = [(f"tables.{table}.select.{a}", a) for a in decl.get("select") or {}]
+    for key in ["rows", "columns", "blocks"]:
+        for i, entry in enumerate(decl.get(key) or []):
+            if isinstance(entry, dict):
+                named += [(f"tables.{table}.{key}[{i}].{a}", a) for a in entry if a != "label"]
+            else:
+                named.append((f"tables.{table}.{key}", entry))
+    for key, attribute in named:
+        if attribute not in TABLE_ATTRIBUTES:
+            close = difflib.get_close_matches(str(attribute), TABLE_ATTRIBUTES, n=1)
+            raise ConfigError(
+                f"config key {key}: {attribute!r} is not a cell attribute"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; a table selects by and lays out {', '.join(TABLE_ATTRIBUTES)}"
+            )
+
+
 def check_tables(config: dict) -> None:
     """What a declared table selects must exist, so that nothing silently
     drops out or is mislabelled: every value of ``select`` and of an
@@ -246,6 +306,7 @@ def check_tables(config: dict) -> None:
     ``baseline`` is an explicit row's label or a loss the table shows."""
     values = _table_values(config)
     for table, decl in (config.get("tables") or {}).items():
+        _check_attributes(table, decl)
         select = decl.get("select") or {}
         _check_selectors(config, f"tables.{table}.select", select, values)
         shown = {a: [str(v) for v in (w if isinstance(w, list) else [w])] for a, w in select.items()}
@@ -284,11 +345,40 @@ def check_tables(config: dict) -> None:
             )
 
 
+def example_queries_problem(wanted: int, dataset: str, queries: int, how: str = "") -> str | None:
+    """Why ``figures.example_queries`` (``wanted``) cannot be drawn from the
+    ``queries`` queries of ``dataset`` (``how``: how that number is known),
+    or None. The figure itself also asks (for the other datasets)."""
+    if wanted <= queries:
+        return None
+    return (
+        f"config key figures.example_queries: {wanted} queries asked for the retrieval-examples figure, "
+        f"but dataset {dataset} has {queries} queries{how}; lower figures.example_queries to at most "
+        f"{queries} (or raise datasets.{dataset}.query_per_class)"
+    )
+
+
+def check_figures(config: dict) -> None:
+    """The retrieval-examples figure can draw its queries from every
+    dataset whose number of queries the config gives: query_per_class
+    times the listed ``classes`` (otherwise the number of classes is known
+    once the dataset is prepared, and the figure checks it)."""
+    wanted = (config.get("figures") or {}).get("example_queries", 3)
+    for dataset, spec in config["datasets"].items():
+        if spec.get("classes"):
+            per_class, classes = spec.get("query_per_class", 10), len(spec["classes"])
+            how = f" ({per_class} per class x {classes} classes)"
+            problem = example_queries_problem(wanted, dataset, per_class * classes, how)
+            if problem:
+                raise ConfigError(problem)
+
+
 def check_config_files(paths) -> None:
-    """Duplicate keys in the config files (before anything reads them)."""
+    """Every config file that exists, by :func:`check_config_file` (before
+    anything reads it)."""
     for path in paths:
         if Path(path).is_file():
-            check_duplicate_keys(path)
+            check_config_file(path)
 
 
 def check_config(config: dict) -> None:
@@ -298,3 +388,18 @@ def check_config(config: dict) -> None:
     check_pretrained(config)
     check_table_metrics(config)
     check_tables(config)
+    check_figures(config)
+
+
+if __name__ == "__main__":
+    # `python -m workflow.guards FILE...`: check config files as the workflow
+    # does. For a file given with --configfile, Snakemake's own reader runs
+    # before the workflow and names neither the file nor the line.
+    import sys
+
+    try:
+        for config_file in sys.argv[1:]:
+            check_config_file(config_file)
+            print(f"config file {config_file}: a mapping of keys; `snakemake -n` checks its values")
+    except ConfigError as error:
+        sys.exit(str(error))

@@ -89,6 +89,27 @@ def read_metadata(path) -> dict:
     return json.loads(raw.get(b"cbir", b"{}"))
 
 
+def read_csv(path, columns: list[str]) -> pd.DataFrame:
+    """A CSV file another rule wrote (a cell's ``metrics.csv``), naming the
+    file and what to do when it is empty, unreadable, lacks a column or
+    holds no rows: pandas' own errors name no file."""
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: empty file, not a complete CSV; delete it and run Snakemake again") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a readable CSV file ({error}); delete it and run Snakemake again") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: no column {', '.join(missing)} (has {', '.join(map(str, frame.columns))}); it was not "
+            "written by this version of the pipeline, or is cut short. Delete it and run Snakemake again"
+        )
+    if frame.empty:
+        raise ValueError(f"{path}: a header but no rows, not a complete file; delete it and run Snakemake again")
+    return frame
+
+
 def save_figure(fig, png_path, pdf_path) -> None:
     """Save a matplotlib figure as PNG and PDF, atomically, and close it."""
     import matplotlib.pyplot as plt

@@ -51,15 +51,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from workflow.config import TABLE_ATTRIBUTES as ATTRIBUTES
 from workflow.config import ConfigError
 from workflow.geometry import own_distance_rows
 from workflow.retrieval.metrics import METRICS
 
-# Cell attributes, then the fixed factors (workflow.config.FIXED_FACTORS)
-# that results/metrics.csv carries as columns: a table that compares cells
-# differing in a factor must lay that factor out.
-ATTRIBUTES = ["dataset", "regime", "backbone", "loss", "distance", "retrieval",
-              "embedding_size", "optimizer", "epochs", "batch_size", "augment"]
 ALPHA = 0.05
 # The significance test: no test below MIN_SEEDS paired seeds; exact
 # enumeration of the 2^n sign flips up to EXACT_MAX_SEEDS, else Monte-Carlo.

@@ -7,6 +7,7 @@ import torch
 
 from workflow.embedding import embedding_matrix
 from workflow.figures import retrieval_examples_figure
+from workflow.guards import example_queries_problem
 from workflow.io import save_figure
 from workflow.logs import log_to
 
@@ -20,6 +21,9 @@ with log_to(snakemake.log[0]):
         frame = pd.read_parquet(path)
         q, db = frame[frame["split"] == "query"], frame[frame["split"] == "database"]
         if queries is None:  # the same queries for every loss, drawn by the seed
+            problem = example_queries_problem(snakemake.params.n_queries, cell.dataset, len(q))
+            if problem:
+                raise ValueError(problem)
             rng = np.random.default_rng(cell.seed)
             queries = sorted(rng.choice(q["index"].to_numpy(), snakemake.params.n_queries, replace=False).tolist())
         chosen = q.set_index("index").loc[queries]
