@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from workflow.geometry import own_distance_rows
+from workflow.io import read_csv
 from workflow.retrieval.metrics import METRICS
 
 
@@ -27,7 +28,7 @@ def trial_scores(trials: list[str], seeds: list[int], metric_files: list[str], m
     for trial in trials:
         for seed in seeds:
             path = next(files)
-            frame = own_distance_rows(pd.read_csv(path))
+            frame = own_distance_rows(read_csv(path, ["geometry", "distance", "retrieval", "metric", "value"]))
             rows = frame[(frame["retrieval"] == "exact") & (frame["metric"] == metric)]
             if rows.empty:
                 raise ValueError(
