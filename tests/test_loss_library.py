@@ -21,7 +21,7 @@ from workflow.datasets import load_dataset
 from workflow.embedding import compute_embeddings
 from workflow.evaluate import classification_accuracy
 from workflow.losses import LOSSES, build_loss
-from workflow.report import table_outputs, summary_table
+from workflow.tables import build_table, regime_declaration, render
 from workflow.samplers import MPerClassBatches, ShuffledBatches, make_batches
 from workflow.training import (
     build_models,
@@ -432,13 +432,15 @@ def test_loss_without_classifier_gives_nan_accuracy_and_tables_still_work(digits
     assert math.isnan(classification_accuracy(queries, pd.DataFrame({"label": []})))
 
     metrics = pd.DataFrame({
+        "dataset": "digits", "regime": "full",
         "backbone": "small_cnn", "loss": ["supcon", "supcon", "ce", "ce"], "seed": [0, 1, 0, 1],
         "geometry": "euclidean", "distance": "euclidean",
         "retrieval": "exact", "metric": "accuracy", "value": [float("nan"), float("nan"), 0.8, 0.9],
     })
-    csv, markdown, latex = table_outputs(summary_table(metrics), "caption")
+    decl = regime_declaration(metrics, "digits", "full")
+    csv, markdown, latex = render("digits/full", decl, build_table("digits/full", decl, metrics))
     assert "supcon" in markdown and "0.850 ± 0.071" in markdown
-    assert "nan" in markdown.split("supcon")[1].split("\n")[0]
+    assert "nan" in markdown.split("| supcon")[1].split("\n")[0]
     assert "supcon" in latex
 
 

@@ -118,16 +118,25 @@ def test_metrics_table_is_tidy_and_complete(tiny_run):
 def test_tables_and_figures(tiny_run):
     results = tiny_run / "results"
     for regime in TINY_CONFIG["regimes"]:
+        # The declared tables' engine: a block per backbone, a row per loss,
+        # the config's first loss as the baseline of the marker.
         table = pd.read_csv(results / f"tables/digits/{regime}.csv")
-        assert list(table["loss"]) == ["ce", "cam", "lm"]
+        assert list(dict.fromkeys(table["row"])) == ["ce", "cam", "lm"]
+        assert set(table["backbone"]) == {"small_cnn"}
         metrics = pd.read_csv(results / "metrics.csv")
         ce = metrics[(metrics["regime"] == regime) & (metrics["loss"] == "ce") & (metrics["metric"] == "map")]
-        assert np.isclose(table.loc[table["loss"] == "ce", "map mean"].item(), ce["value"].mean())
-        assert np.isclose(table.loc[table["loss"] == "ce", "map std"].item(), ce["value"].std())
+        ce_map = table[(table["row"] == "ce") & (table["metric"] == "map")]
+        assert np.isclose(ce_map["mean"].item(), ce["value"].mean())
+        assert np.isclose(ce_map["std"].item(), ce["value"].std())
+        assert table.groupby("metric")["best"].any().all()
+        assert table.loc[table["row"] == "ce", "n_paired"].isna().all()
+        assert (table.loc[table["row"] != "ce", "n_paired"] == 2).all()
         markdown = (results / f"tables/digits/{regime}.md").read_text()
-        assert "±" in markdown and "| cam" in markdown
+        assert "±" in markdown and "| cam" in markdown and "**0." in markdown
+        assert "no test against ce" in markdown  # two seeds: no marker, and the caption says so
         latex = (results / f"tables/digits/{regime}.tex").read_text()
         assert r"\toprule" in latex and r"\bottomrule" in latex and r"$\pm$" in latex
+        assert r"\textbf{" in latex
         for figure in ["pr", "speedup"]:
             png = (results / f"figures/digits/{figure}_{regime}.png").read_bytes()
             assert png.startswith(b"\x89PNG")

@@ -334,3 +334,33 @@ def test_a_table_never_pools_results_of_one_seed():
     with pytest.raises(ConfigError, match=r"retrieval \(exact, two_stage_c1\)"):
         build_table("t", {**decl, "select": {"retrieval": ["exact", "two_stage_c1"], "regime": "full"}},
                     with_two_stage(metrics_frame()))
+
+
+def test_the_table_of_a_dataset_and_regime_is_a_declared_table():
+    """The per-(dataset, regime) table every run writes goes through the one
+    engine: a block per backbone, a row per loss in config order, the
+    quality metrics in the registry's order (cost rows left out), the first
+    loss as the baseline; so it has the declared tables' columns and markers."""
+    frame = metrics_frame()
+    second = frame[frame["regime"] == "full"].assign(backbone="vit")
+    cost = frame.assign(metric="seconds_per_query", value=0.1)
+    frame = pd.concat([frame, second, cost], ignore_index=True)
+    frame["distance"] = frame["geometry"] = "euclidean"
+    decl = tables.regime_declaration(frame, "digits", "full")
+    assert decl["blocks"] == ["backbone"] and decl["rows"] == ["loss"]
+    assert decl["metrics"] == ["top1_error", "map"]  # the registry's order; no cost row
+    assert decl["baseline"] == "ce" and decl["select"] == {"dataset": "digits", "regime": "full"}
+    built = build_table("digits/full", decl, frame)
+    assert list(dict.fromkeys(built["backbone"])) == ["cnn", "vit"]
+    assert list(dict.fromkeys(built["row"])) == ["ce", "cam", "lm"]
+    full = frame[(frame["regime"] == "full") & (frame["backbone"] == "cnn")]
+    cam = built[(built["backbone"] == "cnn") & (built["row"] == "cam") & (built["metric"] == "map")].iloc[0]
+    assert np.isclose(cam["mean"], np.mean(MAP["full", "cam"]))
+    assert cam["best"] and cam["n_paired"] == 4
+    assert np.isclose(cam["diff"], np.mean(MAP["full", "cam"]) - np.mean(MAP["full", "ce"]))
+    assert set(full["regime"]) == {"full"}
+    markdown = render("digits/full", decl, built)[1]
+    assert "**0.605 ± 0.021**" in markdown and "differs from ce" in markdown
+    # One loss: nothing to compare, no baseline.
+    alone = frame[frame["loss"] == "ce"]
+    assert "baseline" not in tables.regime_declaration(alone, "digits", "full")

@@ -303,6 +303,28 @@ def build_table(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def regime_declaration(metrics: pd.DataFrame, dataset: str, regime: str) -> dict:
+    """The table every run writes for one dataset and regime
+    (``results/tables/{dataset}/{regime}.*``), as a declaration for the one
+    engine: a block per backbone, a row per loss, every quality metric
+    evaluated (in the registry's order), and the config's first loss (the
+    first in ``results/metrics.csv``) as the baseline of the significance
+    marker."""
+    shown = metrics[(metrics["dataset"] == dataset) & (metrics["regime"] == regime)]
+    quality = [m for m in shown["metric"].unique() if METRICS.get(m)[0].quality]
+    seeds = shown["seed"].nunique()
+    decl = {
+        "caption": f"Retrieval on {dataset} ({regime}), {seeds} seed{'s' if seeds != 1 else ''}",
+        "select": {"dataset": dataset, "regime": regime},
+        "blocks": ["backbone"],
+        "rows": ["loss"],
+        "metrics": METRICS.order(quality),
+    }
+    if shown["loss"].nunique() > 1:
+        decl["baseline"] = shown["loss"].iloc[0]
+    return decl
+
+
 def _cell_text(r, digits: int, bold: str, escape=str) -> str:
     text = f"{r['mean']:.{digits}f}" if np.isnan(r["std"]) else f"{r['mean']:.{digits}f} ± {r['std']:.{digits}f}"
     if r["significant"]:
