@@ -223,7 +223,7 @@ IN_PROCESS_CASES = [
     ("augment_ratio_min_above_max", changed(("losses", "ce", "training"), {"augment_ratio": {"min": 2.0, "max": 0.5}}),
      [], ["config key losses.ce.training.augment_ratio: min 2.0 is above max 0.5; swap them"]),
     ("augment_scale_as_a_list", changed(("training", "augment_scale"), [0.08, 1.0]), [],
-     ["training.augment_scale: 1.0 is not of type 'object'", "A mapping, not a list: a list would be a sweep"]),
+     ["training.augment_scale: ", "is not of type 'object'", "A mapping, not a list: a list would be a sweep"]),
     ("eval_crop_fraction_above_one", changed(("backbones", "small_cnn", "training"), {"eval_crop_fraction": 1.5}),
      [], ["config key backbones.small_cnn.training.eval_crop_fraction: 1.5 is greater than the maximum of 1"]),
 ]
@@ -961,9 +961,10 @@ def _random_bytes(path):
     path.write_bytes(np.random.default_rng(0).bytes(4096))
 
 
-def _resume_from(make):
-    """A case: a last.pt made by ``make(path)`` is ignored with a log line
-    naming it, and training starts afresh: the same model as a run without it."""
+def _resume_from(make, reason):
+    """A case: a last.pt made by ``make(path, tmp_path)`` is ignored with a
+    log line naming it and ``reason``, and training starts afresh: the same
+    model as a run without it."""
     def case(tmp_path):
         import io
 
@@ -978,7 +979,7 @@ def _resume_from(make):
         with contextlib.redirect_stderr(log):
             model = train_cell(data.images, data.labels, train, 10, settings, progress=False, checkpoint_path=path)
         text = log.getvalue()
-        assert f"ignoring checkpoint {path}" in text and "training from the start" in text, text
+        assert f"ignoring checkpoint {path}: {reason}" in text and "training from the start" in text, text
         assert "weights_only=False" not in text
         assert model["stats"]["resumed_from_epoch"] == 0
         fresh = train_cell(data.images, data.labels, train, 10, settings, progress=False)
@@ -989,12 +990,17 @@ def _resume_from(make):
     return case
 
 
-def _checkpoint_of_other_settings(path, tmp_path):
-    from workflow.training import train_cell
+def _checkpoint_that_does_not_fit(path, tmp_path):
+    """A checkpoint of this cell's settings (hash) whose backbone weights are
+    another network's (another version of the code, a file copied over)."""
+    import torch
 
-    settings, data, train = _tiny_cell(epochs=3, lr=0.01)
+    from workflow.training import save_torch, train_cell
+
+    settings, data, train = _tiny_cell()
     train_cell(data.images, data.labels, train, 10, settings, progress=False, checkpoint_path=path,
                stop_after_epoch=1)
+    save_torch(path, {**torch.load(path, weights_only=True), "backbone": {"conv.weight": torch.zeros(2)}})
 
 
 def corrupt_pretrained_file(tmp_path):
@@ -1019,12 +1025,18 @@ def corrupt_pretrained_file(tmp_path):
 
 # (id, function(tmp_path)): .pt files read in-process.
 CHECKPOINT_CASES = [
-    ("corrupt_last_pt_is_ignored", _resume_from(lambda path, tmp: _random_bytes(path))),
-    ("foreign_last_pt_is_ignored", _resume_from(lambda path, tmp: __import__("torch").save(
-        {"conv.weight": __import__("torch").zeros(2)}, path))),
+    ("corrupt_last_pt_is_ignored", _resume_from(
+        lambda path, tmp: _random_bytes(path),
+        "not a valid resume checkpoint: torch.load(weights_only=True) cannot read it (")),
+    ("foreign_last_pt_is_ignored", _resume_from(
+        lambda path, tmp: __import__("torch").save({"conv.weight": __import__("torch").zeros(2)}, path),
+        "not a valid resume checkpoint: it lacks settings_hash, epoch, history")),
     ("planted_pickle_as_last_pt_never_runs", _resume_from(
-        lambda path, tmp: path.write_bytes(__import__("pickle").dumps(_Planted(tmp / "unpickled"))))),
-    ("last_pt_of_other_settings_is_ignored", _resume_from(_checkpoint_of_other_settings)),
+        lambda path, tmp: path.write_bytes(__import__("pickle").dumps(_Planted(tmp / "unpickled"))),
+        "not a valid resume checkpoint: torch.load(weights_only=True) cannot read it (")),
+    # (a last.pt of other settings: tests/test_resume.py)
+    ("last_pt_that_does_not_fit_is_ignored", _resume_from(
+        _checkpoint_that_does_not_fit, "its state does not fit this cell's training (RuntimeError: Error(s) in")),
     ("corrupt_pretrained_file", corrupt_pretrained_file),
 ]
 

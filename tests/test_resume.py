@@ -8,6 +8,7 @@ uninterrupted run in another workspace."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
@@ -216,3 +217,69 @@ def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_pa
     save_json(target, {"map": 0.5})
     assert not left.exists() and other.exists()
     assert json.loads(target.read_text()) == {"map": 0.5}
+
+
+def test_snakemake_killed_alone_its_train_job_stops_and_the_rerun_trains_the_new_settings(tmp_path):
+    """kill -9 of Snakemake alone leaves its train job running; that job
+    stops within seconds without writing model.pt, so README's recovery
+    (--unlock, --rerun-incomplete) after a changed setting trains the new
+    setting and nothing of the old run's lands in model.pt."""
+    config = {**RESUME_CONFIG, "training": {**RESUME_CONFIG["training"], "epochs": 2000, "augment": "none"}}
+    workdir = make_workspace(tmp_path / "run", config)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", *TARGETS],
+                               cwd=workdir, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = workdir / f"results/checkpoints/{CELL}/last.pt"
+    model = workdir / f"results/cells/{CELL}/model.pt"
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoint.exists():
+            assert process.poll() is None, "snakemake ended before the first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+        job = [p for p in children(process.pid) if "train.py" in command_line(p)]
+        assert len(job) == 1, [command_line(p) for p in children(process.pid)]
+        os.kill(process.pid, signal.SIGKILL)  # Snakemake only, as `kill -9 <its PID>`
+        process.wait()
+        deadline = time.monotonic() + 30
+        while running(job[0]):
+            assert time.monotonic() < deadline, "the orphaned train job still runs 30 s after its Snakemake ended"
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert not model.exists()
+    log = (workdir / f"results/logs/train/{CELL}.log").read_text()
+    assert f"stopping: the Snakemake process that started this job (PID {process.pid}) has ended" in log
+
+    config["training"]["epochs"] = 2  # a changed setting before resuming
+    (workdir / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+    snakemake(workdir, "--unlock")
+    snakemake(workdir, "--cores", "1", "--rerun-incomplete", *TARGETS)
+    assert len(torch.load(model, weights_only=True)["history"]) == 2
+    assert "ignoring checkpoint" in (workdir / f"results/logs/train/{CELL}.log").read_text()
+    assert not checkpoint.exists() and not checkpoint.with_name("last.pt.lock").exists()
+
+
+def _stat(pid: int) -> list[str]:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError):
+        return []
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _stat(int(p))[1:2] == [str(pid)]]
+
+
+def command_line(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+    except FileNotFoundError:
+        return ""
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has ended)."""
+    return _stat(pid)[:1] not in ([], ["Z"])

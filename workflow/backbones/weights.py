@@ -38,7 +38,8 @@ temporary name, the checksum checked, then renamed; three tries). Every file
 is checked against the checksums before it is read; a mismatch stops with
 the file, the expected and the found checksum, and what to do.
 
-:func:`read_state_dict` loads with ``torch.load(weights_only=True)``;
+:func:`read_state_dict` loads with ``torch.load(weights_only=True)``
+(:func:`workflow.checkpoints.load_checkpoint`);
 a file that is not a state dict is a :class:`WeightsFileError`, one that
 does not fit the backbone a :class:`WeightsMismatchError` (raised by
 ``workflow.backbones.torchvision_models``).
@@ -55,6 +56,7 @@ from pathlib import Path
 
 import torch
 
+from workflow.checkpoints import CheckpointError, load_checkpoint
 from workflow.config import ConfigError
 from workflow.download import CHUNK, DownloadError, describe_checksums, download_url, file_mismatch
 
@@ -448,17 +450,6 @@ def weights_file(record: WeightsRecord, mirror=None, cache="results/downloads", 
     return cached, how
 
 
-def _load_error_reason(error: Exception) -> str:
-    """The part of torch.load's message that says what is wrong, without its
-    advice on loading untrusted files: torch puts the cause after the
-    marker "<...> error:" near its end."""
-    text = str(error)
-    match = re.search(r"\w+ error:\s*(.+?)(\n\n|$)", text, flags=re.S)
-    reason = match.group(1) if match else text.strip().split("\n", 1)[0]
-    reason = " ".join(reason.split())
-    return reason.split(". ", 1)[0].rstrip(".")[:300] or type(error).__name__
-
-
 def read_state_dict(path, label: str = "") -> dict[str, torch.Tensor]:
     """The state dict in ``path`` (``torch.load(weights_only=True)``): a
     ``state_dict`` entry and ``module.`` prefixes (DataParallel) unwrapped.
@@ -466,15 +457,12 @@ def read_state_dict(path, label: str = "") -> dict[str, torch.Tensor]:
     what = f"{path}" + (f" ({label})" if label and label != str(path) else "")
     advice = (
         "Pretrained weights must be a state dict: a file written by torch.save(model.state_dict(), path), "
-        "or a checkpoint dict with a 'state_dict' entry; re-save them that way in the program that made them."
+        "or a checkpoint dict with a 'state_dict' entry; re-save them that way in the program that made them, or replace the file."
     )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise WeightsFileError(
-            f"{what}: torch.load(weights_only=True) cannot read it as a state dict: "
-            f"{_load_error_reason(error)}. {advice}"
-        ) from None
+        state = load_checkpoint(path, "state dict", advice=advice)
+    except CheckpointError as error:
+        raise WeightsFileError(str(error).replace(f"{Path(path)}:", f"{what}:", 1)) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not state:

@@ -4,14 +4,14 @@ import pandas as pd
 import torch
 
 from workflow.config import settings_hash
-from workflow.embedding import compute_embeddings, provenance, write_embeddings
+from workflow.embedding import compute_embeddings, provenance, read_model, write_embeddings
 from workflow.logs import log_to
 from workflow.selection import resolve_settings
 
 with log_to(snakemake.log[0]):
     settings = resolve_settings(snakemake.params.settings, snakemake.input.get("selection"))
     torch.set_num_threads(snakemake.threads)
-    checkpoint = torch.load(snakemake.input.model, map_location="cpu", weights_only=True)
+    checkpoint = read_model(snakemake.input.model, settings)
     images = np.load(snakemake.input.images, mmap_mode="r")
     labels = pd.read_parquet(snakemake.input.labels)["label"].to_numpy()
     # A cell's evaluation split holds query and database only; a trial's
@@ -19,7 +19,8 @@ with log_to(snakemake.log[0]):
     split = pd.read_parquet(snakemake.input.split)
     split = split[split["split"] != "train"].reset_index(drop=True)
     index = split["index"].to_numpy()
-    embeddings, predictions, anchors = compute_embeddings(checkpoint, settings, images, index)
+    embeddings, predictions, anchors = compute_embeddings(checkpoint, settings, images, index,
+                                                          source=snakemake.input.model)
     write_embeddings(
         snakemake.output.embeddings,
         snakemake.output.anchors,

@@ -1,13 +1,14 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
-import torch
-
+from workflow.checkpoints import load_checkpoint
+from workflow.embedding import MODEL_ADVICE
 from workflow.figures import history_frame, training_curves_figure
 from workflow.io import save_figure
 from workflow.logs import log_to
 
 with log_to(snakemake.log[0]):
     histories = [
-        (cell.loss, cell.seed, torch.load(path, map_location="cpu", weights_only=True)["history"])
+        (cell.loss, cell.seed,
+         load_checkpoint(path, "model.pt of the train rule", keys=("history",), advice=MODEL_ADVICE)["history"])
         for cell, path in zip(snakemake.params.cells, snakemake.input)
     ]
     w = snakemake.wildcards
