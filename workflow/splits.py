@@ -38,6 +38,25 @@ itself):
 
 Query, database and training images are disjoint. :func:`make_split`
 gives all three in one frame (tests, benchmarks).
+
+**Protocols** (dataset key ``protocol``). ``closed_set`` (the default) is
+the above: query and database share the training classes. With
+``class_disjoint`` (the deep-metric-learning standard: CUB-200-2011,
+Cars196, SOP, In-Shop) test classes never appear in training: with
+``train_classes`` N (a dataset key, or the dataset's registered official
+boundary: CUB 100, Cars196 98) the first N classes (classes.json order)
+are the training pool, all their images, and the other classes the
+evaluation pool; without one, the official sides, which must then be
+class-disjoint (SOP's Ebay_train / Ebay_test, In-Shop's train / query and
+gallery). Regimes draw from the training classes only. The evaluation
+split then holds every image of the test classes with ``split`` =
+:data:`ALL_AGAINST_ALL` (``"all"``): each is a query against all the
+others, itself excluded, and part of everyone's database; where every
+test image has an official ``query`` or ``database`` side (In-Shop's query
+and gallery), those rows instead. ``query_per_class``,
+``database_per_class`` and ``test_fraction`` do not apply. The validation
+split of such a dataset is class-disjoint inside the training classes
+(:func:`make_validation_split`), its held-out classes all against all too.
 """
 
 from __future__ import annotations
@@ -47,6 +66,14 @@ import pandas as pd
 
 from workflow.config import ConfigError
 from workflow.seeds import stream_rng
+
+# The ``split`` value of an evaluation (or validation) row that is query
+# and database at once: evaluated all against all, itself excluded.
+ALL_AGAINST_ALL = "all"
+PROTOCOLS = ("closed_set", "class_disjoint")
+# Official sides of the evaluation pool: "test", or an official query and
+# database division of it (In-Shop's query and gallery).
+EVALUATION_SIDES = ("test", "query", "database")
 
 
 def _by_class(labels: np.ndarray, indices: np.ndarray) -> dict[int, np.ndarray]:
