@@ -133,3 +133,127 @@ def jpeg_bytes(size=(8, 8)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, (10, 20, 30)).save(buffer, format="JPEG")
     return buffer.getvalue()
+
+
+def zip_folder(folder: Path, archive: Path, arcname: str) -> Path:
+    """``folder`` packed as ``arcname`` into a .zip."""
+    import zipfile
+
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in sorted(folder.rglob("*")):
+            z.write(path, f"{arcname}/{path.relative_to(folder).as_posix()}")
+    return archive
+
+
+def write_grey_image(path: Path, size: tuple[int, int], rng: np.random.Generator) -> None:
+    """A single-channel (Pillow mode L) JPEG, as a few official CUB images are."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, size=(size[1], size[0]), dtype=np.uint8), mode="L").save(path)
+
+
+CUB_CLASSES = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross", "004.Groove_billed_Ani"]
+
+
+def make_cub200(root: Path, per_class: int = 6, seed: int = 0) -> dict:
+    """``CUB_200_2011/`` with ``images/<class>/<file>.jpg`` (mixed sizes, the
+    first image single-channel) and the five official listings; half of
+    each class on each official side. Returns the image files (loader
+    order), their labels, sides and boxes (left, top, right, bottom)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "CUB_200_2011"
+    images, labels, sides, boxes = [], [], [], []
+    lines = {name: [] for name in ["images", "image_class_labels", "train_test_split", "bounding_boxes"]}
+    for c, name in enumerate(CUB_CLASSES):
+        for k in range(per_class):
+            image_id = len(images) + 1
+            file_id = f"{name}/{name.split('.')[1]}_{k:04d}_{image_id}.jpg"
+            size = (int(rng.integers(30, 60)), int(rng.integers(30, 60)))
+            (write_grey_image if image_id == 1 else write_image)(folder / "images" / file_id, size, rng)
+            x, y, w, h = 2.0, 3.0, size[0] - 6.0, size[1] - 8.0
+            train = k % 2
+            lines["images"].append(f"{image_id} {file_id}")
+            lines["image_class_labels"].append(f"{image_id} {c + 1}")
+            lines["train_test_split"].append(f"{image_id} {train}")
+            lines["bounding_boxes"].append(f"{image_id} {x} {y} {w} {h}")
+            images.append(file_id)
+            labels.append(c)
+            sides.append("train" if train else "test")
+            boxes.append((x, y, x + w, y + h))
+    for name, text in lines.items():
+        (folder / f"{name}.txt").write_text("\n".join(text) + "\n")
+    (folder / "classes.txt").write_text("".join(f"{i + 1} {name}\n" for i, name in enumerate(CUB_CLASSES)))
+    return {"files": images, "labels": labels, "sides": sides, "boxes": boxes}
+
+
+CARS_CLASSES = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Acura TL Sedan 2012", "Audi R8 Coupe 2012"]
+
+
+def make_cars196(root: Path, per_class: int = 6, seed: int = 0) -> dict:
+    """``car_ims/<000001>.jpg`` (one single-channel) and ``cars_annos.mat``
+    as MATLAB writes it: a 1 x N struct array ``annotations`` and a 1 x C
+    cell array ``class_names``."""
+    rng = np.random.default_rng(seed)
+    fields = [("relative_im_path", "O"), ("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"),
+              ("class", "O"), ("test", "O")]
+    n = len(CARS_CLASSES) * per_class
+    annotations = np.zeros((1, n), dtype=fields)
+    out = {"files": [], "labels": [], "sides": [], "boxes": []}
+    for i in range(n):
+        c, k = divmod(i, per_class)
+        file_id = f"car_ims/{i + 1:06d}.jpg"
+        size = (int(rng.integers(30, 60)), int(rng.integers(30, 60)))
+        (write_grey_image if i == 1 else write_image)(root / file_id, size, rng)
+        x1, y1, x2, y2 = 3, 2, size[0] - 4, size[1] - 3
+        annotations[0, i] = (file_id, x1, y1, x2, y2, c + 1, k % 2)
+        out["files"].append(file_id)
+        out["labels"].append(c)
+        out["sides"].append("test" if k % 2 else "train")
+        out["boxes"].append((x1 - 1.0, y1 - 1.0, float(x2), float(y2)))
+    class_names = np.empty((1, len(CARS_CLASSES)), dtype=object)
+    class_names[0, :] = CARS_CLASSES
+    scipy.io.savemat(root / "cars_annos.mat", {"annotations": annotations, "class_names": class_names})
+    return out
+
+
+def make_sop(root: Path, train_classes=(1, 2, 3), test_classes=(4, 5, 6), per_class: int = 3, seed: int = 0) -> dict:
+    """``Stanford_Online_Products/`` with ``<category>_final/<file>.JPG`` and
+    ``Ebay_train.txt`` / ``Ebay_test.txt`` (header, then image id, class
+    id, super-class id, path)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "Stanford_Online_Products"
+    out = {"files": [], "classes": []}
+    image_id = 0
+    for side, classes in [("train", train_classes), ("test", test_classes)]:
+        lines = ["image_id class_id super_class_id path"]
+        for class_id in classes:
+            category = ["bicycle", "chair"][class_id % 2]
+            for k in range(per_class):
+                image_id += 1
+                path = f"{category}_final/{100000 + class_id}_{k}.JPG"
+                write_image(folder / path, (24, 20), rng, fmt="JPEG")
+                lines.append(f"{image_id} {class_id} {class_id % 2 + 1} {path}")
+                out["files"].append(path)
+                out["classes"].append(class_id)
+        (folder / f"Ebay_{side}.txt").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def make_inshop(root: Path, per_item: int = 4, seed: int = 0) -> dict:
+    """``img/<WOMEN|MEN>/<category>/<item>/<n>_front.jpg`` and
+    ``list_eval_partition.txt`` (count, header, then path, item id, status):
+    three training items interleaved with three test items whose images
+    are split into query and gallery."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in range(1, 7):
+        item = f"id_{n:08d}"
+        for k in range(per_item):
+            path = f"img/{'WOMEN' if n % 2 else 'MEN'}/Dresses/{item}/{k + 1:02d}_{k + 1}_front.jpg"
+            write_image(root / path, (20, 28), rng)
+            status = "train" if n % 2 else ("query" if k % 2 else "gallery")
+            rows.append((path, item, status))
+    (root / "list_eval_partition.txt").write_text(
+        f"{len(rows)}\nimage_name item_id evaluation_status\n" + "".join(f"{p}  {i} {s}\n" for p, i, s in rows)
+    )
+    return {"rows": rows}

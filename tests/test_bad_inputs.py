@@ -226,6 +226,9 @@ IN_PROCESS_CASES = [
      ["training.augment_scale: ", "is not of type 'object'", "A mapping, not a list: a list would be a sweep"]),
     ("eval_crop_fraction_above_one", changed(("backbones", "small_cnn", "training"), {"eval_crop_fraction": 1.5}),
      [], ["config key backbones.small_cnn.training.eval_crop_fraction: 1.5 is greater than the maximum of 1"]),
+    ("train_classes_without_class_disjoint", changed(("datasets", "digits", "train_classes"), 5), [],
+     ["config key datasets.digits.train_classes: applies only with protocol class_disjoint",
+      "set datasets.digits.protocol: class_disjoint or remove it"]),
 ]
 
 
@@ -251,7 +254,7 @@ def catalogue_size() -> int:
     return sum(len(cases) for cases in [CONFIG_CASES, IN_PROCESS_CASES, PREPARE_CASES, SPLIT_CASES,
                                         OUTCOME_CASES, DATA_CASES, PLANTED_CASES,
                                         CHECKPOINT_CASES, MODEL_CASES, JOB_CASES,
-                                        CONFIG_FILE_CASES, RESULT_FILE_CASES])
+                                        CONFIG_FILE_CASES, RESULT_FILE_CASES, DML_DATA_CASES])
 
 
 def test_the_catalogue_has_at_least_twenty_cases():
@@ -523,6 +526,23 @@ SPLIT_CASES = [
     ("one_class_split",
      dict(labels=np.zeros(20, dtype=int), official_split=np.full(20, "none")),
      ["dataset d: 1 class with images (class 0 (cat)); retrieval needs at least 2 classes"]),
+    # The class-disjoint protocol (issue 21).
+    ("class_disjoint_boundary_beyond_the_classes",  # a 3-class subset of CUB at the official boundary of 100
+     dict(labels=np.repeat([0, 1, 2], 4), official_split=np.full(12, "none"), protocol="class_disjoint",
+          train_classes=100),
+     ["config key datasets.d.train_classes: 100 with 3 classes (labels 0..2) leaves no test class",
+      "set it between 1 and 2"]),
+    ("class_disjoint_official_sides_sharing_a_class",
+     dict(labels=np.repeat([0, 1, 2], 4), official_split=np.array(["train", "test"] * 6), protocol="class_disjoint"),
+     ["dataset d: class 0 (cat) has images on both official sides (train and test)",
+      "set config key datasets.d.train_classes: N"]),
+    ("class_disjoint_without_a_division",
+     dict(labels=np.repeat([0, 1, 2], 4), official_split=np.full(12, "none"), protocol="class_disjoint"),
+     ["dataset d: protocol class_disjoint needs a division of the classes", "datasets.d.train_classes: N"]),
+    ("closed_set_on_class_disjoint_sides",  # SOP's or In-Shop's division read as a closed set
+     dict(labels=np.repeat([0, 1, 2], 4), official_split=np.array(["train"] * 8 + ["test"] * 4)),
+     ["dataset d: class 0 (cat) has no images on the official test side (2 classes have none)",
+      "needs datasets.d.protocol: class_disjoint"]),
 ]
 
 
@@ -1441,3 +1461,87 @@ def test_outputs_are_created_with_the_mode_the_umask_gives(tmp_path, umask, mode
     finally:
         os.umask(old)
     assert (tmp_path / "out.json").stat().st_mode & 0o777 == mode
+
+
+# ---------------------------------------------------------------- the DML datasets' files (issue 21)
+
+CUB_MD5 = "97eceeb196236b17998738112f37df78"
+CARS_IMAGES_MD5 = "d5c8f0aa497503f355e17dc7886c3f14"
+
+
+def _fetch(source: str, tmp: Path, checksums=None, mirror: bool = True) -> None:
+    from workflow.download import OfficialFile, fetch_files, plan_downloads
+
+    keys, files = plan_downloads({"d": {"source": source, "checksums": checksums or {}}})
+    (tmp / "mirror").mkdir(exist_ok=True)
+    fetch_files([OfficialFile.from_dict(f) for f in files[keys["d"]]], tmp / "raw" / keys["d"],
+                mirror=tmp / "mirror" if mirror else None, cache=tmp / "cache")
+
+
+def _cub_archive(tmp: Path) -> Path:
+    from official_formats import make_cub200, tar_gz
+
+    make_cub200(tmp / "src")
+    (tmp / "mirror").mkdir(exist_ok=True)
+    return tar_gz(tmp / "src" / "CUB_200_2011", tmp / "mirror" / "CUB_200_2011.tgz", "CUB_200_2011")
+
+
+def _cub_without_boxes(tmp: Path) -> None:
+    from workflow.prepare import prepare
+
+    _cub_archive(tmp)
+    (tmp / "src" / "CUB_200_2011" / "bounding_boxes.txt").unlink()
+    spec = {"source": "cub200", "params": {"bounding_boxes": True}, "image_size": 8}
+    prepare(spec, tmp / "images.npy", tmp / "labels.parquet", tmp / "classes.json", root=tmp / "src", name="d")
+
+
+# (id, what fails, message fragments): each names the file, and its expected checksum where one is known.
+DML_DATA_CASES = [
+    ("cub_archive_missing_from_the_mirror", lambda tmp: _fetch("cub200", tmp),
+     ["CUB_200_2011.tgz is missing", f"Put the official file (md5 {CUB_MD5})"]),
+    ("cub_subset_archive_without_a_pinned_checksum", lambda tmp: (_cub_archive(tmp), _fetch("cub200", tmp)),
+     ["mirror/CUB_200_2011.tgz: md5 is", f"expected {CUB_MD5}", "It is not the official CUB_200_2011.tgz"]),
+    ("cub_archive_other_than_the_pinned_one",
+     lambda tmp: (_cub_archive(tmp), _fetch("cub200", tmp, {"CUB_200_2011.tgz": "0" * 32})),
+     ["mirror/CUB_200_2011.tgz: md5 is", "expected " + "0" * 32, "It is not the copy pinned in the config",
+      "Put your copy of CUB_200_2011.tgz (md5 " + "0" * 32 + " pinned in the config, key checksums)"]),
+    ("cars_files_without_a_mirror", lambda tmp: _fetch("cars196", tmp, mirror=False),
+     ["car_ims.tgz has no public download address", f"md5 {CARS_IMAGES_MD5}",
+      "The original address (http://ai.stanford.edu/~jkrause/car196/) no longer serves"]),
+    ("cars_annotations_missing_from_the_mirror",
+     lambda tmp: (_fetch("cars196", tmp, {"car_ims.tgz": _md5_of(_cars_images(tmp))})),
+     ["cars_annos.mat is missing", "md5 b407c6086d669747186bd1d764ff9dbc", "no longer serves"]),
+    ("inshop_without_a_pinned_checksum", lambda tmp: _fetch("inshop", tmp),
+     ["config key datasets.d.checksums: img.zip has no published checksum",
+      "add img.zip: <its md5 or sha256>"]),
+    ("checksum_pinned_for_a_file_the_dataset_lacks", lambda tmp: _fetch("cub200", tmp, {"CUB_200.tgz": "0" * 32}),
+     ["config key datasets.d.checksums: 'CUB_200.tgz' is not a file of this dataset; its files are "
+      "CUB_200_2011.tgz"]),
+    ("cub_listing_missing_from_the_archive", _cub_without_boxes,
+     ["CUB_200_2011/bounding_boxes.txt: missing; it is part of the official CUB_200_2011.tgz"]),
+]
+
+
+def _cars_images(tmp: Path) -> Path:
+    from official_formats import make_cars196, tar_gz
+
+    make_cars196(tmp / "src")
+    (tmp / "mirror").mkdir(exist_ok=True)
+    return tar_gz(tmp / "src" / "car_ims", tmp / "mirror" / "car_ims.tgz", "car_ims")
+
+
+def _md5_of(path: Path) -> str:
+    from official_formats import md5
+
+    return md5(path)
+
+
+@pytest.mark.parametrize("case", DML_DATA_CASES, ids=[c[0] for c in DML_DATA_CASES])
+def test_dml_data_error(tmp_path, case):
+    _, fail, fragments = case
+    with pytest.raises(Exception) as error:
+        fail(tmp_path)
+    for fragment in fragments:
+        assert fragment in str(error.value), f"{fragment!r} not in {error.value}"
+    assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())  # nothing half-assembled
+    assert not (tmp_path / "images.npy").exists()

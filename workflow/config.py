@@ -497,13 +497,29 @@ def training_pool_spec(spec: dict) -> dict:
     pool = {key: _split_key(spec, key) for key in ["test_fraction", "database_from"]}
     if pool["database_from"] == "train":
         pool["database_per_class"] = _split_key(spec, "database_per_class")
-    return pool
+    return {**pool, **protocol_spec(spec)}
 
 
 def evaluation_spec(spec: dict) -> dict:
     """The keys of a dataset's config entry that decide its query and
     database images (the evaluation split)."""
-    return {key: _split_key(spec, key) for key in SPLIT_DEFAULTS}
+    return {**{key: _split_key(spec, key) for key in SPLIT_DEFAULTS}, **protocol_spec(spec)}
+
+
+def protocol_spec(spec: dict) -> dict:
+    """``protocol`` and ``train_classes`` of a class-disjoint dataset (the
+    latter from the dataset's registered official boundary, e.g. CUB's
+    100, when the entry gives none); {} for the default closed set, so
+    the settings of closed-set cells stay as they were."""
+    protocol = spec.get("protocol", "closed_set")
+    if protocol == "closed_set" and spec.get("train_classes") is None:
+        return {}
+    train_classes = spec.get("train_classes")
+    if train_classes is None and protocol == "class_disjoint":
+        from workflow.datasets import DATASETS  # here: the loaders import workflow.download, which imports this
+
+        train_classes = DATASETS.metadata(spec["source"]).get("train_classes")
+    return {"protocol": protocol, "train_classes": train_classes}
 
 
 PREPARE_DEFAULTS = {"params": {}, "image_size": None, "classes": None, "skip_undecodable": False}

@@ -31,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -62,15 +62,20 @@ class OfficialFile:
     ``url`` is None for files with no public address (then only a mirror can
     provide them). ``extract``: an archive, unpacked into the dataset folder.
     ``hint`` is added to the message when the file is missing or wrong.
+    ``md5`` None (and no ``sha256``): no published checksum; such a file is
+    fetched only with a checksum the user pins (:func:`pin_checksums`),
+    which sets ``pinned`` and keeps the published ones in ``official``.
     """
 
     name: str
     url: str | None
-    md5: str
+    md5: str | None
     sha256: str | None = None
     extract: bool = False
     members: tuple[Member, ...] = field(default_factory=tuple)
     hint: str = ""
+    pinned: bool = False
+    official: str = ""
 
     @classmethod
     def from_dict(cls, data: dict) -> "OfficialFile":
@@ -82,8 +87,15 @@ class OfficialFile:
         return asdict(self)
 
     def checksums(self) -> str:
-        text = f"md5 {self.md5}"
-        return text + (f", sha256 {self.sha256}" if self.sha256 else "")
+        if not self.md5 and not self.sha256:
+            return "no published checksum"
+        return describe_checksums(self.md5, self.sha256) + (" pinned in the config" if self.pinned else "")
+
+    def wanted(self) -> str:
+        """What the file must be, for messages."""
+        if self.pinned:
+            return f"your copy of {self.name} ({self.checksums()}, key checksums)"
+        return f"the official file ({self.checksums()})"
 
 
 # ---------------------------------------------------------------- checksums
@@ -232,10 +244,8 @@ def extract(archive, folder) -> None:
 
 def _mismatch_message(path, problem: str, f: OfficialFile, where: str) -> str:
     url = f" (official source: {f.url})" if f.url else ""
-    return (
-        f"{path}: {problem}. It is not the official {f.name}{url}. "
-        f"Put the official file ({f.checksums()}) into {where}. {f.hint}".rstrip()
-    )
+    what = "the copy pinned in the config" if f.pinned else f"the official {f.name}{url}"
+    return f"{path}: {problem}. It is not {what}. Put {f.wanted()} into {where}. {f.hint}".rstrip()
 
 
 def _from_mirror(f: OfficialFile, mirror: Path, folder: Path) -> tuple[str, bool]:
@@ -269,17 +279,18 @@ def _from_mirror(f: OfficialFile, mirror: Path, folder: Path) -> tuple[str, bool
             f", or its extracted files {', '.join(m.path for m in f.members)} "
             f"(missing: {', '.join(missing)})"
         )
-    url = f" (official source: {f.url})" if f.url else ""
+    url = f" (official source: {f.url})" if f.url and not f.pinned else ""
     raise DownloadError(
-        f"data_mirror {mirror}: {f.name} is missing. Put the official file{url} "
-        f"({f.checksums()}) into {mirror}{extracted}. {f.hint}".rstrip()
+        f"data_mirror {mirror}: {f.name} is missing. Put {f.wanted()}{url} "
+        f"into {mirror}{extracted}. {f.hint}".rstrip()
     )
 
 
 def _from_url(f: OfficialFile, cache: Path, folder: Path, **download_options) -> str:
-    if f.url is None:
+    if f.url is None or f.pinned:
+        reason = "has no public download address" if f.url is None else "is your own copy (checksum pinned)"
         raise DownloadError(
-            f"{f.name} has no public download address; put it ({f.checksums()}) into a "
+            f"{f.name} {reason}; put it ({f.checksums()}) into a "
             f"folder and name that folder in the config key data_mirror. {f.hint}".rstrip()
         )
     cached = cache / f.name
@@ -326,6 +337,11 @@ def fetch_files(
     record = {"files": []}
     try:
         for f in files:
+            if not f.md5 and not f.sha256:
+                raise DownloadError(
+                    f"{f.name} has no published checksum; it is accepted only with a checksum you pin in the "
+                    f"dataset's config key checksums ({{{f.name}: <md5 or sha256>}}). {f.hint}".rstrip()
+                )
             if mirror is not None:
                 how, members_copied = _from_mirror(f, mirror, work)
             else:
@@ -336,7 +352,18 @@ def fetch_files(
                     if problem:
                         raise DownloadError(f"{f.name}: extracted {m.path}: {problem}")
             print(f"{f.name}: {f.checksums()} verified, from {how}", file=sys.stderr)
-            record["files"].append({"name": f.name, "md5": f.md5, "from": how})
+            entry = {"name": f.name, "md5": f.md5, "from": how}
+            if f.sha256:
+                entry["sha256"] = f.sha256
+            if f.pinned:
+                print(
+                    f"WARNING: {f.name} was checked against a USER-PINNED checksum ({f.checksums()}), not "
+                    f"the published one ({f.official}): it is your own copy, and results may differ from "
+                    "the official dataset's",
+                    file=sys.stderr,
+                )
+                entry.update(checksum="USER-PINNED (config key checksums), not the published one", official=f.official)
+            record["files"].append(entry)
         (work / "download.json").write_text(json.dumps(record, indent=2) + "\n")
         if destination.exists():
             shutil.rmtree(destination)
@@ -358,6 +385,38 @@ def official_files(source: str, params: dict) -> list[OfficialFile]:
     return dataset_files(source, params)
 
 
+def pin_checksums(files: list[OfficialFile], checksums: dict, name: str) -> list[OfficialFile]:
+    """``files`` with the checksums a dataset's config pins (``checksums:
+    {<official file name>: <md5 or sha256>}``, a user's own re-packed copy
+    or subset) in place of the published ones. The published checksums of
+    an archive's extracted files no longer apply to a pinned archive. A
+    name that is not one of the files, or a file without a published
+    checksum left unpinned, raises ConfigError naming the key."""
+    names = [f.name for f in files]
+    for file_name in checksums:
+        if file_name not in names:
+            raise ConfigError(
+                f"config key datasets.{name}.checksums: {file_name!r} is not a file of this dataset; its "
+                f"files are {', '.join(names) or 'none (it downloads nothing)'}"
+            )
+    pinned = []
+    for f in files:
+        value = checksums.get(f.name)
+        if value is None:
+            if not f.md5 and not f.sha256:
+                raise ConfigError(
+                    f"config key datasets.{name}.checksums: {f.name} has no published checksum, so it is accepted "
+                    f"only with the checksum of your copy pinned: add {f.name}: <its md5 or sha256> (md5sum "
+                    f"{f.name}) to datasets.{name}.checksums. {f.hint}".rstrip()
+                )
+            pinned.append(f)
+            continue
+        md5, sha256 = (value, None) if len(value) == 32 else (None, value)
+        official = f.checksums() if (f.md5 or f.sha256) else "none published"
+        pinned.append(replace(f, md5=md5, sha256=sha256, members=(), pinned=True, official=official))
+    return pinned
+
+
 def download_key(source: str, files: list[OfficialFile]) -> str:
     """Folder name under ``results/raw/``: the source name for its default
     files, with a short hash of the checksums when the params pick other files
@@ -365,9 +424,9 @@ def download_key(source: str, files: list[OfficialFile]) -> str:
     download."""
     from workflow.datasets import dataset_files
 
-    if [f.md5 for f in files] == [f.md5 for f in dataset_files(source, {})]:
+    if [(f.md5, f.sha256) for f in files] == [(f.md5, f.sha256) for f in dataset_files(source, {})]:
         return source
-    digest = hashlib.sha256(" ".join(f.md5 for f in files).encode()).hexdigest()[:8]
+    digest = hashlib.sha256(" ".join(str(f.md5 or f.sha256) for f in files).encode()).hexdigest()[:8]
     return f"{source}-{digest}"
 
 
@@ -381,6 +440,7 @@ def plan_downloads(datasets: dict) -> tuple[dict[str, str | None], dict[str, lis
             files = official_files(spec["source"], spec.get("params", {}))
         except TypeError as error:
             raise ConfigError(f"config key datasets.{name}.params: {error}") from None
+        files = pin_checksums(files, spec.get("checksums") or {}, name)
         if not files:
             keys[name] = None
             continue

@@ -117,6 +117,24 @@ def check_config_file(path) -> None:
         )
 
 
+def check_protocols(config: dict) -> None:
+    """A dataset's ``train_classes`` needs protocol class_disjoint, which
+    takes no database from the training pool (``workflow/splits.py``)."""
+    for name, spec in config["datasets"].items():
+        protocol = spec.get("protocol", "closed_set")
+        if protocol != "class_disjoint" and spec.get("train_classes") is not None:
+            raise ConfigError(
+                f"config key datasets.{name}.train_classes: applies only with protocol class_disjoint (it moves "
+                f"the boundary between training and test classes); set datasets.{name}.protocol: class_disjoint "
+                "or remove it"
+            )
+        if protocol == "class_disjoint" and spec.get("database_from") == "train":
+            raise ConfigError(
+                f"config key datasets.{name}.database_from: 'train' would put training classes into the "
+                "database; protocol class_disjoint evaluates the test classes among themselves: remove it"
+            )
+
+
 def check_names(config: dict) -> None:
     for section in NAMED_SECTIONS:
         for name in config.get(section) or {}:
@@ -384,6 +402,7 @@ def check_config_files(paths) -> None:
 def check_config(config: dict) -> None:
     """The other checks of this module, on the validated, expanded config."""
     check_names(config)
+    check_protocols(config)
     check_parameters(config)
     check_pretrained(config)
     check_table_metrics(config)

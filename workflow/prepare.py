@@ -83,18 +83,33 @@ def to_8bit(image: Image.Image) -> Image.Image:
     return image
 
 
-def decode_image(path, image_size: int | None) -> np.ndarray:
+def decode_image(path, image_size: int | None, box=None) -> np.ndarray:
     """One image file -> uint8 (H, W, 3). 16-bit images are scaled to 8 bits
-    (:func:`to_8bit`). Raises :class:`UndecodableImageError` if Pillow cannot
+    (:func:`to_8bit`); single-channel images are converted to RGB. ``box``
+    (left, top, right, bottom in the file's pixels) crops the image first,
+    clipped to it. Raises :class:`UndecodableImageError` if Pillow cannot
     read it; a missing file raises FileNotFoundError."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: image file is missing")
     try:
         with Image.open(path) as image:
+            width, height = image.size
             if image_size is not None:
-                image.draft("RGB", (image_size, image_size))
+                # Drafting shrinks the whole image: ask for a size at which the box still has S pixels a side.
+                box_w, box_h = (1, 1) if box is None else (max(box[2] - box[0], 1), max(box[3] - box[1], 1))
+                image.draft("RGB", (int(np.ceil(image_size * width / (width if box is None else box_w))),
+                                    int(np.ceil(image_size * height / (height if box is None else box_h)))))
             image = to_8bit(image).convert("RGB")
+            if box is not None:
+                sx, sy = image.size[0] / width, image.size[1] / height  # < 1 after drafting
+                left, top = max(0.0, box[0]) * sx, max(0.0, box[1]) * sy
+                right, bottom = min(float(width), box[2]) * sx, min(float(height), box[3]) * sy
+                if right - left < 1 or bottom - top < 1:
+                    raise ValueError(f"its bounding box {tuple(float(v) for v in box)} lies outside the "
+                                     f"{width}x{height} image")
+                image = image.crop((round(left), round(top), max(round(right), round(left) + 1),
+                                    max(round(bottom), round(top) + 1)))
             if image_size is not None:
                 image = resize_square(image, image_size)
             return np.asarray(image, dtype=np.uint8)
@@ -145,7 +160,7 @@ def select_classes(data, classes: list[str] | None, name: str):
     )
     if isinstance(data, RawDataset):
         return RawDataset(images=data.images[keep], **common)
-    return ImageFiles(paths=[data.paths[i] for i in keep], **common)
+    return ImageFiles(paths=[data.paths[i] for i in keep], boxes=pick(data.boxes), **common)
 
 
 # ---------------------------------------------------------------- writing
@@ -171,9 +186,11 @@ def _decode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, th
     kept = np.zeros(n, dtype=bool)
     out, row, shape_from = None, 0, None
 
-    def work(path):
+    boxes = [None] * n if files.boxes is None else files.boxes
+
+    def work(i):
         try:
-            return decode_image(path, image_size)
+            return decode_image(files.paths[i], image_size, boxes[i])
         except UndecodableImageError as error:
             return error
 
@@ -181,7 +198,7 @@ def _decode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, th
     with bar, ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for start in range(0, n, BLOCK):
             block = files.paths[start : start + BLOCK]
-            for offset, result in enumerate(pool.map(work, block)):
+            for offset, result in enumerate(pool.map(work, range(start, start + len(block)))):
                 i = start + offset
                 if isinstance(result, UndecodableImageError):
                     if not skip:

@@ -110,7 +110,7 @@ def _pools(labels, official_split, test_fraction, eval_rng, name, cls) -> tuple[
     official division, a class missing on one side stops too."""
     all_idx = np.arange(len(labels))
     if np.any(official_split != "none"):
-        train, evaluation = all_idx[official_split == "train"], all_idx[official_split == "test"]
+        train, evaluation = all_idx[official_split == "train"], all_idx[np.isin(official_split, EVALUATION_SIDES)]
         for side, pool in [("test", evaluation), ("train", train)]:
             missing = sorted(set(np.unique(labels).tolist()) - set(np.unique(labels[pool]).tolist()))
             if missing:
@@ -118,7 +118,9 @@ def _pools(labels, official_split, test_fraction, eval_rng, name, cls) -> tuple[
                     f"dataset {name}: {cls(missing[0])} has no images on the official {side} side"
                     + (f" ({len(missing)} classes have none)" if len(missing) > 1 else "")
                     + f", so it would {'get no queries' if side == 'test' else 'never be trained on'}; "
-                    f"add {side} images of it, or leave it out with config key datasets.{name}.classes"
+                    f"add {side} images of it, or leave it out with config key datasets.{name}.classes "
+                    f"(a dataset whose sides hold different classes needs datasets.{name}.protocol: "
+                    "class_disjoint)"
                 )
         return train, evaluation
     train_parts, eval_parts = [], []
@@ -138,6 +140,47 @@ def _pools(labels, official_split, test_fraction, eval_rng, name, cls) -> tuple[
         eval_parts.append(idx[:n_eval])
         train_parts.append(idx[n_eval:])
     return np.concatenate(train_parts), np.concatenate(eval_parts)
+
+
+def _class_disjoint_pools(labels, official_split, train_classes, name, cls) -> tuple[np.ndarray, np.ndarray]:
+    """(training pool, evaluation pool) of the class-disjoint protocol: the
+    first ``train_classes`` classes against the others, or, with None, the
+    official sides, which must then hold different classes."""
+    all_idx = np.arange(len(labels))
+    present = np.unique(labels)
+    if train_classes is not None:
+        train, evaluation = all_idx[labels < train_classes], all_idx[labels >= train_classes]
+        if not len(train) or not len(evaluation):
+            raise ConfigError(
+                f"config key datasets.{name}.train_classes: {train_classes} with {len(present)} classes "
+                f"(labels {present.min()}..{present.max()}) leaves no "
+                + ("training" if not len(train) else "test")
+                + " class: the first train_classes classes (classes.json order) train, the rest are test "
+                f"classes; set it between 1 and {present.max()}"
+            )
+        return train, evaluation
+    if not np.any(official_split != "none"):
+        raise ConfigError(
+            f"dataset {name}: protocol class_disjoint needs a division of the classes, and this dataset has "
+            f"no official train and test sides; set config key datasets.{name}.train_classes: N (the first N "
+            "classes train, the others are test classes)"
+        )
+    train, evaluation = all_idx[official_split == "train"], all_idx[np.isin(official_split, EVALUATION_SIDES)]
+    both = np.intersect1d(labels[train], labels[evaluation])
+    if both.size:
+        raise ConfigError(
+            f"dataset {name}: {cls(int(both[0]))} has images on both official sides (train and test)"
+            + (f" ({both.size} classes have)" if both.size > 1 else "")
+            + ", so the official division is not class-disjoint; set config key "
+            f"datasets.{name}.train_classes: N (the first N classes train), or use protocol closed_set"
+        )
+    for side, pool in [("train", train), ("test", evaluation)]:
+        if not len(pool):
+            raise ConfigError(
+                f"dataset {name}: no images on the official {side} side, so protocol class_disjoint has no "
+                f"{'training' if side == 'train' else 'test'} class; set config key datasets.{name}.train_classes: N"
+            )
+    return train, evaluation
 
 
 def check_classes(labels: np.ndarray, class_names: list[str] | None, name: str) -> None:
@@ -164,6 +207,8 @@ def _draw_pools(
     database_per_class: int | None,
     name: str,
     class_names: list[str] | None,
+    protocol: str = "closed_set",
+    train_classes: int | None = None,
 ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], np.ndarray, np.random.Generator]:
     """Per class, the training pool and (``database_from="train"``) the
     database images taken out of it; the evaluation pool; and the
@@ -181,9 +226,24 @@ def _draw_pools(
             f"config key datasets.{name}.database_per_class: must be a number when "
             "database_from is 'train' (otherwise no training images would be left)"
         )
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"config key datasets.{name}.protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    if protocol != "class_disjoint" and train_classes is not None:
+        raise ConfigError(
+            f"config key datasets.{name}.train_classes: applies only with protocol class_disjoint (it moves the "
+            f"boundary between training and test classes); set datasets.{name}.protocol: class_disjoint or remove it"
+        )
+    if protocol == "class_disjoint" and database_from == "train":
+        raise ConfigError(
+            f"config key datasets.{name}.database_from: 'train' would put training classes into the database; "
+            f"protocol class_disjoint evaluates the test classes among themselves: remove database_from"
+        )
     check_classes(labels, class_names, name)
     eval_rng = stream_rng(seed, "evaluation_split")
-    train_pool, eval_pool = _pools(labels, official_split, test_fraction, eval_rng, name, cls)
+    if protocol == "class_disjoint":
+        train_pool, eval_pool = _class_disjoint_pools(labels, official_split, train_classes, name, cls)
+    else:
+        train_pool, eval_pool = _pools(labels, official_split, test_fraction, eval_rng, name, cls)
     pools, databases = {}, {}
     for c, idx in _by_class(labels, train_pool).items():
         if database_from == "train":
@@ -213,6 +273,8 @@ def make_training_split(
     name: str = "dataset",
     regime: str = "regime",
     class_names: list[str] | None = None,
+    protocol: str = "closed_set",
+    train_classes: int | None = None,
 ) -> pd.DataFrame:
     """The training images of a (dataset, regime, seed): a frame with
     columns ``index`` and ``split`` (all ``train``), sorted by index.
@@ -227,7 +289,8 @@ def make_training_split(
     labels = np.asarray(labels)
     cls = _class_name(class_names)
     pools, _, _, _ = _draw_pools(
-        labels, official_split, seed, test_fraction, database_from, database_per_class, name, class_names
+        labels, official_split, seed, test_fraction, database_from, database_per_class, name, class_names,
+        protocol, train_classes,
     )
     taken = f" after {database_per_class} database images" if database_from == "train" else ""
     parts = []
@@ -256,16 +319,25 @@ def make_evaluation_split(
     database_from: str = "test",
     name: str = "dataset",
     class_names: list[str] | None = None,
+    protocol: str = "closed_set",
+    train_classes: int | None = None,
 ) -> pd.DataFrame:
     """The query and database images of a (dataset, seed), the same for
     every regime: a frame with columns ``index`` and ``split``
-    (``query``/``database``), sorted by index. Errors name the config key
-    that asks for too much and the class that has too few images."""
+    (``query``/``database``, or :data:`ALL_AGAINST_ALL` with protocol
+    class_disjoint), sorted by index. Errors name the config key that asks
+    for too much and the class that has too few images."""
     labels = np.asarray(labels)
     cls = _class_name(class_names)
     _, databases, eval_pool, eval_rng = _draw_pools(
-        labels, official_split, seed, test_fraction, database_from, database_per_class, name, class_names
+        labels, official_split, seed, test_fraction, database_from, database_per_class, name, class_names,
+        protocol, train_classes,
     )
+    if protocol == "class_disjoint":
+        official = np.asarray(official_split)[eval_pool]
+        if np.isin(official, ["query", "database"]).all():
+            return _frame([("query", eval_pool[official == "query"]), ("database", eval_pool[official == "database"])])
+        return _frame([(ALL_AGAINST_ALL, eval_pool)])
     parts = []
     for c, idx in _by_class(labels, eval_pool).items():
         idx = eval_rng.permutation(idx)
@@ -303,12 +375,14 @@ def make_split(
     regime: str = "regime",
     database_from: str = "test",
     class_names: list[str] | None = None,
+    protocol: str = "closed_set",
+    train_classes: int | None = None,
 ) -> pd.DataFrame:
     """Both files in one frame: columns ``index`` and ``split``
-    (train/database/query), sorted by index (the pipeline writes
+    (train/database/query/all), sorted by index (the pipeline writes
     :func:`make_training_split` and :func:`make_evaluation_split` apart)."""
     pool = dict(test_fraction=test_fraction, database_from=database_from, database_per_class=database_per_class,
-                name=name, class_names=class_names)
+                name=name, class_names=class_names, protocol=protocol, train_classes=train_classes)
     evaluation = make_evaluation_split(labels, official_split, seed, query_per_class, **pool)
     training = make_training_split(labels, official_split, seed, train_per_class, regime=regime, **pool)
     return pd.concat([training, evaluation]).sort_values("index", ignore_index=True)
@@ -328,6 +402,8 @@ def make_validation_split(
     regime: str = "regime",
     database_from: str = "test",
     dataset_database_per_class: int | None = None,
+    protocol: str = "closed_set",
+    train_classes: int | None = None,
 ) -> pd.DataFrame:
     """The validation split of a (dataset, regime, seed): a frame like
     :func:`make_split`'s (``train``, ``database``, ``query``) that trials
@@ -346,12 +422,19 @@ def make_validation_split(
     leave out of training. With ``class_disjoint``, a seeded
     ``class_fraction`` of the classes is held out: validation draws from
     their whole training pool and trials train on the other classes only.
+    A dataset of protocol class_disjoint is always validated so (inside its
+    training classes, as the Reality Check does), and the whole training
+    pool of its held-out classes is evaluated all against all
+    (:data:`ALL_AGAINST_ALL`), as its test classes are.
     Draws come from the seed's ``validation_split`` stream.
     """
     labels = np.asarray(labels)
     pools, _, _, _ = _draw_pools(
-        labels, official_split, seed, test_fraction, database_from, dataset_database_per_class, name, None
+        labels, official_split, seed, test_fraction, database_from, dataset_database_per_class, name, None,
+        protocol, train_classes,
     )
+    all_against_all = protocol == "class_disjoint"
+    class_disjoint = class_disjoint or all_against_all
     pool = np.concatenate(list(pools.values())).astype(np.int64)
     pool = pool[~np.isin(pool, split.loc[split["split"] != "train", "index"].to_numpy())]
     train = np.sort(split.loc[split["split"] == "train", "index"].to_numpy())
@@ -374,6 +457,9 @@ def make_validation_split(
         trained = of_class[np.isin(of_class, train)]
         if class_disjoint and c not in held_out:
             parts.append(("train", trained))  # a training class: no validation images
+            continue
+        if c in held_out and all_against_all:
+            parts.append((ALL_AGAINST_ALL, of_class))
             continue
         if c in held_out:
             source, keep_training = of_class, np.array([], dtype=np.int64)

@@ -15,10 +15,17 @@ evaluation split, test or validation) and the original file ids.
 
 A loader that reads downloaded files takes their folder as ``root`` and
 registers its official files with :func:`register_files`; the ``download``
-rule fetches and verifies them (see ``workflow/download.py``). A loader
-parameter named ``path`` is the user's own file or folder (``npz``,
-``imagefolder``): the dataset is prepared again whenever its listing
-changes (:func:`input_fingerprint`).
+rule fetches and verifies them (see ``workflow/download.py``).
+
+Registry metadata (given to :func:`register_dataset`, read with
+``DATASETS.metadata``, never probed from the signature):
+
+- ``user_files``: the loader parameter naming the user's own file or
+  folder (``npz``, ``imagefolder``: ``user_files="path"``); the dataset is
+  prepared again whenever its listing changes (:func:`input_fingerprint`);
+- ``train_classes``: the official boundary of the class-disjoint protocol
+  (the first N classes train: CUB-200-2011 100, Cars196 98), the default of
+  the dataset key ``train_classes`` (``workflow/splits.py``).
 """
 
 from __future__ import annotations
@@ -75,7 +82,7 @@ def _check_labels(labels: np.ndarray, class_names: list[str], n: int) -> None:
         )
 
 
-OFFICIAL_SIDES = ("train", "test")
+OFFICIAL_SIDES = ("train", "test", "query", "database")
 
 
 def _check_per_image(values, key: str, n: int) -> None:
@@ -85,8 +92,9 @@ def _check_per_image(values, key: str, n: int) -> None:
 
 def _check_official_split(official_split, n: int) -> None:
     """The official side of each image: "train" or "test" ("test" stands for
-    the official evaluation split); any other value would silently drop
-    its images from both sides."""
+    the official evaluation split; "query" and "database" for an official
+    division of it, In-Shop's query and gallery); any other value would
+    silently drop its images from both sides."""
     if official_split is None:
         return
     _check_per_image(official_split, "official_split", n)
@@ -95,8 +103,8 @@ def _check_official_split(official_split, n: int) -> None:
     if other:
         raise ValueError(
             f"official_split holds {', '.join(map(repr, other))}; each image's value must be 'train' or 'test' "
-            "('test' for the official evaluation or validation side); leave official_split out if the "
-            "dataset has no division"
+            "('test' for the official evaluation or validation side; 'query' and 'database' where the "
+            "publisher divides it so); leave official_split out if the dataset has no division"
         )
 
 
@@ -125,18 +133,45 @@ class RawDataset:
 @dataclass
 class ImageFiles:
     """Image files still to decode, one per row; ``file_ids`` are the
-    dataset's own names for them (relative paths as published)."""
+    dataset's own names for them (relative paths as published).
+    ``boxes``: optionally a region per image, (N, 4) pixel coordinates
+    left, top, right, bottom of the file as stored, that prepare crops
+    before resizing (the bounding boxes of CUB-200-2011 and Cars196)."""
 
     paths: list[Path]
     labels: np.ndarray
     class_names: list[str]
     official_split: np.ndarray | None
     file_ids: np.ndarray
+    boxes: np.ndarray | None = None
 
     def __post_init__(self):
         _check_labels(self.labels, self.class_names, len(self.paths))
         _check_official_split(self.official_split, len(self.paths))
         _check_per_image(self.file_ids, "file_ids", len(self.paths))
+        if self.boxes is not None and np.shape(self.boxes) != (len(self.paths), 4):
+            raise ValueError(f"boxes has shape {np.shape(self.boxes)} for {len(self.paths)} images; (N, 4) is required")
+
+
+def read_rows(path, fields: int, part_of: str, header: int = 0) -> list[list[str]]:
+    """The rows of a published text listing (whitespace-separated, after
+    ``header`` lines), each of ``fields`` fields; a missing file, a row of
+    another length or an empty listing raises an error naming the file
+    (and line) and the archive ``part_of`` that holds it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; it is part of the official {part_of}, which should have unpacked it")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines()[header:], start=header + 1):
+        if not line.strip():
+            continue
+        row = line.split()
+        if len(row) != fields:
+            raise ValueError(f"{path}, line {number}: {len(row)} fields ({line.strip()[:80]!r}), expected {fields}")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: lists nothing (a file of the official {part_of} lists every image)")
+    return rows
 
 
 def load_dataset(source: str, **params) -> RawDataset | ImageFiles:
@@ -203,16 +238,17 @@ def _listing(top: Path):
 
 def input_fingerprint(source: str, params: dict) -> str:
     """A hash of the listing (relative paths, sizes, modification times) of
-    the user's own files that dataset ``source`` reads: the loader's
-    parameter ``path`` (an image folder, an .npz file); "" for datasets
-    without one. The prepare rule takes it as a parameter, so adding,
+    the user's own files that dataset ``source`` reads: the loader
+    parameter its registration names in ``user_files`` (an image folder, an
+    .npz file); "" for datasets without one. The prepare rule takes it as a parameter, so adding,
     removing, replacing or editing such a file prepares the dataset again.
     A listing, not the bytes: Snakemake computes it on every start, and
     reading a large folder or file each time would cost as much as
     preparing it."""
-    if "path" not in inspect.signature(DATASETS.get(source)).parameters or "path" not in params:
+    param = DATASETS.metadata(source).get("user_files")
+    if param is None or param not in params:
         return ""
     digest = hashlib.sha256()
-    for entry in _listing(Path(params["path"])):
+    for entry in _listing(Path(params[param])):
         digest.update(repr(entry).encode() + b"\n")
     return digest.hexdigest()

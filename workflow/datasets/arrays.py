@@ -101,7 +101,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     return loaded
 
 
-@register_dataset("npz")
+@register_dataset("npz", user_files="path")
 def npz(path) -> RawDataset:
     """``path``: the ``.npz`` file (see the module docstring). Every error
     names the file and the value found."""

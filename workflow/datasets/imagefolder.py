@@ -106,7 +106,7 @@ def _class_folders(folder: Path, root: Path, layout: str) -> list[Path]:
     return classes
 
 
-@register_dataset("imagefolder")
+@register_dataset("imagefolder", user_files="path")
 def imagefolder(path) -> ImageFiles:
     """``path``: the folder (see the module docstring)."""
     root = Path(path)

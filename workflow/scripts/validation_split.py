@@ -21,6 +21,8 @@ with log_to(snakemake.log[0]):
         test_fraction=pool["test_fraction"],
         database_from=pool["database_from"],
         dataset_database_per_class=pool.get("database_per_class"),
+        protocol=pool.get("protocol", "closed_set"),
+        train_classes=pool.get("train_classes"),
         name=snakemake.wildcards.dataset,
         regime=snakemake.wildcards.regime,
     )
