@@ -56,6 +56,14 @@ CELLS = cells(CONFIG)
 # With `selection`: the trial cells (trial names in the loss position),
 # trained and scored on the validation split (rules/select.smk).
 TRIALS = trial_cells(CONFIG)
+# The evaluation mapping each evaluate job gets, handed through untouched
+# (the metric registry reads the cutoffs: workflow/retrieval/metrics.py);
+# less the speed-up figure's k, so that changing it re-evaluates no cell.
+CELL_EVALUATION = {
+    key: value
+    for key, value in CONFIG["evaluation"].items()
+    if key != "speedup_precision_at"
+}
 
 # Which downloaded folder (results/raw/<key>) each dataset reads, and the
 # official files of each; datasets sharing files share one download.
@@ -263,11 +271,10 @@ def get_cells_of_figure(wildcards):
 
 
 def get_speedup_k(wildcards):
-    from workflow.retrieval.two_stage import speedup_k
+    from workflow.retrieval.metrics import speedup_k
 
-    evaluation = CONFIG["evaluation"]
     try:
-        return speedup_k(evaluation["precision_at"], evaluation["speedup_precision_at"])
+        return speedup_k(CONFIG["evaluation"])
     except ValueError as error:
         raise WorkflowError(str(error))
 

@@ -12,11 +12,7 @@ rule evaluate:
     conda:
         "../envs/pytorch.yaml"
     params:
-        precision_at=CONFIG["evaluation"]["precision_at"],
-        top_k_error=CONFIG["evaluation"]["top_k_error"],
-        chunk_size=CONFIG["evaluation"]["chunk_size"],
-        two_stage=CONFIG["evaluation"]["two_stage"],
-        distances=CONFIG["evaluation"]["distances"],
+        evaluation=CELL_EVALUATION,
         geometry=get_loss_geometry,
     script:
         "../workflow/scripts/evaluate.py"

@@ -1415,8 +1415,7 @@ def test_the_metric_names_of_the_table_check_are_those_evaluate_writes():
                           "prediction": np.full(42, -1), "embedding": list(rng.normal(size=(42, 4)))})
     anchors = pd.DataFrame({"label": np.arange(3), "anchor": list(rng.normal(size=(3, 4)))})
     evaluation = {"precision_at": [1, 3], "top_k_error": [2], "two_stage": {"classes": [1]}}
-    metrics, _ = evaluate_cell(frame, anchors, precision_at=[1, 3], top_k_error=[2],
-                               two_stage={"classes": [1], "rest": "follow"})
+    metrics, _ = evaluate_cell(frame, anchors, dict(evaluation, two_stage={"classes": [1], "rest": "follow"}))
     assert set(metrics["retrieval"]) == {"exact", "two_stage_c1"}
     for method, rows in metrics.groupby("retrieval"):
         assert rows["metric"].tolist() == METRICS.names(evaluation, retrieval=method), method

@@ -48,8 +48,9 @@ def exact(metrics, distance):
 def test_cosine_retrieval_equals_scikit_learn_and_pytorch_metric_learning():
     q, ql, db, dl, anchors = float_problem()
     embeddings, anchor_frame = frames(q, ql, db, dl, anchors)
-    metrics, _ = evaluate_cell(embeddings, anchor_frame, precision_at=(1, 5, 10), top_k_error=(1,),
-                               two_stage={"classes": []}, geometry="cosine", distances=["own", "euclidean"])
+    metrics, _ = evaluate_cell(embeddings, anchor_frame, {"precision_at": (1, 5, 10), "top_k_error": (1,),
+                               "two_stage": {"classes": []}, "distances": ["own", "euclidean"]},
+                               geometry="cosine")
     cosine = exact(metrics, "cosine")
     similarity = cosine_similarity(q.astype(np.float64), db.astype(np.float64))
     # scikit-learn: average precision of each query's cosine scores.
@@ -77,8 +78,8 @@ def test_cosine_retrieval_equals_scikit_learn_and_pytorch_metric_learning():
 def test_euclidean_geometry_is_the_plain_l2_ranking():
     q, ql, db, dl, anchors = float_problem(1)
     embeddings, anchor_frame = frames(q, ql, db, dl, anchors)
-    metrics, _ = evaluate_cell(embeddings, anchor_frame, precision_at=(1,), top_k_error=(1,),
-                               two_stage={"classes": []}, geometry="euclidean")
+    metrics, _ = evaluate_cell(embeddings, anchor_frame, {"precision_at": (1,), "top_k_error": (1,),
+                               "two_stage": {"classes": []}}, geometry="euclidean")
     assert set(metrics["distance"]) == {"euclidean"} and set(metrics["geometry"]) == {"euclidean"}
     d2 = ((q[:, None, :].astype(np.float64) - db[None, :, :]) ** 2).sum(-1)
     expected_map = np.mean([average_precision_score(dl == ql[i], -d2[i]) for i in range(len(q))])
@@ -88,21 +89,21 @@ def test_euclidean_geometry_is_the_plain_l2_ranking():
 def test_two_stage_in_cosine_uses_normalised_anchors():
     q, ql, db, dl, anchors = float_problem(2)
     embeddings, anchor_frame = frames(q, ql, db, dl, anchors)
-    metrics, _ = evaluate_cell(embeddings, anchor_frame, precision_at=(1, 5), top_k_error=(1,),
-                               two_stage={"classes": [1, 2], "rest": "cut"}, geometry="cosine")
+    metrics, _ = evaluate_cell(embeddings, anchor_frame, {"precision_at": (1, 5), "top_k_error": (1,),
+                               "two_stage": {"classes": [1, 2], "rest": "cut"}}, geometry="cosine")
 
     def unit(x):
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
     reference = evaluate_retrieval_methods(unit(q), ql, unit(db), dl, anchors=unit(anchors), classes=[1, 2],
-                                           rest="cut", precision_at=(1, 5), top_k_error=(1,))
+                                           rest="cut", evaluation={"precision_at": (1, 5), "top_k_error": (1,)})
     for method in ["two_stage_c1", "two_stage_c2"]:
         ours = metrics[metrics["retrieval"] == method].set_index("metric")["value"]
         for name in ["map", "precision@5", "distance_computations_per_query"]:
             assert ours[name] == pytest.approx(reference[method].metrics[name], abs=1e-6), (method, name)
     # Unnormalised anchors of different norms pick other classes in stage 1.
     raw = evaluate_retrieval_methods(unit(q), ql, unit(db), dl, anchors=anchors, classes=[1], rest="cut",
-                                     precision_at=(1, 5), top_k_error=(1,))
+                                     evaluation={"precision_at": (1, 5), "top_k_error": (1,)})
     assert raw["two_stage_c1"].metrics["map"] != pytest.approx(reference["two_stage_c1"].metrics["map"])
 
 
@@ -116,8 +117,8 @@ def test_nearest_anchor_accuracy_follows_the_geometry():
     anchors = pd.DataFrame({"label": [0, 1], "anchor": [np.array([0.8, 0.4], np.float32),
                                                         np.array([5.0, 0.0], np.float32)]})
     for geometry, accuracy in [("cosine", 1.0), ("euclidean", 0.0)]:
-        metrics, _ = evaluate_cell(embeddings, anchors, precision_at=(1,), top_k_error=(1,),
-                                   two_stage={"classes": []}, geometry=geometry)
+        metrics, _ = evaluate_cell(embeddings, anchors, {"precision_at": (1,), "top_k_error": (1,),
+                                   "two_stage": {"classes": []}}, geometry=geometry)
         assert exact(metrics, geometry)["accuracy"] == accuracy, geometry
 
 
@@ -151,6 +152,6 @@ def test_evaluation_stays_on_the_cpu_when_a_gpu_is_present(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     q, ql, db, dl, anchors = float_problem(3)
     embeddings, anchor_frame = frames(q, ql, db, dl, anchors)
-    metrics, _ = evaluate_cell(embeddings, anchor_frame, precision_at=(1,), top_k_error=(1,),
-                               two_stage={"classes": [1]}, geometry="euclidean")
+    metrics, _ = evaluate_cell(embeddings, anchor_frame, {"precision_at": (1,), "top_k_error": (1,),
+                               "two_stage": {"classes": [1]}}, geometry="euclidean")
     assert metrics["value"].notna().all()

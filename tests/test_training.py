@@ -63,7 +63,7 @@ def retrieval_map(digits, model, s):
     database = evaluation.loc[evaluation["split"] == "database", "index"].to_numpy()
     q, _, _ = compute_embeddings(model, s, data.images, query)
     db, _, _ = compute_embeddings(model, s, data.images, database)
-    metrics = retrieval_metrics(q, data.labels[query], db, data.labels[database], precision_at=[5], top_k_error=[1])
+    metrics = retrieval_metrics(q, data.labels[query], db, data.labels[database], evaluation={"precision_at": [5], "top_k_error": [1]})
     return metrics["map"]
 
 

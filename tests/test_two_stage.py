@@ -13,7 +13,8 @@ from workflow.evaluate import evaluate_cell
 from workflow.figures import speedup_points
 from workflow.retrieval.exact import evaluate_retrieval
 from workflow.retrieval.inputs import prepare
-from workflow.retrieval.two_stage import build_anchor_index, evaluate_retrieval_methods, speedup_k
+from workflow.retrieval.metrics import speedup_k
+from workflow.retrieval.two_stage import build_anchor_index, evaluate_retrieval_methods
 
 QUALITY = ("precision@1", "precision@5", "top1_error", "top5_error", "map", "map@r",
            "r_precision", "pr_auc")
@@ -105,7 +106,7 @@ def metrics_of_lists(lists, ql, dl, n_db, ks=(1, 5)):
 def run(q, ql, db, dl, anchors, classes, rest, **kwargs):
     return evaluate_retrieval_methods(
         q, ql, db, dl, anchors=anchors, classes=classes, rest=rest,
-        precision_at=(1, 5), top_k_error=(1, 5), **kwargs,
+        evaluation={"precision_at": (1, 5), "top_k_error": (1, 5)}, **kwargs,
     )
 
 
@@ -142,7 +143,7 @@ def test_all_classes_give_exactly_the_exact_ranking(rest):
     q, ql, db, dl, anchors = grid_problem(4, hi=2)  # coarse: ties everywhere
     n_classes = len(anchors)
     results = run(q, ql, db, dl, anchors, [n_classes, n_classes + 3], rest)
-    exact, exact_curve = evaluate_retrieval(q, ql, db, dl, precision_at=(1, 5), top_k_error=(1, 5))
+    exact, exact_curve = evaluate_retrieval(q, ql, db, dl, {"precision_at": (1, 5), "top_k_error": (1, 5)})
     for c in (n_classes, n_classes + 3):
         result = results[f"two_stage_c{c}"]
         for name in QUALITY:
@@ -225,8 +226,8 @@ def test_evaluate_cell_rows():
         "embedding": list(np.vstack([q, db])),
     })
     anchor_frame = pd.DataFrame({"label": np.arange(len(anchors)), "anchor": list(anchors)})
-    metrics, curve = evaluate_cell(frame, anchor_frame, precision_at=(1, 5), top_k_error=(1,),
-                                   two_stage={"classes": [1, 2], "rest": "cut"})
+    metrics, curve = evaluate_cell(frame, anchor_frame, {"precision_at": (1, 5), "top_k_error": (1,),
+                                   "two_stage": {"classes": [1, 2], "rest": "cut"}})
     assert list(metrics.columns) == ["geometry", "distance", "retrieval", "metric", "value"]
     assert set(metrics["distance"]) == {"euclidean"}  # the default geometry
     assert list(dict.fromkeys(metrics["retrieval"])) == ["exact", "two_stage_c1", "two_stage_c2"]
@@ -238,17 +239,17 @@ def test_evaluate_cell_rows():
     assert len(curve) == len(db)
     # Without anchors (e.g. ce): exact only.
     no_anchors = anchor_frame.iloc[:0]
-    metrics, _ = evaluate_cell(frame, no_anchors, precision_at=(1,), top_k_error=(1,),
-                               two_stage={"classes": [1, 2], "rest": "cut"})
+    metrics, _ = evaluate_cell(frame, no_anchors, {"precision_at": (1,), "top_k_error": (1,),
+                               "two_stage": {"classes": [1, 2], "rest": "cut"}})
     assert set(metrics["retrieval"]) == {"exact"}
 
 
 def test_speedup_k_and_points():
-    assert speedup_k([1, 5, 10]) == 10
-    assert speedup_k([1, 5]) == 1
-    assert speedup_k([1, 5], 5) == 5
+    assert speedup_k({"precision_at": [1, 5, 10]}) == speedup_k({}) == 10
+    assert speedup_k({"precision_at": [1, 5]}) == 1
+    assert speedup_k({"precision_at": [1, 5], "speedup_precision_at": 5}) == 5
     with pytest.raises(ValueError, match="evaluation.speedup_precision_at: 3 is not among"):
-        speedup_k([1, 5], 3)
+        speedup_k({"precision_at": [1, 5], "speedup_precision_at": 3})
     rows = []
     for seed, (p_exact, p_two) in enumerate([(0.8, 0.7), (0.6, 0.5)]):
         rows += [

@@ -26,6 +26,9 @@ from workflow.retrieval.metrics import METRICS
 from workflow.retrieval.two_stage import evaluate_retrieval_methods
 
 EMBEDDING_COLUMNS = ["index", "split", "label", "prediction", "embedding"]
+# The split of the images evaluated all against all (each a query and a
+# database item of the others).
+ALL_AGAINST_ALL = "test"
 ANCHOR_COLUMNS = ["label", "anchor"]
 
 
@@ -70,16 +73,23 @@ def read_cell_files(embeddings_path, anchors_path) -> tuple[pd.DataFrame, pd.Dat
     return embeddings, anchors
 
 
-def check_cutoffs(precision_at, top_k_error, n_database: int) -> None:
-    """Every cutoff must fit the cell's database."""
-    for key, cutoffs in [("precision_at", precision_at), ("top_k_error", top_k_error)]:
-        too_large = [k for k in cutoffs if k > n_database]
-        if too_large:
-            raise ValueError(
-                f"config key evaluation.{key}: cutoff {max(too_large)} exceeds the database "
-                f"of this cell ({n_database} images); use cutoffs up to {n_database} or a "
-                "larger database (datasets.<name>.database_per_class)"
+def query_and_database(embeddings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The queries and the database of a cell's embeddings, by their
+    ``split``: ``query`` and ``database`` rows, or, all against all, ``test``
+    rows (every test image a query against all the others, itself
+    excluded; the evaluation split of a class-disjoint dataset), given as
+    (test rows, None). A mix of the two forms is an error."""
+    splits = set(embeddings["split"])
+    if ALL_AGAINST_ALL in splits:
+        if splits != {ALL_AGAINST_ALL}:
+            raise CellFileError(
+                f"embeddings mix split '{ALL_AGAINST_ALL}' (all against all) with "
+                f"{', '.join(sorted(splits - {ALL_AGAINST_ALL}))}: an evaluation split is either "
+                f"'{ALL_AGAINST_ALL}' rows only or 'query' and 'database' rows. Rebuild the split "
+                "(delete results/splits/<dataset>/) and run Snakemake again"
             )
+        return embeddings, None
+    return embeddings[embeddings["split"] == "query"], embeddings[embeddings["split"] == "database"]
 
 
 def classification_accuracy(queries: pd.DataFrame, anchors: pd.DataFrame, distance: str = "euclidean") -> float:
@@ -100,53 +110,57 @@ def classification_accuracy(queries: pd.DataFrame, anchors: pd.DataFrame, distan
 def evaluate_cell(
     embeddings: pd.DataFrame,
     anchors: pd.DataFrame,
-    precision_at=(1, 5, 10),
-    top_k_error=(1, 5),
-    chunk_size: int = 1024,
-    two_stage: dict | None = None,
+    evaluation: dict | None = None,
     geometry: str = "euclidean",
-    distances=("own",),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (tidy metrics with columns ``geometry`` (the loss's),
     ``distance``, ``retrieval``, ``metric``, ``value``; the PR curve of exact
     retrieval in ``geometry``).
 
-    ``geometry``: the loss's (``euclidean`` or ``cosine``); ``distances``:
-    the distances to evaluate besides it (:func:`resolve_distances`).
-    ``two_stage``: ``{"classes": [c, ...], "rest": "follow" | "cut"}``; used
-    only when ``anchors`` has rows. Rows, per distance and retrieval method
-    (``exact``, then each ``two_stage_c{c}``): the registered metrics
+    ``evaluation``: the config's evaluation mapping (the schema's defaults
+    where a key is missing); this function reads ``chunk_size``,
+    ``distances`` (the distances to evaluate besides the loss's
+    ``geometry``, :func:`resolve_distances`) and ``two_stage``
+    (``{"classes": [c, ...], "rest": "follow" | "cut"}``; used only when
+    ``anchors`` has rows and the cell has a database apart from its
+    queries) and hands the mapping on: the metric registry reads the
+    cutoffs and switches of the metrics. Rows, per distance and retrieval
+    method (``exact``, then each ``two_stage_c{c}``): the registered metrics
     (:data:`workflow.retrieval.metrics.METRICS`), in their order; those
     registered ``exact_only`` (``accuracy``, ``queries_without_positives``)
-    for ``exact`` only.
+    for ``exact`` only. All against all (``test`` rows,
+    :func:`query_and_database`): exact retrieval only, ``accuracy`` NaN
+    (the test classes are not the training classes).
     """
-    queries = embeddings[embeddings["split"] == "query"]
-    database = embeddings[embeddings["split"] == "database"]
-    check_cutoffs(precision_at, top_k_error, len(database))
-    two_stage = two_stage or {}
-    classes = list(two_stage.get("classes", [])) if len(anchors) else []
-    evaluation = {"precision_at": list(precision_at), "top_k_error": list(top_k_error)}
+    evaluation = dict(evaluation or {})
+    queries, database = query_and_database(embeddings)
+    two_stage = evaluation.get("two_stage") or {}
+    classes = list(two_stage.get("classes", [])) if len(anchors) and database is not None else []
+    if database is None and len(anchors) and two_stage.get("classes"):
+        print("all against all: two-stage retrieval is not evaluated (it needs a database apart "
+              "from the queries)")
     rows, curve = [], None
-    for distance in resolve_distances(distances, geometry):
+    for distance in resolve_distances(evaluation.get("distances", ["own"]), geometry):
         results = evaluate_retrieval_methods(
             in_geometry(embedding_matrix(queries), distance),
             queries["label"].to_numpy(),
-            in_geometry(embedding_matrix(database), distance),
-            database["label"].to_numpy(),
+            None if database is None else in_geometry(embedding_matrix(database), distance),
+            None if database is None else database["label"].to_numpy(),
             anchors=in_geometry(embedding_matrix(anchors, "anchor"), distance) if classes else None,
             classes=classes,
             rest=two_stage.get("rest", "follow"),
-            precision_at=tuple(precision_at),
-            top_k_error=tuple(top_k_error),
-            chunk_size=chunk_size,
+            evaluation=evaluation,
+            chunk_size=evaluation.get("chunk_size", 1024),
         )
         for method, result in results.items():
             values = dict(result.metrics)
             if method == "exact":
-                values["accuracy"] = classification_accuracy(queries, anchors, distance)
-                values["queries_without_positives"] = float(
-                    queries_without_positives(queries["label"], database["label"])
+                values["accuracy"] = (
+                    float("nan") if database is None else classification_accuracy(queries, anchors, distance)
                 )
+                values["queries_without_positives"] = float(queries_without_positives(
+                    queries["label"], None if database is None else database["label"]
+                ))
             names = METRICS.names(evaluation, retrieval=method)
             if set(values) != set(names):
                 raise RuntimeError(

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Sequence
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 
-from workflow.retrieval.inputs import as_labels, metric_cutoffs
+from workflow.retrieval.inputs import as_labels
 from workflow.retrieval.metrics import METRICS
 
 __all__ = ["MetricAccumulator", "QueryRanks", "metrics_from_positive_ranks"]
@@ -64,8 +64,8 @@ class QueryRanks:
 class MetricAccumulator:
     """Reduces chunks of positive ranks to per-query values and curve sums.
 
-    ``cutoffs``: for each ``evaluation`` key of a pattern metric
-    (``precision_at``, ``top_k_error``), the cutoffs to compute.
+    ``cutoffs``: for each ``evaluation`` key of a pattern metric, the
+    cutoffs to compute (:meth:`MetricRegistry.cutoffs`).
     """
 
     n_db: int
@@ -183,8 +183,7 @@ def metrics_from_positive_ranks(
     counts,
     query_labels,
     n_db: int,
-    precision_at: Sequence[int] = (1, 5, 10),
-    top_k_error: Sequence[int] = (1, 5),
+    evaluation: Mapping | None = None,
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """Metrics and mean precision-recall curve from precomputed positive ranks.
 
@@ -194,7 +193,7 @@ def metrics_from_positive_ranks(
     with ``counts == 0`` are left out. Returns what
     :func:`workflow.retrieval.exact.evaluate_retrieval` returns.
     """
-    cutoffs = metric_cutoffs(n_db, precision_at=precision_at, top_k_error=top_k_error)
+    cutoffs = METRICS.cutoffs(evaluation, n_db)
     ql = as_labels(query_labels, "query_labels")
     counts = np.asarray(counts, dtype=np.int64)
     if len(ql) != len(counts):

@@ -6,20 +6,27 @@ chunk's ``chunk_size x N`` distance matrix (4 bytes per entry), never a full
 are reduced at once by a :class:`~workflow.retrieval.accumulate.MetricAccumulator`
 to per-query values (``O(Q)`` in all) and rank histograms (``O(N)``).
 Conventions (distances, ties, queries without positives): :mod:`workflow.retrieval`.
+
+All against all (no database given): query ``i`` is database item ``i``; in
+each chunk its own distance is set to ``+inf`` and it is taken out of its
+positives, so it comes after every other item and is never counted before
+one: the ranks are those among the other ``N - 1`` items, chunk by chunk,
+with the memory of the query/database form.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 
 from workflow.retrieval.accumulate import MetricAccumulator
-from workflow.retrieval.inputs import Prepared, check_chunk_size, metric_cutoffs, prepare
+from workflow.retrieval.inputs import Prepared, check_chunk_size, prepare
+from workflow.retrieval.metrics import METRICS
 from workflow.retrieval.kernel import count_at_or_before, distances, sort_thresholds, squared_norms, sync
 
 __all__ = [
@@ -103,6 +110,11 @@ def rank_exact(prep: Prepared, start: int, stop: int, buffer: torch.Tensor | Non
     dist = distances(q, prep.db_emb, prep.db_sq, out=None if buffer is None else buffer[: stop - start])
     items = prep.class_items[codes]  # -1: padding
     valid = items >= 0
+    if prep.all_against_all:
+        # Each query is itself out: behind every other item, not a positive.
+        own = torch.arange(start, stop, device=prep.device).unsqueeze(1)
+        dist.scatter_(1, own, float("inf"))
+        valid &= items != own
     pos_dist, items, order = sort_thresholds(dist.gather(1, items.clamp(min=0)), items, valid)
     valid = valid.gather(1, order)
     ranks = count_at_or_before(dist, pos_dist, items, valid.sum(1), threshold_columns=items)
@@ -113,8 +125,8 @@ def rank_exact(prep: Prepared, start: int, stop: int, buffer: torch.Tensor | Non
 def positive_ranks(
     query_emb,
     query_labels,
-    db_emb,
-    db_labels,
+    db_emb=None,
+    db_labels=None,
     chunk_size: int = 1024,
     device=None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -139,20 +151,21 @@ def positive_ranks(
 def evaluate_retrieval(
     query_emb,
     query_labels,
-    db_emb,
-    db_labels,
-    precision_at: Sequence[int] = (1, 5, 10),
-    top_k_error: Sequence[int] = (1, 5),
+    db_emb=None,
+    db_labels=None,
+    evaluation: Mapping | None = None,
     chunk_size: int = 1024,
     device=None,
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """Retrieve every query against the database; metrics and PR curve, one pass.
 
     Arguments: query embeddings ``(Q, D)`` and labels ``(Q,)``, database
-    embeddings ``(N, D)`` and labels ``(N,)`` (numpy arrays or torch tensors);
-    the cutoffs for ``precision@k`` and ``top{k}_error``; ``chunk_size`` queries
-    are ranked at a time; ``device`` for the distance computation (default:
-    CUDA if available, else CPU).
+    embeddings ``(N, D)`` and labels ``(N,)`` (numpy arrays or torch tensors;
+    none: all against all, each query against the other queries);
+    ``evaluation``, the config's evaluation mapping, of which the metric
+    registry reads the cutoffs and switches (its defaults where a key is
+    missing); ``chunk_size`` queries are ranked at a time; ``device`` for
+    the distance computation (default: the CPU).
 
     Returns ``(metrics, curve)``: ``metrics`` as :func:`retrieval_metrics`,
     ``curve`` as :func:`pr_curve`. The definitions:
@@ -161,28 +174,41 @@ def evaluate_retrieval(
     :mod:`workflow.retrieval`.
     """
     prep = prepare(query_emb, query_labels, db_emb, db_labels, device)
-    acc = MetricAccumulator(prep.n_db, metric_cutoffs(prep.n_db, precision_at=precision_at, top_k_error=top_k_error))
+    acc = MetricAccumulator(prep.n_ranked, METRICS.cutoffs(evaluation, prep.n_ranked))
     chunk_size = check_chunk_size(chunk_size)
     buffer = distance_buffer(prep, chunk_size)
     for start in range(0, prep.n_queries, chunk_size):
         stop = min(start + chunk_size, prep.n_queries)
         chunk = rank_exact(prep, start, stop, buffer)
         acc.add_rows(*chunk.rows_with_positives(prep))
-    return acc.finish(prep.query_codes[prep.has_positives])
+    metrics, curve = acc.finish(prep.query_codes[prep.has_positives])
+    metrics.update(METRICS.of_clusters(evaluation, *clustered_set(prep)))
+    return metrics, curve
+
+
+def clustered_set(prep: Prepared) -> tuple[torch.Tensor, np.ndarray]:
+    """The embeddings and class codes the clustering metrics use: every
+    test embedding once (all against all: the queries; else queries and
+    database together)."""
+    if prep.all_against_all:
+        return prep.db_emb.cpu(), prep.query_codes
+    emb = torch.cat([prep.query_emb.to(torch.float32).cpu(), prep.db_emb.cpu()])
+    return emb, np.concatenate([prep.query_codes, prep.db_codes.cpu().numpy()])
 
 
 def retrieval_metrics(*args, **kwargs) -> dict[str, float]:
-    """The metrics of :func:`evaluate_retrieval` (same arguments): keys
-    ``precision@{k}`` for ``k`` in ``precision_at`` (class-macro, the LM
-    paper's mAP@k), ``top{k}_error`` for ``k`` in ``top_k_error``, ``map``,
-    ``map@r``, ``r_precision``, ``pr_auc`` (:mod:`workflow.retrieval.metrics`).
-    Queries whose class is not in the database are left out; ValueError if
-    that leaves none.
+    """The metrics of :func:`evaluate_retrieval` (same arguments): the
+    registered metrics (:mod:`workflow.retrieval.metrics`) that the
+    ``evaluation`` mapping asks for, e.g. ``precision@{k}`` for ``k`` in its
+    ``precision_at`` (class-macro, the LM paper's mAP@k), ``top{k}_error``,
+    ``map``, ``map@r``, ``r_precision``, ``pr_auc``. Queries whose class is
+    not in the database are left out; ValueError if that leaves none.
     """
     return evaluate_retrieval(*args, **kwargs)[0]
 
 
-def pr_curve(query_emb, query_labels, db_emb, db_labels, chunk_size: int = 1024, device=None) -> pd.DataFrame:
+def pr_curve(query_emb, query_labels, db_emb=None, db_labels=None, chunk_size: int = 1024,
+             device=None) -> pd.DataFrame:
     """Mean precision-recall curve over queries, one row per cutoff.
 
     Columns: ``cutoff`` (k = 1..N, N the database size), ``precision`` (mean
@@ -191,7 +217,7 @@ def pr_curve(query_emb, query_labels, db_emb, db_labels, chunk_size: int = 1024,
     the top k). Queries are averaged uniformly (not per class); queries
     without positives are left out.
     """
+    no_cutoffs = dict.fromkeys(METRICS.cutoff_keys(), [])
     return evaluate_retrieval(
-        query_emb, query_labels, db_emb, db_labels,
-        precision_at=(), top_k_error=(), chunk_size=chunk_size, device=device,
+        query_emb, query_labels, db_emb, db_labels, no_cutoffs, chunk_size=chunk_size, device=device,
     )[1]

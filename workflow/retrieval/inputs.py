@@ -18,9 +18,7 @@ __all__ = [
     "as_embeddings",
     "as_labels",
     "check_chunk_size",
-    "check_cutoffs",
     "default_device",
-    "metric_cutoffs",
     "prepare",
     "queries_without_positives",
 ]
@@ -65,6 +63,9 @@ class Prepared:
     # ascending order, padded with -1.
     class_items: torch.Tensor
     device: torch.device
+    # All against all: the queries are the database (query i is database
+    # item i), each query ranked against the others, itself excluded.
+    all_against_all: bool = False
 
     @property
     def n_queries(self) -> int:
@@ -75,17 +76,30 @@ class Prepared:
         return len(self.db_codes)
 
     @property
+    def n_ranked(self) -> int:
+        """Items ranked for each query: the database, less the query itself
+        when all against all."""
+        return self.n_db - int(self.all_against_all)
+
+    @property
     def has_positives(self) -> np.ndarray:
         return self.n_pos > 0
 
 
-def prepare(query_emb, query_labels, db_emb, db_labels, device=None) -> Prepared:
-    """Check shapes and values, code the labels, move the database to ``device``."""
+def prepare(query_emb, query_labels, db_emb=None, db_labels=None, device=None) -> Prepared:
+    """Check shapes and values, code the labels, move the database to
+    ``device``. Without ``db_emb`` and ``db_labels``: all against all (as
+    pytorch-metric-learning's ``get_accuracy`` without a reference): every
+    query is ranked against all the others, itself excluded, and its
+    positives are the other items of its class."""
     device = default_device(device)
+    all_against_all = db_emb is None and db_labels is None
+    if (db_emb is None) != (db_labels is None):
+        raise ValueError("give both db_emb and db_labels, or neither (all against all)")
     q = as_embeddings(query_emb, "query_emb")
-    db = as_embeddings(db_emb, "db_emb")
+    db = q if all_against_all else as_embeddings(db_emb, "db_emb")
     ql = as_labels(query_labels, "query_labels")
-    dl = as_labels(db_labels, "db_labels")
+    dl = ql if all_against_all else as_labels(db_labels, "db_labels")
     if len(q) != len(ql):
         raise ValueError(f"{len(q)} query embeddings but {len(ql)} query labels")
     if len(db) != len(dl):
@@ -104,11 +118,12 @@ def prepare(query_emb, query_labels, db_emb, db_labels, device=None) -> Prepared
     q_codes, d_codes = codes[: len(ql)], codes[len(ql) :]
     n_classes = int(codes.max()) + 1
     class_sizes = np.bincount(d_codes, minlength=n_classes)
-    n_pos = class_sizes[q_codes].astype(np.int64)
+    n_pos = class_sizes[q_codes].astype(np.int64) - int(all_against_all)
     if not (n_pos > 0).any():
         raise ValueError(
-            f"none of the {len(ql)} queries has a class with an item in the "
-            "database: no retrieval metric is defined"
+            f"none of the {len(ql)} queries has a class with "
+            + ("another item: every class has a single item" if all_against_all else "an item in the database")
+            + ": no retrieval metric is defined"
         )
 
     # Each class's database indices, ascending (a stable argsort by class).
@@ -136,13 +151,18 @@ def prepare(query_emb, query_labels, db_emb, db_labels, device=None) -> Prepared
         n_pos=n_pos,
         class_items=torch.from_numpy(class_items).to(device),
         device=device,
+        all_against_all=all_against_all,
     )
 
 
-def queries_without_positives(query_labels, db_labels) -> int:
+def queries_without_positives(query_labels, db_labels=None) -> int:
     """Number of queries whose class has no item in the database (left out of
-    every metric, see :mod:`workflow.retrieval`)."""
+    every metric, see :mod:`workflow.retrieval`); without ``db_labels`` (all
+    against all), whose class has no other item."""
     ql = as_labels(query_labels, "query_labels")
+    if db_labels is None:
+        _, inverse, counts = np.unique(ql, return_inverse=True, return_counts=True)
+        return int((counts[inverse.reshape(-1)] == 1).sum())
     dl = as_labels(db_labels, "db_labels")
     return int((~np.isin(ql, dl)).sum())
 
@@ -151,18 +171,3 @@ def check_chunk_size(chunk_size) -> int:
     if int(chunk_size) != chunk_size or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     return int(chunk_size)
-
-
-def check_cutoffs(ks, n_db: int, name: str) -> tuple[int, ...]:
-    ks = tuple(ks)
-    for k in ks:
-        if int(k) != k or k < 1:
-            raise ValueError(f"{name}: cutoffs must be positive integers, got {k!r}")
-        if k > n_db:
-            raise ValueError(f"{name}: cutoff {k} exceeds the database size {n_db}")
-    return tuple(int(k) for k in ks)
-
-
-def metric_cutoffs(n_db: int, **cutoffs) -> dict[str, tuple[int, ...]]:
-    """``{evaluation key: cutoffs}`` of the pattern metrics, each checked."""
-    return {key: check_cutoffs(ks, n_db, key) for key, ks in cutoffs.items()}

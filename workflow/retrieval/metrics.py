@@ -80,14 +80,21 @@ __all__ = [
     "declare_metric",
     "pr_auc",
     "register_metric",
+    "setting",
+    "speedup_k",
 ]
 
 DIRECTIONS = ("higher", "lower")
 KINDS = ("per query", "per class", "per cell")
-SOURCES = ("ranks", "curve", "written")
-# Cutoffs of a pattern when the config's evaluation section does not set
-# them (the schema's defaults).
-DEFAULT_CUTOFFS = {"precision_at": [1, 5, 10], "top_k_error": [1, 5]}
+SOURCES = ("ranks", "curve", "clusters", "written")
+# The evaluation keys that the metrics read, with the schema's defaults
+# (used when the evaluation mapping lacks a key): a pattern's cutoffs, or a
+# switch that turns a metric on (off by default).
+DEFAULT_EVALUATION = {"precision_at": [1, 5, 10], "top_k_error": [1, 5], "recall_at": [], "clustering": False,
+                      "speedup_precision_at": None}
+# k-means of the clustering metrics: a fixed seed, so that they are a
+# function of the embeddings alone.
+CLUSTERING_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,7 @@ class Metric:
     label: str  # axis label in figures ({k} filled in)
     source: str  # "ranks", "curve" or "written" (by written_by)
     cutoffs: str | None = None  # evaluation.<key> giving the k of a pattern
+    enabled_by: str | None = None  # evaluation.<key> that turns the metric on (default off)
     exact_only: bool = False  # written for exact retrieval only (not per two-stage method)
     quality: bool = True  # False: a row about cost or the split, kept out of the tables
     compute: Callable | None = None
@@ -110,9 +118,21 @@ class Metric:
     def pattern(self) -> re.Pattern:
         return re.compile(re.escape(self.name).replace(re.escape("{k}"), r"([1-9][0-9]*)") + r"\Z")
 
-    def names(self, cutoffs=()) -> list[str]:
-        """The concrete names: one per cutoff for a pattern."""
-        return list(dict.fromkeys(self.name.format(k=k) for k in cutoffs)) if self.cutoffs else [self.name]
+    def names(self, evaluation: dict | None = None) -> list[str]:
+        """The concrete names the ``evaluation`` mapping (the config's
+        section; the schema's defaults where a key is missing) asks for: one
+        per cutoff for a pattern, none when the metric's switch is off."""
+        if self.cutoffs:
+            return list(dict.fromkeys(self.name.format(k=k) for k in setting(evaluation, self.cutoffs)))
+        if self.enabled_by and not setting(evaluation, self.enabled_by):
+            return []
+        return [self.name]
+
+
+def setting(evaluation: dict | None, key: str):
+    """``evaluation[key]``, or the schema's default."""
+    evaluation = evaluation or {}
+    return evaluation[key] if key in evaluation else DEFAULT_EVALUATION[key]
 
 
 class MetricRegistry:
@@ -170,17 +190,49 @@ class MetricRegistry:
     def cutoff_keys(self) -> list[str]:
         return list(dict.fromkeys(m.cutoffs for m in self if m.cutoffs))
 
+    def cutoffs(self, evaluation: dict | None, n_ranked: int | None = None) -> dict[str, tuple[int, ...]]:
+        """``{evaluation key: cutoffs}`` of every pattern, from the
+        ``evaluation`` mapping (the schema's defaults where a key is
+        missing), each checked: positive integers, and at most ``n_ranked``
+        (the items ranked for a query) when given."""
+        out = {}
+        for key in self.cutoff_keys():
+            ks = tuple(setting(evaluation, key))
+            for k in ks:
+                if isinstance(k, bool) or int(k) != k or k < 1:
+                    raise ValueError(f"config key evaluation.{key}: cutoffs must be positive integers, got {k!r}")
+            too_large = [k for k in ks if n_ranked is not None and k > n_ranked]
+            if too_large:
+                raise ValueError(
+                    f"config key evaluation.{key}: cutoff {max(too_large)} exceeds the database of this "
+                    f"cell ({n_ranked} images); use cutoffs up to {n_ranked} or a larger database "
+                    "(datasets.<name>.database_per_class; all against all, a query's database is the "
+                    "other test images)"
+                )
+            out[key] = tuple(int(k) for k in ks)
+        return out
+
     def names(self, evaluation: dict | None = None, retrieval: str | None = None) -> list[str]:
         """Every metric name ``evaluate`` writes with these ``evaluation``
         settings (the schema's defaults where a key is missing), in order;
         ``retrieval``: only those of ``exact`` or of a two-stage method."""
-        evaluation = evaluation or {}
         return [
             name
             for metric in self
             if retrieval in (None, "exact") or not metric.exact_only
-            for name in metric.names(evaluation.get(metric.cutoffs, DEFAULT_CUTOFFS.get(metric.cutoffs)))
+            for name in metric.names(evaluation)
         ]
+
+    def of_clusters(self, evaluation: dict | None, embeddings, labels) -> dict[str, float]:
+        """The metrics of source ``clusters`` that ``evaluation`` turns on,
+        from one k-means of ``embeddings`` (n, D) with k the number of
+        classes in ``labels`` (:func:`kmeans_clusters`)."""
+        wanted = [metric for metric in self.source("clusters") if metric.names(evaluation)]
+        if not wanted:
+            return {}
+        labels = np.asarray(labels)
+        clusters = kmeans_clusters(embeddings, len(np.unique(labels)))
+        return {metric.name: float(metric.compute(labels, clusters)) for metric in wanted}
 
     def order(self, names) -> list[str]:
         """Concrete names in registration order, a pattern's by k; unknown
@@ -208,11 +260,16 @@ METRICS = MetricRegistry()
 
 
 def register_metric(name: str, *, direction: str, kind: str, definition: str, label: str | None = None,
-                    source: str = "ranks", cutoffs: str | None = None, exact_only: bool = False,
-                    quality: bool = True) -> Callable:
+                    source: str = "ranks", cutoffs: str | None = None, enabled_by: str | None = None,
+                    exact_only: bool = False, quality: bool = True) -> Callable:
     """Register the decorated function as metric ``name`` (module docstring)."""
+    for key in (cutoffs, enabled_by):
+        if key is not None and key not in DEFAULT_EVALUATION:
+            raise ValueError(f"metric {name!r}: evaluation key {key!r} has no default in DEFAULT_EVALUATION "
+                             "(add it there and to the schema)")
+
     def decorator(fn: Callable) -> Callable:
-        METRICS.add(Metric(name, direction, kind, definition, label or name, source, cutoffs,
+        METRICS.add(Metric(name, direction, kind, definition, label or name, source, cutoffs, enabled_by,
                            exact_only, quality, compute=fn))
         return fn
 
@@ -222,7 +279,7 @@ def register_metric(name: str, *, direction: str, kind: str, definition: str, la
 def declare_metric(name: str, *, direction: str, kind: str, definition: str, written_by: str,
                    label: str | None = None, exact_only: bool = False, quality: bool = True) -> Metric:
     """Register a metric that ``written_by`` computes and writes."""
-    return METRICS.add(Metric(name, direction, kind, definition, label or name, "written", None,
+    return METRICS.add(Metric(name, direction, kind, definition, label or name, "written", None, None,
                               exact_only, quality, written_by=written_by))
 
 
@@ -246,6 +303,15 @@ def precision_at_k(q, k: int):
 )
 def top_k_error(q, k: int):
     return q.first_rank > k
+
+
+@register_metric(
+    "recall@{k}", direction="higher", kind="per query", cutoffs="recall_at", label="Recall@{k}",
+    definition="Recall@k of the deep-metric-learning literature: fraction of queries with a same-class "
+    "image in the top k (1 - top{k}_error); off unless evaluation.recall_at lists cutoffs",
+)
+def recall_at_k(q, k: int):
+    return q.first_rank <= k
 
 
 @register_metric(
@@ -288,6 +354,38 @@ def pr_auc(curve) -> float:
     return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
 
 
+def kmeans_clusters(embeddings, k: int) -> np.ndarray:
+    """Cluster of each embedding by scikit-learn's k-means (k-means++
+    initialisation, one run, seed ``CLUSTERING_SEED``)."""
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=k, n_init=1, random_state=CLUSTERING_SEED).fit_predict(np.asarray(embeddings))
+
+
+@register_metric(
+    "nmi", direction="higher", kind="per cell", source="clusters", enabled_by="clustering", label="NMI",
+    exact_only=True,
+    definition="normalised mutual information of the classes and a seeded k-means (k = number of "
+    "classes) of the cell's test embeddings (scikit-learn); off unless evaluation.clustering",
+)
+def nmi(labels, clusters) -> float:
+    from sklearn.metrics import normalized_mutual_info_score
+
+    return normalized_mutual_info_score(labels, clusters)
+
+
+@register_metric(
+    "ami", direction="higher", kind="per cell", source="clusters", enabled_by="clustering", label="AMI",
+    exact_only=True,
+    definition="adjusted mutual information of the same classes and k-means clusters as nmi "
+    "(scikit-learn); off unless evaluation.clustering",
+)
+def ami(labels, clusters) -> float:
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    return adjusted_mutual_info_score(labels, clusters)
+
+
 declare_metric(
     "accuracy", direction="higher", kind="per query", exact_only=True,
     written_by="workflow.evaluate.classification_accuracy",
@@ -312,6 +410,26 @@ declare_metric(
     written_by="workflow.retrieval.two_stage.evaluate_retrieval_methods", label="seconds per query",
     definition="wall time of the search (distances and the ranks of the returned items) per query",
 )
+
+
+def speedup_k(evaluation: dict | None) -> int:
+    """The k of the speed-up figure's precision@k: ``speedup_precision_at``
+    if set (it must be among ``precision_at``), else 10 if ``precision_at``
+    has it, else its first cutoff."""
+    precision_at, k = list(setting(evaluation, "precision_at")), setting(evaluation, "speedup_precision_at")
+    if k is None:
+        if not precision_at:
+            raise ValueError(
+                "config key evaluation.precision_at is empty: the speed-up figure "
+                "needs a precision@k; add a cutoff or set evaluation.two_stage.classes: []"
+            )
+        return 10 if 10 in precision_at else precision_at[0]
+    if k not in precision_at:
+        raise ValueError(
+            f"config key evaluation.speedup_precision_at: {k} is not among "
+            f"evaluation.precision_at {precision_at}; add it there or choose one of them"
+        )
+    return k
 
 
 if __name__ == "__main__":  # README's metric table

@@ -52,15 +52,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from workflow.retrieval.accumulate import MetricAccumulator
-from workflow.retrieval.exact import ExactChunk, distance_buffer, keep_rows, query_chunk, rank_exact
-from workflow.retrieval.inputs import Prepared, as_embeddings, check_chunk_size, metric_cutoffs, prepare
+from workflow.retrieval.exact import ExactChunk, clustered_set, distance_buffer, keep_rows, query_chunk, rank_exact
+from workflow.retrieval.inputs import Prepared, as_embeddings, check_chunk_size, prepare
+from workflow.retrieval.metrics import METRICS
 from workflow.retrieval.kernel import (
     count_at_or_before,
     distances,
@@ -80,33 +81,12 @@ __all__ = [
     "evaluate_retrieval_methods",
     "method_name",
     "nearest_anchors",
-    "speedup_k",
 ]
 
 RESTS = ("follow", "cut")
 # Stage 2 ranks the candidates by sorting them when there are at most this
 # many per positive of the widest row, else by counting (workflow.retrieval.kernel).
 _SORT_WIDTH_PER_POSITIVE = 3
-
-
-def speedup_k(precision_at, k=None) -> int:
-    """The k of the speed-up figure's precision@k: ``k`` if given (it must be
-    among ``precision_at``), else 10 if ``precision_at`` has it, else its
-    first cutoff."""
-    precision_at = list(precision_at)
-    if k is None:
-        if not precision_at:
-            raise ValueError(
-                "config key evaluation.precision_at is empty: the speed-up figure "
-                "needs a precision@k; add a cutoff or set evaluation.two_stage.classes: []"
-            )
-        return 10 if 10 in precision_at else precision_at[0]
-    if k not in precision_at:
-        raise ValueError(
-            f"config key evaluation.speedup_precision_at: {k} is not among "
-            f"evaluation.precision_at {precision_at}; add it there or choose one of them"
-        )
-    return k
 
 
 def method_name(classes: int) -> str:
@@ -297,13 +277,12 @@ def _rest_ranks(index: AnchorIndex, exact: ExactChunk, cand: _Candidates):
 def evaluate_retrieval_methods(
     query_emb,
     query_labels,
-    db_emb,
-    db_labels,
+    db_emb=None,
+    db_labels=None,
     anchors=None,
     classes: Sequence[int] = (),
     rest: str = "follow",
-    precision_at: Sequence[int] = (1, 5, 10),
-    top_k_error: Sequence[int] = (1, 5),
+    evaluation: Mapping | None = None,
     chunk_size: int = 1024,
     device=None,
     exact: bool = True,
@@ -314,7 +293,11 @@ def evaluate_retrieval_methods(
     per class (needed when ``classes`` is not empty); ``rest``: ``"follow"``
     or ``"cut"`` (module docstring); ``exact=False`` leaves exact retrieval
     out of the result (it is still computed when ``rest="follow"``, which
-    needs it). Returns ``{retrieval: RetrievalResult}`` for ``"exact"`` and
+    needs it). ``evaluation``: the config's evaluation mapping, whose
+    cutoffs and switches the metric registry reads. Without ``db_emb`` and
+    ``db_labels``: exact retrieval all against all (every query against the
+    others, itself excluded); two-stage retrieval needs a database apart
+    from the queries. Returns ``{retrieval: RetrievalResult}`` for ``"exact"`` and
     ``two_stage_c{c}``; the ``metrics`` hold the retrieval metrics of
     :mod:`workflow.retrieval.metrics` (queries without positives left out) plus
     ``distance_computations_per_query`` and ``seconds_per_query``.
@@ -328,14 +311,17 @@ def evaluate_retrieval_methods(
         raise ValueError("nothing to evaluate: exact=False and no classes")
     chunk_size = check_chunk_size(chunk_size)
     prep = prepare(query_emb, query_labels, db_emb, db_labels, device)
-    cutoffs = metric_cutoffs(prep.n_db, precision_at=precision_at, top_k_error=top_k_error)
+    cutoffs = METRICS.cutoffs(evaluation, prep.n_ranked)
     index = None
     if classes:
         if anchors is None:
             raise ValueError("two-stage retrieval (classes given) needs anchors")
+        if prep.all_against_all:
+            raise ValueError("two-stage retrieval needs a database apart from the queries, "
+                             "not all against all; give no classes")
         index = build_anchor_index(prep, anchors, chunk_size)
     methods = (["exact"] if exact else []) + [method_name(c) for c in classes]
-    acc = {m: MetricAccumulator(prep.n_db, cutoffs) for m in methods}
+    acc = {m: MetricAccumulator(prep.n_ranked, cutoffs) for m in methods}
     seconds = dict.fromkeys(methods, 0.0)
     computations = dict.fromkeys(methods, 0.0)  # distances computed
 
@@ -380,7 +366,7 @@ def evaluate_retrieval_methods(
             if exact:
                 acc["exact"].add_rows(*chunk.rows_with_positives(prep))
                 seconds["exact"] += chunk.seconds
-                computations["exact"] += prep.n_db * (stop - start)
+                computations["exact"] += prep.n_ranked * (stop - start)
             if follow:
                 codes = torch.from_numpy(prep.query_codes[start:stop]).to(prep.device)
                 for c in classes:
@@ -401,6 +387,8 @@ def evaluate_retrieval_methods(
     results = {}
     for m in methods:
         metrics, curve = acc[m].finish(codes)
+        if m == "exact":
+            metrics.update(METRICS.of_clusters(evaluation, *clustered_set(prep)))
         metrics["distance_computations_per_query"] = computations[m] / prep.n_queries
         metrics["seconds_per_query"] = seconds[m] / prep.n_queries
         index_seconds = index.seconds if m != "exact" else 0.0

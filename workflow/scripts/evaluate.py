@@ -9,14 +9,7 @@ with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
     embeddings, anchors = read_cell_files(snakemake.input.embeddings, snakemake.input.anchors)
     metrics, curve = evaluate_cell(
-        embeddings,
-        anchors,
-        precision_at=snakemake.params.precision_at,
-        top_k_error=snakemake.params.top_k_error,
-        chunk_size=snakemake.params.chunk_size,
-        two_stage=snakemake.params.two_stage,
-        geometry=snakemake.params.geometry,
-        distances=snakemake.params.distances,
+        embeddings, anchors, evaluation=snakemake.params.evaluation, geometry=snakemake.params.geometry
     )
     print(metrics.to_string(index=False))
     save_csv(snakemake.output.metrics, metrics)
