@@ -1,3 +1,4 @@
+import re
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -80,6 +81,7 @@ wildcard_constraints:
     loss="[A-Za-z0-9][A-Za-z0-9_.-]*",
     seed="[0-9]+",
     table="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    ranking="[A-Za-z0-9][A-Za-z0-9_.-]*",
     download="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
@@ -158,6 +160,23 @@ def get_prepare_input(wildcards):
     config_entry("datasets", wildcards.dataset)
     key = DATASET_DOWNLOADS[wildcards.dataset]
     return {"raw": f"results/raw/{key}"} if key else {}
+
+
+# Datasets with `storage: jpeg` are prepared by rule prepare_jpeg into
+# images.jpegs, the others by rule prepare into images.npy; each rule's
+# dataset wildcard admits only its own datasets (a negative lookahead for the
+# JPEG datasets' names), so no file has two rules.
+JPEG_DATASETS = [name for name, spec in CONFIG["datasets"].items() if spec.get("storage") == "jpeg"]
+_JPEG_NAMES = "|".join(re.escape(name) for name in JPEG_DATASETS)
+ARRAY_DATASET = (f"(?!(?:{_JPEG_NAMES})/)" if JPEG_DATASETS else "") + "[A-Za-z0-9][A-Za-z0-9_.-]*"
+JPEG_DATASET = f"(?:{_JPEG_NAMES})(?=/)" if JPEG_DATASETS else "(?!)"
+
+
+def prepared_images(wildcards):
+    """The prepared images file of a dataset: images.npy, or images.jpegs
+    with `storage: jpeg`."""
+    name = "images.jpegs" if wildcards.dataset in JPEG_DATASETS else "images.npy"
+    return f"results/data/{wildcards.dataset}/{name}"
 
 
 def get_prepare_spec(wildcards):
@@ -324,6 +343,20 @@ def get_table_declaration(wildcards):
     return CONFIG["tables"][wildcards.table]
 
 
+# What rule ranking writes into results/rankings/{ranking}/ (rules/tables.smk).
+RANKING_FILES = [
+    "average_ranks.csv",
+    "average_ranks.md",
+    "blocks.csv",
+    "critical_difference.png",
+    "critical_difference.pdf",
+]
+
+
+def get_ranking_declaration(wildcards):
+    return config_entry("rankings", wildcards.ranking)
+
+
 def get_loss_geometry(wildcards):
     """The geometry of a cell's loss (a trial's loss is its base loss's impl)."""
     from workflow.losses import loss_geometry
@@ -385,6 +418,9 @@ def get_final_output():
     for table in CONFIG["tables"]:
         for ext in ["csv", "md", "tex"]:
             outputs.append(f"results/tables/{table}.{ext}")
+    for ranking in CONFIG["rankings"]:
+        for name in RANKING_FILES:
+            outputs.append(f"results/rankings/{ranking}/{name}")
     outputs += figure_outputs()
     for dataset in CONFIG["datasets"]:
         for regime in CONFIG["regimes"]:

@@ -2,7 +2,7 @@ rule embed:
     input:
         unpack(get_selection_input),
         model=cell_file("model.pt"),
-        images="results/data/{dataset}/images.npy",
+        images=prepared_images,
         labels="results/data/{dataset}/labels.parquet",
         # Query and database of the (dataset, seed), the same for every regime.
         split="results/splits/{dataset}/seed{seed}.evaluation.parquet",

@@ -24,7 +24,7 @@ rule tsne_figure:
 
 rule examples_figure:
     input:
-        images="results/data/{dataset}/images.npy",
+        images=prepared_images,
         labels="results/data/{dataset}/labels.parquet",
         classes="results/data/{dataset}/classes.json",
         embeddings=get_first_seed_embeddings,

@@ -14,5 +14,18 @@ rule prepare:
     threads: 2
     params:
         spec=get_prepare_spec,
+    wildcard_constraints:
+        dataset=ARRAY_DATASET,
     script:
         "../workflow/scripts/prepare.py"
+
+
+# datasets.<name>.storage: jpeg (workflow/jpeg_store.py): the same job,
+# writing a JPEG store instead of the decoded array.
+use rule prepare as prepare_jpeg with:
+    output:
+        images="results/data/{dataset}/images.jpegs",
+        labels="results/data/{dataset}/labels.parquet",
+        classes="results/data/{dataset}/classes.json",
+    wildcard_constraints:
+        dataset=JPEG_DATASET,

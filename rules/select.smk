@@ -29,7 +29,7 @@ rule validation_split:
 
 use rule train as train_trial with:
     input:
-        images="results/data/{dataset}/images.npy",
+        images=prepared_images,
         labels="results/data/{dataset}/labels.parquet",
         classes="results/data/{dataset}/classes.json",
         split="results/splits/{dataset}/{regime}/seed{seed}.validation.parquet",
@@ -48,7 +48,7 @@ use rule train as train_trial with:
 use rule embed as embed_trial with:
     input:
         model=cell_file("model.pt", root="results/trials"),
-        images="results/data/{dataset}/images.npy",
+        images=prepared_images,
         labels="results/data/{dataset}/labels.parquet",
         split="results/splits/{dataset}/{regime}/seed{seed}.validation.parquet",
     output:

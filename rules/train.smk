@@ -2,7 +2,7 @@ rule train:
     input:
         # With `selection`: results/selection/... (which trial's setting).
         unpack(get_selection_input),
-        images="results/data/{dataset}/images.npy",
+        images=prepared_images,
         labels="results/data/{dataset}/labels.parquet",
         classes="results/data/{dataset}/classes.json",
         # Only the training images: query and database settings never retrain.

@@ -146,6 +146,10 @@ CONFIG_CASES = [
      {**changed(("datasets", "digits", "classes"), ["0", "1", "2"]), "figures": {"example_queries": 16}}, [],
      ["config key figures.example_queries: 16 queries asked for the retrieval-examples figure, but dataset "
       "digits has 15 queries (5 per class x 3 classes)"]),
+    # Published values beside ours and rankings (issue 23).
+    ("table_reference_missing_a_row",
+     {**BASE, "tables": {"t": {**TABLE, "reference": {"source": "paper", "values": {"ce": {"map": 50.0}}}}}}, [],
+     ["config key tables.t.reference.values: no published values for the row 'cam'"]),
 ]
 
 # The same checks in-process (no exit status, but cheap): further config
@@ -226,6 +230,15 @@ IN_PROCESS_CASES = [
      ["training.augment_scale: ", "is not of type 'object'", "A mapping, not a list: a list would be a sweep"]),
     ("eval_crop_fraction_above_one", changed(("backbones", "small_cnn", "training"), {"eval_crop_fraction": 1.5}),
      [], ["config key backbones.small_cnn.training.eval_crop_fraction: 1.5 is greater than the maximum of 1"]),
+    ("table_reference_missing_a_metric",
+     {**BASE, "tables": {"t": {**TABLE, "metrics": ["map", "pr_auc"], "reference": {
+         "source": "paper", "values": {"ce": {"map": 0.5, "pr_auc": 0.4}, "cam": {"map": 0.6}}}}}}, [],
+     ["config key tables.t.reference.values.cam: no published value of pr_auc"]),
+    ("ranking_with_losses_as_blocks", {**BASE, "rankings": {"r": {"blocks": ["loss"], "metric": "map"}}}, [],
+     ["config key rankings.r.blocks: 'loss' cannot make blocks", "the losses are what is ranked"]),
+    ("ranking_of_an_unconfigured_loss",
+     {**BASE, "rankings": {"r": {"blocks": ["seed"], "metric": "map", "losses": ["ce", "lm"]}}}, [],
+     ["config key rankings.r.losses: 'lm' is no loss this ranking selects (ce, cam)"]),
     ("train_classes_without_class_disjoint", changed(("datasets", "digits", "train_classes"), 5), [],
      ["config key datasets.digits.train_classes: applies only with protocol class_disjoint",
       "set datasets.digits.protocol: class_disjoint or remove it"]),
@@ -254,7 +267,8 @@ def catalogue_size() -> int:
     return sum(len(cases) for cases in [CONFIG_CASES, IN_PROCESS_CASES, PREPARE_CASES, SPLIT_CASES,
                                         OUTCOME_CASES, DATA_CASES, PLANTED_CASES,
                                         CHECKPOINT_CASES, MODEL_CASES, JOB_CASES,
-                                        CONFIG_FILE_CASES, RESULT_FILE_CASES, DML_DATA_CASES])
+                                        CONFIG_FILE_CASES, RESULT_FILE_CASES, DML_DATA_CASES,
+                                        JPEG_STORE_CASES])
 
 
 def test_the_catalogue_has_at_least_twenty_cases():
@@ -1544,3 +1558,89 @@ def test_dml_data_error(tmp_path, case):
         assert fragment in str(error.value), f"{fragment!r} not in {error.value}"
     assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())  # nothing half-assembled
     assert not (tmp_path / "images.npy").exists()
+
+
+# ---------------------------------------------------------------- JPEG stores (storage: jpeg)
+
+def _jpeg_store(tmp: Path, image_size=24):
+    """A generated image folder prepared as dataset ``pics``'s JPEG store;
+    -> (store path, labels)."""
+    from workflow.datasets import load_dataset
+    from workflow.prepare import write_prepared
+
+    make_imagefolder(tmp / "img", n_train=4, n_test=2)
+    out = tmp / "data" / "pics"
+    write_prepared(load_dataset("imagefolder", path=str(tmp / "img")), out / "images.jpegs",
+                   out / "labels.parquet", out / "classes.json", image_size=image_size, name="pics", storage="jpeg")
+    return out / "images.jpegs", pd.read_parquet(out / "labels.parquet")["label"].to_numpy()
+
+
+def _train_from_store(tmp: Path, damage=None, image_size=24, **training):
+    from workflow.config import Cell, cell_settings, load_config
+    from workflow.jpeg_store import JpegStore
+    from workflow.training import train_cell
+
+    path, labels = _jpeg_store(tmp, image_size)
+    if damage:
+        damage(path)
+    config = copy.deepcopy(BASE)
+    config["datasets"]["digits"]["storage"] = "jpeg"
+    config["training"] = {**config.get("training", {}), "epochs": 1, "batch_size": 8, "loader_workers": 2, **training}
+    settings = cell_settings(load_config(config), Cell("digits", "full", "small_cnn", "ce", 0))
+    train_cell(JpegStore(path), labels, np.arange(len(labels)), 3, settings, progress=False)
+
+
+def _flip_byte_of_image(index: int):
+    def damage(path: Path):
+        from workflow.jpeg_store import JpegStore
+
+        at = int(JpegStore(path).offsets[index]) + 40
+        data = bytearray(path.read_bytes())
+        data[at] ^= 0xFF
+        path.write_bytes(bytes(data))
+    return damage
+
+
+def _undecodable_image(tmp: Path):
+    """A store whose image 1 has a right checksum but is no JPEG the
+    decoder takes (what a JPEG Pillow reads but libjpeg-turbo refuses
+    would give)."""
+    from workflow.jpeg_store import JpegStore, StoreWriter
+
+    path, labels = _jpeg_store(tmp)
+    store = JpegStore(path)
+    writer = StoreWriter(tmp / "bad.jpegs", 24)
+    for i in range(len(store)):
+        data = store.read([i])[0].numpy().tobytes()
+        writer.add(b"\xff\xd8" + bytes(300) if i == 1 else data, int(store.heights[i]), int(store.widths[i]))
+    writer.close()
+    (tmp / "bad.jpegs").replace(path)
+    JpegStore(path).decode(np.arange(len(labels)))
+
+
+# (id, what fails, fragments): a damaged store stops the job naming the
+# image (index and original file), the dataset and what to do.
+JPEG_STORE_CASES = [
+    ("flipped_byte_in_a_stored_jpeg", lambda tmp: _train_from_store(tmp, _flip_byte_of_image(3)),
+     ["data/pics/images.jpegs: image 3 (file train/cat/img03.png) of dataset pics is corrupt "
+      "(its bytes do not match the checksum written by prepare)", "Delete it and run Snakemake again"]),
+    ("jpeg_store_cut_short",
+     lambda tmp: _train_from_store(tmp, lambda p: p.write_bytes(p.read_bytes()[:-100])),
+     ["data/pics/images.jpegs: the JPEG store of dataset pics is cut short or is no JPEG store",
+      "Delete it and run Snakemake again"]),
+    ("stored_image_that_does_not_decode", _undecodable_image,
+     ["data/pics/images.jpegs: image 1 (file train/cat/img01.png) of dataset pics does not decode "
+      "(Image is incomplete or truncated)"]),
+    ("jpeg_store_of_own_sizes_without_an_input_size", lambda tmp: _train_from_store(tmp, image_size=None),
+     ["dataset pics is stored as JPEGs of their own sizes (storage: jpeg without image_size)",
+      "needs training.input_size: set it (e.g. 224), or set the dataset's image_size"]),
+]
+
+
+@pytest.mark.parametrize("case", JPEG_STORE_CASES, ids=[c[0] for c in JPEG_STORE_CASES])
+def test_jpeg_store_error(tmp_path, case):
+    _, fail, fragments = case
+    with pytest.raises(Exception) as error:
+        fail(tmp_path)
+    for fragment in fragments:
+        assert fragment in str(error.value), f"{fragment!r} not in {error.value}"

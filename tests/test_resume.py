@@ -146,11 +146,13 @@ TARGETS = [f"results/cells/{CELL}/metrics.csv"]
 def deterministic_files(results) -> dict:
     """Every output that must be the same run to run: file bytes, except
     for metrics.csv its rows without timings (``seconds_per_query``);
-    logs, benchmarks and train_stats.json record time and are left out."""
+    logs, benchmarks, TensorBoard event files (named by time and host) and
+    train_stats.json record time and are left out."""
     files = {}
     for path in sorted(results.rglob("*")):
         relative = path.relative_to(results).as_posix()
-        if not path.is_file() or relative.startswith(("logs/", "benchmarks/")) or path.name == "train_stats.json":
+        if (not path.is_file() or relative.startswith(("logs/", "benchmarks/", "tensorboard/"))
+                or path.name == "train_stats.json"):
             continue
         if path.name == "metrics.csv":
             frame = pd.read_csv(path)
@@ -160,13 +162,18 @@ def deterministic_files(results) -> dict:
     return files
 
 
-def test_snakemake_run_killed_during_training_resumes_to_identical_outputs(tmp_path):
+@pytest.mark.parametrize("storage", ["array", "jpeg"])
+def test_snakemake_run_killed_during_training_resumes_to_identical_outputs(tmp_path, storage):
     """The killed-and-resumed run is also a second run of the same config:
-    its splits, model.pt, Parquet files and metrics equal the first run's."""
-    reference = make_workspace(tmp_path / "reference", RESUME_CONFIG)
+    its splits, model.pt, Parquet files and metrics equal the first run's.
+    With ``storage: jpeg`` the images are decoded batch by batch by
+    DataLoader workers (workflow/jpeg_store.py)."""
+    config = copy.deepcopy(RESUME_CONFIG)
+    config["datasets"]["digits"]["storage"] = storage
+    reference = make_workspace(tmp_path / "reference", config)
     snakemake(reference, "--cores", "1", *TARGETS)
 
-    killed = make_workspace(tmp_path / "killed", RESUME_CONFIG)
+    killed = make_workspace(tmp_path / "killed", config)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", *TARGETS],
                                cwd=killed, env=env, start_new_session=True,
@@ -186,12 +193,13 @@ def test_snakemake_run_killed_during_training_resumes_to_identical_outputs(tmp_p
     log = (killed / f"results/logs/train/{CELL}.log").read_text()
     assert "resuming from" in log, log[-2000:]
     stats = json.loads((killed / f"results/cells/{CELL}/train_stats.json").read_text())
-    assert 0 < stats["resumed_from_epoch"] < RESUME_CONFIG["training"]["epochs"]
+    assert 0 < stats["resumed_from_epoch"] < config["training"]["epochs"]
     assert not checkpoint.exists()  # removed once model.pt is written
 
     expected = deterministic_files(reference / "results")
     assert {"splits/digits/full/seed0.train.parquet", "splits/digits/seed0.evaluation.parquet", f"cells/{CELL}/model.pt", f"cells/{CELL}/embeddings.parquet",
-            f"cells/{CELL}/anchors.parquet", f"cells/{CELL}/metrics.csv"} <= expected.keys()
+            f"cells/{CELL}/anchors.parquet", f"cells/{CELL}/metrics.csv",
+            f"data/digits/images.{'jpegs' if storage == 'jpeg' else 'npy'}"} <= expected.keys()
     resumed = deterministic_files(killed / "results")
     assert resumed.keys() == expected.keys()
     different = [path for path in expected if resumed[path] != expected[path]]

@@ -62,19 +62,21 @@ RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 RRC_CROP_FRACTION = 224 / 256
 
 
-def resize_weights(in_size: int, start: torch.Tensor, length: torch.Tensor, resized: int, first: int,
+def resize_weights(in_size: int, start: torch.Tensor, length: torch.Tensor, resized, first,
                    count: int, antialias: bool = True) -> torch.Tensor:
     """Per image, the (count, in_size) float32 matrix that maps ``in_size``
     source pixels to outputs ``first .. first + count - 1`` of the window
     ``[start, start + length)`` (per image: (B,) tensors) resized to
-    ``resized`` pixels: PyTorch's bilinear kernel (``align_corners=False``;
+    ``resized`` pixels (``resized`` and ``first``: ints, or (B,) tensors
+    for images of different sizes): PyTorch's bilinear kernel (``align_corners=False``;
     with ``antialias`` its triangle filter is stretched by the scale when
     shrinking), weights renormalised over the pixels inside the window, as
     ``interpolate`` does at an image's edges. -> (B, count, in_size)."""
     device = start.device
-    scale = length.double() / resized  # source pixels per output pixel
+    scale = length.double() / torch.as_tensor(resized, device=device)  # source pixels per output pixel
     support = torch.where(scale > 1, scale, torch.ones_like(scale)) if antialias else torch.ones_like(scale)
-    centre = scale[:, None] * (torch.arange(first, first + count, device=device, dtype=torch.float64) + 0.5)
+    outputs = torch.as_tensor(first, device=device).reshape(-1, 1) + torch.arange(count, device=device)
+    centre = scale[:, None] * (outputs.double() + 0.5)
     offset = torch.arange(in_size, device=device)[None, :] - start[:, None]  # source pixel - window start
     distance = (offset[:, None, :] + 0.5 - centre[:, :, None]) / support[:, None, None]
     weights = (1 - distance.abs()).clamp_(min=0)
@@ -89,7 +91,7 @@ def resample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.T
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def random_resized_crop_boxes(n: int, height: int, width: int, scale, ratio, generator: torch.Generator,
+def random_resized_crop_boxes(n: int, height, width, scale, ratio, generator: torch.Generator,
                               attempts: int = 10) -> tuple[torch.Tensor, ...]:
     """``n`` crop boxes (top, left, height, width: (n,) int64 tensors on the
     generator's device) drawn as ``RandomResizedCrop.get_params``: up to
@@ -98,8 +100,12 @@ def random_resized_crop_boxes(n: int, height: int, width: int, scale, ratio, gen
     first try that fits the image wins, at a uniform position; when none
     fits, the centre crop of the whole image clamped to ``ratio``. The
     draws of every try are made for the whole batch at once (a fixed number
-    of random numbers per batch, so the same seed gives the same boxes)."""
+    of random numbers per batch, so the same seed gives the same boxes).
+    ``height`` and ``width``: ints, or (n,) tensors for images of
+    different sizes (a JPEG store's)."""
     device = generator.device
+    height = torch.as_tensor(height, device=device).expand(n)[:, None]
+    width = torch.as_tensor(width, device=device).expand(n)[:, None]
 
     def uniform(*shape):
         return torch.rand(*shape, generator=generator, device=device, dtype=torch.float64)
@@ -114,13 +120,11 @@ def random_resized_crop_boxes(n: int, height: int, width: int, scale, ratio, gen
     found = fits.any(1)
     w, h = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
 
+    height, width = height[:, 0], width[:, 0]
     in_ratio = width / height
-    if in_ratio < min(ratio):
-        fallback_w, fallback_h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        fallback_w, fallback_h = int(round(height * max(ratio))), height
-    else:
-        fallback_w, fallback_h = width, height
+    narrow, wide = in_ratio < min(ratio), in_ratio > max(ratio)
+    fallback_w = torch.where(wide, (height * max(ratio)).round().long(), width)
+    fallback_h = torch.where(narrow, (width / min(ratio)).round().long(), height)
     h = torch.where(found, h, fallback_h)
     w = torch.where(found, w, fallback_w)
     top = (uniform(n) * (height - h + 1)).floor().long().minimum(height - h)
@@ -131,14 +135,18 @@ def random_resized_crop_boxes(n: int, height: int, width: int, scale, ratio, gen
 
 
 def random_resized_crop(x: torch.Tensor, size: int, generator: torch.Generator, scale=RRC_SCALE,
-                        ratio=RRC_RATIO, flip: bool = False) -> torch.Tensor:
+                        ratio=RRC_RATIO, flip: bool = False, heights=None, widths=None) -> torch.Tensor:
     """uint8 (B, C, H, W) -> uint8 (B, C, size, size): a random box per
     image (:func:`random_resized_crop_boxes`) resized to ``size`` (bilinear,
     antialiased); with ``flip``, then flipped horizontally with probability
     1/2 per image (the flip reverses the rows of the column weights: no
-    extra pass over the pixels)."""
+    extra pass over the pixels). ``heights``, ``widths``: (B,) sizes of
+    images of different sizes zero-padded to H x W (boxes lie inside each
+    image, so the padding is never read)."""
     b, _, height, width = x.shape
-    top, left, h, w = random_resized_crop_boxes(b, height, width, scale, ratio, generator)
+    top, left, h, w = random_resized_crop_boxes(b, height if heights is None else heights.to(generator.device),
+                                                width if widths is None else widths.to(generator.device),
+                                                scale, ratio, generator)
     rows = resize_weights(height, top, h, size, 0, size)
     cols = resize_weights(width, left, w, size, 0, size)
     if flip:
@@ -147,12 +155,16 @@ def random_resized_crop(x: torch.Tensor, size: int, generator: torch.Generator, 
     return resample(x, rows, cols)
 
 
-def resize_centre_crop(x: torch.Tensor, size: int, crop_fraction: float = 1.0) -> torch.Tensor:
+def resize_centre_crop(x: torch.Tensor, size: int, crop_fraction: float = 1.0, heights=None,
+                       widths=None) -> torch.Tensor:
     """uint8 (B, C, H, W) -> uint8 (B, C, size, size): the shorter side
     resized to ``floor(size / crop_fraction)`` (bilinear, antialiased), then
     the centre ``size`` x ``size`` crop, as torchvision's ``Resize(s)`` and
     ``CenterCrop(size)`` (the reference recipe: 256 then 224,
-    ``crop_fraction`` 0.875). ``x`` itself when that changes nothing."""
+    ``crop_fraction`` 0.875). ``x`` itself when that changes nothing.
+    ``heights``, ``widths``: as :func:`random_resized_crop`."""
+    if heights is not None:
+        return _resize_centre_crop_each(x, size, crop_fraction, heights.tolist(), widths.tolist())
     b, _, height, width = x.shape
     short = math.floor(size / crop_fraction + 1e-9)  # as timm's crop_pct; 1e-9 absorbs 224 / (224 / 256)
     if height <= width:
@@ -168,11 +180,29 @@ def resize_centre_crop(x: torch.Tensor, size: int, crop_fraction: float = 1.0) -
     return resample(x, rows, cols)
 
 
+def _resize_centre_crop_each(x: torch.Tensor, size: int, crop_fraction: float, heights: list[int],
+                             widths: list[int]) -> torch.Tensor:
+    """:func:`resize_centre_crop` of zero-padded images of different sizes:
+    each image's own resize and crop (a few integers per image), the pixels
+    still in two batched products."""
+    short = math.floor(size / crop_fraction + 1e-9)
+    geometry = []
+    for height, width in zip(heights, widths):
+        new_h, new_w = (short, int(short * width / height)) if height <= width else (int(short * height / width), short)
+        geometry.append((height, width, new_h, new_w, int(round((new_h - size) / 2.0)),
+                         int(round((new_w - size) / 2.0))))
+    height, width, new_h, new_w, top, left = torch.tensor(geometry, device=x.device).T
+    zero = torch.zeros_like(height)
+    rows = resize_weights(x.shape[2], zero, height, new_h, top, size)
+    cols = resize_weights(x.shape[3], zero, width, new_w, left, size)
+    return resample(x, rows, cols)
+
+
 AUGMENTATIONS = ("none", "crop", "crop_flip", "rrc", "rrc_flip")
 
 
 def augment(x: torch.Tensor, mode: str, padding: int, generator: torch.Generator, size: int | None = None,
-            scale=RRC_SCALE, ratio=RRC_RATIO) -> torch.Tensor:
+            scale=RRC_SCALE, ratio=RRC_RATIO, heights=None, widths=None) -> torch.Tensor:
     """Apply the configured augmentation (``training.augment``): ``none``;
     ``crop`` (random crop only: for images whose mirror image is another
     class, such as digits); ``crop_flip`` (random crop, then horizontal
@@ -183,9 +213,18 @@ def augment(x: torch.Tensor, mode: str, padding: int, generator: torch.Generator
     ``size`` (``training.input_size``): the side of the backbone's input;
     ``none`` and the crops then resize their result to it (the whole image,
     as :func:`resize_centre_crop` with fraction 1). None keeps the stored
-    size (for ``rrc*``: the stored images' shorter side)."""
+    size (for ``rrc*``: the stored images' shorter side).
+
+    ``heights``, ``widths``: (B,) sizes of images of different sizes,
+    zero-padded to the batch's H x W (a JPEG store's; ``size`` required):
+    ``rrc*`` crops each image's own box; the other modes first resize each
+    image's shorter side to ``size`` and take the centre crop, then crop
+    and flip at that size."""
     if mode in ("rrc", "rrc_flip"):
-        return random_resized_crop(x, size or min(x.shape[-2:]), generator, scale, ratio, flip=mode == "rrc_flip")
+        return random_resized_crop(x, size or min(x.shape[-2:]), generator, scale, ratio, flip=mode == "rrc_flip",
+                                   heights=heights, widths=widths)
+    if heights is not None:
+        x, size = resize_centre_crop(x, size, 1.0, heights, widths), None
     if mode == "none":
         pass
     elif mode == "crop":

@@ -527,8 +527,13 @@ PREPARE_DEFAULTS = {"params": {}, "image_size": None, "classes": None, "skip_und
 
 def prepare_settings(spec: dict) -> dict:
     """The part of a dataset's config that determines its prepared arrays
-    (so changing, e.g., ``query_per_class`` does not decode again)."""
-    return {"source": spec["source"], **{k: spec.get(k, v) for k, v in PREPARE_DEFAULTS.items()}}
+    (so changing, e.g., ``query_per_class`` does not decode again).
+    ``storage`` only when it is not the default ``array``: the settings
+    (and hashes) of datasets prepared before the key existed stay the same."""
+    settings = {"source": spec["source"], **{k: spec.get(k, v) for k, v in PREPARE_DEFAULTS.items()}}
+    if spec.get("storage", "array") != "array":
+        settings["storage"] = spec["storage"]
+    return settings
 
 
 def training_dataset_spec(spec: dict) -> dict:

@@ -19,6 +19,7 @@ import workflow
 from workflow.checkpoints import CheckpointError, load_checkpoint
 from workflow.config import settings_hash
 from workflow.io import git_commit, save_parquet
+from workflow.jpeg_store import JpegStore, pad
 from workflow.losses import loss_classifies, loss_has_anchors
 from workflow.augment import resize_centre_crop
 from workflow.training import build_models, input_view, normalise, resolve_speed, select_device, to_tensor
@@ -50,8 +51,13 @@ def compute_embeddings(
     device = select_device(settings["training"]["device"])
     speed = resolve_speed(settings["training"], device)
     backbone, loss_fn = load_models(checkpoint, settings, device, speed, source)
-    size, fraction = input_view(settings["training"], images.shape[1], images.shape[2])
-    view = None if size is None else (size, fraction)
+    if isinstance(images, JpegStore):  # images of their own sizes: always to the trained input side
+        side = checkpoint["image_size"]
+        size, fraction = input_view(settings["training"], side, side)
+        view = (size or side, fraction)
+    else:
+        size, fraction = input_view(settings["training"], images.shape[1], images.shape[2])
+        view = None if size is None else (size, fraction)
     impl = settings["loss_impl"]
     embeddings, predictions = embed_images(backbone, loss_fn, checkpoint, speed, images, index, batch_size, view,
                                            classifies=loss_classifies(impl))
@@ -115,7 +121,11 @@ def embed_images(backbone, loss_fn, checkpoint: dict, speed: dict, images: np.nd
     embeddings, predictions = [], []
     for start in range(0, len(index), batch_size):
         part = index[start : start + batch_size]
-        if view is None:
+        if isinstance(images, JpegStore):  # decoded here: on the CPU, or with nvJPEG on a GPU
+            x, heights, widths = pad(images.decode(part, device if device.type == "cuda" else "cpu"))
+            x = resize_centre_crop(x.to(device), *view, heights=heights, widths=widths)
+            x = normalise(x, checkpoint["mean"], checkpoint["std"])
+        elif view is None:
             x = to_tensor(np.asarray(images[part]), checkpoint["mean"], checkpoint["std"], device)
         else:
             x = torch.as_tensor(np.ascontiguousarray(images[part]), device=device).permute(0, 3, 1, 2)

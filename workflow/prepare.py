@@ -4,7 +4,10 @@
 - ``labels.parquet``: ``label``, ``official_split`` (train/test/none) and
   ``file_id`` (the image's original file name or id; null if the dataset has
   none) per image;
-- ``classes.json``: the class names, position = label.
+- ``classes.json``: the class names, position = label;
+- with ``storage: jpeg``, ``images.jpegs`` instead of ``images.npy``: each
+  image's JPEG bytes, re-encoded only when larger than ``image_size``
+  (:mod:`workflow.jpeg_store`), decoded batch by batch in training.
 
 Image files are decoded once, here, so training never decodes an image.
 With ``image_size`` S set, every image is resized so that its shorter side
@@ -35,6 +38,7 @@ from tqdm.auto import tqdm
 from workflow.config import ConfigError, prepare_settings
 from workflow.datasets import ImageFiles, RawDataset, load_dataset, needs_download
 from workflow.io import atomic_path, save_json, save_parquet
+from workflow.jpeg_store import StoreWriter, array_jpeg, file_jpeg, open_images
 from workflow.splits import check_classes
 
 BLOCK = 256  # images decoded per batch of thread-pool work
@@ -240,6 +244,43 @@ def _decode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, th
     return kept
 
 
+def _encode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, threads: int, name: str) -> np.ndarray:
+    """Write every file's JPEG bytes (:func:`workflow.jpeg_store.file_jpeg`)
+    into a JPEG store at ``images_tmp``; return the mask of the rows kept."""
+    n = len(files.paths)
+    kept = np.zeros(n, dtype=bool)
+
+    def work(path):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: image file is missing")
+        try:
+            return file_jpeg(path, image_size)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            return UndecodableImageError(f"{path}: cannot decode the image ({error})")
+
+    writer = StoreWriter(images_tmp, image_size)
+    bar = tqdm(total=n, desc=f"encode {name}", unit="img", file=sys.stderr, mininterval=5)
+    with bar, ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for start in range(0, n, BLOCK):
+            block = files.paths[start : start + BLOCK]
+            for offset, result in enumerate(pool.map(work, block)):
+                if isinstance(result, UndecodableImageError):
+                    if not skip:
+                        raise UndecodableImageError(
+                            f"{result} Replace or delete the file, or set "
+                            f"datasets.{name}.skip_undecodable: true to skip such images."
+                        )
+                    print(f"skipped: {result}", file=sys.stderr)
+                    continue
+                writer.add(*result)
+                kept[start + offset] = True
+            bar.update(len(block))
+    writer.close()
+    if not kept.any():
+        raise UndecodableImageError(f"dataset {name}: none of its {n} images could be decoded")
+    return kept
+
+
 def write_prepared(
     data: RawDataset | ImageFiles,
     images_path,
@@ -249,11 +290,14 @@ def write_prepared(
     skip_undecodable: bool = False,
     threads: int = 1,
     name: str = "dataset",
+    storage: str = "array",
 ) -> None:
     """Write the three prepared files; all appear together or none does.
     A dataset with fewer than two classes stops before anything is decoded
     (and again if skipped images leave fewer), naming it
-    (:func:`workflow.splits.check_classes`)."""
+    (:func:`workflow.splits.check_classes`). ``storage``: ``array`` (a
+    decoded uint8 ``images.npy``) or ``jpeg`` (a JPEG store,
+    :mod:`workflow.jpeg_store`)."""
     check_classes(data.labels, data.class_names, name)
     with contextlib.ExitStack() as stack:
         # Renamed in reverse order on success (classes, labels, images); after
@@ -261,7 +305,13 @@ def write_prepared(
         images_tmp = stack.enter_context(atomic_path(images_path))
         labels_tmp = stack.enter_context(atomic_path(labels_path))
         classes_tmp = stack.enter_context(atomic_path(classes_path))
-        if isinstance(data, RawDataset):
+        if storage == "jpeg" and isinstance(data, RawDataset):
+            writer = StoreWriter(images_tmp, image_size)
+            for pixels in tqdm(data.images, desc=f"encode {name}", file=sys.stderr, mininterval=5):
+                writer.add(*array_jpeg(np.asarray(pixels), image_size))
+            writer.close()
+            table = _labels_table(data.labels, data.official_split, data.file_ids)
+        elif isinstance(data, RawDataset):
             images = data.images
             if image_size is not None and images.shape[1:3] != (image_size, image_size):
                 images = _resize_array(images, image_size)
@@ -269,7 +319,8 @@ def write_prepared(
                 np.save(f, images)
             table = _labels_table(data.labels, data.official_split, data.file_ids)
         else:
-            kept = _decode_into(data, images_tmp, image_size, skip_undecodable, threads, name)
+            write = _encode_into if storage == "jpeg" else _decode_into
+            kept = write(data, images_tmp, image_size, skip_undecodable, threads, name)
             skipped = int((~kept).sum())
             if skipped:
                 print(f"dataset {name}: skipped {skipped} undecodable image(s) of {len(kept)}", file=sys.stderr)
@@ -295,12 +346,16 @@ def prepare(
     write_prepared(
         data, images_path, labels_path, classes_path,
         image_size=spec["image_size"], skip_undecodable=spec["skip_undecodable"], threads=threads, name=name,
+        storage=spec.get("storage", "array"),
     )
 
 
 def load_prepared(folder) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images (a memory map of ``images.npy`` or a JPEG store), labels and
+    class names of a prepared dataset folder."""
     folder = Path(folder)
-    images = np.load(folder / "images.npy", mmap_mode="r")
+    store = folder / "images.jpegs"
+    images = open_images(store if store.exists() else folder / "images.npy")
     labels = pd.read_parquet(folder / "labels.parquet")["label"].to_numpy()
     classes = json.loads((folder / "classes.json").read_text())
     return images, labels, classes

@@ -24,6 +24,7 @@ import io
 import json
 import os
 import random
+import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,12 +41,14 @@ from workflow.augment import RRC_CROP_FRACTION, RRC_RATIO, RRC_SCALE, augment
 from workflow.backbones import build_backbone
 from workflow.backbones.weights import input_normalisation
 from workflow.checkpoints import CheckpointError, load_checkpoint
-from workflow.config import CELL_PATTERN, settings_hash
+from workflow.config import CELL_PATTERN, ConfigError, settings_hash
 from workflow.io import atomic_path, save_json
+from workflow.jpeg_store import JpegImages, JpegStore
 from workflow.job_guard import ParentWatch, cell_lock, lock_path
 from workflow.losses import build_loss, loss_classifies
 from workflow.samplers import make_batches
 from workflow.seeds import stream_seed
+from workflow.training_log import LiveLog, write_history
 
 # Training keys added after the first schema; settings built by hand (tests,
 # benchmarks) may omit them and get these values, the schema's defaults.
@@ -271,8 +274,11 @@ class TrainStep:
         self.can_classify = classifies  # the loss's declaration (workflow.losses.loss_classifies)
 
     def inputs(self, batch: torch.Tensor) -> torch.Tensor:
-        x = augment(self.images[batch], self.augment_mode, self.padding, self.generator,
-                    self.input_size, self.scale, self.ratio)
+        x, sizes = self.images[batch], {}
+        if isinstance(x, tuple):  # a JPEG store's batch: padded images and their own sizes
+            x, sizes["heights"], sizes["widths"] = x
+        x = augment(x, self.augment_mode, self.padding, self.generator,
+                    self.input_size, self.scale, self.ratio, **sizes)
         x = (x.float().div_(255.0) - self.mean) / self.std
         # The crop's gather leaves NHWC strides; without this the layout
         # would depend on the augmentation (NHWC trains a ResNet-18 about
@@ -490,7 +496,17 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
 
     order = np.sort(train_index)
     y = torch.as_tensor(labels[order], dtype=torch.long, device=device)
-    if training_option(cfg, "data_on_device"):
+    if isinstance(images, JpegStore):  # decoded batch by batch, whatever data_on_device says
+        x = JpegImages(images, order, device, training_option(cfg, "loader_workers"),
+                       size=training_option(cfg, "input_size"))
+        if x.shape[2] is None:
+            raise ConfigError(
+                f"dataset {images.dataset} is stored as JPEGs of their own sizes (storage: jpeg without "
+                f"image_size), so cell {CELL_PATTERN.format(**settings)} needs training.input_size: set it "
+                "(e.g. 224), or set the dataset's image_size"
+            )
+        mean, std = x.channel_statistics()
+    elif training_option(cfg, "data_on_device"):
         train_images = np.asarray(images[order])
         # Per-channel statistics in NumPy: torch splits large reductions across
         # threads, so its float64 mean would depend on the thread count.
@@ -505,6 +521,8 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
     mean, std = input_normalisation(settings["backbone_params"], int(x.shape[1])) or (mean, std)
 
     input_size, _ = input_view(cfg, int(x.shape[2]), int(x.shape[3]))
+    if isinstance(x, JpegImages):  # images of their own sizes: always brought to one size
+        input_size = input_size or int(x.shape[2])
     image_size = input_size or int(x.shape[2])
     backbone, loss_fn = build_models(settings, x.shape[1], image_size, num_classes)
     backbone.to(device)
@@ -583,6 +601,7 @@ def train_cell(
     checkpoint_path=None,
     stop_after_epoch: int | None = None,
     writing=nullcontext,
+    live_log=None,
 ) -> dict:
     """Train one cell; return its model dict (state dicts and plain data
     only, so it loads with ``torch.load(weights_only=True)``, and the same
@@ -599,6 +618,8 @@ def train_cell(
     ``stop_after_epoch`` training stops after that epoch (a test hook that
     simulates a kill) and returns None. ``writing``: a context manager
     around each checkpoint write (:meth:`workflow.job_guard.ParentWatch.writing`).
+    ``live_log``: a folder for TensorBoard event files written each epoch
+    (:class:`workflow.training_log.LiveLog`).
     """
     cfg = settings["training"]
     torch.set_num_threads(max(1, threads))
@@ -607,39 +628,47 @@ def train_cell(
     torch.use_deterministic_algorithms(device.type == "cpu")  # restored on return
     try:
         return _train(images, labels, train_index, num_classes, settings, device, progress,
-                      checkpoint_path, stop_after_epoch, writing)
+                      checkpoint_path, stop_after_epoch, writing, live_log)
     finally:
         torch.use_deterministic_algorithms(deterministic)
 
 
 def train_job(images, labels, train_index, num_classes, settings, model_path, stats_path, checkpoint_path,
-              threads: int = 1) -> None:
+              threads: int = 1, tensorboard_dir=None) -> None:
     """What the train rule runs: :func:`train_cell` with a resume checkpoint,
     then ``model.pt`` (``model_path``) and its timing stats (``stats_path``),
     then the checkpoint is removed. The job holds the cell's lock
     (:func:`workflow.job_guard.cell_lock`, beside the checkpoint) throughout,
     so a second job of the cell stops at once naming the holder, and it
     stops without writing once the Snakemake process that started it has
-    ended (:class:`workflow.job_guard.ParentWatch`)."""
+    ended (:class:`workflow.job_guard.ParentWatch`). With ``tensorboard_dir``,
+    TensorBoard event files of the history go live beside the checkpoint
+    while training, and to ``tensorboard_dir`` (through a temporary folder)
+    before ``model.pt`` is written (:mod:`workflow.training_log`)."""
     checkpoint_path = Path(checkpoint_path)
+    live_log = checkpoint_path.parent / "tensorboard" if tensorboard_dir else None
     watch = ParentWatch()
     with cell_lock(lock_path(checkpoint_path), CELL_PATTERN.format(**settings)):
         model = train_cell(images, labels, train_index, num_classes, settings, threads=threads,
-                           checkpoint_path=checkpoint_path, writing=watch.writing)
+                           checkpoint_path=checkpoint_path, writing=watch.writing, live_log=live_log)
         # Timing and device are not reproducible: they go to train_stats.json
         # and the log, so model.pt has the same bits on every CPU run.
         stats = model.pop("stats")
         print(f"trained: {json.dumps(stats, sort_keys=True)}")
         print(f"per epoch: {model['history']}")
         with watch.writing():
+            if tensorboard_dir:
+                write_history(tensorboard_dir, model["history"])
             save_json(stats_path, stats)
             save_torch(model_path, model)
             # model.pt is complete: the resume checkpoint is no longer needed.
             checkpoint_path.unlink(missing_ok=True)
+            if live_log:
+                shutil.rmtree(live_log, ignore_errors=True)
 
 
 def _train(images, labels, train_index, num_classes, settings, device, progress, checkpoint_path,
-           stop_after_epoch, writing) -> dict | None:
+           stop_after_epoch, writing, live_log=None) -> dict | None:
     cfg = settings["training"]
     run = build_training(images, labels, train_index, num_classes, settings, device)
     expected_hash = settings_hash(settings)
@@ -661,21 +690,29 @@ def _train(images, labels, train_index, num_classes, settings, device, progress,
     bar = tqdm(range(first_epoch, cfg["epochs"]), desc=f"train {cell}", file=sys.stderr,
                disable=not progress, initial=first_epoch, total=cfg["epochs"])
     images_seen, start = 0, time.perf_counter()
+    live = LiveLog(live_log, first_epoch) if live_log else None
     for epoch in bar:
         run.backbone.train()
         run.loss_fn.train()
         record = train_epoch(run, cell, epoch)
+        record["lr"] = run.optimizer.param_groups[0]["lr"]  # the backbone's, during this epoch
         run.scheduler.step()
         images_seen += record.pop("images")
         run.history.append(record)
+        if live:
+            live.add(epoch + 1, record)
         bar.set_postfix(loss=f"{record['loss']:.4f}")
         done = epoch + 1
         if checkpoint_path is not None and (done % every == 0) and done < cfg["epochs"]:
             with writing():
                 save_torch(checkpoint_path, {"settings_hash": expected_hash, **run.state_dict()})
         if stop_after_epoch is not None and done >= stop_after_epoch and done < cfg["epochs"]:
+            if live:
+                live.close()
             return None
     train_seconds = time.perf_counter() - start
+    if live:
+        live.close()
 
     return {
         "backbone": {k: v.cpu() for k, v in run.backbone.state_dict().items()},
@@ -710,7 +747,7 @@ def epoch_batches(run: Training) -> list[torch.Tensor]:
     next step. With ``data_on_device: false`` the indices stay on the host,
     and ``HostImages`` starts reading the epoch's images ahead."""
     batches = run.batches.epoch()
-    if isinstance(run.step.images, HostImages):
+    if isinstance(run.step.images, (HostImages, JpegImages)):
         run.step.images.prefetch(batches)
         return batches
     if run.device.type == "cpu":

@@ -1,10 +1,10 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
-import numpy as np
 import pandas as pd
 import torch
 
 from workflow.config import settings_hash
 from workflow.embedding import compute_embeddings, provenance, read_model, write_embeddings
+from workflow.jpeg_store import open_images
 from workflow.logs import log_to
 from workflow.selection import resolve_settings
 
@@ -12,7 +12,7 @@ with log_to(snakemake.log[0]):
     settings = resolve_settings(snakemake.params.settings, snakemake.input.get("selection"))
     torch.set_num_threads(snakemake.threads)
     checkpoint = read_model(snakemake.input.model, settings)
-    images = np.load(snakemake.input.images, mmap_mode="r")
+    images = open_images(snakemake.input.images, snakemake.wildcards.dataset)
     labels = pd.read_parquet(snakemake.input.labels)["label"].to_numpy()
     # A cell's evaluation split holds query and database only; a trial's
     # validation split also holds its training images, which are not embedded.
