@@ -43,3 +43,32 @@ rule cost_table:
         cells=CELLS,
     script:
         "../workflow/scripts/cost_table.py"
+
+
+rule ranking:
+    input:
+        "results/metrics.csv",
+    output:
+        csv="results/rankings/{ranking}/average_ranks.csv",
+        blocks="results/rankings/{ranking}/blocks.csv",
+        md=report(
+            "results/rankings/{ranking}/average_ranks.md",
+            caption="../workflow/captions/ranking.rst",
+            category="Rankings",
+        ),
+        png=report(
+            "results/rankings/{ranking}/critical_difference.png",
+            caption="../workflow/captions/ranking.rst",
+            category="Rankings",
+        ),
+        pdf="results/rankings/{ranking}/critical_difference.pdf",
+    log:
+        "results/logs/ranking/{ranking}.log",
+    benchmark:
+        "results/benchmarks/ranking/{ranking}.tsv"
+    conda:
+        "../envs/report.yaml"
+    params:
+        declaration=get_ranking_declaration,
+    script:
+        "../workflow/scripts/ranking.py"

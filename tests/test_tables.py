@@ -364,3 +364,89 @@ def test_the_table_of_a_dataset_and_regime_is_a_declared_table():
     # One loss: nothing to compare, no baseline.
     alone = frame[frame["loss"] == "ce"]
     assert "baseline" not in tables.regime_declaration(alone, "digits", "full")
+
+
+# ---------------------------------------------------------------- published values beside ours (issue 23)
+
+REFERENCE = {"source": "Paper, Table 9", "scale": "percent",
+             "values": {"ce": {"map": 50.5}, "cam": {"map": 70.0}, "lm": {"map": 50.0}}}
+
+
+def test_a_reference_puts_the_published_value_our_mean_the_difference_and_the_ci_in_every_format():
+    decl = {"caption": "Ref", "select": {"regime": "full"}, "rows": ["loss"], "metrics": ["map"],
+            "baseline": "ce", "reference": REFERENCE}
+    frame = build_table("ref", decl, metrics_frame())
+    by_row = frame.set_index("row")
+    assert by_row["published"].to_dict() == pytest.approx({"ce": 0.505, "cam": 0.70, "lm": 0.50})
+    assert by_row.loc["cam", "published_diff"] == pytest.approx(np.mean(MAP[("full", "cam")]) - 0.70)
+    for loss in ["ce", "cam", "lm"]:
+        _, _, low, high = mean_ci(np.array(MAP[("full", loss)]))
+        assert by_row.loc[loss, "published_in_ci"] == (low <= by_row.loc[loss, "published"] <= high)
+    # ce's mean is 0.505 (inside), cam's 0.605 is far from 0.70 (outside).
+    assert bool(by_row.loc["ce", "published_in_ci"]) and not bool(by_row.loc["cam", "published_in_ci"])
+    csv, markdown, latex = render("ref", decl, frame)
+    assert "published,published_diff,published_in_ci" in csv.splitlines()[0]
+    assert "published: Paper, Table 9 (in percent, ours too); diff: ours - published" in markdown
+    header = markdown.splitlines()[2]
+    assert ["map published", "map ours", "map diff", "map in 95% CI"] == [c.strip() for c in header.split("|")[2:6]]
+    cam = next(line for line in markdown.splitlines() if line.startswith("| cam"))
+    assert [c.strip() for c in cam.split("|")[2:6]] == ["70.00", "**60.50 ± 2.08**", "-9.50", "no"]
+    assert r"70.00 & \textbf{60.50 $\pm$ 2.08} & -9.50 & no" in latex and r"in 95\% CI" in latex
+
+
+def test_a_reference_with_one_seed_shows_only_the_difference():
+    one = metrics_frame()[lambda f: f["seed"] == 0]
+    decl = {"select": {"regime": "full"}, "rows": ["loss"], "metrics": ["map"],
+            "reference": {**REFERENCE, "scale": "fraction",
+                          "values": {k: {"map": v["map"] / 100} for k, v in REFERENCE["values"].items()}}}
+    frame = build_table("ref", decl, one)
+    assert frame["published_in_ci"].isna().all()
+    _, markdown, _ = render("ref", decl, frame)
+    assert "in 95% CI |" not in markdown.splitlines()[2] and "map diff" in markdown
+    assert "0.505" in markdown  # the published value, as a fraction
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"ce": {"map": 50}, "cam": {"map": 60}},
+     "config key tables.t.reference.values: no published values for the row 'lm'"),
+    ({"ce": {"map": 50}, "cam": {"map": 60}, "lm": {}},
+     "config key tables.t.reference.values.lm: no published value of map"),
+    ({"ce": {"map": 50}, "cam": {"map": 60}, "lm": {"map": 1, "pr_auc": 2}},
+     "config key tables.t.reference.values.lm.pr_auc: 'pr_auc' is not among tables.t.metrics"),
+    ({"ce": {"map": 50}, "cam": {"map": 60}, "lm": {"map": 1}, "LM": {"map": 1}},
+     "config key tables.t.reference.values.LM: 'LM' is no row of the table"),
+])
+def test_a_reference_missing_a_row_or_metric_stops_before_any_job_naming_the_key(values, message):
+    from workflow.config import load_config
+    from workflow.guards import check_config
+
+    config = {"datasets": {"digits": {"source": "sklearn_digits"}}, "regimes": {"full": {}},
+              "backbones": {"small_cnn": {"arch": "small_cnn"}},
+              "losses": {"ce": {"impl": "ce"}, "cam": {"impl": "cam"}, "lm": {"impl": "lm"}}, "seeds": [0],
+              "tables": {"t": {"metrics": ["map"], "reference": {"source": "s", "values": values}}}}
+    with pytest.raises(ConfigError) as error:
+        check_config(load_config(config))
+    assert message in str(error.value)
+    # The table's job says the same where the rows are only known then.
+    decl = {"select": {"regime": "full"}, "rows": ["loss"], "metrics": ["map"],
+            "reference": {"source": "s", "values": values}}
+    with pytest.raises(ConfigError, match="config key tables.t.reference.values"):
+        build_table("t", decl, metrics_frame())
+
+
+def test_the_lm_configs_carry_the_papers_values_for_every_row_and_metric():
+    import yaml
+
+    from workflow.config import load_config
+    from workflow.guards import check_tables
+    from conftest import REPO
+
+    for name, rows in [("lm_places365", 3), ("lm_places365_hard5", 2)]:
+        config = load_config(yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text()))
+        check_tables(config)
+        (table,) = config["tables"].values()
+        reference = table["reference"]
+        assert reference["scale"] == "percent" and len(reference["values"]) == rows
+        assert all(list(v) == table["metrics"] for v in reference["values"].values())
+        assert "mAP@k" in table["caption"] and "whole validation set" in table["caption"]
+    assert "precision@10" in table["metrics"]

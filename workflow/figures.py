@@ -12,6 +12,8 @@
 - :func:`training_curves_figure`: loss, accuracy and the loss's terms per
   epoch (:func:`history_frame` reads them from the checkpoints' histories);
 - :func:`anchor_distance_figure`: heatmap of anchor-to-anchor distances.
+- :func:`critical_difference_figure`: average ranks of a ranking with the
+  post-hoc test's bars (``rankings:``, :mod:`workflow.rankings`).
 
 Every function returns a matplotlib figure; the rule scripts save it as PNG
 and PDF.
@@ -298,4 +300,22 @@ def sensitivity_figure(record: dict, title: str):
     axes[0][0].legend(loc="best", fontsize="small")
     fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
+    return fig
+
+
+def critical_difference_figure(average: pd.Series, posthoc: pd.DataFrame, title: str, note: str,
+                               alpha: float = 0.05):
+    """Critical-difference diagram (Demšar 2006) of a ranking
+    (:mod:`workflow.rankings`), drawn by scikit-posthocs: each loss at its
+    average rank (1 = best, on the left), a bar joining the losses whose
+    post-hoc p is at least ``alpha`` (not told apart; with no test, where
+    the p-values are NaN, one bar joins them all and ``note`` says why)."""
+    import scikit_posthocs as sp
+
+    set_style()
+    fig, ax = plt.subplots(figsize=(6.0, 1.2 + 0.28 * len(average)), dpi=150)
+    sp.critical_difference_diagram(average, posthoc.fillna(1.0), alpha=alpha, ax=ax)
+    ax.set_title(title, fontsize="medium")
+    fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=6, wrap=True)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig

@@ -8,7 +8,7 @@ culprit named instead of failing hours later inside a job:
   silently keep the last of two equal keys, so a second ``cam:`` under
   ``losses`` would replace the first without a word;
 - **names** of datasets, regimes, backbones, losses (also those made by
-  sweeps) and tables: they become folder names and Snakemake wildcards, so
+  sweeps), tables and rankings: they become folder names and Snakemake wildcards, so
   only letters, digits, ``_``, ``.``, ``-``, starting with a letter or
   digit (no ``/``, no ``..``, nothing a shell would interpret);
 - **parameters** of losses and backbones: every key of ``params`` must be
@@ -22,6 +22,11 @@ culprit named instead of failing hours later inside a job:
   lays out (those of results/metrics.csv), what it selects, its explicit rows
   (distinct labels) and its ``baseline`` must exist in the config, so no
   row silently drops out and no marker claims a test that was not done;
+- **published values**: a table's ``reference`` gives a value for every
+  row and metric it shows, and for nothing else;
+- **rankings**: blocks and ``select`` name attributes of results/metrics.csv
+  (blocks may be seeds, never losses), the ranked metric is computed, and
+  ``losses`` are at least two distinct losses the ranking selects;
 - **figures**: ``figures.example_queries`` at most the queries of each
   dataset whose number the config gives (``query_per_class`` times the
   listed ``classes``);
@@ -46,7 +51,7 @@ from workflow.config import ConfigError, number_hint
 # times, which Snakemake's periodic-wildcard guard would take for a runaway
 # recursion (and skip the cell), and at most 100 characters.
 NAME = re.compile(r"^(?!.*?(.+)\1{19}$)[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-NAMED_SECTIONS = ["datasets", "regimes", "backbones", "losses", "tables"]
+NAMED_SECTIONS = ["datasets", "regimes", "backbones", "losses", "tables", "rankings"]
 # Arguments the pipeline passes itself; never from ``params``.
 PIPELINE_ARGUMENTS = {
     "losses": {"num_classes", "embedding_size"},
@@ -243,6 +248,7 @@ def check_table_metrics(config: dict) -> None:
         for table, declaration in (config.get("tables") or {}).items()
         for metric in declaration.get("metrics", [])
     ]
+    named += [(f"rankings.{name}.metric", decl["metric"]) for name, decl in (config.get("rankings") or {}).items()]
     if config.get("selection"):
         named.append(("selection.metric", config["selection"]["metric"]))
     for key, metric in named:
@@ -253,7 +259,8 @@ def check_table_metrics(config: dict) -> None:
                 f"config key {key}: no metric {metric!r} is computed"
                 + (f" (did you mean {close[0]!r}?)" if close else "")
                 + f"; with these evaluation settings the metrics are: {', '.join(known)} ("
-                + " and ".join(f"{m.name} exists for the k in evaluation.{m.cutoffs}" for m in METRICS if m.cutoffs)
+                + ", ".join([f"{m.name} exists for the k in evaluation.{m.cutoffs}" for m in METRICS if m.cutoffs]
+                               + [f"{m.name} with evaluation.{m.enabled_by}: true" for m in METRICS if m.enabled_by])
                 + "; python -m workflow lists the registered metrics)"
             )
 
@@ -350,6 +357,8 @@ def check_tables(config: dict) -> None:
                     "so one would hide the other; give every row its own label"
                 )
             labels[label] = i
+        if decl.get("reference"):
+            _check_reference(table, decl, explicit, labels, shown, values)
         baseline = decl.get("baseline")
         if baseline is None or str(baseline) in labels:
             continue
@@ -361,6 +370,71 @@ def check_tables(config: dict) -> None:
                 + f"no loss this table shows ({', '.join(losses)}){_swept_hint(config, baseline)}, so "
                 "nothing would be compared with it; name one of those, or null for no significance marker"
             )
+
+
+def _check_reference(table: str, decl: dict, explicit: list, labels: dict, shown: dict, values: dict) -> None:
+    """Every row and metric of a table with ``reference`` has a published
+    value (``workflow.tables.reference_problem``). The rows are known here
+    when they are explicit, or laid out by dataset, regime, backbone and
+    loss (the values the table's ``select`` keeps); otherwise the table's
+    job checks them against the rows it builds."""
+    import itertools
+
+    from workflow.tables import reference_problem
+
+    rows = decl.get("rows") or ["loss"]
+    if explicit:
+        labels_ = list(labels)
+    elif all(attribute in CELL_SECTIONS for attribute in rows):
+        kept = [[v for v in values[a] if a not in shown or v in shown[a]] for a in rows]
+        labels_ = [" / ".join(combination) for combination in itertools.product(*kept)]
+    else:
+        labels_ = None
+    problem = reference_problem(table, decl, labels_)
+    if problem:
+        raise ConfigError(problem)
+
+
+def check_rankings(config: dict) -> None:
+    """A ranking's blocks and ``select`` name attributes of
+    results/metrics.csv (``seed`` too for blocks, ``loss`` never: the losses
+    are what is ranked), its ``select`` values and its ``losses`` exist in
+    the config, and its losses are distinct and kept by its ``select``."""
+    from workflow.config import TABLE_ATTRIBUTES
+
+    values = _table_values(config)
+    for name, decl in (config.get("rankings") or {}).items():
+        key = f"rankings.{name}"
+        allowed = [a for a in TABLE_ATTRIBUTES if a != "loss"] + ["seed"]
+        for attribute in decl["blocks"]:
+            if attribute not in allowed:
+                close = difflib.get_close_matches(str(attribute), allowed, n=1)
+                raise ConfigError(
+                    f"config key {key}.blocks: {attribute!r} cannot make blocks"
+                    + (f" (did you mean {close[0]!r}?)" if close else "")
+                    + f"; blocks are combinations of {', '.join(allowed)} (the losses are what is ranked)"
+                )
+        for attribute in decl.get("select") or {}:
+            if attribute not in TABLE_ATTRIBUTES:
+                raise ConfigError(
+                    f"config key {key}.select.{attribute}: {attribute!r} is not a cell attribute; a ranking "
+                    f"selects by {', '.join(TABLE_ATTRIBUTES)}"
+                )
+        select = decl.get("select") or {}
+        _check_selectors(config, f"{key}.select", select, values)
+        kept = [str(v) for v in (select["loss"] if isinstance(select.get("loss"), list) else [select["loss"]])] \
+            if "loss" in select else values["loss"]
+        losses = [str(loss) for loss in decl.get("losses") or kept]
+        for loss in losses:
+            if loss not in kept:
+                raise ConfigError(
+                    f"config key {key}.losses: {loss!r} is no loss this ranking selects ({', '.join(kept)})"
+                    f"{_swept_hint(config, loss)}; name one of those"
+                )
+        if len(set(losses)) != len(losses):
+            raise ConfigError(f"config key {key}.losses: {losses} names a loss twice; name each once")
+        if len(losses) < 2:
+            raise ConfigError(f"config key {key}: only {', '.join(losses)} would be ranked; a ranking needs 2 losses or more")
 
 
 def example_queries_problem(wanted: int, dataset: str, queries: int, how: str = "") -> str | None:
@@ -407,6 +481,7 @@ def check_config(config: dict) -> None:
     check_pretrained(config)
     check_table_metrics(config)
     check_tables(config)
+    check_rankings(config)
     check_figures(config)
 
 

@@ -178,20 +178,52 @@ def declared_selection(metrics: pd.DataFrame, decl: dict) -> pd.DataFrame:
     return select(metrics, selectors)
 
 
-def check_no_pooling(name: str, label: str, values: pd.DataFrame) -> None:
+def check_no_pooling(name: str, label: str, values: pd.DataFrame, section: str = "tables") -> None:
     """One table cell averages over seeds only: several results of one seed
     (different cells, retrievals or distances that the table neither
-    selects one of nor lays out) stop with the attributes that differ."""
+    selects one of nor lays out) stop with the attributes that differ.
+    ``section``: the config section of the declaration (``rankings`` too)."""
     duplicated = values[values.duplicated(["seed", "metric"], keep=False)]
     if duplicated.empty:
         return
     differing = [a for a in ATTRIBUTES if a in duplicated and duplicated[a].nunique() > 1]
     found = ", ".join(f"{a} ({', '.join(map(str, dict.fromkeys(duplicated[a])))})" for a in differing)
     raise ConfigError(
-        f"config key tables.{name}: row {label!r} would average several results of one seed that "
-        f"differ in {found or 'nothing the table shows'}; a table averages over seeds only: select "
-        f"one value of each (tables.{name}.select) or lay it out in rows, columns or blocks"
+        f"config key {section}.{name}: row {label!r} would average several results of one seed that "
+        f"differ in {found or 'nothing the table shows'}; a {section[:-1]} averages over seeds only: select "
+        f"one value of each ({section}.{name}.select) or lay it out in "
+        + ("rows, columns or blocks" if section == "tables" else "blocks")
     )
+
+
+def reference_problem(name: str, decl: dict, rows: list[str] | None) -> str | None:
+    """Why ``tables.<name>.reference`` does not fit the table, or None: every
+    row (``rows``, its labels; None: not known yet, then only the metrics are
+    checked) and every metric the table shows needs a published value, and
+    the reference names no other row or metric (a typo would otherwise
+    leave a cell without its published value)."""
+    values = decl["reference"]["values"]
+    key = f"config key tables.{name}.reference.values"
+    if rows is not None:
+        missing = [row for row in rows if row not in values]
+        if missing:
+            return (f"{key}: no published values for the row{'s' if len(missing) > 1 else ''} "
+                    f"{', '.join(map(repr, missing))}; give a value of every metric for every row of the "
+                    f"table ({', '.join(map(repr, rows))})")
+        other = [row for row in values if row not in rows]
+        if other:
+            return (f"{key}.{other[0]}: {other[0]!r} is no row of the table (rows: {', '.join(map(repr, rows))}); "
+                    "use the row labels")
+    for row, by_metric in values.items():
+        missing = [m for m in decl["metrics"] if m not in (by_metric or {})]
+        if missing:
+            return (f"{key}.{row}: no published value of {', '.join(missing)}; give one for every metric "
+                    f"of tables.{name}.metrics ({', '.join(decl['metrics'])})")
+        other = [m for m in by_metric if m not in decl["metrics"]]
+        if other:
+            return (f"{key}.{row}.{other[0]}: {other[0]!r} is not among tables.{name}.metrics "
+                    f"({', '.join(decl['metrics'])}); add it there or remove it here")
+    return None
 
 
 def check_declaration(name: str, decl: dict, metrics: pd.DataFrame) -> None:
@@ -300,7 +332,25 @@ def build_table(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
         metric = part["metric"].iloc[0]
         best = part["mean"].min() if METRICS.lower_is_better(metric) else part["mean"].max()
         frame.loc[part.index[np.isclose(part["mean"], best)], "best"] = True
+    if decl.get("reference"):
+        add_reference(name, decl, frame)
     return frame
+
+
+def add_reference(name: str, decl: dict, frame: pd.DataFrame) -> None:
+    """Columns ``published`` (the reference's value, as a fraction like
+    ours), ``published_diff`` (our mean - published) and
+    ``published_in_ci`` (the published value inside our 95% interval of
+    the mean; <NA> with fewer than 2 seeds) of a table with a reference."""
+    problem = reference_problem(name, decl, list(dict.fromkeys(frame["row"])))
+    if problem:
+        raise ConfigError(problem)
+    reference = decl["reference"]
+    scale = 100.0 if reference.get("scale", "fraction") == "percent" else 1.0
+    frame["published"] = [reference["values"][r.row][r.metric] / scale for r in frame.itertuples()]
+    frame["published_diff"] = frame["mean"] - frame["published"]
+    inside = (frame["ci_low"] <= frame["published"]) & (frame["published"] <= frame["ci_high"])
+    frame["published_in_ci"] = inside.astype("boolean").mask(frame["ci_low"].isna())
 
 
 def regime_declaration(metrics: pd.DataFrame, dataset: str, regime: str) -> dict:
@@ -325,8 +375,9 @@ def regime_declaration(metrics: pd.DataFrame, dataset: str, regime: str) -> dict
     return decl
 
 
-def _cell_text(r, digits: int, bold: str, escape=str) -> str:
-    text = f"{r['mean']:.{digits}f}" if np.isnan(r["std"]) else f"{r['mean']:.{digits}f} ± {r['std']:.{digits}f}"
+def _cell_text(r, digits: int, bold: str, escape=str, factor: float = 1.0) -> str:
+    mean, std = r["mean"] * factor, r["std"] * factor
+    text = f"{mean:.{digits}f}" if np.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
     if r["significant"]:
         text += "*"
     text = escape(text)
@@ -337,9 +388,13 @@ def wide_text(frame: pd.DataFrame, decl: dict, bold: str, digits: int = 3, escap
     """Rows x (column groups, metrics) of formatted strings (each passed
     through ``escape`` before ``bold`` wraps the best one)."""
     blocks, columns = decl.get("blocks", []), decl.get("columns", [])
-    frame = frame.assign(text=[_cell_text(r, digits, bold, escape) for _, r in frame.iterrows()])
+    reference = decl.get("reference")
+    if reference:
+        frame = _reference_parts(frame, reference, bold, escape)
+    else:
+        frame = frame.assign(text=[_cell_text(r, digits, bold, escape) for _, r in frame.iterrows()])
     index = blocks + ["row"]
-    header = columns + ["metric"]
+    header = columns + ["metric"] + (["part"] if reference else [])
     wide = frame.pivot_table(index=index, columns=header, values="text", aggfunc="first", sort=False)
     order = frame[index].drop_duplicates()
     wide = wide.reindex(pd.MultiIndex.from_frame(order) if len(index) > 1 else order["row"])
@@ -348,6 +403,37 @@ def wide_text(frame: pd.DataFrame, decl: dict, bold: str, digits: int = 3, escap
     rows = decl.get("rows", ["loss"])
     row_title = "setting" if rows and isinstance(rows[0], dict) else " / ".join(rows)
     return wide.rename_axis(index=[*blocks, row_title] if blocks else row_title)
+
+
+def _reference_parts(frame: pd.DataFrame, reference: dict, bold: str, escape) -> pd.DataFrame:
+    """Four texts per cell of a table with a reference, in its scale: the
+    published value, ours (mean ± std, bold and marker as usual), the
+    difference, and whether the published value lies in our 95% interval
+    (left out when no row has one: fewer than 2 seeds)."""
+    percent = reference.get("scale", "fraction") == "percent"
+    factor, digits = (100.0, 2) if percent else (1.0, 3)
+    parts = ["published", "ours", "diff"]
+    if frame["published_in_ci"].notna().any():
+        parts.append("in 95% CI")
+    records = []
+    for _, r in frame.iterrows():
+        texts = {
+            "published": escape(f"{r['published'] * factor:.{digits}f}"),
+            "ours": _cell_text(r, digits, bold, escape, factor),
+            "diff": escape(f"{r['published_diff'] * factor:+.{digits}f}"),
+            "in 95% CI": "" if pd.isna(r["published_in_ci"]) else ("yes" if r["published_in_ci"] else "no"),
+        }
+        records += [{**r.to_dict(), "part": part, "text": texts[part]} for part in parts]
+    return pd.DataFrame(records)
+
+
+def reference_note(decl: dict) -> str:
+    """What the published columns of a table with a reference mean."""
+    reference = decl["reference"]
+    unit = " (in percent, ours too)" if reference.get("scale", "fraction") == "percent" else ""
+    return (f"published: {reference['source']}{unit}; diff: ours - published; in 95% CI: whether the "
+            "published value lies inside the 95% Student-t interval of our mean over seeds (no such "
+            "column with one seed)")
 
 
 def _span(values) -> str:
@@ -396,10 +482,14 @@ def render(name: str, decl: dict, frame: pd.DataFrame) -> tuple[str, str, str]:
     note = "mean ± std over seeds; bold: best per column"
     if decl.get("baseline"):
         note += "; " + significance_note(frame, decl)
+    if decl.get("reference"):
+        note += "; " + reference_note(decl)
     csv = frame.to_csv(index=False)
     md_wide = wide_text(frame, decl, "**{}**")
     md_wide.columns = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in md_wide.columns]
-    markdown = f"**{caption}** ({note})\n\n" + md_wide.reset_index().to_markdown(index=False) + "\n"
+    # A reference's signed differences keep their sign and digits as text.
+    numparse = {"disable_numparse": True} if decl.get("reference") else {}
+    markdown = f"**{caption}** ({note})\n\n" + md_wide.reset_index().to_markdown(index=False, **numparse) + "\n"
     tex_wide = wide_text(frame, decl, r"\textbf{{{}}}", escape=tex_escape)
     tex_wide.index = tex_wide.index.map(_escape_label)
     tex_wide = tex_wide.rename_axis(index=[tex_escape(n) for n in tex_wide.index.names])
