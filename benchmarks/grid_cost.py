@@ -5,14 +5,16 @@
 A cell's cost is its number of training images times its epochs (one image
 pass = one image through forward and backward once). Summed over the grid
 and divided by a measured training throughput (images per second of the
-backbone at the dataset's image size, e.g. from ``results/cost.csv`` or a
+backbone at its input size, e.g. from ``results/cost.csv`` or a
 throughput benchmark, on the target GPU) this gives the GPU time:
 
     GPU hours = sum over backbones (image passes of the backbone / its images per second) / 3600
 
 Training images per cell come from the official split sizes below (no data
 is read): the regime's ``train_per_class`` times the number of classes, or
-the whole training pool (minus the database when ``database_from: train``).
+the whole training pool (minus the database when ``database_from: train``). The input size is the side the
+backbone sees: ``training.input_size`` where a backbone (or the config)
+sets one, else the stored ``image_size``.
 Embedding and evaluation are not counted (one forward pass of the query and
 database images per cell, small next to training). A backbone with
 ``freeze_trunk`` still passes every image forward through the trunk but
@@ -77,20 +79,23 @@ def training_pool(name: str, spec: dict) -> tuple[int, int, bool]:
 
 
 def grid_cost(config: dict) -> pd.DataFrame:
-    """One row per cell: dataset, regime, backbone, loss, seed, image_size,
-    train_images, epochs, image_passes, upper_bound."""
+    """One row per cell: dataset, regime, backbone, loss, seed, image_size
+    (stored), input_size (what the backbone sees), train_images, epochs,
+    image_passes, upper_bound."""
     config = load_config(config)
     rows = []
     for cell in cells(config):
         pool, classes, bound = training_pool(cell.dataset, config["datasets"][cell.dataset])
         k = config["regimes"][cell.regime]["train_per_class"]
         train_images = pool if k is None else min(pool, k * classes)
-        epochs = training_settings(config, cell.backbone, cell.loss)["epochs"]
+        settings = training_settings(config, cell.backbone, cell.loss)
+        epochs = settings["epochs"]
         spec = config["datasets"][cell.dataset]
         image_size = spec["image_size"] or NATIVE_SIZE.get(spec["source"])
         rows.append({
             "dataset": cell.dataset, "regime": cell.regime, "backbone": cell.backbone, "loss": cell.loss,
-            "seed": cell.seed, "image_size": image_size, "train_images": train_images, "epochs": epochs,
+            "seed": cell.seed, "image_size": image_size, "input_size": settings.get("input_size") or image_size,
+            "train_images": train_images, "epochs": epochs,
             "image_passes": train_images * epochs, "upper_bound": bound and k is None,
         })
     return pd.DataFrame(rows)
@@ -100,9 +105,9 @@ def summary(cost: pd.DataFrame) -> str:
     lines = [
         f"cells: {len(cost)}; training image passes: {cost['image_passes'].sum():,}"
         + (" (upper bound: a `classes` subset on its full training pool)" if cost["upper_bound"].any() else ""),
-        "per backbone and image size (divide each by that backbone's images per second at that size):",
+        "per backbone and input size (divide each by that backbone's images per second at that size):",
     ]
-    per_backbone = cost.groupby(["backbone", "image_size"], sort=False, dropna=False)["image_passes"].sum()
+    per_backbone = cost.groupby(["backbone", "input_size"], sort=False, dropna=False)["image_passes"].sum()
     for (backbone, size), passes in per_backbone.items():
         lines.append(f"  {backbone} at {size}x{size}: {passes:,}")
     lines.append("per dataset and regime (images per cell x epochs x cells):")

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import REPO, make_workspace, snakemake
-from workflow.config import cells, load_config
+from workflow.config import cells, load_config, training_settings
 from workflow.tables import build_table, render
 
 CONFIGS = ["lm_places365", "lm_places365_hard5", "cam_grid"]
@@ -41,8 +41,9 @@ def expected_jobs(config: dict) -> dict[str, int]:
     }
     per_regime = n["datasets"] * n["regimes"]
     n_cells = per_regime * n["backbones"] * n["losses"] * n["seeds"]
+    jpeg = sum(spec.get("storage") == "jpeg" for spec in config["datasets"].values())
     jobs = {
-        "download": len(downloads), "prepare": n["datasets"],
+        "download": len(downloads), "prepare": n["datasets"] - jpeg, "prepare_jpeg": jpeg,
         # Training images per (dataset, regime, seed); query and database per (dataset, seed).
         "train_split": per_regime * n["seeds"], "evaluation_split": n["datasets"] * n["seeds"],
         "train": n_cells, "embed": n_cells, "evaluate": n_cells,
@@ -51,7 +52,7 @@ def expected_jobs(config: dict) -> dict[str, int]:
         "tsne_figure": per_regime * n["backbones"], "examples_figure": per_regime * n["backbones"],
         "training_figure": per_regime * n["backbones"],
         "anchor_figure": per_regime * n["backbones"] * anchored,  # first seed only
-        "declared_table": len(config.get("tables", {})), "all": 1,
+        "declared_table": len(config.get("tables", {})), "ranking": len(config.get("rankings", {})), "all": 1,
     }
     jobs = {rule: count for rule, count in jobs.items() if count}
     jobs["total"] = sum(jobs.values())
@@ -87,15 +88,49 @@ def test_job_counts_of_the_shipped_configs():
     """The numbers README quotes."""
     assert expected_jobs(load("lm_places365"))["total"] == 31
     assert expected_jobs(load("lm_places365_hard5"))["total"] == 37
-    assert expected_jobs(load("cam_grid"))["total"] == 1657
+    assert expected_jobs(load("cam_grid"))["total"] == 2450
+
+
+# The CSAIL Places365 ResNet-18's training and evaluation input, torchvision's
+# reference recipe: random-resized crops of 224 with flips; shorter side 256,
+# centre crop 224.
+CSAIL_INPUT = {"augment": "rrc_flip", "input_size": 224, "eval_crop_fraction": 0.875}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_pretrained_backbones_see_their_weights_input(name):
+    """Every backbone that starts from published weights is fed inputs of
+    the side those weights were trained on (its record's input_size), and
+    where it evaluates on a centre crop, from the record's resize side."""
+    from workflow.backbones.weights import resolve
+    from workflow.training import input_view
+
+    config = load_config(load(name))
+    pretrained = 0
+    for backbone, entry in config["backbones"].items():
+        record = resolve(entry.get("params", {}).get("pretrained"), entry["arch"])
+        if record is None:
+            continue
+        pretrained += 1
+        for dataset, spec in config["datasets"].items():
+            stored = spec["image_size"] or grid_cost_module().NATIVE_SIZE[spec["source"]]
+            settings = training_settings(config, backbone, next(iter(config["losses"])))
+            size, fraction = input_view(settings, stored, stored)
+            assert size == record.input_size, (backbone, dataset)
+            if fraction < 1:
+                assert int(size / fraction) == record.resize_size, (backbone, dataset)
+    assert pretrained
 
 
 def test_lm_configs_hold_the_papers_protocols():
     t1 = load_config(load("lm_places365"))
     for key, value in {"optimizer": "adam", "lr": 1e-4, "lr_schedule": "step", "lr_step_epochs": 30,
-                       "lr_gamma": 0.1, "epochs": 90, "batch_size": 128}.items():
+                       "lr_gamma": 0.1, "epochs": 90, "batch_size": 128, **CSAIL_INPUT,
+                       "data_on_device": False}.items():
         assert t1["training"][key] == value, key
     places = t1["datasets"]["places365"]
+    assert places["image_size"] == 256  # Places365's official small images
+    assert places["storage"] == "jpeg"  # decoded, train-standard at 256 would take 355 GB
     assert (places["query_per_class"], places["database_per_class"], places["database_from"]) == (8, 80, "test")
     assert t1["regimes"] == {"full": {"train_per_class": None}}
     backbones = t1["backbones"]
@@ -107,9 +142,10 @@ def test_lm_configs_hold_the_papers_protocols():
 
     t2 = load_config(load("lm_places365_hard5"))
     for key, value in {"optimizer": "adam", "lr": 1e-4, "lr_schedule": "constant", "epochs": 25,
-                       "batch_size": 128}.items():
+                       "batch_size": 128, **CSAIL_INPUT}.items():
         assert t2["training"][key] == value, key
     hard5 = t2["datasets"]["places365_hard5"]
+    assert hard5["image_size"] == 256
     assert hard5["classes"] == ["roof_garden", "tree_farm", "vegetable_garden", "yard", "zen_garden"]
     assert (hard5["database_from"], hard5["database_per_class"], hard5["query_per_class"]) == ("train", 1000, 100)
     assert t2["regimes"] == {"train1000": {"train_per_class": 1000}}
@@ -165,7 +201,15 @@ def test_lm_tables_have_the_papers_rows_and_columns(name, table, rows, metrics):
 def test_cam_grid_covers_the_papers_grid_and_its_table_layout():
     config = load_config(load("cam_grid"))
     assert {d["source"] for d in config["datasets"].values()} == {"cifar100", "food101", "svhn", "tiny_imagenet"}
-    assert {b["arch"] for b in config["backbones"].values()} == {"cifar_resnet18", "swin_t"}
+    assert {b["arch"] for b in config["backbones"].values()} == {"cifar_resnet18", "resnet50", "swin_t"}
+    # From scratch at the stored size, and an ImageNet-pretrained block at 224.
+    assert "pretrained" not in config["backbones"]["cifar_resnet18"].get("params", {})
+    assert "input_size" not in config["backbones"]["cifar_resnet18"].get("training", {})
+    for name, weights in [("resnet50", "ResNet50_Weights.IMAGENET1K_V1"), ("swin_t", "Swin_T_Weights.IMAGENET1K_V1")]:
+        assert config["backbones"][name]["params"] == {"pretrained": weights}
+        assert config["backbones"][name]["training"]["input_size"] == 224
+    # The leak of Tiny ImageNet's test images into ImageNet weights is said where the block is.
+    assert "Tiny ImageNet's images come from ImageNet" in (REPO / "config" / "cam_grid.yaml").read_text()
     from workflow.losses import LOSSES
 
     assert {entry["impl"] for entry in config["losses"].values()} == set(LOSSES.names())
@@ -199,7 +243,12 @@ def test_grid_cost_counts_image_passes(capsys):
     fewshot = 10 * (100 + 101 + 10 + 200)
     full = 50_000 + 75_750 + 73_257 + 100_000
     cam = grid_cost.grid_cost(load("cam_grid"))
-    assert cam["image_passes"].sum() == 2 * 10 * 3 * (fewshot + full) * 100
+    assert cam["image_passes"].sum() == 3 * 10 * 3 * (fewshot + full) * 100
+    # The size a backbone sees: the LM configs store 256 and crop 224; the
+    # CAM grid's pretrained block resizes its 32 and 64 pixel images to 224.
+    assert set(t1["image_size"]) == {256} and set(t1["input_size"]) == {224}
+    assert set(cam.loc[cam["backbone"] == "swin_t", "input_size"]) == {224}
+    assert set(cam.loc[cam["backbone"] == "cifar_resnet18", "input_size"]) == {32, 64}
     # The CIFAR-100 few-shot config: k images of each of 100 classes per regime.
     c100 = load("cifar100_fewshot")
     per_regime = sum(r["train_per_class"] * 100 for r in c100["regimes"].values())
@@ -207,4 +256,4 @@ def test_grid_cost_counts_image_passes(capsys):
     assert grid_cost.grid_cost(c100)["image_passes"].sum() == per_regime * n
     grid_cost.main([str(REPO / "config" / "cam_grid.yaml")])
     out = capsys.readouterr().out
-    assert "training image passes: 1,818,702,000" in out and "swin_t at 32x32: 373,071,000" in out
+    assert "training image passes: 2,728,053,000" in out and "swin_t at 224x224: 909,351,000" in out
