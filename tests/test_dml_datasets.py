@@ -168,7 +168,7 @@ def test_user_files_are_registry_metadata():
 def test_class_disjoint_run(tmp_path):
     """A short real run of the class-disjoint protocol on the CUB
     miniature (from the mirror, checksum pinned): no test class is trained
-    on, and the test classes' images are embedded."""
+    on, and the test classes' images are embedded and evaluated all against all."""
     workdir = tmp_path / "run"
     (workdir / "mirror").mkdir(parents=True)
     spec = pinned(_cub(workdir), workdir / "mirror")
@@ -183,10 +183,13 @@ def test_class_disjoint_run(tmp_path):
     }
     make_workspace(workdir, config)
     cell = "results/cells/cub/k2/small_cnn/triplet/seed0"
-    snakemake(workdir, "--cores", "2", f"{cell}/embeddings.parquet")
+    snakemake(workdir, "--cores", "2", f"{cell}/metrics.csv")
     labels = pd.read_parquet(workdir / "results/data/cub/labels.parquet")["label"].to_numpy()
     train = pd.read_parquet(workdir / "results/splits/cub/k2/seed0.train.parquet")
     embedded = pd.read_parquet(workdir / f"{cell}/embeddings.parquet")
     assert set(labels[train["index"]].tolist()) == {0, 1} and len(train) == 4
     assert set(embedded["split"]) == {"all"} and set(embedded["label"]) == {2, 3}
+    metrics = pd.read_csv(workdir / f"{cell}/metrics.csv").set_index("metric")["value"]
+    assert metrics[["map", "map@r", "r_precision"]].between(0, 1).all()
+    assert metrics["distance_computations_per_query"] == 11  # each of the 12 test images against the others
     assert "USER-PINNED" in json.dumps(json.loads((workdir / "results/raw").glob("cub200-*/download.json").__next__().read_text()))
