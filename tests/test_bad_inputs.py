@@ -166,6 +166,11 @@ IN_PROCESS_CASES = [
     ("table_metric_of_a_cutoff_not_evaluated", {**BASE, "tables": {"t": {**TABLE, "metrics": ["top3_error"]}}}, [],
      ["config key tables.t.metrics: no metric 'top3_error' is computed",
       "top{k}_error exists for the k in evaluation.top_k_error"]),
+    ("table_recall_without_recall_cutoffs", {**BASE, "tables": {"t": {**TABLE, "metrics": ["recall@1"]}}}, [],
+     ["config key tables.t.metrics: no metric 'recall@1' is computed",
+      "recall@{k} exists for the k in evaluation.recall_at"]),
+    ("table_nmi_without_clustering", {**BASE, "tables": {"t": {**TABLE, "metrics": ["nmi"]}}}, [],
+     ["config key tables.t.metrics: no metric 'nmi' is computed", "nmi with evaluation.clustering: true"]),
     ("loss_name_traversal", changed(("losses", "../../etc"), {"impl": "ce"}), [],
      ["config key losses: '../../etc' does not match"]),
     ("pipeline_set_parameter", changed(("losses", "cam", "params"), {"num_classes": 3}), [],
@@ -268,7 +273,7 @@ def catalogue_size() -> int:
                                         OUTCOME_CASES, DATA_CASES, PLANTED_CASES,
                                         CHECKPOINT_CASES, MODEL_CASES, JOB_CASES,
                                         CONFIG_FILE_CASES, RESULT_FILE_CASES, DML_DATA_CASES,
-                                        JPEG_STORE_CASES])
+                                        JPEG_STORE_CASES, EVALUATION_CASES])
 
 
 def test_the_catalogue_has_at_least_twenty_cases():
@@ -1639,6 +1644,44 @@ JPEG_STORE_CASES = [
 
 @pytest.mark.parametrize("case", JPEG_STORE_CASES, ids=[c[0] for c in JPEG_STORE_CASES])
 def test_jpeg_store_error(tmp_path, case):
+    _, fail, fragments = case
+    with pytest.raises(Exception) as error:
+        fail(tmp_path)
+    for fragment in fragments:
+        assert fragment in str(error.value), f"{fragment!r} not in {error.value}"
+
+
+# ---------------------------------------------------------------- evaluation (all against all)
+
+
+def _cell_embeddings(split, n=20, classes=4):
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"index": np.arange(n), "split": split, "label": np.arange(n) % classes,
+                         "prediction": np.full(n, -1), "embedding": list(rng.normal(size=(n, 4)))})
+
+
+def _evaluate(embeddings, evaluation):
+    from workflow.evaluate import evaluate_cell
+
+    return evaluate_cell(embeddings, pd.DataFrame({"label": [], "anchor": []}), evaluation)
+
+
+# (id, what fails, fragments of its message)
+EVALUATION_CASES = [
+    ("all_against_all_rows_mixed_with_queries",
+     lambda tmp: _evaluate(_cell_embeddings(["all"] * 15 + ["query"] * 5), {}),
+     ["embeddings mix split 'all' (all against all) with query", "delete results/splits/<dataset>/"]),
+    ("recall_cutoff_beyond_the_other_test_images",
+     lambda tmp: _evaluate(_cell_embeddings("all"), {"recall_at": [1, 20]}),
+     ["config key evaluation.recall_at: cutoff 20 exceeds the database of this cell (19 images)"]),
+    ("all_against_all_with_single_image_classes",
+     lambda tmp: _evaluate(_cell_embeddings("all", n=4, classes=4), {}),
+     ["none of the 4 queries has a class with another item"]),
+]
+
+
+@pytest.mark.parametrize("case", EVALUATION_CASES, ids=[c[0] for c in EVALUATION_CASES])
+def test_evaluation_case(tmp_path, case):
     _, fail, fragments = case
     with pytest.raises(Exception) as error:
         fail(tmp_path)

@@ -24,11 +24,9 @@ from workflow.geometry import in_geometry, resolve_distances
 from workflow.retrieval.inputs import queries_without_positives
 from workflow.retrieval.metrics import METRICS
 from workflow.retrieval.two_stage import evaluate_retrieval_methods
+from workflow.splits import ALL_AGAINST_ALL
 
 EMBEDDING_COLUMNS = ["index", "split", "label", "prediction", "embedding"]
-# The split of the images evaluated all against all (each a query and a
-# database item of the others).
-ALL_AGAINST_ALL = "test"
 ANCHOR_COLUMNS = ["label", "anchor"]
 
 
@@ -75,10 +73,11 @@ def read_cell_files(embeddings_path, anchors_path) -> tuple[pd.DataFrame, pd.Dat
 
 def query_and_database(embeddings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The queries and the database of a cell's embeddings, by their
-    ``split``: ``query`` and ``database`` rows, or, all against all, ``test``
-    rows (every test image a query against all the others, itself
-    excluded; the evaluation split of a class-disjoint dataset), given as
-    (test rows, None). A mix of the two forms is an error."""
+    ``split``: ``query`` and ``database`` rows, or, all against all,
+    :data:`~workflow.splits.ALL_AGAINST_ALL` rows (every test image a query
+    against all the others, itself excluded: the evaluation split of a
+    class-disjoint dataset), given as (those rows, None). A mix of the two
+    forms is an error."""
     splits = set(embeddings["split"])
     if ALL_AGAINST_ALL in splits:
         if splits != {ALL_AGAINST_ALL}:
@@ -128,9 +127,9 @@ def evaluate_cell(
     method (``exact``, then each ``two_stage_c{c}``): the registered metrics
     (:data:`workflow.retrieval.metrics.METRICS`), in their order; those
     registered ``exact_only`` (``accuracy``, ``queries_without_positives``)
-    for ``exact`` only. All against all (``test`` rows,
-    :func:`query_and_database`): exact retrieval only, ``accuracy`` NaN
-    (the test classes are not the training classes).
+    for ``exact`` only. All against all (:func:`query_and_database`): exact
+    retrieval only, ``accuracy`` NaN (the test classes are not the training
+    classes).
     """
     evaluation = dict(evaluation or {})
     queries, database = query_and_database(embeddings)

@@ -60,7 +60,16 @@ def distances(queries: torch.Tensor, items: torch.Tensor, items_sq: torch.Tensor
     """(n, m) ``||b||^2 - 2 a.b`` of each query ``a`` (n, D) and item ``b``
     (m, D), ``items_sq`` (m,) the items' ``||b||^2``: the squared L2
     distance minus the row constant ``||a||^2`` (the same ranking). Written
-    into ``out`` when given."""
+    into ``out`` when given.
+
+    Equal items (duplicate embeddings) get equal distances, so that their
+    tie is broken by index: a one-row product would take BLAS's
+    matrix-vector kernel, which can round equal columns differently, so a
+    single query is computed as two rows (the matrix-matrix kernel rounds
+    every column alike)."""
+    if len(queries) == 1:
+        two = distances(torch.cat([queries, queries]), items, items_sq)[:1]
+        return two if out is None else out.copy_(two)
     return torch.addmm(items_sq.unsqueeze(0), queries, items.T, beta=1.0, alpha=-2.0, out=out)
 
 
