@@ -156,19 +156,19 @@ def ranking_note(decl: dict, ranking: dict) -> str:
     n, k = ranking["values"].shape
     blocks = " x ".join(decl["blocks"])
     note = f"{k} losses ranked by {decl['metric']} in {n} block{'s' if n != 1 else ''} ({blocks}; 1 = best)"
+    caveat = ("; blocks over seeds illustrate the method, they are no claim across datasets"
+              if "seed" in decl["blocks"] else "")
     if np.isnan(ranking["chi2"]):
         why = ("fewer than 2 blocks" if n < 2 else "fewer than 3 losses" if k < 3
                else "every block ties every loss")
-        return note + f"; no Friedman or post-hoc test ({why})"
+        return note + f"; no Friedman or post-hoc test ({why})" + caveat
     test = ("Nemenyi" if ranking["test"] == "nemenyi" else "Conover, Holm-corrected")
     note += f"; Friedman chi2 = {ranking['chi2']:.3g} (df {k - 1}), p = {ranking['p']:.3g}; post-hoc: {test}"
     if not np.isnan(ranking["cd"]):
         note += f", critical difference {ranking['cd']:.3g} at alpha {ALPHA:g}"
     if ranking["posthoc"].isna().all().all():
         note += " (undefined: every block ranks the losses the same way)"
-    if "seed" in decl["blocks"]:
-        note += "; blocks over seeds illustrate the method, they are no claim across datasets"
-    return note
+    return note + caveat
 
 
 def render_ranking(name: str, decl: dict, ranking: dict) -> tuple[str, str, str]:
