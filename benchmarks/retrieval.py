@@ -68,6 +68,7 @@ sys.path.insert(0, str(REPO))
 
 CLASSES, NOISE, SEED = 100, 2.5, 0
 TWO_STAGE = (1, 2, 5)
+EVALUATION = {"precision_at": [1, 5, 10], "top_k_error": [1, 5]}
 TARGETS = {"exact_vs_faiss": 1.5, "exact_peak_gb": 2.0, "speedup_c1": 5.0}
 NOTES = [
     "notes: seconds = median wall time over the rounds of the timed call (exact, pml,",
@@ -109,6 +110,24 @@ def cpu_seconds() -> float:
 # ---------------------------------------------------------------------------
 
 
+def faiss_knn(q: np.ndarray, db: np.ndarray, k: int, threads: int) -> tuple[float, float, float, float]:
+    """faiss-cpu ``IndexFlatL2``: the k nearest database items of every
+    query. Returns (base MB, CPU seconds before the search, search seconds,
+    index-building seconds)."""
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    base = peak_mb()
+    began = time.perf_counter()
+    index = faiss.IndexFlatL2(db.shape[1])
+    index.add(db)
+    index_seconds = time.perf_counter() - began
+    cpu = cpu_seconds()
+    began = time.perf_counter()
+    index.search(q, k)
+    return base, cpu, time.perf_counter() - began, index_seconds
+
+
 def worker(method: str, folder: Path, threads: int) -> dict:
     import torch
 
@@ -120,18 +139,7 @@ def worker(method: str, folder: Path, threads: int) -> dict:
     out = {}
 
     if method == "faiss_top1000":
-        import faiss
-
-        faiss.omp_set_num_threads(threads)
-        base = peak_mb()
-        began = time.perf_counter()
-        index = faiss.IndexFlatL2(db.shape[1])
-        index.add(db)
-        out["index_seconds"] = time.perf_counter() - began
-        cpu = cpu_seconds()
-        began = time.perf_counter()
-        index.search(q, 1000)
-        seconds = time.perf_counter() - began
+        base, cpu, seconds, out["index_seconds"] = faiss_knn(q, db, 1000, threads)
     elif method == "pml":
         import faiss
         from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
@@ -155,7 +163,7 @@ def worker(method: str, folder: Path, threads: int) -> dict:
         base = peak_mb()
         cpu = cpu_seconds()
         began = time.perf_counter()
-        metrics, _ = evaluate_retrieval(q, ql, db, dl, (1, 5, 10), (1, 5), chunk_size=1024, device="cpu")
+        metrics, _ = evaluate_retrieval(q, ql, db, dl, EVALUATION, chunk_size=1024, device="cpu")
         seconds = time.perf_counter() - began
         out["metrics"] = metrics
     elif method.startswith("two_stage_c"):
@@ -168,7 +176,7 @@ def worker(method: str, folder: Path, threads: int) -> dict:
         began = time.perf_counter()
         result = evaluate_retrieval_methods(
             q, ql, db, dl, anchors=centres, classes=[c], rest="cut",
-            precision_at=(1, 5, 10), top_k_error=(1, 5), chunk_size=1024, device="cpu",
+            evaluation=EVALUATION, chunk_size=1024, device="cpu",
             exact=False,
         )
         total = time.perf_counter() - began
@@ -189,19 +197,35 @@ def worker(method: str, folder: Path, threads: int) -> dict:
 # ---------------------------------------------------------------------------
 
 
-def run_worker(method: str, folder: Path, threads: int, wait_policy: str) -> dict:
+def run_worker(method: str, folder: Path, threads: int, wait_policy: str, script: str = __file__) -> dict:
+    """Run ``method`` in a fresh process of ``script`` (its ``--worker``)."""
     env = dict(os.environ)
     for var in ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"]:
         env[var] = str(threads)
     env["OMP_WAIT_POLICY"] = wait_policy
     result = subprocess.run(
-        [sys.executable, __file__, "--worker", method, "--data", str(folder),
+        [sys.executable, script, "--worker", method, "--data", str(folder),
          "--threads", str(threads)],
         capture_output=True, text=True, env=env,
     )
     if result.returncode != 0:
         raise RuntimeError(f"{method} failed:\n{result.stdout}\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_rounds(methods, folder: Path, threads: int, wait_policy: str, rounds: int, say,
+               script: str = __file__) -> dict[str, list[dict]]:
+    """Each method once per round, interleaved, each in a fresh process;
+    each run and the load average at the end told to ``say``."""
+    runs = {m: [] for m in methods}
+    for r in range(rounds):
+        for m in methods:
+            result = run_worker(m, folder, threads, wait_policy, script)
+            runs[m].append(result)
+            say(f"  round {r + 1}: {m:15s} {result['seconds']:8.2f} s  "
+                f"(cpu {result['cpu_seconds']:7.2f} s)  peak {result['peak_mb']:7.0f} MB")
+    say(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return runs
 
 
 def cpu_name() -> str:
@@ -265,17 +289,10 @@ def main() -> None:
     say(f"data: Q={args.queries:,} queries, N={args.database:,} database items, d={args.dim}, "
         f"float32, {CLASSES} classes (centre + {NOISE} x N(0, I) noise), seed {SEED}")
     say(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    runs = {m: [] for m in methods}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         make_data(folder, args.queries, args.database, args.dim)
-        for r in range(args.rounds):
-            for m in methods:
-                result = run_worker(m, folder, args.threads, args.wait_policy)
-                runs[m].append(result)
-                say(f"  round {r + 1}: {m:15s} {result['seconds']:8.2f} s  "
-                    f"(cpu {result['cpu_seconds']:7.2f} s)  peak {result['peak_mb']:7.0f} MB")
-    say(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        runs = run_rounds(methods, folder, args.threads, args.wait_policy, args.rounds, say)
 
     say()
     say(f"{'method':15s} {'seconds':>9s} {'cpu s':>8s} {'index s':>8s} {'base MB':>8s} {'peak MB':>8s}  metrics")

@@ -24,7 +24,9 @@ does not import torch.
 
 Every query is ranked against a database by Euclidean (L2) distance. Queries
 and database are disjoint sets: a query is never looked up in the database, so
-there is no self-match to remove.
+there is no self-match to remove; or, all against all (no database given:
+the class-disjoint protocol), the queries are the database and each query
+is ranked against the others, itself excluded (:mod:`workflow.retrieval.exact`).
 
 Conventions
 -----------

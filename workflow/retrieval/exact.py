@@ -199,9 +199,9 @@ def clustered_set(prep: Prepared) -> tuple[torch.Tensor, np.ndarray]:
 def retrieval_metrics(*args, **kwargs) -> dict[str, float]:
     """The metrics of :func:`evaluate_retrieval` (same arguments): the
     registered metrics (:mod:`workflow.retrieval.metrics`) that the
-    ``evaluation`` mapping asks for, e.g. ``precision@{k}`` for ``k`` in its
-    ``precision_at`` (class-macro, the LM paper's mAP@k), ``top{k}_error``,
-    ``map``, ``map@r``, ``r_precision``, ``pr_auc``. Queries whose class is
+    ``evaluation`` mapping asks for, e.g. ``precision@{k}`` for each of its
+    cutoffs (class-macro, the LM paper's mAP@k), ``top{k}_error``, ``map``,
+    ``map@r``, ``r_precision``, ``pr_auc``. Queries whose class is
     not in the database are left out; ValueError if that leaves none.
     """
     return evaluate_retrieval(*args, **kwargs)[0]

@@ -1,7 +1,8 @@
 """The metric registry: every metric of ``results/metrics.csv``, registered once.
 
 Each metric is registered with its name (or a name pattern with ``{k}``,
-whose cutoffs come from a key of the config's ``evaluation`` section), its
+whose cutoffs come from a key of the config's ``evaluation`` section; or a
+switch, an ``evaluation`` key that turns it on, off by default), its
 direction (``higher`` or ``lower`` is better), its kind (``per query``: the
 mean over queries of a per-query value; ``per class``: the mean over query
 classes of the mean within each class; ``per cell``: one value for the
@@ -23,6 +24,15 @@ Adding a metric is one registered function (and its test):
   imports it.
 * ``source="curve"``: a function of the mean precision-recall curve
   (columns ``cutoff``, ``precision``, ``recall``) that returns the value.
+* ``source="clusters"``: a function of the labels of the cell's test
+  embeddings and their k-means clusters (:func:`kmeans_clusters`, computed
+  once for all such metrics) that returns the value.
+
+The ``evaluation`` mapping (the config's section) reaches this module
+untouched: only the registry (:meth:`MetricRegistry.cutoffs`,
+:meth:`MetricRegistry.names`, :func:`speedup_k`) and the schema read its
+cutoff keys and switches, with the schema's defaults in
+``DEFAULT_EVALUATION`` where a key is missing.
 * :func:`declare_metric`: a metric written by other code (``written_by``
   names it): ``evaluate`` (``accuracy``, ``queries_without_positives``) and
   the search's cost (:mod:`workflow.retrieval.two_stage`).
@@ -53,6 +63,15 @@ Metrics in full
 ``r_precision``
     As pytorch-metric-learning defines it: per query ``#{i : r_i <= R} / R``,
     averaged over queries.
+``recall@{k}``
+    Recall@k of the deep-metric-learning literature: the fraction of
+    queries with at least one positive in the top ``k`` (``r_1 <= k``), so
+    ``1 - top{k}_error``. PML's ``precision_at_1`` is ``recall@1``.
+``nmi``, ``ami``
+    scikit-learn's normalised and adjusted mutual information of the
+    classes and a seeded k-means (k = number of classes) of the cell's test
+    embeddings, each once (all against all: the queries; otherwise queries
+    and database together).
 ``pr_auc``
     Area under the mean precision-recall curve of
     :func:`workflow.retrieval.exact.pr_curve` (mean precision@k against mean
