@@ -41,3 +41,22 @@ def test_throughput_benchmark_writes_both_loops_side_by_side(tmp_path):
     assert (shares > 0).all(), shares  # every phase ran and was timed (CAM classifies: bookkeeping too)
     assert shares.sum() == pytest.approx(100, abs=0.5)
     assert float(phases["profiled_step_ms"].iloc[0]) > 0 and float(phases["step_ms"].iloc[0]) > 0
+
+
+def test_input_path_benchmark_compares_both_loops_and_the_storage_modes():
+    """benchmarks/input_path.py --quick: the project's JPEG input path and
+    the plain ImageFolder loop side by side, and each storage mode's bytes."""
+    result = subprocess.run([sys.executable, "benchmarks/input_path.py", "--quick", "--device", "cpu"],
+                            cwd=REPO, check=True, capture_output=True, text=True, timeout=600)
+    text = result.stdout
+    assert "Device: cpu" in text and "decoding on the CPU (DataLoader workers)" in text
+    rows = {line.split("|")[1].strip(): line.split("|")[2:5] for line in text.splitlines()
+            if line.startswith(("| project", "| plain"))}
+    for loop in ("project", "plain"):
+        assert float(rows[loop][0]) > 0 and float(rows[loop][1]) > 0, rows
+    assert "project / plain: input path alone" in text
+    sizes = {line.split("|")[1].strip(): int(line.split("|")[2].replace(",", ""))
+             for line in text.splitlines() if line.startswith("| JPEG files") or line.startswith("| storage:")}
+    files, array, jpeg = sizes.values()
+    assert array == 48 * 256 * 256 * 3 + 128  # .npy header
+    assert files <= jpeg < files * 1.01  # the files' own bytes, plus the index

@@ -8,6 +8,7 @@ Damaged stores are in the catalogue (tests/test_bad_inputs.py)."""
 from __future__ import annotations
 
 import copy
+import functools
 import io
 
 import numpy as np
@@ -78,26 +79,32 @@ def _boxes_and_batch(sizes, seed=0):
     return images, *pad(images)
 
 
-def test_random_resized_crop_of_images_of_different_sizes_matches_torchvision_image_by_image():
+# batched: the GPU's path (two batched products, within 1 level of v2 by
+# rounding), run here on the CPU; per image: the CPU's (v2's own kernel).
+@pytest.mark.parametrize("batched, tolerance", [(True, 1), (False, 0)], ids=["batched", "per_image"])
+def test_random_resized_crop_of_images_of_different_sizes_matches_torchvision_image_by_image(batched, tolerance):
     from torchvision.transforms.v2 import functional as F2
 
     from workflow.augment import random_resized_crop, random_resized_crop_boxes
 
     sizes = [(40, 64), (64, 40), (33, 33), (20, 90), (90, 20), (57, 31)]
     images, x, heights, widths = _boxes_and_batch(sizes)
-    out = random_resized_crop(x, 24, torch.Generator().manual_seed(3), heights=heights, widths=widths)
+    out = random_resized_crop(x, 24, torch.Generator().manual_seed(3), heights=heights, widths=widths,
+                              batched=batched)
     top, left, h, w = random_resized_crop_boxes(len(sizes), heights, widths, (0.08, 1.0), (0.75, 4 / 3),
                                                 torch.Generator().manual_seed(3))
     for i, image in enumerate(images):
         assert 0 <= top[i] and top[i] + h[i] <= sizes[i][0] and 0 <= left[i] and left[i] + w[i] <= sizes[i][1]
         expected = F2.resized_crop(image, int(top[i]), int(left[i]), int(h[i]), int(w[i]), [24, 24], antialias=True)
-        assert (out[i].int() - expected.int()).abs().max() <= 1, i  # rounding of float32 products
+        assert (out[i].int() - expected.int()).abs().max() <= tolerance, i
 
     # Images of one size: the same boxes and pixels as the batch of part 1.
     same = torch.randint(0, 256, (5, 3, 30, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     n = torch.full((5,), 30), torch.full((5,), 40)
-    padded = random_resized_crop(same, 16, torch.Generator().manual_seed(7), flip=True, heights=n[0], widths=n[1])
-    assert torch.equal(padded, random_resized_crop(same, 16, torch.Generator().manual_seed(7), flip=True))
+    padded = random_resized_crop(same, 16, torch.Generator().manual_seed(7), flip=True, heights=n[0], widths=n[1],
+                                 batched=batched)
+    assert torch.equal(padded, random_resized_crop(same, 16, torch.Generator().manual_seed(7), flip=True,
+                                                   batched=batched))
 
 
 def test_random_resized_crop_falls_back_to_each_images_own_centre_crop():
@@ -112,34 +119,47 @@ def test_random_resized_crop_falls_back_to_each_images_own_centre_crop():
     assert top.tolist() == [0, 31, 0] and left.tolist() == [31, 0, 0]
 
 
-def test_resize_and_centre_crop_of_images_of_different_sizes_matches_torchvision():
+@pytest.mark.parametrize("batched, tolerance", [(True, 1), (False, 0)], ids=["batched", "per_image"])
+def test_resize_and_centre_crop_of_images_of_different_sizes_matches_torchvision(batched, tolerance):
     from torchvision.transforms import v2
 
     from workflow.augment import resize_centre_crop
 
     sizes = [(40, 64), (64, 40), (33, 33), (20, 90)]
     images, x, heights, widths = _boxes_and_batch(sizes, seed=1)
-    out = resize_centre_crop(x, 16, 0.875, heights, widths)
+    out = resize_centre_crop(x, 16, 0.875, heights, widths, batched=batched)
     recipe = v2.Compose([v2.Resize(18, antialias=True), v2.CenterCrop(16)])  # floor(16 / 0.875) = 18
     for i, image in enumerate(images):
-        assert (out[i].int() - recipe(image).int()).abs().max() <= 1, i
+        assert (out[i].int() - recipe(image).int()).abs().max() <= tolerance, i
+    same = resize_centre_crop(x[:1, :, :40, :64], 16, 0.875, batched=batched)  # one size: the batch's own path
+    assert (same[0].int() - recipe(images[0]).int()).abs().max() <= tolerance
 
 
 def test_device_decoding_path_gives_the_batches_of_the_worker_path(tmp_path):
     """What a CUDA device runs (workers read bytes, one batched
-    ``decode_jpeg`` in the training process, then the padding), here with
-    the CPU as the device: the same batches as decoding in the workers."""
+    ``decode_jpeg`` in the training process, then the augmentation there,
+    batched), here with the CPU as the device: the same seeds, so the same
+    boxes and flips, as decoding and augmenting in the workers (within 1
+    level: the batched products round differently from ``interpolate``);
+    without workers, the same bits as with them."""
+    from workflow.augment import augment_padded
+
     store, _, _ = make_store(tmp_path)
     order = np.arange(0, len(store), 2)
     batches = [torch.tensor([3, 0, 5]), torch.tensor([1, 2])]
-    workers = JpegImages(store, order, torch.device("cpu"), workers=2)
-    device_path = JpegImages(store, order, torch.device("cpu"), workers=2)
-    device_path.decode_on_device = True
-    workers.prefetch(batches)
-    device_path.prefetch(batches)
-    for batch in batches:
-        for a, b in zip(workers[batch], device_path[batch]):
-            assert torch.equal(a, b)
+    transform = functools.partial(augment_padded, mode="rrc_flip", padding=4, size=16, scale=(0.08, 1.0),
+                                  ratio=(0.75, 4 / 3))
+    outputs = []
+    for workers, on_device, batched in [(2, False, False), (0, False, False), (2, True, True)]:
+        images = JpegImages(store, order, torch.device("cpu"), workers=workers)
+        images.decode_on_device = on_device
+        images.transform = functools.partial(transform, batched=batched)
+        images.generator = torch.Generator().manual_seed(5)
+        images.prefetch(batches)
+        outputs.append([images[batch] for batch in batches])
+    for a, b, c in zip(*outputs):
+        assert a.shape == (len(c), 3, 16, 16) and torch.equal(a, b)
+        assert (a.int() - c.int()).abs().max() <= 1
     encoded = store.read(order[:3])
     assert all(torch.equal(a, b) for a, b in zip(decode(encoded), store.decode(order[:3])))
 

@@ -134,19 +134,43 @@ def random_resized_crop_boxes(n: int, height, width, scale, ratio, generator: to
     return top, left, h, w
 
 
+def _resize_each(crops, out_h: int, out_w: int, flips=None) -> torch.Tensor:
+    """The CPU's path: each crop (1, C, h, w) resized with
+    ``F.interpolate(..., antialias=True)`` on uint8 in channels-last, the
+    kernel ``transforms.v2`` runs (the same pixels), then flipped where
+    ``flips`` says. On the CPU it is about 25x faster than the batched
+    products (0.24 against 6.2 ms per 224x224 image on one core): they do
+    dense (224 x 256) products where the kernel touches a few pixels."""
+    out = []
+    for i, crop in enumerate(crops):
+        resized = F.interpolate(crop.contiguous(memory_format=torch.channels_last), size=(out_h, out_w),
+                                mode="bilinear", antialias=True, align_corners=False)
+        out.append(resized.flip(-1) if flips is not None and flips[i] else resized)
+    return torch.cat(out)
+
+
 def random_resized_crop(x: torch.Tensor, size: int, generator: torch.Generator, scale=RRC_SCALE,
-                        ratio=RRC_RATIO, flip: bool = False, heights=None, widths=None) -> torch.Tensor:
+                        ratio=RRC_RATIO, flip: bool = False, heights=None, widths=None,
+                        batched: bool | None = None) -> torch.Tensor:
     """uint8 (B, C, H, W) -> uint8 (B, C, size, size): a random box per
     image (:func:`random_resized_crop_boxes`) resized to ``size`` (bilinear,
     antialiased); with ``flip``, then flipped horizontally with probability
     1/2 per image (the flip reverses the rows of the column weights: no
     extra pass over the pixels). ``heights``, ``widths``: (B,) sizes of
     images of different sizes zero-padded to H x W (boxes lie inside each
-    image, so the padding is never read)."""
+    image, so the padding is never read). ``batched``: the batched
+    products (default on a GPU: no per-image loop there), else one
+    ``interpolate`` per image (default on the CPU, :func:`_resize_each`);
+    the same boxes and flips either way."""
     b, _, height, width = x.shape
     top, left, h, w = random_resized_crop_boxes(b, height if heights is None else heights.to(generator.device),
                                                 width if widths is None else widths.to(generator.device),
                                                 scale, ratio, generator)
+    if not (x.device.type != "cpu" if batched is None else batched):
+        flips = (torch.rand(b, generator=generator, device=generator.device) < 0.5).tolist() if flip else None
+        boxes = zip(top.tolist(), left.tolist(), h.tolist(), w.tolist())
+        return _resize_each([x[i:i + 1, :, t:t + hh, l:l + ww] for i, (t, l, hh, ww) in enumerate(boxes)],
+                            size, size, flips)
     rows = resize_weights(height, top, h, size, 0, size)
     cols = resize_weights(width, left, w, size, 0, size)
     if flip:
@@ -156,15 +180,16 @@ def random_resized_crop(x: torch.Tensor, size: int, generator: torch.Generator, 
 
 
 def resize_centre_crop(x: torch.Tensor, size: int, crop_fraction: float = 1.0, heights=None,
-                       widths=None) -> torch.Tensor:
+                       widths=None, batched: bool | None = None) -> torch.Tensor:
     """uint8 (B, C, H, W) -> uint8 (B, C, size, size): the shorter side
     resized to ``floor(size / crop_fraction)`` (bilinear, antialiased), then
     the centre ``size`` x ``size`` crop, as torchvision's ``Resize(s)`` and
     ``CenterCrop(size)`` (the reference recipe: 256 then 224,
     ``crop_fraction`` 0.875). ``x`` itself when that changes nothing.
-    ``heights``, ``widths``: as :func:`random_resized_crop`."""
+    ``heights``, ``widths``, ``batched``: as :func:`random_resized_crop`."""
+    batched = x.device.type != "cpu" if batched is None else batched
     if heights is not None:
-        return _resize_centre_crop_each(x, size, crop_fraction, heights.tolist(), widths.tolist())
+        return _resize_centre_crop_each(x, size, crop_fraction, heights.tolist(), widths.tolist(), batched)
     b, _, height, width = x.shape
     short = math.floor(size / crop_fraction + 1e-9)  # as timm's crop_pct; 1e-9 absorbs 224 / (224 / 256)
     if height <= width:
@@ -174,6 +199,8 @@ def resize_centre_crop(x: torch.Tensor, size: int, crop_fraction: float = 1.0, h
     if (new_h, new_w) == (height, width) == (size, size):
         return x
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    if not batched:
+        return _resize_each(x.split(1), new_h, new_w)[:, :, top:top + size, left:left + size]
     zero = torch.zeros(b, dtype=torch.long, device=x.device)
     rows = resize_weights(height, zero, zero + height, new_h, top, size)
     cols = resize_weights(width, zero, zero + width, new_w, left, size)
@@ -181,7 +208,7 @@ def resize_centre_crop(x: torch.Tensor, size: int, crop_fraction: float = 1.0, h
 
 
 def _resize_centre_crop_each(x: torch.Tensor, size: int, crop_fraction: float, heights: list[int],
-                             widths: list[int]) -> torch.Tensor:
+                             widths: list[int], batched: bool) -> torch.Tensor:
     """:func:`resize_centre_crop` of zero-padded images of different sizes:
     each image's own resize and crop (a few integers per image), the pixels
     still in two batched products."""
@@ -191,6 +218,10 @@ def _resize_centre_crop_each(x: torch.Tensor, size: int, crop_fraction: float, h
         new_h, new_w = (short, int(short * width / height)) if height <= width else (int(short * height / width), short)
         geometry.append((height, width, new_h, new_w, int(round((new_h - size) / 2.0)),
                          int(round((new_w - size) / 2.0))))
+    if not batched:
+        return torch.cat([_resize_each([x[i:i + 1, :, :height, :width]], new_h, new_w)[:, :, top:top + size,
+                                                                                       left:left + size]
+                          for i, (height, width, new_h, new_w, top, left) in enumerate(geometry)])
     height, width, new_h, new_w, top, left = torch.tensor(geometry, device=x.device).T
     zero = torch.zeros_like(height)
     rows = resize_weights(x.shape[2], zero, height, new_h, top, size)
@@ -202,7 +233,7 @@ AUGMENTATIONS = ("none", "crop", "crop_flip", "rrc", "rrc_flip")
 
 
 def augment(x: torch.Tensor, mode: str, padding: int, generator: torch.Generator, size: int | None = None,
-            scale=RRC_SCALE, ratio=RRC_RATIO, heights=None, widths=None) -> torch.Tensor:
+            scale=RRC_SCALE, ratio=RRC_RATIO, heights=None, widths=None, batched=None) -> torch.Tensor:
     """Apply the configured augmentation (``training.augment``): ``none``;
     ``crop`` (random crop only: for images whose mirror image is another
     class, such as digits); ``crop_flip`` (random crop, then horizontal
@@ -219,12 +250,12 @@ def augment(x: torch.Tensor, mode: str, padding: int, generator: torch.Generator
     zero-padded to the batch's H x W (a JPEG store's; ``size`` required):
     ``rrc*`` crops each image's own box; the other modes first resize each
     image's shorter side to ``size`` and take the centre crop, then crop
-    and flip at that size."""
+    and flip at that size. ``batched``: as :func:`random_resized_crop`."""
     if mode in ("rrc", "rrc_flip"):
         return random_resized_crop(x, size or min(x.shape[-2:]), generator, scale, ratio, flip=mode == "rrc_flip",
-                                   heights=heights, widths=widths)
+                                   heights=heights, widths=widths, batched=batched)
     if heights is not None:
-        x, size = resize_centre_crop(x, size, 1.0, heights, widths), None
+        x, size = resize_centre_crop(x, size, 1.0, heights, widths, batched), None
     if mode == "none":
         pass
     elif mode == "crop":
@@ -233,4 +264,12 @@ def augment(x: torch.Tensor, mode: str, padding: int, generator: torch.Generator
         x = random_flip(random_crop(x, padding, generator), generator)
     else:
         raise ValueError(f"training.augment: unknown augmentation {mode!r}; use one of {', '.join(AUGMENTATIONS)}")
-    return x if size is None else resize_centre_crop(x, size)
+    return x if size is None else resize_centre_crop(x, size, batched=batched)
+
+
+def augment_padded(x: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor, generator: torch.Generator,
+                   **settings) -> torch.Tensor:
+    """:func:`augment` of images of different sizes zero-padded to one
+    (a JPEG store's batch), ``settings`` its other arguments: the transform
+    ``workflow.jpeg_store.JpegImages`` runs where it decodes."""
+    return augment(x, generator=generator, heights=heights, widths=widths, **settings)

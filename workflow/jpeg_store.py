@@ -236,8 +236,9 @@ def pad(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.T
     heights = torch.tensor([im.shape[1] for im in images])
     widths = torch.tensor([im.shape[2] for im in images])
     first = images[0]
-    x = torch.zeros((len(images), first.shape[0], int(heights.max()), int(widths.max())), dtype=first.dtype,
-                    device=first.device)
+    # Channels-last memory: what the CPU's per-image resize reads fastest.
+    x = torch.zeros((len(images), int(heights.max()), int(widths.max()), first.shape[0]), dtype=first.dtype,
+                    device=first.device).permute(0, 3, 1, 2)
     for i, im in enumerate(images):
         x[i, :, : im.shape[1], : im.shape[2]] = im
     return x, heights, widths
@@ -257,33 +258,47 @@ def open_images(path, dataset: str | None = None):
 
 class BatchDecoder(torch.utils.data.Dataset):
     """A DataLoader dataset whose items are whole batches: item
-    ``positions`` is images ``order[positions]`` of the store, decoded on
-    the CPU and padded (:func:`pad`: (x, heights, widths)), or with
-    ``decode=False`` their encoded bytes (for nvJPEG in the training
-    process)."""
+    ``(positions, seed)`` is images ``order[positions]`` of the store
+    decoded on the CPU and augmented (``transform(x, heights, widths,
+    generator)`` with a generator seeded ``seed``), or with
+    ``decode=False`` their encoded bytes and the seed (for nvJPEG in the
+    training process)."""
 
-    def __init__(self, store: JpegStore, order: np.ndarray, decode: bool = True):
-        self.store, self.order, self.decode = store, order, decode
+    def __init__(self, store: JpegStore, order: np.ndarray, transform=None, decode: bool = True):
+        self.store, self.order, self.transform, self.decode = store, order, transform, decode
 
-    def __getitem__(self, positions: np.ndarray):
+    def __getitem__(self, item):
+        positions, seed = item
         rows = self.order[positions]
-        return pad(self.store.decode(rows)) if self.decode else self.store.read(rows)
+        if not self.decode:
+            return self.store.read(rows), seed
+        return self.transform(*pad(self.store.decode(rows)), torch.Generator().manual_seed(seed))
 
     def __len__(self) -> int:
         return len(self.order)
 
 
 class JpegImages:
-    """The training images of a JPEG store, as ``HostImages`` gives those
-    of an ``images.npy``: indexing with a batch of positions gives the
-    batch on the device, here as (x, heights, widths): the images
-    zero-padded to one size and their own sizes, for the batched transforms
-    of :mod:`workflow.augment`. On a CUDA device the JPEGs are decoded
-    there (nvJPEG, ``decode_jpeg(..., device="cuda")``), the workers only
-    reading the bytes; elsewhere the DataLoader workers decode them
-    (``decode_jpeg`` on the CPU). Either way the batches, and so the
-    seeded draws of the augmentation, are the same. ``shape``: (n, 3, S, S)
-    with S the storage size (or ``size`` when the store has none)."""
+    """The training images of a JPEG store, read as ``HostImages`` reads
+    an ``images.npy``, but decoded and augmented as they are read:
+    indexing with a batch of positions gives that batch augmented, uint8
+    (B, 3, size, size) on the device, so ``TrainStep`` does not augment it
+    again. ``transform(x, heights, widths, generator)`` is the
+    augmentation (``TrainStep.augment_batch``: :func:`workflow.augment.augment`
+    with the cell's settings, on images zero-padded to one size with their
+    own sizes).
+
+    Random draws: per batch, a seed from the cell's augment ``generator``
+    (one draw of the whole epoch's seeds in :meth:`prefetch`), and the
+    batch's boxes and flips from a CPU generator with that seed. So the
+    draws are the same whoever decodes: on the CPU the DataLoader workers
+    decode (``decode_jpeg``) and augment (one-thread ``interpolate`` per
+    image: in the training process, two OpenMP threads competing with the
+    workers for 2 cores made it 20x slower); on a CUDA device the workers
+    only read the bytes, which are decoded there with nvJPEG
+    (``decode_jpeg(..., device="cuda")``) and augmented by batched
+    products. ``shape``: (n, 3, S, S) with S the storage size (or
+    ``size`` when the store has none)."""
 
     def __init__(self, store: JpegStore, order: np.ndarray, device: torch.device, workers: int = 0,
                  size: int | None = None):
@@ -291,32 +306,39 @@ class JpegImages:
         side = store.size or size
         self.shape = (len(order), 3, side, side)
         self.decode_on_device = device.type == "cuda"
+        self.transform, self.generator = None, None  # set by build_training
         self.pending = None
 
     def prefetch(self, batches: list[torch.Tensor]) -> None:
+        """Draw the epoch's batch seeds; with workers, start reading ahead."""
+        seeds = torch.randint(0, 2**62, (len(batches),), generator=self.generator, device=self.generator.device)
+        items = [(b.numpy(), seed) for b, seed in zip(batches, seeds.tolist())]
         if self.workers == 0:
+            self.pending = iter([(b, item) for b, item in zip(batches, items)])
             return
         loader = torch.utils.data.DataLoader(
-            BatchDecoder(self.store, self.order, decode=not self.decode_on_device), batch_size=None,
-            sampler=[b.numpy() for b in batches], num_workers=min(self.workers, len(os.sched_getaffinity(0))),
+            BatchDecoder(self.store, self.order, self.transform, decode=not self.decode_on_device),
+            batch_size=None, sampler=items, num_workers=min(self.workers, len(os.sched_getaffinity(0))),
             pin_memory=self.device.type == "cuda",
         )
         self.pending = zip(batches, loader)
 
-    def __getitem__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, batch: torch.Tensor) -> torch.Tensor:
         positions = batch.cpu()
-        if self.pending is not None:
-            expected, item = next(self.pending)
-            if not torch.equal(expected, positions):
-                raise RuntimeError("JpegImages: batches asked for out of the prefetched order")
-        else:
-            item = BatchDecoder(self.store, self.order, decode=not self.decode_on_device)[positions.numpy()]
+        if self.pending is None:
+            raise RuntimeError("JpegImages: prefetch the epoch's batches first (its seeds are drawn there)")
+        expected, item = next(self.pending)
+        if not torch.equal(expected, positions):
+            raise RuntimeError("JpegImages: batches asked for out of the prefetched order")
+        if self.workers == 0:  # read here, as a worker would
+            item = BatchDecoder(self.store, self.order, self.transform, not self.decode_on_device)[item]
         if self.decode_on_device:
-            return pad(decode(item, self.device, self.store, self.order[positions.numpy()]))
-        x, heights, widths = item
+            encoded, seed = item
+            x, heights, widths = pad(decode(encoded, self.device, self.store, self.order[positions.numpy()]))
+            return self.transform(x, heights, widths, torch.Generator().manual_seed(seed))
         if self.device.type == "cuda":
-            x = (x if x.is_pinned() else x.pin_memory()).to(self.device, non_blocking=True)
-        return x, heights, widths
+            item = (item if item.is_pinned() else item.pin_memory()).to(self.device, non_blocking=True)
+        return item
 
     def channel_statistics(self, limit: int = 10_000, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std (ddof 1) of the pixels in [0, 1], in

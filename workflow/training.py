@@ -20,6 +20,7 @@ autocast runs the backbone in bfloat16 and the loss in float32.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -37,7 +38,7 @@ import torch
 from torch.profiler import record_function
 from tqdm.auto import tqdm
 
-from workflow.augment import RRC_CROP_FRACTION, RRC_RATIO, RRC_SCALE, augment
+from workflow.augment import RRC_CROP_FRACTION, RRC_RATIO, RRC_SCALE, augment, augment_padded
 from workflow.backbones import build_backbone
 from workflow.backbones.weights import input_normalisation
 from workflow.checkpoints import CheckpointError, load_checkpoint
@@ -264,6 +265,10 @@ class TrainStep:
         self.std = std.to(images.device).view(1, -1, 1, 1)
         self.augment_mode, self.padding, self.generator = augment_mode, padding, generator
         self.input_size, self.scale, self.ratio = input_size, tuple(scale), tuple(ratio)
+        if isinstance(images, JpegImages):  # a plain function of the settings: it travels to the workers
+            images.transform = functools.partial(augment_padded, mode=augment_mode, padding=padding,
+                                                 size=input_size, scale=self.scale, ratio=self.ratio)
+            images.generator = generator
         self.autocast = precision == "bf16"
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # Compiled as one region, backbone and loss: their kernels fuse, and
@@ -274,11 +279,11 @@ class TrainStep:
         self.can_classify = classifies  # the loss's declaration (workflow.losses.loss_classifies)
 
     def inputs(self, batch: torch.Tensor) -> torch.Tensor:
-        x, sizes = self.images[batch], {}
-        if isinstance(x, tuple):  # a JPEG store's batch: padded images and their own sizes
-            x, sizes["heights"], sizes["widths"] = x
-        x = augment(x, self.augment_mode, self.padding, self.generator,
-                    self.input_size, self.scale, self.ratio, **sizes)
+        if isinstance(self.images, JpegImages):  # augmented as it is decoded (seeded per batch)
+            x = self.images[batch]
+        else:
+            x = augment(self.images[batch], self.augment_mode, self.padding, self.generator,
+                        self.input_size, self.scale, self.ratio)
         x = (x.float().div_(255.0) - self.mean) / self.std
         # The crop's gather leaves NHWC strides; without this the layout
         # would depend on the augmentation (NHWC trains a ResNet-18 about
