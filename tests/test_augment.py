@@ -7,6 +7,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from workflow.augment import augment, random_crop, random_flip
+from workflow.losses import loss_classifies
 
 
 def batch(b=6, c=3, h=8, w=10):
@@ -261,8 +262,8 @@ def test_digits_stored_at_8_train_and_embed_at_16_without_a_stored_copy():
     # Embedding resizes the shorter side to floor(16 / 0.875) = 18 and crops the centre 16.
     speed = resolve_speed(settings["training"], torch.device("cpu"))
     backbone, loss_fn = load_models(model, settings, torch.device("cpu"), speed)
-    same, _ = embed_images(backbone, loss_fn, model, speed, data.images, index, view=(16, 224 / 256))
-    whole, _ = embed_images(backbone, loss_fn, model, speed, data.images, index, view=(16, 1.0))
+    same, _ = embed_images(backbone, loss_fn, model, speed, data.images, index, view=(16, 224 / 256), classifies=loss_classifies(settings["loss_impl"]))
+    whole, _ = embed_images(backbone, loss_fn, model, speed, data.images, index, view=(16, 1.0), classifies=loss_classifies(settings["loss_impl"]))
     assert np.array_equal(embeddings, same) and not np.allclose(embeddings, whole)
 
 
