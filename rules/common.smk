@@ -166,9 +166,13 @@ def get_prepare_input(wildcards):
 # images.jpegs, the others by rule prepare into images.npy; each rule's
 # dataset wildcard admits only its own datasets (a negative lookahead for the
 # JPEG datasets' names), so no file has two rules.
-JPEG_DATASETS = [name for name, spec in CONFIG["datasets"].items() if spec.get("storage") == "jpeg"]
+JPEG_DATASETS = [
+    name for name, spec in CONFIG["datasets"].items() if spec.get("storage") == "jpeg"
+]
 _JPEG_NAMES = "|".join(re.escape(name) for name in JPEG_DATASETS)
-ARRAY_DATASET = (f"(?!(?:{_JPEG_NAMES})/)" if JPEG_DATASETS else "") + "[A-Za-z0-9][A-Za-z0-9_.-]*"
+ARRAY_DATASET = (
+    f"(?!(?:{_JPEG_NAMES})/)" if JPEG_DATASETS else ""
+) + "[A-Za-z0-9][A-Za-z0-9_.-]*"
 JPEG_DATASET = f"(?:{_JPEG_NAMES})(?=/)" if JPEG_DATASETS else "(?!)"
 
 

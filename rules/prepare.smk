@@ -9,13 +9,13 @@ rule prepare:
         "results/logs/prepare/{dataset}.log",
     benchmark:
         "results/benchmarks/prepare/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=ARRAY_DATASET,
     conda:
         "../envs/pytorch.yaml"
     threads: 2
     params:
         spec=get_prepare_spec,
-    wildcard_constraints:
-        dataset=ARRAY_DATASET,
     script:
         "../workflow/scripts/prepare.py"
 
