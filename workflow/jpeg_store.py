@@ -105,11 +105,12 @@ def array_jpeg(pixels: np.ndarray, size: int | None) -> tuple[bytes, int, int]:
 
 
 class StoreWriter:
-    """Appends encoded images to ``path`` (a temporary name: the caller
-    renames it when complete), then writes the index and footer."""
+    """Appends encoded images to ``tmp`` (a temporary name from
+    :func:`workflow.io.atomic_path`: the caller renames it when complete),
+    then writes the index and footer."""
 
-    def __init__(self, path, size: int | None):
-        self.file = open(path, "wb")
+    def __init__(self, tmp, size: int | None):
+        self.file = open(tmp, "wb")
         self.file.write(MAGIC)
         self.size = size
         self.offsets, self.heights, self.widths, self.crcs = [0], [], [], []
