@@ -180,3 +180,28 @@ def test_a_good_ranking_declaration_passes():
     config = load_config({**RANKING_BASE, "rankings": {"r": {"blocks": ["seed", "dataset"], "metric": "map"}}})
     check_config(config)
     assert config["rankings"]["r"]["posthoc"] == "nemenyi"
+
+
+def test_a_ranking_compares_losses_trained_alike_within_each_block():
+    """The fixed factors (workflow.config.FIXED_FACTORS) are the same for
+    every loss within a block, unless the ranking makes them blocks (as a
+    table must lay them out)."""
+    from workflow.config import load_config
+
+    longer = {**RANKING_BASE, "losses": {**RANKING_BASE["losses"], "lm": {"impl": "lm", "training": {"epochs": 7}}}}
+    with pytest.raises(ConfigError, match=r"config key rankings.r: the compared cells differ in epochs \(.*7 \(lm\)\).*"
+                                          r"make 'epochs' one of the ranking's blocks"):
+        load_config({**longer, "rankings": {"r": {"blocks": ["seed"], "metric": "map"}}})
+    # Ranking only the losses trained alike is fair; so is a select that keeps one value.
+    load_config({**longer, "rankings": {"r": {"blocks": ["seed"], "metric": "map", "losses": ["ce", "cam"]}}})
+    swept = {**RANKING_BASE, "losses": {**RANKING_BASE["losses"], "lm": {"impl": "lm", "training": {"epochs": [15, 7]}}}}
+    with pytest.raises(ConfigError, match=r"differ in epochs \(15 \(ce\), 7 \(lm-epochs7\)\)"):
+        load_config({**swept, "rankings": {"r": {"blocks": ["seed"], "metric": "map"}}})
+    load_config({**swept, "rankings": {"r": {"blocks": ["seed"], "metric": "map", "select": {"epochs": 15}}}})
+    # Two backbones trained for different epochs: fair only within a backbone's block.
+    two = {**RANKING_BASE, "backbones": {"a": {"arch": "small_cnn", "embedding_size": 8},
+                                         "b": {"arch": "small_cnn", "embedding_size": 16,
+                                               "training": {"epochs": 7}}}}
+    with pytest.raises(ConfigError, match=r"rankings.r: the compared cells differ in backbone"):
+        load_config({**two, "rankings": {"r": {"blocks": ["seed"], "metric": "map"}}})
+    load_config({**two, "rankings": {"r": {"blocks": ["seed", "backbone"], "metric": "map"}}})

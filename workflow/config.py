@@ -384,41 +384,63 @@ def check_fixed_factors(config: dict) -> None:
     """Within one declared table, every compared cell has the same backbone,
     embedding size, optimiser, epochs, batch size and augmentation, unless
     the table lays that factor out (names it in ``rows``, ``columns`` or
-    ``blocks``; laying out ``backbone`` also allows its embedding size)."""
+    ``blocks``; laying out ``backbone`` also allows its embedding size).
+    Within one block of a declared ranking likewise, unless the factor is
+    one of the ranking's ``blocks``."""
     grid = cells(config)
-    for table, decl in config.get("tables", {}).items():
+    for table, decl in (config.get("tables") or {}).items():
         layout = set(decl.get("columns", [])) | set(decl.get("blocks", []))
         for row in decl.get("rows", ["loss"]):
             layout |= set(row) - {"label"} if isinstance(row, dict) else {row}
-        if "backbone" in layout:
-            layout.add("embedding_size")
-        chosen = [
-            c for c in grid
-            if all(
-                getattr(c, key) in (value if isinstance(value, list) else [value])
-                for key, value in decl.get("select", {}).items()
-                if key in ("dataset", "regime", "backbone", "loss")
-            )
+        _check_fixed_within(config, grid, f"tables.{table}", decl.get("select") or {},
+                            decl.get("columns", []) + decl.get("blocks", []), layout,
+                            "declare {factor!r} in the table's rows, columns or blocks")
+    for name, decl in (config.get("rankings") or {}).items():
+        _check_fixed_within(config, grid, f"rankings.{name}", decl.get("select") or {}, decl["blocks"],
+                            set(decl["blocks"]), "make {factor!r} one of the ranking's blocks",
+                            losses=decl.get("losses"))
+
+
+def _check_fixed_within(config: dict, grid: list[Cell], key: str, select: dict, grouping: list,
+                        layout: set, hint: str, losses: list | None = None) -> None:
+    """The cells that ``select`` (and ``losses``) keep, grouped by the cell
+    attributes of ``grouping``, agree in every fixed factor not in
+    ``layout`` (``backbone`` there allows its embedding size too). A
+    setting whose factor value ``select`` leaves out is no compared one."""
+    if "backbone" in layout:
+        layout = layout | {"embedding_size"}
+
+    def wanted(key_: str) -> list[str]:
+        value = select[key_]
+        return [str(v) for v in (value if isinstance(value, list) else [value])]
+
+    chosen = [
+        c for c in grid
+        if all(str(getattr(c, a)) in wanted(a) for a in select if a in ("dataset", "regime", "backbone", "loss"))
+        and (not losses or c.loss in losses)
+    ]
+    groups: dict[tuple, list[Cell]] = {}
+    for c in chosen:
+        groups.setdefault(tuple(getattr(c, a) for a in grouping if a in ("dataset", "regime", "backbone")),
+                          []).append(c)
+    for group in groups.values():
+        settings = [
+            (c, s) for c in group for s in candidate_settings(config, c).values()
+            if all(str(get(s)) in wanted(f) for f, get in FIXED_FACTORS.items() if f in select)
         ]
-        grouping = [a for a in decl.get("columns", []) + decl.get("blocks", []) if a in ("dataset", "regime", "backbone")]
-        groups: dict[tuple, list[Cell]] = {}
-        for c in chosen:
-            groups.setdefault(tuple(getattr(c, a) for a in grouping), []).append(c)
-        for group in groups.values():
-            for factor, get in FIXED_FACTORS.items():
-                if factor in layout:
-                    continue
-                seen: dict = {}
-                for c in group:
-                    for settings in candidate_settings(config, c).values():
-                        seen.setdefault(get(settings), c.loss)
-                if len(seen) > 1:
-                    values = ", ".join(f"{v!r} ({loss})" for v, loss in seen.items())
-                    raise ConfigError(
-                        f"config key tables.{table}: the compared cells differ in {factor} "
-                        f"({values}); a fair comparison keeps it fixed: make it the same for "
-                        f"every loss, or declare {factor!r} in the table's rows, columns or blocks"
-                    )
+        for factor, get in FIXED_FACTORS.items():
+            if factor in layout:
+                continue
+            seen: dict = {}
+            for c, s in settings:
+                seen.setdefault(get(s), c.loss)
+            if len(seen) > 1:
+                values = ", ".join(f"{v!r} ({loss})" for v, loss in seen.items())
+                raise ConfigError(
+                    f"config key {key}: the compared cells differ in {factor} "
+                    f"({values}); a fair comparison keeps it fixed: make it the same for "
+                    f"every loss, or {hint.format(factor=factor)}"
+                )
 
 
 def check_samplers(config: dict) -> None:
