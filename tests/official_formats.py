@@ -5,6 +5,7 @@ the loader should find, so tests compare against it."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import tarfile
@@ -127,6 +128,17 @@ def tar_gz(folder: Path, archive: Path, arcname: str) -> Path:
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname=arcname)
     return archive
+
+
+# A 16x12 gradient JPEG (Pillow, quality 90) made arithmetic-coded (frame
+# marker 0xC9) by `jpegtran -arithmetic -copy none`: Pillow and torchvision's
+# libjpeg-turbo read it, nvJPEG does not.
+ARITHMETIC_JPEG = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAMCAgMCAgMDAwMEAwMEBQgFBQQEBQoHBwYIDAoMDAsKCwsNDhIQDQ4RDgsLEBYQERMUFRUVDA8X"
+    "GBYUGBIUFRT/2wBDAQMEBAUEBQkFBQkUDQsNFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBT/yQAR"
+    "CAAMABADASIAAhEBAxEB/8wACgAQEAUBEBEF/9oADAMBAAIRAxEAPwD/AN4mq3iesl8KFRA3ZezmH939+GRFZCdttEz9KqvWbua3LotRNVsM"
+    "gyXNwc2M/9k="
+)
 
 
 def jpeg_bytes(size=(8, 8)) -> bytes:

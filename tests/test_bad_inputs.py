@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from official_formats import SHARED_DATASETS, jpeg_bytes, make_imagefolder
+from official_formats import ARITHMETIC_JPEG, SHARED_DATASETS, jpeg_bytes, make_imagefolder
 
 from conftest import REPO, make_workspace, snakemake
 
@@ -704,8 +704,42 @@ def changed_user_files_are_prepared_again(tmp_path):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
+def arithmetic_coded_jpeg_is_stored_as_baseline(tmp_path):
+    """With ``storage: jpeg``, a JPEG that Pillow reads but a decoder of
+    training does not (arithmetic-coded: nvJPEG has no arithmetic decoding)
+    is encoded again at prepare, a baseline JPEG of the same pixels;
+    baseline JPEGs of at most the storage size keep their own bytes."""
+    from PIL import Image
+
+    from workflow.datasets import load_dataset
+    from workflow.jpeg_store import JpegStore, frame_of
+    from workflow.prepare import write_prepared
+
+    root = tmp_path / "img"
+    names = make_imagefolder(root, n_train=2, n_test=2)
+    (root / "train/cat/img00.jpg").write_bytes(ARITHMETIC_JPEG)
+    with Image.open(root / "train/cat/img00.jpg") as image:
+        original = np.asarray(image.convert("RGB"), dtype=float)
+    data = load_dataset("imagefolder", path=str(root))
+    out = tmp_path / "data" / "pics"
+    write_prepared(data, out / "images.jpegs", out / "labels.parquet", out / "classes.json",
+                   image_size=24, name="pics", storage="jpeg")
+    store = JpegStore(out / "images.jpegs")
+    i = list(data.file_ids).index("train/cat/img00.jpg")
+    stored = store.read([i])[0].numpy().tobytes()
+    assert frame_of(ARITHMETIC_JPEG) == (0xC9, 8) and frame_of(stored) == (0xC0, 8)  # baseline now
+    assert (store.heights[i], store.widths[i]) == (12, 16)
+    assert np.abs(store[i].astype(float) - original).mean() < 3  # quality 90 of the same pixels
+    assert len(store.decode(np.arange(len(store)))) == len(names)
+    small = [k for k, name in enumerate(data.file_ids)
+             if name.endswith(".jpg") and k != i and min(Image.open(root / name).size) <= 24]
+    assert small and all(store.read([k])[0].numpy().tobytes() == (root / data.file_ids[k]).read_bytes()
+                         for k in small)
+
+
 OUTCOME_CASES = [
     ("sixteen_bit_png_is_scaled", sixteen_bit_png_is_scaled),
+    ("arithmetic_coded_jpeg_is_stored_as_baseline", arithmetic_coded_jpeg_is_stored_as_baseline),
     ("latex_captions_are_escaped", latex_captions_are_escaped),
     ("every_pillow_format_is_read", every_pillow_format_is_read),
     ("changed_user_files_are_prepared_again", changed_user_files_are_prepared_again),

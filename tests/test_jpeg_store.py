@@ -64,6 +64,28 @@ def test_prepare_keeps_small_jpegs_and_encodes_the_rest_at_the_storage_size(tmp_
     assert pd.read_parquet(tmp_path / "data/pics/labels.parquet")["file_id"].tolist() == names
 
 
+def test_a_jpeg_the_cpu_decoder_refuses_is_encoded_again(tmp_path, monkeypatch):
+    """torchvision's decode_jpeg took every variant we could generate
+    (progressive, arithmetic, CMYK, RGB colour space, restart markers, stray
+    bytes); so the refusal is simulated by replacing it."""
+    import torchvision.io
+
+    from workflow.jpeg_store import file_jpeg
+
+    path = tmp_path / "a.jpg"
+    Image.fromarray(np.arange(12 * 16 * 3, dtype=np.uint8).reshape(12, 16, 3)).save(path, quality=75)
+    assert file_jpeg(path, 24)[0] == path.read_bytes()
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Unsupported marker type 0xcf")
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", refuse)
+    data, height, width = file_jpeg(path, 24)
+    buffer = io.BytesIO()
+    Image.open(path).convert("RGB").save(buffer, format="JPEG", quality=QUALITY)
+    assert (data, height, width) == (buffer.getvalue(), 12, 16)
+
+
 def test_a_dataset_of_one_square_size_keeps_it_as_the_store_size(tmp_path):
     data = load_dataset("sklearn_digits")
     out = tmp_path / "digits"

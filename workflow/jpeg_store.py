@@ -5,7 +5,10 @@ not fit on disk or in memory decoded (Places365 train-standard at 256 is
 
 Each image keeps its own bytes when it is a JPEG whose shorter side is at
 most the storage size ``S`` (``image_size``; Places365's 256x256 JPEGs are
-copied as they are); any other image (larger, or PNG, BMP, ... or an array
+copied as they are) and that every decoder of training takes: a baseline or
+progressive Huffman-coded 8-bit JPEG that ``torchvision.io.decode_jpeg``
+decodes on the CPU (an arithmetic-coded JPEG, which Pillow reads but nvJPEG
+does not, is encoded again); any other image (larger, or PNG, BMP, ... or an array
 image) is decoded, its shorter side resized to ``S`` when longer
 (bilinear, antialiased; the aspect ratio kept, nothing cropped: the random
 resized crop of training sees the whole image) and encoded again at
@@ -80,9 +83,51 @@ def encode_image(image, size: int | None) -> tuple[bytes, int, int]:
     return buffer.getvalue(), image.height, image.width
 
 
+# Start-of-frame markers of the Huffman-coded DCT processes (baseline,
+# extended sequential, progressive): the JPEGs that both libjpeg-turbo and
+# nvJPEG decode (nvJPEG has no arithmetic, lossless or hierarchical coding).
+PORTABLE_FRAMES = (0xC0, 0xC1, 0xC2)
+
+
+def frame_of(data: bytes) -> tuple[int, int] | None:
+    """The start-of-frame marker (0xC0 baseline, 0xC2 progressive, 0xC9
+    arithmetic, ...) and sample precision of JPEG bytes; None when no frame
+    header comes before the first scan."""
+    i = 2
+    while i + 4 < len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # not DHT, JPG, DAC
+            return marker, data[i + 4]
+        if marker in (0xDA, 0xD9):  # a scan or the end before any frame
+            return None
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def decodes_everywhere(data: bytes) -> bool:
+    """Whether training can decode these JPEG bytes as they are: an 8-bit
+    Huffman-coded DCT frame (:data:`PORTABLE_FRAMES`, for nvJPEG) that
+    ``torchvision.io.decode_jpeg`` decodes on the CPU (the workers' decoder;
+    libjpeg-turbo builds differ in what else they take)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if frame_of(data) not in [(marker, 8) for marker in PORTABLE_FRAMES]:
+        return False
+    with _quiet():
+        try:
+            decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except RuntimeError:
+            return False
+    return True
+
+
 def file_jpeg(path, size: int | None) -> tuple[bytes, int, int]:
     """An image file -> (JPEG bytes, height, width): the file's own bytes
-    when it is an 8-bit RGB or grey JPEG no larger than ``size``, else
+    when it is an 8-bit RGB or grey JPEG no larger than ``size`` that
+    training decodes as it is (:func:`decodes_everywhere`), else
     :func:`encode_image` (a large JPEG is decoded at the smallest DCT scale
     that keeps its shorter side >= ``size``, as ``prepare`` does)."""
     from PIL import Image
@@ -91,7 +136,10 @@ def file_jpeg(path, size: int | None) -> tuple[bytes, int, int]:
     with Image.open(path) as image:
         if image.format == "JPEG" and image.mode in ("RGB", "L") and (size is None or min(image.size) <= size):
             image.load()  # decodes: a broken JPEG fails here, in prepare, not in training
-            return path.read_bytes(), image.height, image.width
+            data = path.read_bytes()
+            if decodes_everywhere(data):
+                return data, image.height, image.width
+            return encode_image(image, size)  # e.g. arithmetic-coded: encoded again at QUALITY
         if size is not None:
             image.draft("RGB", (size, size))
         return encode_image(image, size)
