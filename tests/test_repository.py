@@ -6,6 +6,7 @@ workflow lints clean and its rule files are snakefmt-formatted."""
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.metadata
 import re
 import shutil
@@ -311,6 +312,40 @@ def test_slurm_profile_resources_are_known_and_reach_the_jobs(dry_run, rule_name
     for rule in ("train", "embed"):
         assert jobs[rule]["gpu"] == "1", jobs[rule]  # the plugin's `--gpus=1`
     assert jobs["train"]["runtime"] == "60"  # small_cnn's entry in the profile
+
+
+def test_every_shipped_backbone_has_a_slurm_time_limit_of_its_own():
+    """The train time limits are looked up by backbone name: each backbone
+    of a shipped config is listed (none falls to the default), and the LM
+    Table 1 cells (about 11 H100 hours each, README "GPU time") get more."""
+    runtime = profile("slurm")["set-resources"]["train"]["runtime"]
+    limits = eval(re.search(r"dict\([^)]*\)", runtime).group(0))
+    for path in [REPO / "config.yaml", *sorted((REPO / "config").glob("*.yaml"))]:
+        for backbone in yaml.safe_load(path.read_text())["backbones"]:
+            assert backbone in limits, f"{path.name}: backbone {backbone} has no time limit in profiles/slurm"
+    assert min(limits["r18_scratch"], limits["r18_frozen"]) >= 11 * 60
+
+
+def test_selection_trials_get_the_resources_of_the_cells(profile_workspace):
+    """train_trial, embed_trial and evaluate_trial (rules/select.smk) are
+    rules of their own names: the profile gives them their cells' GPU
+    partition, time, memory and threads."""
+    from conftest import TINY_CONFIG
+
+    config = copy.deepcopy(TINY_CONFIG)
+    config["losses"] = {"ce": {"impl": "ce", "training": {"lr": [0.01, 0.001]}}}
+    config["selection"] = {"budget": 2}
+    config["tables"] = {}
+    (profile_workspace / "selection.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm", "-n", "--cores", "64",
+         "--configfile", "selection.yaml", "--replace-workflow-config"],
+        cwd=profile_workspace, capture_output=True, text=True,
+    )
+    jobs = dry_run_jobs(result.stdout + result.stderr)
+    assert result.returncode == 0 and {"train_trial", "embed_trial", "evaluate_trial"} <= set(jobs), result.stdout
+    for rule in ("train", "embed", "evaluate"):
+        assert jobs[f"{rule}_trial"] == jobs[rule], (rule, jobs[f"{rule}_trial"], jobs[rule])
 
 
 def test_snakemake_lint_is_clean():
