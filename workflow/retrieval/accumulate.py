@@ -124,7 +124,9 @@ class MetricAccumulator:
             raise ValueError("every query needs 1 <= R and at most R ranks")
         if not torch.equal(valid, column.unsqueeze(0) < counts.unsqueeze(1)):
             raise ValueError("the valid ranks must come first in each row")
-        if valid.any() and (ranks[valid].min() < 1 or ranks[valid].max() > self.n_db):
+        # (masked_select: on the CPU many times faster than ranks[valid].)
+        retrieved = torch.masked_select(ranks, valid)
+        if len(retrieved) and (retrieved.min() < 1 or retrieved.max() > self.n_db):
             raise ValueError(f"ranks must lie in 1..{self.n_db}")
         if ((ranks[:, 1:] <= ranks[:, :-1]) & valid[:, 1:]).any():
             raise ValueError("ranks must be strictly increasing within a query")
@@ -132,8 +134,7 @@ class MetricAccumulator:
         for metric, k in self.per_query():
             value = metric.compute(chunk) if k is None else metric.compute(chunk, k)
             self.values[metric.name, k].append(value.cpu().numpy())
-        retrieved = ranks[valid]
-        weight = (1.0 / chunk.r.unsqueeze(1)).expand(n, width)[valid]
+        weight = torch.masked_select(1.0 / chunk.r.unsqueeze(1), valid)
         self.hist += torch.bincount(retrieved, minlength=self.n_db + 1).cpu().numpy()
         # Weighted counts on the CPU: CUDA adds float weights in no fixed
         # order (and refuses under torch.use_deterministic_algorithms).

@@ -117,7 +117,7 @@ def rank_exact(prep: Prepared, start: int, stop: int, buffer: torch.Tensor | Non
         valid &= items != own
     pos_dist, items, order = sort_thresholds(dist.gather(1, items.clamp(min=0)), items, valid)
     valid = valid.gather(1, order)
-    ranks = count_at_or_before(dist, pos_dist, items, valid.sum(1), threshold_columns=items)
+    ranks = count_at_or_before(dist, pos_dist, items, valid.sum(1))
     sync(prep.device)
     return ExactChunk(start, stop, q, dist, items, valid, ranks, time.perf_counter() - began)
 

@@ -15,24 +15,30 @@ a query's ranks are counts against its ``R`` positive distances sorted by
 distances is needed: with ``L_j`` the number of thresholds before item ``j``
 in ``(distance, index)`` order, the ``k``-th positive (0-based) has rank
 ``k + 1 + #{negatives j : L_j <= k}``. :func:`count_at_or_before` finds
-these counts in ``O(1)`` per item: it cuts the range of the thresholds into
-``M`` equal bins (16 per threshold) by one monotone float mapping ``bin(x)``
-applied alike to thresholds and items, so an item in a bin without
-thresholds comes before exactly the thresholds of the higher bins (items are
-only histogrammed per bin, and cumulative sums give the counts); only items
-that share a bin with a threshold (about 1.5% of them on the benchmark's
-data) are compared with that bin's thresholds exactly, by a binary search in
-``(distance, index)`` order, which also settles every tie by index. The
-result is exact, whatever the bins. Measured against faiss's top-1000
-search on the same data: ``benchmarks/retrieval.py``.
+these counts in ``O(1)`` per item. One comparison per item first keeps the
+*candidates*, the items at or below the row's last threshold (about 14% of
+them on the benchmark's data at N = 20,000): the others come after every
+threshold and count nowhere. It then cuts the range of the thresholds into
+``M`` equal bins (16 per threshold, or one per 4 candidates of a row where
+that is more) by one monotone float mapping ``bin(x)`` applied alike to
+thresholds and candidates, so a candidate in a bin without thresholds comes
+before exactly the thresholds of the higher bins (candidates are only
+histogrammed per bin, and cumulative sums give the counts); only candidates
+that share a bin with a threshold are compared with that bin's thresholds
+exactly, by a binary search in ``(distance, index)`` order, which also
+settles every tie by index. A threshold that is itself an item (a positive)
+is such a candidate: it comes after itself and the thresholds before it. The
+result is exact, whatever the bins. Measured against faiss's k-NN search on
+the same data: ``benchmarks/retrieval.py``, ``benchmarks/all_against_all.py``.
 
 Memory and threads
 ------------------
-The counting works through a chunk's distances about 2 million entries at
-a time, with temporaries of 8 bytes per entry of those, per CPU thread: on
-the CPU the rows are split over parallel Python threads that each run torch
-on one thread (:func:`in_parallel`; torch's own threads gain little on
-these many small operations).
+The counting works through a chunk's distances about a million entries at
+a time, with temporaries of a byte per entry of those and about 40 bytes
+per candidate, per CPU thread: on the CPU the rows are split over parallel
+Python threads that each run torch on one thread (:func:`in_parallel`;
+torch's own threads gain little on these many small operations). The
+candidates are found with numpy on the CPU (:func:`at_or_below`).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import torch
 
 __all__ = [
     "argsort_rows",
+    "at_or_below",
     "count_at_or_before",
     "distances",
     "in_parallel",
@@ -90,12 +97,14 @@ def sync(device: torch.device) -> None:
 
 # Entries of the distance matrix processed at once by count_at_or_before: on
 # the CPU a few rows at a time, so the temporaries stay in the cache.
-BLOCK_ENTRIES = {"cpu": 1 << 21}
+BLOCK_ENTRIES = {"cpu": 1 << 20}
 BLOCK_ENTRIES_OTHER = 1 << 26
-# Bins per threshold of count_at_or_before: more bins leave fewer items that
-# share a bin with a threshold (the exact, slower path) but make the per-row
-# tables larger.
+# Bins of count_at_or_before: BINS_PER_THRESHOLD per threshold, the
+# thresholds of a row counted as at least one per CANDIDATES_PER_THRESHOLD
+# candidates. More bins leave fewer candidates that share a bin with a
+# threshold (the exact, slower path) but make the per-row tables larger.
 BINS_PER_THRESHOLD = 16
+CANDIDATES_PER_THRESHOLD = 64
 MIN_BINS, MAX_BINS = 64, 1 << 16
 
 
@@ -105,7 +114,6 @@ def count_at_or_before(
     threshold_index: torch.Tensor,
     n_thresholds: torch.Tensor,
     item_index: torch.Tensor | None = None,
-    threshold_columns: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per row and threshold, the number of items at or before the threshold.
 
@@ -114,48 +122,37 @@ def count_at_or_before(
     and ``threshold_index`` (b, T) database indices of each row's thresholds,
     sorted by ``(distance, index)``, the first ``n_thresholds[r]`` of row
     ``r`` valid (the rest ignored); ``item_index`` (K,) or (b, K) the
-    database index of each item (default ``0..K-1``); items of distance
-    ``+inf`` are padding (never before a threshold). ``threshold_columns``
-    (b, T): when the thresholds are themselves items of their row (as a
-    query's positives are), the column of each; ``None`` when they are not.
+    database index of each item (default ``0..K-1``).
 
     Returns (b, T) int64: entry ``[r, k]`` is the number of items ``j`` of row
     ``r`` with ``(dist[r, j], item_index[r, j]) <= (thresholds[r, k],
     threshold_index[r, k])`` in lexicographic order; 0 where ``k`` is not a
-    valid threshold. When the thresholds are items this is the 1-based rank
-    of each threshold; otherwise it is the number of items before it. Exact
-    for any data (see the module docstring).
+    valid threshold. When the thresholds are items of their row (as a
+    query's positives are), this is the 1-based rank of each; otherwise the
+    number of items before it. Exact for any data (see the module docstring).
     """
     b, k_items = dist.shape
     width = thresholds.shape[1]
     out = torch.zeros((b, width), dtype=torch.int64, device=dist.device)
     if b == 0 or width == 0 or k_items == 0:
         return out
-    if item_index is None:
-        item_index = torch.arange(k_items, device=dist.device)
+    dist = dist.contiguous()
     per_block = BLOCK_ENTRIES.get(dist.device.type, BLOCK_ENTRIES_OTHER)
-    # (No more bins than items: beyond that the per-row tables cost more than
-    # the items themselves.)
-    n_bins = int(min(max(BINS_PER_THRESHOLD * width, MIN_BINS), MAX_BINS, max(k_items, MIN_BINS)))
-    # (Table entries, rows x (n_bins + 4) of them, are int32.)
-    rows = min(b, max(1, per_block // k_items), (1 << 31) // (n_bins + 4) - 1)
+    # (Table entries, rows x (n_bins + 3) of them, are int32.)
+    rows = min(b, max(1, per_block // k_items), (1 << 31) // (MAX_BINS + 3) - 1)
     n_thresholds = n_thresholds.to(device=dist.device, dtype=torch.int64)
 
     def count_rows(first: int, last: int) -> None:
-        # Work buffers reused by every block (fresh large arrays would cost
-        # page faults each time).
-        buffers = (
-            torch.empty((rows, k_items), dtype=torch.float32, device=dist.device),
-            torch.empty((rows, k_items), dtype=torch.int32, device=dist.device),
-        )
+        # The candidate mask, reused by every block (a fresh array each time
+        # would cost page faults).
+        mask = np.empty((rows, k_items), dtype=bool) if dist.device.type == "cpu" else None
         for start in range(first, last, rows):
             stop = min(start + rows, last)
             out[start:stop] = _count_block(
                 dist[start:stop], thresholds[start:stop], threshold_index[start:stop],
                 n_thresholds[start:stop],
-                item_index if item_index.ndim == 1 else item_index[start:stop],
-                None if threshold_columns is None else threshold_columns[start:stop],
-                n_bins, buffers,
+                item_index if item_index is None or item_index.ndim == 1 else item_index[start:stop],
+                mask,
             )
 
     if dist.device.type != "cpu" or b <= rows:
@@ -190,12 +187,40 @@ def in_parallel(fn, parts: list[tuple]) -> list:
         torch.set_num_threads(threads)
 
 
-def _count_block(dist, thr, thr_index, n_thr, item_index, thr_cols, n_bins, buffers):
+def at_or_below(dist: torch.Tensor, limit: torch.Tensor, mask: np.ndarray | None = None):
+    """The entries of ``dist`` (b, K) at or below their row's ``limit``
+    (b, 1): ``(row, column, value)`` of each, flat, row after row and in
+    column order within a row. On the CPU with numpy (several times faster
+    there than torch's comparison, nonzero and integer division), in
+    ``mask`` (at least b rows of K) when given."""
+    if dist.device.type != "cpu":
+        row, col = (dist <= limit).nonzero(as_tuple=True)
+        return row, col, dist[row, col]
+    array = dist.numpy()
+    below = np.less_equal(array, limit.numpy(), out=None if mask is None else mask[: len(dist)])
+    at = np.flatnonzero(below)
+    row, col = np.divmod(at, array.shape[1])
+    return torch.from_numpy(row), torch.from_numpy(col), torch.from_numpy(array.reshape(-1).take(at))
+
+
+def _count_block(dist, thr, thr_index, n_thr, item_index, mask):
     """count_at_or_before for one block of rows (see there)."""
     device = dist.device
     b, k_items = dist.shape
     width = thr.shape[1]
     valid = torch.arange(width, device=device).unsqueeze(0) < n_thr.unsqueeze(1)
+
+    # Candidates: the items at or below the row's last threshold; the others
+    # come after every threshold (counted nowhere).
+    lo = thr[:, :1]
+    hi = thr.gather(1, (n_thr - 1).clamp(min=0).unsqueeze(1))
+    row, col, value = at_or_below(dist, torch.where(valid[:, :1], hi, -torch.inf), mask)
+    if item_index is None:
+        index = col
+    elif item_index.ndim == 1:
+        index = item_index.index_select(0, col)
+    else:
+        index = item_index.reshape(-1).index_select(0, row * k_items + col)
 
     # Bins: n_bins equal bins over [lowest, highest threshold] of each row,
     # numbered -1 .. n_bins + 1 (clamped), by bin(x) = trunc(clamp(x * scale
@@ -204,36 +229,27 @@ def _count_block(dist, thr, thr_index, n_thr, item_index, thr_cols, n_bins, buff
     # (non-decreasing) and computed alike for items and thresholds, so equal
     # values share a bin and an item in a lower bin than a threshold is
     # smaller than it. Bin m of row r is entry r * n_cols + m + 1 of the
-    # flattened (b, n_cols) tables; the last column of a row is a sink that
-    # no threshold occupies.
-    n_cols = n_bins + 4
-    lo = thr[:, :1]
-    hi = thr.gather(1, (n_thr - 1).clamp(min=0).unsqueeze(1))
+    # flattened (b, n_cols) tables.
+    per_row = max(width, len(value) // (b * CANDIDATES_PER_THRESHOLD))
+    n_bins = int(min(max(BINS_PER_THRESHOLD * per_row, MIN_BINS), MAX_BINS))
+    n_cols = n_bins + 3
     span = hi - lo
     ok = torch.isfinite(span) & (span > 0)
     scale = torch.where(ok, n_bins / torch.where(ok, span, 1.0), 1.0)
     shift = -torch.where(torch.isfinite(lo), lo, 0.0) * scale
     first = torch.arange(b, device=device, dtype=torch.int32).unsqueeze(1) * n_cols + 1
 
-    def table_entry(x, out_float=None, out_int=None):
-        y = torch.mul(x, scale, out=out_float) if out_float is not None else x * scale
-        y.add_(shift).clamp_(-1.0, n_bins + 1.0)
-        y = out_int.copy_(y) if out_int is not None else y.to(torch.int32)
-        return y.add_(first)
+    def table_entry(x, scale, shift, first):
+        y = (x * scale).add_(shift).clamp_(-1.0, n_bins + 1.0)
+        return y.to(torch.int32).add_(first)
 
-    entry = table_entry(dist, buffers[0][:b], buffers[1][:b])
-    thr_entry = table_entry(thr)
-    if thr_cols is not None:
-        # Thresholds that are items: moved to the sink, counted apart below
-        # (each threshold k has itself and thresholds 0..k-1 at or before it).
-        at = (torch.arange(b, device=device).unsqueeze(1) * k_items + thr_cols)[valid]
-        sink = (first + (n_cols - 2)).expand(b, width)[valid]
-        entry.view(-1).index_put_((at,), sink)
-    entry = entry.view(-1)
+    entry = table_entry(value, scale.view(-1).index_select(0, row), shift.view(-1).index_select(0, row),
+                        first.view(-1).index_select(0, row))
+    thr_entry = table_entry(thr, scale, shift, first)
     hist = torch.bincount(entry, minlength=b * n_cols).view(b, n_cols)
     # The valid thresholds' entries, row after row: ascending overall. Each
     # occupied entry (bin with thresholds) `used[g]` holds the thresholds at
-    # positions first_at[g] .. end_at[g] - 1, and in_bin[g] other items.
+    # positions first_at[g] .. end_at[g] - 1, and in_bin[g] candidates.
     thr_entries = thr_entry[valid]
     is_first = torch.ones(len(thr_entries), dtype=torch.bool, device=device)
     is_first[1:] = thr_entries[1:] != thr_entries[:-1]
@@ -242,22 +258,18 @@ def _count_block(dist, thr, thr_index, n_thr, item_index, thr_cols, n_bins, buff
     used = thr_entries.index_select(0, first_at).long()
     in_bin = hist.view(-1).index_select(0, used)
 
-    # An item in a bin without thresholds is at or before threshold k iff
-    # its bin is at most threshold k's bin: all items in bins up to there
-    # (a cumulative sum), less those in occupied bins up to there.
+    # A candidate in a bin without thresholds is at or before threshold k iff
+    # its bin is at most threshold k's bin: all candidates in bins up to
+    # there (a cumulative sum), less those in occupied bins up to there.
     thr_col = (thr_entry - first + 1).long().clamp(0, n_cols - 1)
     counts = hist.cumsum(1).gather(1, thr_col)
-    # (Each occupied bin's items, at the first of its thresholds, summed
+    # (Each occupied bin's candidates, at the first of its thresholds, summed
     # along the row.)
     in_occupied = torch.zeros((b, width), dtype=torch.int64, device=device)
     in_occupied[valid] = torch.zeros_like(thr_entries, dtype=torch.int64).index_put_((first_at,), in_bin)
     counts -= in_occupied.cumsum(1)
-    if thr_cols is not None:
-        counts += torch.arange(1, width + 1, device=device).unsqueeze(0)
-    # Items in a bin with thresholds: compared with them exactly.
-    row_of_bin = torch.div(used, n_cols, rounding_mode="floor")
-    search = torch.zeros(b, dtype=torch.int64, device=device).index_add_(0, row_of_bin, in_bin) > 0
-    if search.any():
+    # Candidates in a bin with thresholds: compared with them exactly.
+    if bool((in_bin > 0).any()):
         occupied = torch.zeros(b * n_cols, dtype=torch.bool, device=device)
         occupied[used] = True
         # Looked up only at occupied entries, so need no initial values.
@@ -265,40 +277,26 @@ def _count_block(dist, thr, thr_index, n_thr, item_index, thr_cols, n_bins, buff
         bin_first[used] = first_at
         bin_end = torch.empty(b * n_cols, dtype=torch.int64, device=device)
         bin_end[used] = end_at
+        hit = occupied.index_select(0, entry).nonzero().squeeze(1)
         counts += _search_block(
-            dist, entry, thr[valid], thr_index[valid], bin_first, bin_end, n_thr, item_index,
-            occupied, search, width,
+            value.index_select(0, hit), index.index_select(0, hit), row.index_select(0, hit),
+            entry.index_select(0, hit), thr[valid], thr_index[valid], bin_first, bin_end, n_thr, width,
         )
     return counts.masked_fill(~valid, 0)
 
 
-def _search_block(dist, entry, thr_v, thr_i, bin_first, bin_end, n_thr, item_index, occupied,
-                  search, width):
-    """For the rows flagged by ``search``: (b, width), per threshold k the
-    number of items in bins with thresholds that come at or before it. Each
-    such item's L (thresholds before it) is found by binary search in
-    (distance, index) order among the thresholds of its bin; the count is
-    the cumulative histogram of L. Arrays are flat (index_select is much
-    faster than advanced indexing on the CPU); ``thr_v`` and ``thr_i`` hold
-    the valid thresholds row after row, those of table entry ``e`` at
-    positions ``bin_first[e] .. bin_end[e] - 1``."""
-    device = dist.device
-    b, k_items = dist.shape
-    rows = search.nonzero().squeeze(1)
-    entry = entry.view(b, k_items)
-    if len(rows) < b:
-        entry = entry.index_select(0, rows)
-    entry = entry.reshape(-1)
-    at = occupied.view(-1).index_select(0, entry).nonzero().squeeze(1)  # in (rows, K)
-    cell = entry.index_select(0, at)
-    row_of = at // k_items
-    col = at - row_of * k_items
-    row = rows.index_select(0, row_of)
-    value = dist.reshape(-1).index_select(0, row * k_items + col)
-    if item_index.ndim == 1:
-        index = item_index.index_select(0, col)
-    else:
-        index = item_index.reshape(-1).index_select(0, row * k_items + col)
+def _search_block(value, index, row, cell, thr_v, thr_i, bin_first, bin_end, n_thr, width):
+    """Per row and threshold k, (b, width), the number of the given items
+    (``value``, ``index``, ``row`` and table entry ``cell`` each, all in
+    bins with thresholds) that come at or before threshold k. Each item's L
+    (thresholds before it) is found by binary search in (distance, index)
+    order among the thresholds of its bin; the count is the cumulative
+    histogram of L. Arrays are flat (index_select is much faster than
+    advanced indexing on the CPU); ``thr_v`` and ``thr_i`` hold the valid
+    thresholds row after row, those of table entry ``e`` at positions
+    ``bin_first[e] .. bin_end[e] - 1``."""
+    device = value.device
+    b = len(n_thr)
     low = bin_first.index_select(0, cell)
     high = bin_end.index_select(0, cell)
     # Invariant: thresholds before `low` come before the item, those from

@@ -241,10 +241,8 @@ def _search(index: AnchorIndex, q: torch.Tensor, q_codes: torch.Tensor, c: int) 
         pos_col = torch.zeros((n, t), dtype=torch.int64, device=device)
         pos_col[row, at] = col
         valid = torch.arange(t, device=device).unsqueeze(0) < n_pos.unsqueeze(1)
-        thr, thr_index, order = sort_thresholds(dist.gather(1, pos_col), item.gather(1, pos_col), valid)
-        ranks = count_at_or_before(
-            dist, thr, thr_index, n_pos, item_index=item, threshold_columns=pos_col.gather(1, order)
-        )
+        thr, thr_index, _ = sort_thresholds(dist.gather(1, pos_col), item.gather(1, pos_col), valid)
+        ranks = count_at_or_before(dist, thr, thr_index, n_pos, item_index=item)
     return _Candidates(selected, n_cand, item, ranks, valid)
 
 
