@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from official_formats import (
     make_cars196, make_cub200, make_inshop, make_sop, md5, tar_gz, zip_folder,
 )
@@ -177,13 +178,14 @@ def test_class_disjoint_run(tmp_path):
         "datasets": {"cub": {**spec, "image_size": 8}},
         "regimes": {"k2": {"train_per_class": 2}},
         "backbones": {"small_cnn": {"arch": "small_cnn", "embedding_size": 8, "params": {"widths": [4, 8]}}},
-        "losses": {"triplet": {"impl": "triplet"}},
+        "losses": {"triplet": {"impl": "triplet"}, "cam": {"impl": "cam"}},
         "seeds": [0],
         "training": {"epochs": 1, "batch_size": 4},
     }
     make_workspace(workdir, config)
     cell = "results/cells/cub/k2/small_cnn/triplet/seed0"
-    snakemake(workdir, "--cores", "2", f"{cell}/metrics.csv")
+    cam = "results/cells/cub/k2/small_cnn/cam/seed0"
+    snakemake(workdir, "--cores", "2", f"{cell}/metrics.csv", f"{cam}/metrics.csv")
     labels = pd.read_parquet(workdir / "results/data/cub/labels.parquet")["label"].to_numpy()
     train = pd.read_parquet(workdir / "results/splits/cub/k2/seed0.train.parquet")
     embedded = pd.read_parquet(workdir / f"{cell}/embeddings.parquet")
@@ -192,4 +194,51 @@ def test_class_disjoint_run(tmp_path):
     metrics = pd.read_csv(workdir / f"{cell}/metrics.csv").set_index("metric")["value"]
     assert metrics[["map", "map@r", "r_precision"]].between(0, 1).all()
     assert metrics["distance_computations_per_query"] == 11  # each of the 12 test images against the others
+    # CAM learns anchors of the 2 training classes only, not of the 2 test classes.
+    model = torch.load(workdir / f"{cam}/model.pt", weights_only=True)
+    assert model["num_classes"] == 2 and model["class_ids"] == [0, 1] and model["loss"]["anchors"].shape[0] == 2
+    assert pd.read_parquet(workdir / f"{cam}/anchors.parquet")["label"].tolist() == [0, 1]
     assert "USER-PINNED" in json.dumps(json.loads((workdir / "results/raw").glob("cub200-*/download.json").__next__().read_text()))
+
+
+def _digits_cell(loss, classes):
+    """A 1-epoch digits cell (conftest's tiny config) trained on the images of ``classes`` only."""
+    from conftest import TINY_CONFIG
+    from workflow.config import Cell, cell_settings, load_config
+    from workflow.datasets import load_dataset
+    from workflow.training import train_cell
+
+    config = {**TINY_CONFIG, "training": {**TINY_CONFIG.get("training", {}), "epochs": 1, "batch_size": 32}}
+    settings = cell_settings(load_config(config), Cell("digits", "full", "small_cnn", loss, 0))
+    data = load_dataset("sklearn_digits")
+    train = np.flatnonzero(np.isin(data.labels, classes))[::4]
+    return data, settings, train_cell(data.images, data.labels, train, 10, settings, progress=False)
+
+
+@pytest.mark.parametrize("loss, state", [("cam", "anchors"), ("ce", "classifier.weight")])
+def test_the_loss_sees_only_the_training_classes(loss, state):
+    """Class-disjoint training (here classes 1, 4, 7, 8 of ten): the loss
+    has one anchor or classifier row per training class, trained on the
+    labels remapped to 0..K-1, and model.pt records the mapping, through
+    which embed gives predictions and anchors the dataset's labels. In the
+    closed set (every class trains) the mapping is the identity."""
+    from workflow.embedding import class_ids, compute_embeddings
+    from workflow.training import training_classes
+
+    ids, remapped = training_classes(np.array([7, 1, 8, 4, 7]), 10)
+    assert ids.tolist() == [1, 4, 7, 8] and remapped.tolist() == [2, 0, 3, 1, 2]
+    with pytest.raises(ValueError, match="outside the dataset's 3 classes"):
+        training_classes(np.array([0, 3]), 3)
+
+    data, settings, model = _digits_cell(loss, [1, 4, 7, 8])
+    assert model["num_classes"] == 4 and model["class_ids"] == [1, 4, 7, 8]
+    assert model["loss"][state].shape[0] == 4
+    embeddings, predictions, anchors = compute_embeddings(model, settings, data.images, np.arange(200))
+    assert set(predictions.tolist()) <= {1, 4, 7, 8}
+    assert class_ids(model).tolist() == [1, 4, 7, 8] and (anchors is None or len(anchors) == 4)
+
+    _, _, closed = _digits_cell(loss, list(range(10)))
+    assert closed["num_classes"] == 10 and closed["class_ids"] == list(range(10))
+    assert closed["loss"][state].shape[0] == 10
+    # A model.pt written before the mapping was recorded: the identity.
+    assert class_ids({"num_classes": 3}).tolist() == [0, 1, 2]

@@ -61,8 +61,19 @@ def compute_embeddings(
     impl = settings["loss_impl"]
     embeddings, predictions = embed_images(backbone, loss_fn, checkpoint, speed, images, index, batch_size, view,
                                            classifies=loss_classifies(impl))
+    # The loss predicts among its own classes: back to the dataset's labels.
+    predictions = np.where(predictions >= 0, class_ids(checkpoint)[np.maximum(predictions, 0)], -1)
     anchors = loss_fn.class_anchors().detach().float().cpu().numpy() if loss_has_anchors(impl) else None
     return embeddings, predictions, anchors
+
+
+def class_ids(checkpoint: dict) -> np.ndarray:
+    """The dataset label of each class of the checkpoint's loss (its
+    anchor, classifier row or proxy i is class ``class_ids[i]``): the
+    training classes (:func:`workflow.training.training_classes`). A model.pt
+    written before they were recorded trained on the dataset's labels as
+    they are: the identity."""
+    return np.asarray(checkpoint.get("class_ids", range(checkpoint["num_classes"])), dtype=np.int64)
 
 
 # What model.pt holds (scripts/train.py writes train_cell's dict without its stats).
@@ -160,8 +171,10 @@ def provenance(settings: dict, config_hash: str) -> dict:
 
 def write_embeddings(
     path, anchors_path, split: pd.DataFrame, labels: np.ndarray, embeddings: np.ndarray,
-    predictions: np.ndarray, anchors: np.ndarray | None, metadata: dict,
+    predictions: np.ndarray, anchors: np.ndarray | None, metadata: dict, anchor_labels: np.ndarray | None = None,
 ) -> None:
+    """``anchor_labels``: the dataset label of each anchor (:func:`class_ids`;
+    default 0..len(anchors)-1)."""
     table = pa.table(
         {
             "index": pa.array(split["index"].to_numpy(), pa.int64()),
@@ -173,10 +186,10 @@ def write_embeddings(
     )
     save_parquet(path, table, metadata)
     if anchors is None:
-        anchors = np.zeros((0, embeddings.shape[1]), dtype=np.float32)
+        anchors, anchor_labels = np.zeros((0, embeddings.shape[1]), dtype=np.float32), None
     anchor_table = pa.table(
         {
-            "label": pa.array(np.arange(len(anchors)), pa.int64()),
+            "label": pa.array(np.arange(len(anchors)) if anchor_labels is None else anchor_labels, pa.int64()),
             "anchor": _fixed_size_list(anchors),
         }
     )

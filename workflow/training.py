@@ -451,6 +451,7 @@ class Training:
     speed: dict
     in_channels: int
     image_size: int
+    class_ids: np.ndarray  # dataset label of each class the loss sees (:func:`training_classes`)
     history: list = field(default_factory=list)
 
     def state_dict(self) -> dict:
@@ -491,6 +492,26 @@ class Training:
         np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
 
 
+def training_classes(train_labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The classes a loss sees and its labels: ``(class_ids, remapped)``.
+
+    A loss learns one classifier row, anchor or proxy per class it trains
+    on, and only those: ``class_ids`` are the dataset labels present among
+    ``train_labels`` (sorted), ``remapped`` the training labels as indices
+    0..K-1 into them. Under the class-disjoint protocol (and class-disjoint
+    validation) the test or held-out classes are never trained, so the loss
+    has no state for them; in the closed set every class trains and the
+    mapping is the identity. ``num_classes``: the dataset's class count
+    (labels lie in 0..num_classes-1)."""
+    class_ids = np.unique(train_labels)
+    if len(class_ids) and (class_ids[0] < 0 or class_ids[-1] >= num_classes):
+        raise ValueError(
+            f"training labels {class_ids[0]}..{class_ids[-1]} lie outside the dataset's "
+            f"{num_classes} classes 0..{num_classes - 1}"
+        )
+    return class_ids, np.searchsorted(class_ids, train_labels)
+
+
 def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarray,
                    num_classes: int, settings: dict, device: torch.device | None = None) -> Training:
     """Models, optimiser, batch source and step of one cell, freshly seeded."""
@@ -500,7 +521,8 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
     seed_everything(settings["seed"])
 
     order = np.sort(train_index)
-    y = torch.as_tensor(labels[order], dtype=torch.long, device=device)
+    class_ids, train_labels = training_classes(labels[order], num_classes)
+    y = torch.as_tensor(train_labels, dtype=torch.long, device=device)
     if isinstance(images, JpegStore):  # decoded batch by batch, whatever data_on_device says
         x = JpegImages(images, order, device, training_option(cfg, "loader_workers"),
                        size=training_option(cfg, "input_size"))
@@ -529,7 +551,7 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
     if isinstance(x, JpegImages):  # images of their own sizes: always brought to one size
         input_size = input_size or int(x.shape[2])
     image_size = input_size or int(x.shape[2])
-    backbone, loss_fn = build_models(settings, x.shape[1], image_size, num_classes)
+    backbone, loss_fn = build_models(settings, x.shape[1], image_size, len(class_ids))
     backbone.to(device)
     loss_fn.to(device)
     if speed["channels_last"]:
@@ -557,7 +579,7 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
     )
     return Training(backbone, loss_fn, optimizer, scheduler, batches, batch_generator,
                     augment_generator, step, mean, std, device, speed,
-                    in_channels=int(x.shape[1]), image_size=image_size)
+                    in_channels=int(x.shape[1]), image_size=image_size, class_ids=class_ids)
 
 
 def save_torch(path, obj) -> None:
@@ -726,7 +748,10 @@ def _train(images, labels, train_index, num_classes, settings, device, progress,
         "std": run.std,
         "in_channels": run.in_channels,
         "image_size": run.image_size,
-        "num_classes": int(num_classes),
+        # The loss's classes: their number, and the dataset label of each
+        # (embed maps predictions and anchors back through it).
+        "num_classes": len(run.class_ids),
+        "class_ids": run.class_ids.tolist(),
         # A JSON round trip gives the history one object graph however it
         # was built (a resumed run mixes unpickled and new key strings, which
         # pickle would write differently): the same bytes in model.pt.

@@ -3,7 +3,7 @@ import pandas as pd
 import torch
 
 from workflow.config import settings_hash
-from workflow.embedding import compute_embeddings, provenance, read_model, write_embeddings
+from workflow.embedding import class_ids, compute_embeddings, provenance, read_model, write_embeddings
 from workflow.jpeg_store import open_images
 from workflow.logs import log_to
 from workflow.selection import resolve_settings
@@ -30,5 +30,6 @@ with log_to(snakemake.log[0]):
         predictions,
         anchors,
         provenance(settings, settings_hash(settings)),
+        anchor_labels=class_ids(checkpoint),
     )
     print(f"{len(index)} embeddings of size {embeddings.shape[1]}")
