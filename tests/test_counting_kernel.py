@@ -21,7 +21,7 @@ def test_at_or_below_gives_the_entries_at_or_below_each_row_limit():
     limit = torch.tensor([[0.0], [float("inf")], [-float("inf")], [0.0], [3.0]])
     mask = np.empty((8, 17), dtype=bool)  # more rows than needed: the first five are used
     for buffer in (None, mask):
-        row, col, value = at_or_below(dist, limit, buffer)
+        row, col, value, repeat = at_or_below(dist, limit, buffer)
         expected_row, expected_col = (dist <= limit).nonzero(as_tuple=True)
         assert torch.equal(row, expected_row) and torch.equal(col, expected_col)
         assert torch.equal(value, dist[expected_row, expected_col])

@@ -190,17 +190,21 @@ def in_parallel(fn, parts: list[tuple]) -> list:
 def at_or_below(dist: torch.Tensor, limit: torch.Tensor, mask: np.ndarray | None = None):
     """The entries of ``dist`` (b, K) at or below their row's ``limit``
     (b, 1): ``(row, column, value)`` of each, flat, row after row and in
-    column order within a row. On the CPU with numpy (several times faster
-    there than torch's comparison, nonzero and integer division), in
+    column order within a row, and a function that repeats a (b,) tensor
+    for them (``x[row]``). On the CPU with numpy (several times faster there
+    than torch's comparison, nonzero, integer division and indexing), in
     ``mask`` (at least b rows of K) when given."""
     if dist.device.type != "cpu":
         row, col = (dist <= limit).nonzero(as_tuple=True)
-        return row, col, dist[row, col]
+        return row, col, dist[row, col], lambda x: x.index_select(0, row)
+    b, k_items = dist.shape
     array = dist.numpy()
-    below = np.less_equal(array, limit.numpy(), out=None if mask is None else mask[: len(dist)])
+    below = np.less_equal(array, limit.numpy(), out=None if mask is None else mask[:b])
     at = np.flatnonzero(below)
-    row, col = np.divmod(at, array.shape[1])
-    return torch.from_numpy(row), torch.from_numpy(col), torch.from_numpy(array.reshape(-1).take(at))
+    row, col = np.divmod(at, k_items)
+    per_row = np.diff(np.searchsorted(at, np.arange(b + 1) * k_items))
+    return (torch.from_numpy(row), torch.from_numpy(col), torch.from_numpy(array.reshape(-1).take(at)),
+            lambda x: torch.from_numpy(np.repeat(x.numpy(), per_row)))
 
 
 def _count_block(dist, thr, thr_index, n_thr, item_index, mask):
@@ -214,7 +218,7 @@ def _count_block(dist, thr, thr_index, n_thr, item_index, mask):
     # come after every threshold (counted nowhere).
     lo = thr[:, :1]
     hi = thr.gather(1, (n_thr - 1).clamp(min=0).unsqueeze(1))
-    row, col, value = at_or_below(dist, torch.where(valid[:, :1], hi, -torch.inf), mask)
+    row, col, value, repeat = at_or_below(dist, torch.where(valid[:, :1], hi, -torch.inf), mask)
     if item_index is None:
         index = col
     elif item_index.ndim == 1:
@@ -243,8 +247,7 @@ def _count_block(dist, thr, thr_index, n_thr, item_index, mask):
         y = (x * scale).add_(shift).clamp_(-1.0, n_bins + 1.0)
         return y.to(torch.int32).add_(first)
 
-    entry = table_entry(value, scale.view(-1).index_select(0, row), shift.view(-1).index_select(0, row),
-                        first.view(-1).index_select(0, row))
+    entry = table_entry(value, repeat(scale.view(-1)), repeat(shift.view(-1)), repeat(first.view(-1)))
     thr_entry = table_entry(thr, scale, shift, first)
     hist = torch.bincount(entry, minlength=b * n_cols).view(b, n_cols)
     # The valid thresholds' entries, row after row: ascending overall. Each
