@@ -1,5 +1,5 @@
 """The paper configs (config/lm_places365.yaml, config/lm_places365_hard5.yaml,
-config/cam_grid.yaml) plan exactly their grids offline, hold the papers'
+config/cam_grid.yaml, config/mlrc.yaml) plan exactly their grids offline, hold the papers'
 protocols, declare tables with the papers' layouts, and benchmarks/grid_cost.py
 counts their training image passes."""
 
@@ -18,11 +18,11 @@ from conftest import REPO, make_workspace, snakemake
 from workflow.config import cells, load_config, training_settings
 from workflow.tables import build_table, render
 
-CONFIGS = ["lm_places365", "lm_places365_hard5", "cam_grid"]
+CONFIGS = ["lm_places365", "lm_places365_hard5", "cam_grid", "mlrc"]
 # Losses that export anchors or centres (README, "Two-stage retrieval").
 WITH_ANCHORS = {"cam", "lm", "center", "island", "arcface", "proxy_anchor"}
 # Sources whose files are downloaded (sklearn_digits and imagefolder need none).
-DOWNLOADED = {"cifar100", "svhn", "tiny_imagenet", "food101", "places365"}
+DOWNLOADED = {"cifar100", "svhn", "tiny_imagenet", "food101", "places365", "cub200", "cars196", "sop", "inshop"}
 # Network access would fail fast through this proxy (nothing listens on port 9).
 DEAD_PROXY = "http://127.0.0.1:9"
 
@@ -54,6 +54,15 @@ def expected_jobs(config: dict) -> dict[str, int]:
         "anchor_figure": per_regime * n["backbones"] * anchored,  # first seed only
         "declared_table": len(config.get("tables", {})), "ranking": len(config.get("rankings", {})), "all": 1,
     }
+    if config.get("selection"):  # README "Selection": every loss gets exactly `budget` trials per selection seed
+        selection = config["selection"]
+        selected = per_regime * n["backbones"] * n["losses"]  # one select per (dataset, regime, backbone, loss)
+        trials = selected * selection["budget"] * len(selection.get("seeds") or config["seeds"][:1])
+        jobs.update({
+            "validation_split": per_regime * len(selection.get("seeds") or config["seeds"][:1]),
+            "train_trial": trials, "embed_trial": trials, "evaluate_trial": trials,
+            "select": selected, "sensitivity_figure": selected, "selection_table": 1,
+        })
     jobs = {rule: count for rule, count in jobs.items() if count}
     jobs["total"] = sum(jobs.values())
     return jobs
@@ -89,6 +98,7 @@ def test_job_counts_of_the_shipped_configs():
     assert expected_jobs(load("lm_places365"))["total"] == 31
     assert expected_jobs(load("lm_places365_hard5"))["total"] == 37
     assert expected_jobs(load("cam_grid"))["total"] == 2450
+    assert expected_jobs(load("mlrc"))["total"] == 2797
 
 
 # The CSAIL Places365 ResNet-18's training and evaluation input, torchvision's
@@ -257,3 +267,76 @@ def test_grid_cost_counts_image_passes(capsys):
     grid_cost.main([str(REPO / "config" / "cam_grid.yaml")])
     out = capsys.readouterr().out
     assert "training image passes: 2,728,053,000" in out and "swin_t at 224x224: 909,351,000" in out
+
+
+def test_mlrc_holds_the_reality_check_protocol():
+    """config/mlrc.yaml: CUB, Cars196 and SOP class-disjoint, an ImageNet
+    ResNet-50 at 224 with a 128-d embedding, batch 32 of 4 images per class
+    for every loss, class-disjoint validation quarters selected by MAP@R
+    with one budget, the usual Recall@k cutoffs, NMI/AMI, and what differs
+    from the paper said in its header."""
+    raw = load("mlrc")
+    config = load_config(raw)
+    assert {name: spec["source"] for name, spec in config["datasets"].items()} == {
+        "cub200": "cub200", "cars196": "cars196", "sop": "sop"}
+    assert all(spec["protocol"] == "class_disjoint" for spec in config["datasets"].values())
+    assert raw["backbones"] == {"resnet50": {
+        "arch": "resnet50", "embedding_size": 128, "params": {"pretrained": "ResNet50_Weights.IMAGENET1K_V1"}}}
+    for key, value in {"batch_size": 32, **CSAIL_INPUT}.items():
+        assert config["training"][key] == value, key
+    assert {entry["impl"] for entry in raw["losses"].values()} == {
+        "contrastive", "triplet", "supcon", "arcface", "proxy_anchor", "ce", "cam", "lm"}
+    assert all(entry["sampler"] == {"m_per_class": 4} for entry in raw["losses"].values())
+    assert config["selection"]["metric"] == "map@r" and len(config["selection"]["seeds"]) == 4
+    assert config["validation"]["class_fraction"] == 0.25
+    # Every loss has exactly `budget` settings, so every setting is tried.
+    assert all(len(trials) == config["selection"]["budget"] for trials in config["trials"].values())
+    recall = set(config["evaluation"]["recall_at"])
+    assert {1, 2, 4, 8} <= recall and {1, 10, 100, 1000} <= recall and config["evaluation"]["clustering"]
+    header = (REPO / "config" / "mlrc.yaml").read_text()
+    for said in ["BN-Inception", "no k-fold", "no ensemble", "RMSprop", "normalised softmax"]:
+        assert said in header, said
+
+
+def test_mlrc_tables_have_the_papers_metrics_per_dataset():
+    """One table per dataset: a row per loss over its 5 seeds, MAP@R,
+    R-precision and P@1 first, then the dataset's usual Recall@k and NMI/AMI."""
+    config = load("mlrc")
+    resolved = load_config(config)
+    names = ["map@r", "r_precision", "precision@1", "nmi", "ami"]
+    names += [f"recall@{k}" for k in resolved["evaluation"]["recall_at"]]
+    rng = np.random.default_rng(0)
+    metrics = pd.DataFrame([
+        {"dataset": c.dataset, "regime": c.regime, "backbone": c.backbone, "loss": c.loss, "seed": c.seed,
+         "retrieval": "exact", "metric": m, "value": rng.uniform()}
+        for c in cells(resolved) for m in names
+    ])
+    usual = {"cub200": [2, 4, 8], "cars196": [2, 4, 8], "sop": [10, 100, 1000]}
+    for dataset, cutoffs in usual.items():
+        table = f"mlrc_{dataset}"
+        frame = build_table(table, resolved["tables"][table], metrics)
+        assert list(dict.fromkeys(frame["row"])) == list(config["losses"])
+        assert list(dict.fromkeys(frame["metric"])) == (
+            ["map@r", "r_precision", "precision@1"] + [f"recall@{k}" for k in cutoffs] + ["nmi", "ami"])
+        assert (frame["n"] == len(config["seeds"])).all()
+        # Each row is its dataset's cells only.
+        chosen = frame[(frame["row"] == "cam") & (frame["metric"] == "map@r")]["mean"].item()
+        cell = metrics.query(f"dataset == '{dataset}' and loss == 'cam' and metric == 'map@r'")
+        assert np.isclose(chosen, cell["value"].mean())
+
+
+def test_grid_cost_counts_selection_trials():
+    """mlrc's selection trials train on three quarters of the training
+    classes (class-disjoint validation holds out a quarter), beside the
+    cells on all of them: CUB 5,864 images of classes 1-100, Cars196 8,054
+    of classes 1-98, SOP 59,551 of Ebay_train."""
+    grid_cost = grid_cost_module()
+    cost = grid_cost.grid_cost(load("mlrc"))
+    cells_ = cost[cost["kind"] == "cell"]
+    trials = cost[cost["kind"] == "trial"]
+    assert len(cells_) == 3 * 8 * 5 and len(trials) == 3 * 8 * 8 * 4
+    assert cells_.groupby("dataset")["train_images"].first().to_dict() == {
+        "cub200": 5_864, "cars196": 8_054, "sop": 59_551}
+    assert trials.groupby("dataset")["train_images"].first().to_dict() == {
+        "cub200": round(5_864 * 75 / 100), "cars196": round(8_054 * 74 / 98), "sop": round(59_551 * 8_488 / 11_318)}
+    assert cost["image_passes"].sum() == 511_645_680 and set(cost["input_size"]) == {224}
