@@ -21,10 +21,13 @@ def test_at_or_below_gives_the_entries_at_or_below_each_row_limit():
     limit = torch.tensor([[0.0], [float("inf")], [-float("inf")], [0.0], [3.0]])
     mask = np.empty((8, 17), dtype=bool)  # more rows than needed: the first five are used
     for buffer in (None, mask):
-        row, col, value, repeat = at_or_below(dist, limit, buffer)
+        at, value, repeat = at_or_below(dist, limit, buffer)
         expected_row, expected_col = (dist <= limit).nonzero(as_tuple=True)
+        row, col = at // dist.shape[1], at % dist.shape[1]
         assert torch.equal(row, expected_row) and torch.equal(col, expected_col)
         assert torch.equal(value, dist[expected_row, expected_col])
+        per_row = torch.arange(5) * 10 + 1
+        assert torch.equal(repeat(per_row), per_row[expected_row])
 
 
 @pytest.mark.parametrize("candidates_per_threshold", [64, 1])

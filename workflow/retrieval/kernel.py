@@ -53,6 +53,7 @@ __all__ = [
     "at_or_below",
     "count_at_or_before",
     "distances",
+    "flat_nonzero",
     "in_parallel",
     "lexicographic_keys",
     "rank_by_sorting",
@@ -189,22 +190,30 @@ def in_parallel(fn, parts: list[tuple]) -> list:
 
 def at_or_below(dist: torch.Tensor, limit: torch.Tensor, mask: np.ndarray | None = None):
     """The entries of ``dist`` (b, K) at or below their row's ``limit``
-    (b, 1): ``(row, column, value)`` of each, flat, row after row and in
-    column order within a row, and a function that repeats a (b,) tensor
-    for them (``x[row]``). On the CPU with numpy (several times faster there
-    than torch's comparison, nonzero, integer division and indexing), in
-    ``mask`` (at least b rows of K) when given."""
+    (b, 1): ``(at, value, repeat)``, ``at`` (int64) their positions in the
+    flattened ``dist``, ascending, ``value`` their distances, and ``repeat``
+    a function that gives a (b,) tensor's value of each entry's row. On the
+    CPU with numpy (several times faster there than torch's comparison,
+    nonzero and indexing), in ``mask`` (at least b rows of K) when given."""
     if dist.device.type != "cpu":
-        row, col = (dist <= limit).nonzero(as_tuple=True)
-        return row, col, dist[row, col], lambda x: x.index_select(0, row)
+        at = (dist <= limit).view(-1).nonzero().squeeze(1)
+        row = torch.div(at, dist.shape[1], rounding_mode="floor")
+        return at, dist.view(-1).index_select(0, at), lambda x: x.index_select(0, row)
     b, k_items = dist.shape
     array = dist.numpy()
     below = np.less_equal(array, limit.numpy(), out=None if mask is None else mask[:b])
     at = np.flatnonzero(below)
-    row, col = np.divmod(at, k_items)
     per_row = np.diff(np.searchsorted(at, np.arange(b + 1) * k_items))
-    return (torch.from_numpy(row), torch.from_numpy(col), torch.from_numpy(array.reshape(-1).take(at)),
+    return (torch.from_numpy(at), torch.from_numpy(array.reshape(-1).take(at)),
             lambda x: torch.from_numpy(np.repeat(x.numpy(), per_row)))
+
+
+def flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """Positions of the true entries of a 1-d bool tensor (int64, ascending;
+    numpy's on the CPU, several times faster there than torch's)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return mask.nonzero().squeeze(1)
 
 
 def _count_block(dist, thr, thr_index, n_thr, item_index, mask):
@@ -218,13 +227,7 @@ def _count_block(dist, thr, thr_index, n_thr, item_index, mask):
     # come after every threshold (counted nowhere).
     lo = thr[:, :1]
     hi = thr.gather(1, (n_thr - 1).clamp(min=0).unsqueeze(1))
-    row, col, value, repeat = at_or_below(dist, torch.where(valid[:, :1], hi, -torch.inf), mask)
-    if item_index is None:
-        index = col
-    elif item_index.ndim == 1:
-        index = item_index.index_select(0, col)
-    else:
-        index = item_index.reshape(-1).index_select(0, row * k_items + col)
+    at, value, repeat = at_or_below(dist, torch.where(valid[:, :1], hi, -torch.inf), mask)
 
     # Bins: n_bins equal bins over [lowest, highest threshold] of each row,
     # numbered -1 .. n_bins + 1 (clamped), by bin(x) = trunc(clamp(x * scale
@@ -280,10 +283,18 @@ def _count_block(dist, thr, thr_index, n_thr, item_index, mask):
         bin_first[used] = first_at
         bin_end = torch.empty(b * n_cols, dtype=torch.int64, device=device)
         bin_end[used] = end_at
-        hit = occupied.index_select(0, entry).nonzero().squeeze(1)
+        hit = flat_nonzero(occupied.index_select(0, entry))
+        at = at.index_select(0, hit)
+        row = torch.div(at, k_items, rounding_mode="floor")
+        if item_index is None:
+            index = at - row * k_items
+        elif item_index.ndim == 1:
+            index = item_index.index_select(0, at - row * k_items)
+        else:
+            index = item_index.reshape(-1).index_select(0, at)
         counts += _search_block(
-            value.index_select(0, hit), index.index_select(0, hit), row.index_select(0, hit),
-            entry.index_select(0, hit), thr[valid], thr_index[valid], bin_first, bin_end, n_thr, width,
+            value.index_select(0, hit), index, row, entry.index_select(0, hit), thr[valid], thr_index[valid],
+            bin_first, bin_end, n_thr, width,
         )
     return counts.masked_fill(~valid, 0)
 
