@@ -123,7 +123,8 @@ def count_at_or_before(
     and ``threshold_index`` (b, T) database indices of each row's thresholds,
     sorted by ``(distance, index)``, the first ``n_thresholds[r]`` of row
     ``r`` valid (the rest ignored); ``item_index`` (K,) or (b, K) the
-    database index of each item (default ``0..K-1``).
+    database index of each item (default ``0..K-1``); items of distance
+    ``+inf`` (padding) come after every finite threshold.
 
     Returns (b, T) int64: entry ``[r, k]`` is the number of items ``j`` of row
     ``r`` with ``(dist[r, j], item_index[r, j]) <= (thresholds[r, k],
