@@ -183,6 +183,21 @@ def _labels_table(labels, official_split, file_ids) -> pa.Table:
     )
 
 
+def _skipped(result, skip: bool, name: str) -> bool:
+    """Whether ``result`` (an image or an :class:`UndecodableImageError`) is
+    an undecodable image to skip, said on stderr; without ``skip`` it is
+    raised, saying how to skip such images."""
+    if not isinstance(result, UndecodableImageError):
+        return False
+    if not skip:
+        raise UndecodableImageError(
+            f"{result} Replace or delete the file, or set "
+            f"datasets.{name}.skip_undecodable: true to skip such images."
+        )
+    print(f"skipped: {result}", file=sys.stderr)
+    return True
+
+
 def _decode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, threads: int, name: str) -> np.ndarray:
     """Decode every file into a .npy memmap at ``images_tmp``; return the
     boolean mask of the rows kept (all, unless ``skip`` dropped some)."""
@@ -204,13 +219,7 @@ def _decode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, th
             block = files.paths[start : start + BLOCK]
             for offset, result in enumerate(pool.map(work, range(start, start + len(block)))):
                 i = start + offset
-                if isinstance(result, UndecodableImageError):
-                    if not skip:
-                        raise UndecodableImageError(
-                            f"{result} Replace or delete the file, or set "
-                            f"datasets.{name}.skip_undecodable: true to skip such images."
-                        )
-                    print(f"skipped: {result}", file=sys.stderr)
+                if _skipped(result, skip, name):
                     continue
                 if out is None:
                     out = np.lib.format.open_memmap(images_tmp, mode="w+", dtype=np.uint8, shape=(n, *result.shape))
@@ -264,13 +273,7 @@ def _encode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, th
         for start in range(0, n, BLOCK):
             block = files.paths[start : start + BLOCK]
             for offset, result in enumerate(pool.map(work, block)):
-                if isinstance(result, UndecodableImageError):
-                    if not skip:
-                        raise UndecodableImageError(
-                            f"{result} Replace or delete the file, or set "
-                            f"datasets.{name}.skip_undecodable: true to skip such images."
-                        )
-                    print(f"skipped: {result}", file=sys.stderr)
+                if _skipped(result, skip, name):
                     continue
                 writer.add(*result)
                 kept[start + offset] = True
