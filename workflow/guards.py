@@ -46,6 +46,7 @@ from pathlib import Path
 import yaml
 
 from workflow.config import ConfigError, number_hint
+from workflow.registry import did_you_mean, unknown_parameter
 
 # The schema's name rule ($defs/name_pattern): also no suffix repeated 20
 # times, which Snakemake's periodic-wildcard guard would take for a runaway
@@ -165,12 +166,7 @@ def _check_arguments(key: str, kind: str, builder, params: dict, reserved: set[s
                 + (" (embedding_size belongs to the backbone entry)" if name == "embedding_size" else "")
             )
         if name not in accepted:
-            close = difflib.get_close_matches(name, accepted, n=1)
-            raise ConfigError(
-                f"config key {key}.{name}: {kind} has no parameter {name!r}"
-                + (f" (did you mean {close[0]!r}?)" if close else "")
-                + f"; it accepts: {', '.join(accepted) or 'none'}"
-            )
+            raise ConfigError(f"config key {key}.{name}: {kind} {unknown_parameter(name, accepted)}")
 
 
 def _check_ranges(key: str, kind: str, registry, name: str, params: dict) -> None:
@@ -314,11 +310,10 @@ def _check_attributes(table: str, decl: dict) -> None:
                 named.append((f"tables.{table}.{key}", entry))
     for key, attribute in named:
         if attribute not in TABLE_ATTRIBUTES:
-            close = difflib.get_close_matches(str(attribute), TABLE_ATTRIBUTES, n=1)
             raise ConfigError(
                 f"config key {key}: {attribute!r} is not a cell attribute"
-                + (f" (did you mean {close[0]!r}?)" if close else "")
-                + f"; a table selects by and lays out {', '.join(TABLE_ATTRIBUTES)}"
+                f"{did_you_mean(str(attribute), TABLE_ATTRIBUTES)}; a table selects by and lays out "
+                f"{', '.join(TABLE_ATTRIBUTES)}"
             )
 
 
@@ -408,11 +403,9 @@ def check_rankings(config: dict) -> None:
         allowed = [a for a in TABLE_ATTRIBUTES if a != "loss"] + ["seed"]
         for attribute in decl["blocks"]:
             if attribute not in allowed:
-                close = difflib.get_close_matches(str(attribute), allowed, n=1)
                 raise ConfigError(
-                    f"config key {key}.blocks: {attribute!r} cannot make blocks"
-                    + (f" (did you mean {close[0]!r}?)" if close else "")
-                    + f"; blocks are combinations of {', '.join(allowed)} (the losses are what is ranked)"
+                    f"config key {key}.blocks: {attribute!r} cannot make blocks{did_you_mean(str(attribute), allowed)}"
+                    f"; blocks are combinations of {', '.join(allowed)} (the losses are what is ranked)"
                 )
         for attribute in decl.get("select") or {}:
             if attribute not in TABLE_ATTRIBUTES:

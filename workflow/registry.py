@@ -20,6 +20,7 @@ never reaches a constructor.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import math
 import pkgutil
@@ -123,6 +124,20 @@ class CheckedElsewhere:
 
     def problem(self, value) -> str | None:
         return None
+
+
+def did_you_mean(word, choices) -> str:
+    """`` (did you mean 'x'?)`` with the choice closest to ``word``
+    (difflib), or "" when none is close: the hint of every "unknown name"
+    error."""
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_parameter(name, accepted: list[str]) -> str:
+    """The end of the error for a parameter ``name`` that a loader, loss or
+    backbone does not take: the closest one and all it ``accepted``."""
+    return f"has no parameter {name!r}{did_you_mean(name, accepted)}; it accepts: {', '.join(accepted) or 'none'}"
 
 
 class ParameterError(ValueError):

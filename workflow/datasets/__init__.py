@@ -30,7 +30,6 @@ Registry metadata (given to :func:`register_dataset`, read with
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import inspect
 import stat
@@ -41,7 +40,7 @@ from typing import Callable
 
 import numpy as np
 
-from workflow.registry import Registry
+from workflow.registry import Registry, unknown_parameter
 
 DATASETS = Registry("dataset", __name__)
 register_dataset = DATASETS.register
@@ -188,12 +187,7 @@ def check_params(source: str, params: dict) -> None:
             raise TypeError(f"dataset {source!r} needs the parameter {key!r}")
     for key in params:
         if key not in accepted:
-            close = difflib.get_close_matches(key, accepted, n=1)
-            raise TypeError(
-                f"dataset {source!r} has no parameter {key!r}"
-                + (f" (did you mean {close[0]!r}?)" if close else "")
-                + f"; it accepts: {', '.join(accepted) or 'none'}"
-            )
+            raise TypeError(f"dataset {source!r} {unknown_parameter(key, accepted)}")
 
 
 def dataset_files(source: str, params: dict) -> list:
