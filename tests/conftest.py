@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -30,6 +31,29 @@ TINY_CONFIG = {
         }
     },
 }
+
+
+def training_settings(loss: str = "ce", sampler=None, epochs: int = 4, **training):
+    """Settings of the digits/full/small_cnn/<loss>/seed0 cell of
+    TINY_CONFIG with ``loss`` (and ``sampler``) alone, batches of 40 and a
+    step schedule halving every 2 epochs; ``training`` adds training keys."""
+    from workflow.config import Cell, cell_settings, load_config
+
+    config = copy.deepcopy(TINY_CONFIG)
+    config["losses"] = {loss: {"impl": loss, "sampler": sampler}}
+    config["training"] = {"epochs": epochs, "batch_size": 40, "lr_schedule": "step",
+                          "lr_step_epochs": 2, "lr_gamma": 0.5, **training}
+    return cell_settings(load_config(config), Cell("digits", "full", "small_cnn", loss, 0))
+
+
+def digits_training_set(per_class: int = 24):
+    """sklearn's digits and the indices of the first ``per_class`` images of each class."""
+    import numpy as np
+
+    from workflow.datasets import load_dataset
+
+    data = load_dataset("sklearn_digits")
+    return data, np.concatenate([np.flatnonzero(data.labels == c)[:per_class] for c in range(10)])
 
 
 def make_workspace(path: Path, config: dict) -> Path:

@@ -18,29 +18,16 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from workflow.config import Cell, cell_settings, load_config
-from workflow.datasets import load_dataset
-from conftest import TINY_CONFIG, make_workspace, snakemake
-
-
-def settings(loss="ce", sampler=None, epochs=4, **training):
-    config = copy.deepcopy(TINY_CONFIG)
-    config["losses"] = {loss: {"impl": loss, "sampler": sampler}}
-    config["training"] = {"epochs": epochs, "batch_size": 40, "lr_schedule": "step",
-                          "lr_step_epochs": 2, "lr_gamma": 0.5, **training}
-    return cell_settings(load_config(config), Cell("digits", "full", "small_cnn", loss, 0))
+from conftest import digits_training_set, make_workspace, snakemake, training_settings
 
 
 @pytest.fixture(scope="module")
 def digits():
-    data = load_dataset("sklearn_digits")
-    train = np.concatenate([np.flatnonzero(data.labels == c)[:24] for c in range(10)])
-    return data, train
+    return digits_training_set()
 
 
 def model_bytes(model: dict) -> bytes:
@@ -68,7 +55,7 @@ def test_interrupted_then_resumed_equals_uninterrupted_bit_for_bit(tmp_path, dig
     from workflow.training import train_cell
 
     data, train = digits
-    s = settings(loss, sampler, augment=augment, augment_padding=1)
+    s = training_settings(loss, sampler, augment=augment, augment_padding=1)
     whole = train_cell(data.images, data.labels, train, 10, s, progress=False)
     path = tmp_path / "last.pt"
     assert train_cell(data.images, data.labels, train, 10, s, progress=False,
@@ -80,7 +67,7 @@ def test_interrupted_then_resumed_equals_uninterrupted_bit_for_bit(tmp_path, dig
     assert_same_model(whole, resumed)
     # Resuming from the middle is not the same as starting over at the end:
     # the run differs from one that skips the checkpointed optimiser/RNG state.
-    fresh_after_one = train_cell(data.images, data.labels, train, 10, settings(loss, sampler, epochs=3,
+    fresh_after_one = train_cell(data.images, data.labels, train, 10, training_settings(loss, sampler, epochs=3,
                                  augment=augment, augment_padding=1), progress=False)
     assert fresh_after_one["history"] != resumed["history"][1:]
 
@@ -90,10 +77,10 @@ def test_checkpoint_of_other_settings_is_ignored_with_a_log_line(tmp_path, digit
 
     data, train = digits
     path = tmp_path / "last.pt"
-    train_cell(data.images, data.labels, train, 10, settings(lr=0.01), progress=False,
+    train_cell(data.images, data.labels, train, 10, training_settings(lr=0.01), progress=False,
                checkpoint_path=path, stop_after_epoch=2)
     capfd.readouterr()
-    s = settings()
+    s = training_settings()
     model = train_cell(data.images, data.labels, train, 10, s, progress=False, checkpoint_path=path)
     assert "ignoring checkpoint" in capfd.readouterr().err
     assert model["stats"]["resumed_from_epoch"] == 0
@@ -118,7 +105,7 @@ def test_training_on_one_and_two_threads_agrees_but_not_bit_for_bit(digits, prec
     from workflow.training import train_cell
 
     data, train = digits
-    s = settings("cam", epochs=2, precision=precision)
+    s = training_settings("cam", epochs=2, precision=precision)
     one = train_cell(data.images, data.labels, train, 10, s, threads=1, progress=False)
     two = train_cell(data.images, data.labels, train, 10, s, threads=2, progress=False)
     assert two["stats"]["threads"] == 2 and two["stats"]["precision"] == precision

@@ -14,24 +14,16 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from workflow.config import Cell, cell_settings, load_config
-from workflow.datasets import load_dataset
-from conftest import TINY_CONFIG, make_workspace, snakemake
+from conftest import TINY_CONFIG, digits_training_set, make_workspace, snakemake, training_settings
 
 
 def settings(loss="cam", epochs=4):
-    config = copy.deepcopy(TINY_CONFIG)
-    config["losses"] = {loss: {"impl": loss}}
-    config["training"] = {"epochs": epochs, "batch_size": 40, "lr_schedule": "step",
-                          "lr_step_epochs": 2, "lr_gamma": 0.5, "checkpoint_every": 2}
-    return cell_settings(load_config(config), Cell("digits", "full", "small_cnn", loss, 0))
+    return training_settings(loss, epochs=epochs, checkpoint_every=2)
 
 
 @pytest.fixture(scope="module")
 def digits():
-    data = load_dataset("sklearn_digits")
-    train = np.concatenate([np.flatnonzero(data.labels == c)[:24] for c in range(10)])
-    return data, train
+    return digits_training_set()
 
 
 def logged(folder) -> dict[str, list[tuple[int, float]]]:
