@@ -31,14 +31,13 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from retrieval import cpu_name, cpu_seconds, faiss_knn, peak_mb, run_rounds, versions  # noqa: E402
+from retrieval import Report, cpu_name, cpu_seconds, faiss_knn, peak_mb, run_rounds, timed, versions  # noqa: E402
 
 NOISE, SEED = 2.5, 0
 SIZES = (2, 12)  # class sizes, uniform (SOP's test set: 2 to 12, mean 5.3)
@@ -74,12 +73,8 @@ def worker(method: str, folder: Path, threads: int) -> dict:
     elif method == "exact":
         from workflow.retrieval.exact import evaluate_retrieval
 
-        base = peak_mb()
-        cpu = cpu_seconds()
-        began = time.perf_counter()
-        metrics, _ = evaluate_retrieval(emb, labels, evaluation=EVALUATION, chunk_size=1024, device="cpu")
-        seconds = time.perf_counter() - began
-        out["metrics"] = metrics
+        base, cpu, seconds, (out["metrics"], _) = timed(
+            lambda: evaluate_retrieval(emb, labels, evaluation=EVALUATION, chunk_size=1024, device="cpu"))
     else:
         raise SystemExit(f"unknown method {method}")
     out.update(method=method, seconds=seconds, cpu_seconds=cpu_seconds() - cpu, base_mb=base, peak_mb=peak_mb())
@@ -101,12 +96,7 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.data, args.threads)))
         return
     methods = args.methods.split(",")
-    lines = []
-
-    def say(text=""):
-        print(text, flush=True)
-        lines.append(text)
-
+    say = Report()
     say(f"# All-against-all benchmark ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)")
     say(f"device: {cpu_name()}, {args.threads} threads of {os.cpu_count()} CPUs, OMP_WAIT_POLICY=passive; no GPU")
     say(f"versions: {versions()}")
@@ -138,10 +128,7 @@ def main() -> None:
         gb = summary["exact"]["peak"] / 1024
         say(f"  exact peak memory: {gb:.2f} GB [< {TARGETS['exact_peak_gb']}] "
             f"{'met' if gb < TARGETS['exact_peak_gb'] else 'MISSED'}")
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text("\n".join(lines) + "\n")
-        print(f"\nwritten to {args.output}")
+    say.write(args.output)
 
 
 if __name__ == "__main__":

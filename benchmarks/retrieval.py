@@ -105,6 +105,30 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime  # all threads of this process
 
 
+def timed(call):
+    """Run ``call()``; return (base MB, CPU seconds before the call, wall
+    seconds of the call, its result)."""
+    base = peak_mb()
+    cpu = cpu_seconds()
+    began = time.perf_counter()
+    result = call()
+    return base, cpu, time.perf_counter() - began, result
+
+
+class Report(list):
+    """The report's lines: each printed as it comes, and kept for ``write``."""
+
+    def __call__(self, text: str = "") -> None:
+        print(text, flush=True)
+        self.append(text)
+
+    def write(self, output: Path | None) -> None:
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text("\n".join(self) + "\n")
+            print(f"\nwritten to {output}")
+
+
 # ---------------------------------------------------------------------------
 # One method in this process (run by the parent as a subprocess)
 # ---------------------------------------------------------------------------
@@ -151,35 +175,23 @@ def worker(method: str, folder: Path, threads: int) -> dict:
             k="max_bin_count", device=torch.device("cpu"),
         )
         tensors = [torch.from_numpy(x) for x in (q, ql, db, dl)]
-        base = peak_mb()
-        cpu = cpu_seconds()
-        began = time.perf_counter()
-        result = calc.get_accuracy(*tensors, ref_includes_query=False)
-        seconds = time.perf_counter() - began
+        base, cpu, seconds, result = timed(lambda: calc.get_accuracy(*tensors, ref_includes_query=False))
         out["metrics"] = {k: float(v) for k, v in result.items()}
     elif method == "exact":
         from workflow.retrieval.exact import evaluate_retrieval
 
-        base = peak_mb()
-        cpu = cpu_seconds()
-        began = time.perf_counter()
-        metrics, _ = evaluate_retrieval(q, ql, db, dl, EVALUATION, chunk_size=1024, device="cpu")
-        seconds = time.perf_counter() - began
-        out["metrics"] = metrics
+        base, cpu, seconds, (out["metrics"], _) = timed(
+            lambda: evaluate_retrieval(q, ql, db, dl, EVALUATION, chunk_size=1024, device="cpu"))
     elif method.startswith("two_stage_c"):
         from workflow.retrieval.two_stage import evaluate_retrieval_methods
 
         c = int(method.removeprefix("two_stage_c"))
         centres = np.load(folder / "centres.npy")
-        base = peak_mb()
-        cpu = cpu_seconds()
-        began = time.perf_counter()
-        result = evaluate_retrieval_methods(
+        base, cpu, total, result = timed(lambda: evaluate_retrieval_methods(
             q, ql, db, dl, anchors=centres, classes=[c], rest="cut",
             evaluation=EVALUATION, chunk_size=1024, device="cpu",
             exact=False,
-        )
-        total = time.perf_counter() - began
+        ))
         # Index building (the assignment) is timed apart, as faiss's add.
         out["index_seconds"] = result[method].index_seconds
         seconds = total - out["index_seconds"]
@@ -275,13 +287,7 @@ def main() -> None:
     if output is None and not args.small:
         output = REPO / "benchmarks/results/retrieval_cpu.txt"
     methods = args.methods.split(",")
-
-    lines = []
-
-    def say(text=""):
-        print(text, flush=True)
-        lines.append(text)
-
+    say = Report()
     say(f"# Retrieval benchmark ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)")
     say(f"device: {cpu_name()}, {args.threads} threads of {os.cpu_count()} CPUs, "
         f"OMP_WAIT_POLICY={args.wait_policy}; no GPU used")
@@ -341,10 +347,7 @@ def main() -> None:
     say()
     for note in NOTES:
         say(note)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text("\n".join(lines) + "\n")
-        print(f"\nwritten to {output}")
+    say.write(output)
 
 
 if __name__ == "__main__":
