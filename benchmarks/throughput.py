@@ -134,7 +134,7 @@ def project_train(images, labels, arch, batch_size, steps, warmup, device, speed
     busy = busy_fraction(profiled["kernel_s"], per_step)
     checkpoint = {"backbone": run.backbone.state_dict(), "loss": run.loss_fn.state_dict(), "mean": run.mean,
                   "std": run.std, "in_channels": run.in_channels, "image_size": run.image_size,
-                  "num_classes": NUM_CLASSES}
+                  "num_classes": len(run.class_ids)}
     return per_step, busy, profiled["phases"], checkpoint, settings, run.speed
 
 
