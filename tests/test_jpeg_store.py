@@ -220,3 +220,23 @@ def test_training_from_a_store_is_reproducible_with_and_without_workers_and_resu
 
     embeddings, _, _ = compute_embeddings(with_workers, s, store, np.arange(len(store)))
     assert embeddings.shape == (len(store), 16) and np.isfinite(embeddings).all()
+
+
+def test_bounding_boxes_crop_the_stored_jpegs_as_they_crop_the_arrays(tmp_path):
+    """A dataset with boxes (CUB, Cars with ``bounding_boxes: true``) stored as
+    JPEGs keeps each image's box, as the array storage does."""
+    from workflow.datasets import ImageFiles
+    from workflow.prepare import decode_image, write_prepared
+
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"{i}.jpg"
+        Image.fromarray(np.full((30, 40, 3), 60 * i, dtype=np.uint8)).save(path, quality=95)
+        paths.append(path)
+    boxes = np.array([[5, 5, 25, 20], [0, 10, 40, 30]], dtype=float)
+    files = ImageFiles(paths, np.array([0, 1]), ["a", "b"], None, np.array(["0.jpg", "1.jpg"]), boxes)
+    out = tmp_path / "out"
+    write_prepared(files, out / "images.jpegs", out / "labels.parquet", out / "classes.json", storage="jpeg")
+    store = JpegStore(out / "images.jpegs")
+    assert [(int(h), int(w)) for h, w in zip(store.heights, store.widths)] == [(15, 20), (20, 40)]
+    assert [decode_image(p, None, b).shape[:2] for p, b in zip(paths, boxes)] == [(15, 20), (20, 40)]

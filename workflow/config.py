@@ -380,6 +380,14 @@ def candidate_settings(config: dict, cell: Cell) -> dict[str, dict]:
     return {name: cell_settings(config, cell, loss_entry=entry) for name, entry in trials.items()}
 
 
+def laid_out(decl: dict) -> set[str]:
+    """The attributes a declared table lays out in its rows, columns or blocks."""
+    layout = set(decl.get("columns", [])) | set(decl.get("blocks", []))
+    for row in decl.get("rows", ["loss"]):
+        layout |= set(row) - {"label"} if isinstance(row, dict) else {row}
+    return layout
+
+
 def check_fixed_factors(config: dict) -> None:
     """Within one declared table, every compared cell has the same backbone,
     embedding size, optimiser, epochs, batch size and augmentation, unless
@@ -389,11 +397,8 @@ def check_fixed_factors(config: dict) -> None:
     one of the ranking's ``blocks``."""
     grid = cells(config)
     for table, decl in (config.get("tables") or {}).items():
-        layout = set(decl.get("columns", [])) | set(decl.get("blocks", []))
-        for row in decl.get("rows", ["loss"]):
-            layout |= set(row) - {"label"} if isinstance(row, dict) else {row}
         _check_fixed_within(config, grid, f"tables.{table}", decl.get("select") or {},
-                            decl.get("columns", []) + decl.get("blocks", []), layout,
+                            decl.get("columns", []) + decl.get("blocks", []), laid_out(decl),
                             "declare {factor!r} in the table's rows, columns or blocks")
     for name, decl in (config.get("rankings") or {}).items():
         _check_fixed_within(config, grid, f"rankings.{name}", decl.get("select") or {}, decl["blocks"],

@@ -29,7 +29,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
 
 from workflow.geometry import own_distance_rows  # noqa: E402
 from workflow.retrieval.metrics import METRICS  # noqa: E402
@@ -47,6 +46,8 @@ def set_style() -> None:
 def tsne_figure(panels: dict[str, tuple[np.ndarray, np.ndarray]], seed: int = 0, max_points: int = 2000, title: str = ""):
     """``panels``: loss name -> (embeddings (N, D), labels (N,)). The same
     subsample of points (chosen by ``seed``) is used in every panel."""
+    from sklearn.manifold import TSNE  # only this figure needs scikit-learn
+
     set_style()
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), dpi=150, squeeze=False)
     for ax, (name, (emb, labels)) in zip(axes[0], panels.items()):

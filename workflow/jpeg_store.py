@@ -124,16 +124,22 @@ def decodes_everywhere(data: bytes) -> bool:
     return True
 
 
-def file_jpeg(path, size: int | None) -> tuple[bytes, int, int]:
+def file_jpeg(path, size: int | None, box=None) -> tuple[bytes, int, int]:
     """An image file -> (JPEG bytes, height, width): the file's own bytes
     when it is an 8-bit RGB or grey JPEG no larger than ``size`` that
     training decodes as it is (:func:`decodes_everywhere`), else
     :func:`encode_image` (a large JPEG is decoded at the smallest DCT scale
-    that keeps its shorter side >= ``size``, as ``prepare`` does)."""
+    that keeps its shorter side >= ``size``, as ``prepare`` does). ``box``
+    (a published bounding box) crops the image first, as ``prepare`` does
+    for arrays (:func:`workflow.prepare.crop_to_box`), and is encoded again."""
     from PIL import Image
 
     path = Path(path)
     with Image.open(path) as image:
+        if box is not None:
+            from workflow.prepare import crop_to_box
+
+            return encode_image(crop_to_box(image, box, image.width, image.height), size)
         if image.format == "JPEG" and image.mode in ("RGB", "L") and (size is None or min(image.size) <= size):
             image.load()  # decodes: a broken JPEG fails here, in prepare, not in training
             data = path.read_bytes()
@@ -241,10 +247,10 @@ class JpegStore:
         ``rows``' order), each checked against its CRC-32."""
         out = []
         for i in np.asarray(rows).tolist():
-            data = self.data[self.offsets[i]:self.offsets[i + 1]].tobytes()
+            data = bytearray(self.data[self.offsets[i]:self.offsets[i + 1]])
             if zlib.crc32(data) != self.crcs[i]:
                 raise self.damaged(i, "is corrupt (its bytes do not match the checksum written by prepare)")
-            out.append(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            out.append(torch.frombuffer(data, dtype=torch.uint8))
         return out
 
     def decode(self, rows, device="cpu") -> list[torch.Tensor]:

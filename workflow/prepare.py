@@ -87,6 +87,20 @@ def to_8bit(image: Image.Image) -> Image.Image:
     return image
 
 
+def crop_to_box(image, box, width: int, height: int):
+    """``image`` cropped to ``box`` (left, top, right, bottom in the pixels
+    of the ``width`` x ``height`` file; ``image`` may be smaller, drafted),
+    clipped to the image; a box outside it raises ValueError."""
+    sx, sy = image.size[0] / width, image.size[1] / height  # < 1 after drafting
+    left, top = max(0.0, box[0]) * sx, max(0.0, box[1]) * sy
+    right, bottom = min(float(width), box[2]) * sx, min(float(height), box[3]) * sy
+    if right - left < 1 or bottom - top < 1:
+        raise ValueError(f"its bounding box {tuple(float(v) for v in box)} lies outside the "
+                         f"{width}x{height} image")
+    return image.crop((round(left), round(top), max(round(right), round(left) + 1),
+                       max(round(bottom), round(top) + 1)))
+
+
 def decode_image(path, image_size: int | None, box=None) -> np.ndarray:
     """One image file -> uint8 (H, W, 3). 16-bit images are scaled to 8 bits
     (:func:`to_8bit`); single-channel images are converted to RGB. ``box``
@@ -106,14 +120,7 @@ def decode_image(path, image_size: int | None, box=None) -> np.ndarray:
                                     int(np.ceil(image_size * height / (height if box is None else box_h)))))
             image = to_8bit(image).convert("RGB")
             if box is not None:
-                sx, sy = image.size[0] / width, image.size[1] / height  # < 1 after drafting
-                left, top = max(0.0, box[0]) * sx, max(0.0, box[1]) * sy
-                right, bottom = min(float(width), box[2]) * sx, min(float(height), box[3]) * sy
-                if right - left < 1 or bottom - top < 1:
-                    raise ValueError(f"its bounding box {tuple(float(v) for v in box)} lies outside the "
-                                     f"{width}x{height} image")
-                image = image.crop((round(left), round(top), max(round(right), round(left) + 1),
-                                    max(round(bottom), round(top) + 1)))
+                image = crop_to_box(image, box, width, height)
             if image_size is not None:
                 image = resize_square(image, image_size)
             return np.asarray(image, dtype=np.uint8)
@@ -259,11 +266,14 @@ def _encode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, th
     n = len(files.paths)
     kept = np.zeros(n, dtype=bool)
 
-    def work(path):
+    boxes = [None] * n if files.boxes is None else files.boxes
+
+    def work(i):
+        path = files.paths[i]
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: image file is missing")
         try:
-            return file_jpeg(path, image_size)
+            return file_jpeg(path, image_size, boxes[i])
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             return UndecodableImageError(f"{path}: cannot decode the image ({error})")
 
@@ -272,7 +282,7 @@ def _encode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, th
     with bar, ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for start in range(0, n, BLOCK):
             block = files.paths[start : start + BLOCK]
-            for offset, result in enumerate(pool.map(work, block)):
+            for offset, result in enumerate(pool.map(work, range(start, start + len(block)))):
                 if _skipped(result, skip, name):
                     continue
                 writer.add(*result)

@@ -52,7 +52,7 @@ import pandas as pd
 from scipy import stats
 
 from workflow.config import TABLE_ATTRIBUTES as ATTRIBUTES
-from workflow.config import ConfigError
+from workflow.config import ConfigError, laid_out
 from workflow.geometry import own_distance_rows
 from workflow.retrieval.metrics import METRICS
 
@@ -153,14 +153,6 @@ def select(metrics: pd.DataFrame, selectors: dict) -> pd.DataFrame:
     for key, value in selectors.items():
         mask &= metrics[key].isin(_as_list(value)).to_numpy()
     return metrics[mask]
-
-
-def laid_out(decl: dict) -> set[str]:
-    """The attributes a declared table lays out in its rows, columns or blocks."""
-    layout = set(decl.get("columns", [])) | set(decl.get("blocks", []))
-    for row in decl.get("rows", ["loss"]):
-        layout |= set(row) - {"label"} if isinstance(row, dict) else {row}
-    return layout
 
 
 def declared_selection(metrics: pd.DataFrame, decl: dict) -> pd.DataFrame:

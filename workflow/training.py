@@ -532,20 +532,24 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
                 f"image_size), so cell {CELL_PATTERN.format(**settings)} needs training.input_size: set it "
                 "(e.g. 224), or set the dataset's image_size"
             )
-        mean, std = x.channel_statistics()
+        statistics = x.channel_statistics
     elif training_option(cfg, "data_on_device"):
         train_images = np.asarray(images[order])
-        # Per-channel statistics in NumPy: torch splits large reductions across
-        # threads, so its float64 mean would depend on the thread count.
-        pixels = train_images.reshape(-1, train_images.shape[-1]).astype(np.float64) / 255.0
-        mean = torch.from_numpy(pixels.mean(axis=0)).float()
-        std = torch.from_numpy(pixels.std(axis=0, ddof=1)).clamp_min(1e-3).float()
+
+        def statistics():
+            # Per-channel statistics in NumPy: torch splits large reductions across
+            # threads, so its float64 mean would depend on the thread count.
+            pixels = train_images.reshape(-1, train_images.shape[-1]).astype(np.float64) / 255.0
+            return (torch.from_numpy(pixels.mean(axis=0)).float(),
+                    torch.from_numpy(pixels.std(axis=0, ddof=1)).clamp_min(1e-3).float())
+
         x = torch.as_tensor(np.ascontiguousarray(train_images), device=device).permute(0, 3, 1, 2).contiguous()
     else:
         x = HostImages(images, order, device, workers=training_option(cfg, "loader_workers"))
-        mean, std = x.channel_statistics()
-    # A pretrained trunk gets the inputs it was trained on: its weights' mean and std.
-    mean, std = input_normalisation(settings["backbone_params"], int(x.shape[1])) or (mean, std)
+        statistics = x.channel_statistics
+    # A pretrained trunk gets the inputs it was trained on: its weights' mean
+    # and std (the data's own are then not computed).
+    mean, std = input_normalisation(settings["backbone_params"], int(x.shape[1])) or statistics()
 
     input_size, _ = input_view(cfg, int(x.shape[2]), int(x.shape[3]))
     if isinstance(x, JpegImages):  # images of their own sizes: always brought to one size
