@@ -160,6 +160,11 @@ def expand_sweeps(config: dict) -> tuple[dict, dict]:
             expanded[name] = entry
             sweeps[name] = {"base": name, "values": {}}
             continue
+        if "search" in entry:
+            for new_name, new, values in search_trials(name, entry, config.get("selection")):
+                expanded[new_name] = new
+                sweeps[new_name] = {"base": name, "values": values}
+            continue
         swept = {}
         for section in ("params", "training"):
             fields = entry.get(section)
@@ -191,6 +196,41 @@ def expand_sweeps(config: dict) -> tuple[dict, dict]:
             }
     config["losses"] = expanded
     return config, sweeps
+
+
+def search_trials(name: str, entry: dict, selection) -> list[tuple[str, dict, dict]]:
+    """The trials of a loss entry with ``search`` (see :mod:`workflow.search`):
+    ``selection.budget`` settings of its space, named ``<name>-t00``,
+    ``<name>-t01``, ...; each as (name, loss entry, searched values)."""
+    from workflow.search import design, entry_space, set_value
+
+    if not isinstance(selection, dict) or not isinstance(selection.get("budget"), int):
+        raise ConfigError(
+            f"config key losses.{name}.search: a search needs selection.budget (the number of trials "
+            "of every loss) and a validation split; add selection: {budget: 12} or remove the search"
+        )
+    for section in ("params", "training"):
+        for key, value in (entry.get(section) or {}).items():
+            if sweep_values(f"losses.{name}.{section}.{key}", value) is not None:
+                raise ConfigError(
+                    f"config key losses.{name}.{section}.{key}: a sweep cannot be combined with "
+                    f"losses.{name}.search; give the range in the search (losses.{name}.search."
+                    f"{section}.{key}: {{range: [low, high]}}) or fix one value"
+                )
+    from workflow.losses import LOSSES
+
+    if entry.get("impl") not in LOSSES.names():
+        return [(name, entry, {})]  # the schema or check_registered names it
+    space = entry_space(name, entry)
+    trials = []
+    settings = design(space, selection["budget"], selection.get("seed", 0))
+    for i, values in enumerate(settings):
+        new = copy.deepcopy(entry)
+        del new["search"]
+        for key, value in values.items():
+            set_value(new, key, value)
+        trials.append((f"{name}-t{i:02d}", new, values))
+    return trials
 
 
 def expand_losses(losses: dict) -> dict:

@@ -56,6 +56,13 @@ def loss_classifies(impl: str) -> bool:
     return LOSSES.metadata(impl)["classifies"]
 
 
+def loss_has_parameters(impl: str) -> bool:
+    """Whether loss ``impl`` learns parameters of its own (anchors,
+    proxies, centres, class weights), which ``lr_multiplier`` scales: read
+    from a small instance's ``parameters()``, the module's own interface."""
+    return any(True for _ in LOSSES.get(impl)(num_classes=3, embedding_size=4).parameters())
+
+
 def build_loss(impl: str, num_classes: int, embedding_size: int, **params):
     """The loss ``impl`` with ``params``, after checking them against its
     declared ranges (:meth:`workflow.registry.Registry.check_params`)."""

@@ -10,6 +10,7 @@ from torch import nn
 
 from workflow.losses import register_loss
 from workflow.registry import Number
+from workflow.search import Range
 
 
 def centre_term(embeddings, centres, labels):
@@ -18,7 +19,8 @@ def centre_term(embeddings, centres, labels):
 
 
 @register_loss("center", geometry="euclidean", anchors=True, classifies=True,
-               params={"lambda_c": Number(ge=0)})
+               params={"lambda_c": Number(ge=0)},
+               search={"params.lambda_c": Range(3.0e-4, 3.0e-2, 3.0e-3, "paper (lambda = 0.003); range ours")})
 class CenterLoss(nn.Module):
     """Cross-entropy of a linear head plus the centre loss.
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from workflow.losses import register_loss
 from workflow.registry import Number, OneOf
+from workflow.search import Choice, Range
 
 
 def safe_norm(x, dim=-1, eps=1e-12):
@@ -51,6 +52,12 @@ REDUCTIONS = ("mean", "sum")
     params={"margin": Number(gt=0), "min_norm": Number(ge=0), "init_norm": Number(gt=0, optional=True),
             "reduction": OneOf(REDUCTIONS), "w_attractor": Number(ge=0), "w_repeller": Number(ge=0),
             "w_min_norm": Number(ge=0)},
+    # The paper's m and p could not be checked offline: ranges ours, a
+    # factor 4 either side of 1.
+    search={"params.margin": Range(0.25, 4.0, 1.0, "ours (paper values not checked)"),
+            "params.min_norm": Range(0.25, 4.0, 1.0, "ours (paper values not checked)"),
+            "params.init_norm": Range(0.05, 5.0, 0.5, "ours (0.5 is the default at m = p = 1)"),
+            "params.reduction": Choice(REDUCTIONS, "mean", "ours (the paper writes sums)")},
 )
 class ClassAnchorMarginLoss(nn.Module):
     """Attractor-repeller loss with one learnable anchor ``a_c`` per class.

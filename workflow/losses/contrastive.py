@@ -10,6 +10,7 @@ from torch import nn
 
 from workflow.losses import register_loss
 from workflow.registry import Number
+from workflow.search import Range
 
 
 class _SquaredContrastive(losses.ContrastiveLoss):
@@ -24,7 +25,8 @@ class _SquaredContrastive(losses.ContrastiveLoss):
 
 
 @register_loss("contrastive", geometry="euclidean", anchors=False, classifies=False,
-               params={"margin": Number(gt=0)})
+               params={"margin": Number(gt=0)},
+               search={"params.margin": Range(0.25, 4.0, 1.0, "ours (the paper gives no general margin)")})
 class ContrastiveLoss(nn.Module):
     """Contrastive loss over every pair of the batch.
 

@@ -11,12 +11,15 @@ from torch import nn
 
 from workflow.losses import register_loss
 from workflow.registry import Number
+from workflow.search import Range
 from workflow.losses.center import centre_term
 from workflow.losses.class_anchor_margin import off_diagonal
 
 
 @register_loss("island", geometry="euclidean", anchors=True, classifies=True,
-               params={"lambda_il": Number(ge=0), "lambda_1": Number(ge=0)})
+               params={"lambda_il": Number(ge=0), "lambda_1": Number(ge=0)},
+               search={"params.lambda_il": Range(1.0e-3, 0.1, 0.01, "paper (lambda = 0.01); range ours"),
+                       "params.lambda_1": Range(1.0, 100.0, 10.0, "paper (lambda_1 = 10); range ours")})
 class IslandLoss(nn.Module):
     """Cross-entropy plus the centre loss plus a pairwise centre repeller.
 

@@ -10,10 +10,12 @@ from torch import nn
 
 from workflow.losses import register_loss
 from workflow.registry import Number
+from workflow.search import Range
 from workflow.losses.class_anchor_margin import pairwise_safe_distance
 
 
-@register_loss("lm", geometry="cosine", anchors=True, classifies=True, params={"beta": Number(ge=0)})
+@register_loss("lm", geometry="cosine", anchors=True, classifies=True, params={"beta": Number(ge=0)},
+               search={"params.beta": Range(1.0e-3, 0.1, 0.01, "paper (0.01); range ours")})
 class LargeMarginLoss(nn.Module):
     """Cross-entropy plus a large-margin term on normalised class centres.
 

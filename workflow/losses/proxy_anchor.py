@@ -10,10 +10,14 @@ from torch import nn
 
 from workflow.losses import register_loss
 from workflow.registry import Number
+from workflow.search import Range
 
 
 @register_loss("proxy_anchor", geometry="cosine", anchors=True, classifies=True,
-               params={"alpha": Number(gt=0), "margin": Number(ge=0)})
+               params={"alpha": Number(gt=0), "margin": Number(ge=0)},
+               search={"params.alpha": Range(8.0, 128.0, 32.0, "paper (alpha = 32); range ours"),
+                       "params.margin": Range(0.025, 0.4, 0.1, "paper (delta = 0.1); range ours"),
+                       "lr_multiplier": Range(1.0, 1.0e4, 100.0, "paper (proxies at 100x); range ours")})
 class ProxyAnchorLoss(nn.Module):
     """One learnable proxy ``p`` per class, cosine similarity ``s(x, p)``:
 
