@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from workflow.config import ConfigError
 from workflow import tables
@@ -137,9 +138,15 @@ def test_layout_best_and_no_marker_with_four_seeds():
     assert list(dict.fromkeys(frame["row"])) == ["ce", "cam", "lm"]
     assert len(frame) == 3 * 2 * 2  # rows x regimes x metrics
     get = lambda row, regime, metric: frame[(frame["row"] == row) & (frame["regime"] == regime) & (frame["metric"] == metric)].iloc[0]
-    # cam beats ce on every one of the 4 seeds: p = 2/16, 2/8 after Holm over
-    # cam and lm; the old t-test starred it (p = 3e-4). No marker can appear.
-    assert get("cam", "full", "map")["p"] == 2 / 16 and get("cam", "full", "map")["p_holm"] == 2 / 8
+    # cam beats ce on every one of the 4 seeds: p = 2/16, Holm over the
+    # table's 8 comparisons (cam and lm x 2 regimes x 2 metrics) gives at
+    # least 8 x 2/16 = 1; the old t-test starred it (p = 3e-4). No marker
+    # can appear.
+    assert get("cam", "full", "map")["p"] == 2 / 16 and get("cam", "full", "map")["p_holm"] == 1.0
+    tested = frame["p"].notna()
+    assert tested.sum() == 8
+    assert frame.loc[tested, "p_holm"].tolist() == pytest.approx(
+        multipletests(frame.loc[tested, "p"], method="holm")[1])
     assert not frame["significant"].any()
     assert np.isnan(get("ce", "full", "map")["p"])  # the baseline is not tested
     assert pd.isna(get("ce", "full", "map")["n_paired"]) and get("cam", "full", "map")["n_paired"] == 4
@@ -244,18 +251,19 @@ def test_table_end_to_end_raw_and_holm_p_and_difference_interval():
     assert raw["cam"] == pytest.approx(2 / 256) and raw["lm"] == pytest.approx(12 / 256)
     for loss in raw:
         assert table.loc[(loss, "map"), "p"] == pytest.approx(raw[loss])
-    # map: family cam, lm, triplet (k = 3). Sorted p: cam x 3 = 0.0234, lm x 2
-    # = 0.094, triplet x 1 (after the running maximum at least 0.094).
-    assert table.loc[("cam", "map"), "p_holm"] == pytest.approx(3 * 2 / 256)
-    assert table.loc[("lm", "map"), "p_holm"] == pytest.approx(2 * 12 / 256)
-    assert table.loc[("triplet", "map"), "p_holm"] == pytest.approx(max(raw["triplet"], 2 * 12 / 256))
-    assert table.loc[("cam", "map"), "significant"] and not table.loc[("lm", "map"), "significant"]
-    # accuracy: triplet has no test, family cam, lm (k = 2): cam x 2, lm x 1.
+    # One family for the whole table: cam, lm, triplet on map and cam, lm on
+    # accuracy (triplet cannot classify: no test), k = 5. Sorted p: the two
+    # cam p-values (2/256) x 5 and x 4, the lm ones (12/256) x 3 and x 2,
+    # triplet x 1 (running maximum), as statsmodels computes them.
     assert table.loc[("triplet", "accuracy"), "n_paired"] == 0
     assert np.isnan(table.loc[("triplet", "accuracy"), "p"]) and np.isnan(table.loc[("triplet", "accuracy"), "p_holm"])
-    assert table.loc[("cam", "accuracy"), "p_holm"] == pytest.approx(2 * 2 / 256)
-    assert table.loc[("lm", "accuracy"), "p_holm"] == pytest.approx(12 / 256)
-    assert table.loc[("lm", "accuracy"), "significant"] and not table.loc[("triplet", "accuracy"), "significant"]
+    tested = table[table["p"].notna()]
+    assert len(tested) == 5
+    assert tested["p_holm"].tolist() == pytest.approx(multipletests(tested["p"], method="holm")[1])
+    assert table.loc[("cam", "map"), "p_holm"] == pytest.approx(5 * 2 / 256)
+    assert table.loc[("lm", "map"), "p_holm"] == pytest.approx(3 * 12 / 256)
+    assert table.loc[("cam", "map"), "significant"] and table.loc[("cam", "accuracy"), "significant"]
+    assert not table.loc[("lm", "map"), "significant"] and not table.loc[("lm", "accuracy"), "significant"]
     assert np.isnan(table.loc[("ce", "map"), "p"]) and not table.loc[("ce", "map"), "significant"]
     # The paired difference and its Student-t interval.
     d = (CE8 + DIFF8["lm"]) - CE8
@@ -264,10 +272,10 @@ def test_table_end_to_end_raw_and_holm_p_and_difference_interval():
     assert table.loc[("lm", "map"), "n_paired"] == 8
     # Markers follow p_holm, and the caption says what they mean.
     assert "| **0.601 ± 0.023*** | **0.901 ± 0.023*** |" in markdown  # cam: best and significant
-    assert "| 0.524 ± 0.024      | 0.824 ± 0.024*     |" in markdown  # lm: accuracy only
+    assert "| 0.524 ± 0.024      | 0.824 ± 0.024      |" in markdown  # lm: not separated after Holm
     note = ("*: differs from ce by an exact paired sign-flip permutation test over 8 seeds, "
-            "Holm-corrected over the 2-3 rows compared (one family per metric), p < 0.05; "
-            "with 8 seeds the smallest possible p is 0.00781, 0.0156 after Holm; "
+            "Holm-corrected over the table's 5 comparisons, p < 0.05; "
+            "with 8 seeds the smallest possible p is 0.00781, 0.0391 after Holm; "
             "no test where fewer than 3 seeds pair up")
     assert note in markdown
 
@@ -290,7 +298,7 @@ def test_constant_difference_gets_no_marker():
     assert three.set_index("row").loc["cam", "p"] == 0.25 and not three["significant"].any()
     _, markdown, latex = render("c", decl, three)
     assert ("*: differs from ce by an exact paired sign-flip permutation test over 3 seeds, "
-            "Holm-corrected over the 1 row compared (one family per metric), p < 0.05; "
+            "Holm-corrected over the table's 1 comparison, p < 0.05; "
             "with 3 seeds the smallest possible p is 0.25, so no marker can appear") in markdown
     assert "*" not in markdown.split("\n", 1)[1].replace("**", "")  # no marker in the body (bold aside)
 
@@ -302,7 +310,7 @@ def test_three_seeds_never_marked_even_when_every_seed_agrees():
     assert not table["significant"].any()
     assert table["p"].min() == 0.25
     _, markdown, _ = render("t", DECL, table)
-    assert ("over 3 seeds, Holm-corrected over the 2 rows compared (one family per regime and metric), "
+    assert ("over 3 seeds, Holm-corrected over the table's 8 comparisons, "
             "p < 0.05; with 3 seeds the smallest possible p is 0.25, so no marker can appear") in markdown
 
 
