@@ -16,6 +16,7 @@ from workflow.config import (
     cell_factors,
     cell_settings,
     cells,
+    dataset_evaluation,
     check_finite,
     describe_schema_error,
     expand_sweeps,
@@ -57,14 +58,6 @@ CELLS = cells(CONFIG)
 # With `selection`: the trial cells (trial names in the loss position),
 # trained and scored on the validation split (rules/select.smk).
 TRIALS = trial_cells(CONFIG)
-# The evaluation mapping each evaluate job gets, handed through untouched
-# (the metric registry reads the cutoffs: workflow/retrieval/metrics.py);
-# less the speed-up figure's k, so that changing it re-evaluates no cell.
-CELL_EVALUATION = {
-    key: value
-    for key, value in CONFIG["evaluation"].items()
-    if key != "speedup_precision_at"
-}
 
 # Which downloaded folder (results/raw/<key>) each dataset reads, and the
 # official files of each; datasets sharing files share one download.
@@ -359,6 +352,12 @@ RANKING_FILES = [
 
 def get_ranking_declaration(wildcards):
     return config_entry("rankings", wildcards.ranking)
+
+
+def get_cell_evaluation(wildcards):
+    """The evaluation mapping of a cell: the config's, with the dataset's
+    protocol defaults (workflow.config.dataset_evaluation)."""
+    return dataset_evaluation(CONFIG, wildcards.dataset)
 
 
 def get_loss_geometry(wildcards):

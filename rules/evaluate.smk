@@ -12,7 +12,7 @@ rule evaluate:
     conda:
         "../envs/pytorch.yaml"
     params:
-        evaluation=CELL_EVALUATION,
+        evaluation=get_cell_evaluation,
         geometry=get_loss_geometry,
     script:
         "../workflow/scripts/evaluate.py"

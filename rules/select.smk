@@ -105,6 +105,12 @@ rule selection_table:
             caption="../workflow/captions/selection.rst",
             category="Tables",
         ),
+        trials_csv="results/selection/trials.csv",
+        trials_md=report(
+            "results/selection/trials.md",
+            caption="../workflow/captions/selection_trials.rst",
+            category="Tables",
+        ),
     log:
         "results/logs/selection_table.log",
     benchmark:

@@ -109,3 +109,37 @@ def test_load_config_fills_schema_defaults():
     assert config["training"]["epochs"] == 15 and config["training"]["device"] == "auto"
     assert config["datasets"]["digits"]["test_fraction"] == 0.3
     assert config["evaluation"]["precision_at"] == [1, 5, 10]
+
+
+def test_evaluation_defaults_follow_the_dataset_protocol():
+    """recall_at and clustering left null: a class-disjoint dataset gets
+    its registered Recall@k cutoffs (CUB 1, 2, 4, 8; SOP 1, 10, 100, 1000;
+    In-Shop 1, 10, 20, 30, 50; others 1, 2, 4, 8) and NMI/AMI; a closed-set
+    dataset gets the mapping it had before (no recall, no clustering), so
+    no finished cell is evaluated again. Explicit values win."""
+    from workflow.config import dataset_evaluation, load_config
+    from workflow.retrieval.metrics import METRICS
+
+    datasets = {
+        "cub": {"source": "cub200", "protocol": "class_disjoint"},
+        "sop": {"source": "sop", "protocol": "class_disjoint"},
+        "shop": {"source": "inshop", "protocol": "class_disjoint"},
+        "cifar": {"source": "cifar100", "protocol": "class_disjoint", "train_classes": 50},
+        "digits": {"source": "sklearn_digits"},
+    }
+    config = load_config({**TINY_CONFIG, "datasets": datasets})
+    got = {name: dataset_evaluation(config, name) for name in datasets}
+    assert got["cub"]["recall_at"] == [1, 2, 4, 8] and got["cub"]["clustering"] is True
+    assert got["sop"]["recall_at"] == [1, 10, 100, 1000]
+    assert got["shop"]["recall_at"] == [1, 10, 20, 30, 50]
+    assert got["cifar"]["recall_at"] == [1, 2, 4, 8] and got["cifar"]["clustering"] is True
+    assert {"recall@1", "nmi", "ami"} <= set(METRICS.names(got["cifar"]))
+    assert got["digits"] == {"precision_at": [1, 5, 10], "top_k_error": [1, 5], "recall_at": [],
+                             "clustering": False, **{k: v for k, v in got["digits"].items()
+                                                     if k not in ("precision_at", "top_k_error", "recall_at",
+                                                                  "clustering")}}
+    assert "speedup_precision_at" not in got["digits"]
+    explicit = load_config({**TINY_CONFIG, "datasets": datasets,
+                            "evaluation": {"recall_at": [1], "clustering": False}})
+    assert dataset_evaluation(explicit, "sop")["recall_at"] == [1]
+    assert dataset_evaluation(explicit, "cub")["clustering"] is False

@@ -194,6 +194,10 @@ def test_class_disjoint_run(tmp_path):
     metrics = pd.read_csv(workdir / f"{cell}/metrics.csv").set_index("metric")["value"]
     assert metrics[["map", "map@r", "r_precision"]].between(0, 1).all()
     assert metrics["distance_computations_per_query"] == 11  # each of the 12 test images against the others
+    # No evaluation keys: the class-disjoint protocol writes CUB's usual
+    # Recall@k cutoffs and NMI/AMI by itself (issue 27).
+    assert {"recall@1", "recall@2", "recall@4", "recall@8", "nmi", "ami"} <= set(metrics.index)
+    assert metrics[["recall@1", "nmi", "ami"]].notna().all()
     # CAM learns anchors of the 2 training classes only, not of the 2 test classes.
     model = torch.load(workdir / f"{cam}/model.pt", weights_only=True)
     assert model["num_classes"] == 2 and model["class_ids"] == [0, 1] and model["loss"]["anchors"].shape[0] == 2

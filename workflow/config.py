@@ -411,6 +411,31 @@ def cell_factors(config: dict, cell: Cell) -> dict:
     return {name: get(settings) for name, get in FIXED_FACTORS.items() if name != "backbone"}
 
 
+# Recall@k cutoffs of a class-disjoint dataset that registers none.
+DEFAULT_RECALL_AT = [1, 2, 4, 8]
+
+
+def dataset_evaluation(config: dict, dataset: str) -> dict:
+    """The evaluation mapping of every cell of ``dataset``: the config's
+    ``evaluation`` (less the speed-up figure's k, so that changing it
+    re-evaluates no cell), with ``recall_at`` and ``clustering`` left null
+    filled in by the dataset's protocol: under ``class_disjoint`` the
+    dataset's registered Recall@k cutoffs (:data:`DEFAULT_RECALL_AT` if it
+    registers none) and NMI/AMI, as the literature reports; under
+    ``closed_set`` neither."""
+    from workflow.datasets import DATASETS
+
+    spec = config["datasets"][dataset]
+    evaluation = {key: value for key, value in config["evaluation"].items() if key != "speedup_precision_at"}
+    disjoint = spec.get("protocol", "closed_set") == "class_disjoint"
+    if evaluation.get("recall_at") is None:
+        registered = DATASETS.metadata(spec["source"]).get("recall_at") or DEFAULT_RECALL_AT
+        evaluation["recall_at"] = list(registered) if disjoint else []
+    if evaluation.get("clustering") is None:
+        evaluation["clustering"] = disjoint
+    return evaluation
+
+
 def candidate_settings(config: dict, cell: Cell) -> dict[str, dict]:
     """Every setting a final cell may be trained with: with selection on,
     one per trial of its loss (keyed by trial name); else only its own."""

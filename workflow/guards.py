@@ -238,7 +238,13 @@ def check_pretrained(config: dict) -> None:
 def check_table_metrics(config: dict) -> None:
     from workflow.retrieval.metrics import METRICS
 
-    known = METRICS.names(config.get("evaluation") or {})
+    from workflow.config import dataset_evaluation
+
+    # What some dataset's cells compute (the datasets' protocols fill in
+    # their own Recall@k and clustering defaults).
+    known = list(dict.fromkeys(
+        name for dataset in config["datasets"] for name in METRICS.names(dataset_evaluation(config, dataset))
+    ))
     named = [
         (f"tables.{table}.metrics", metric)
         for table, declaration in (config.get("tables") or {}).items()

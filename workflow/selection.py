@@ -90,3 +90,37 @@ def selection_table(records: list[dict], cells: list[tuple]) -> pd.DataFrame:
             "selected": ", ".join(f"{k}={v}" for k, v in values.items()) or "(no sweep)",
         })
     return pd.DataFrame(rows)
+
+
+def trials_table(records: list[dict], cells: list[tuple]) -> pd.DataFrame:
+    """One row per trial of every (dataset, regime, backbone, loss): its
+    values (one column per searched key), its validation score, its rank
+    among the loss's trials (1 = best, in the metric's direction) and
+    whether it was selected."""
+    rows = []
+    for (dataset, regime, backbone), record in zip(cells, records):
+        scores = pd.Series([s["score"] for s in record["scores"]])
+        ranks = scores.rank(ascending=METRICS.lower_is_better(record["metric"]), method="min")
+        for score, rank in zip(record["scores"], ranks):
+            rows.append({
+                "dataset": dataset, "regime": regime, "backbone": backbone, "loss": record["loss"],
+                "trial": score["trial"], **score["values"], "metric": record["metric"],
+                "score": score["score"], "rank": int(rank), "selected": score["trial"] == record["selected"],
+            })
+    return pd.DataFrame(rows)
+
+
+def trials_markdown(table: pd.DataFrame) -> str:
+    """The trials table in Markdown: a section per loss (and dataset,
+    regime, backbone), its trials from best to worst, the searched keys
+    as columns, the selected trial in bold."""
+    parts = []
+    keys = ["dataset", "regime", "backbone", "loss"]
+    for key, group in table.groupby(keys, sort=False):
+        group = group.dropna(axis=1, how="all").sort_values("rank", kind="stable")
+        shown = group.drop(columns=keys + ["metric", "selected"])
+        shown["trial"] = [f"**{t}**" if chosen else t for t, chosen in zip(group["trial"], group["selected"])]
+        metric = group["metric"].iloc[0]
+        parts.append(f"### {key[3]} ({key[0]}, {key[1]}, {key[2]})\n\nvalidation {metric} of every trial, "
+                     f"best first; selected in bold\n\n" + shown.to_markdown(index=False, floatfmt=".4g"))
+    return "\n\n".join(parts) + "\n"

@@ -25,7 +25,11 @@ Registry metadata (given to :func:`register_dataset`, read with
   prepared again whenever its listing changes (:func:`input_fingerprint`);
 - ``train_classes``: the official boundary of the class-disjoint protocol
   (the first N classes train: CUB-200-2011 100, Cars196 98), the default of
-  the dataset key ``train_classes`` (``workflow/splits.py``).
+  the dataset key ``train_classes`` (``workflow/splits.py``);
+- ``recall_at``: the Recall@k cutoffs the literature reports for the
+  dataset (CUB and Cars 1, 2, 4, 8; SOP 1, 10, 100, 1000; In-Shop 1, 10,
+  20, 30, 50), written by default under the class-disjoint protocol
+  (``workflow.config.dataset_evaluation``).
 """
 
 from __future__ import annotations

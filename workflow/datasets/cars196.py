@@ -45,7 +45,7 @@ def _text(value) -> str:
     return str(value)
 
 
-@register_dataset("cars196", train_classes=98)
+@register_dataset("cars196", train_classes=98, recall_at=[1, 2, 4, 8])
 def cars196(root, bounding_boxes: bool = False) -> ImageFiles:
     """``bounding_boxes``: crop each image to its published box."""
     import scipy.io  # here: the Snakefile imports the registry

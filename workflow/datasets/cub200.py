@@ -39,7 +39,7 @@ def cub200_files() -> list[OfficialFile]:
     return [ARCHIVE]
 
 
-@register_dataset("cub200", train_classes=100)
+@register_dataset("cub200", train_classes=100, recall_at=[1, 2, 4, 8])
 def cub200(root, bounding_boxes: bool = False) -> ImageFiles:
     """``bounding_boxes``: crop each image to its published box."""
     folder = Path(root) / "CUB_200_2011"

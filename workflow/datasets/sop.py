@@ -34,7 +34,7 @@ def sop_files() -> list[OfficialFile]:
     return [ARCHIVE]
 
 
-@register_dataset("sop")
+@register_dataset("sop", recall_at=[1, 10, 100, 1000])
 def sop(root) -> ImageFiles:
     folder = Path(root) / "Stanford_Online_Products"
     rows, sides = [], []

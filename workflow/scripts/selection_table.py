@@ -3,7 +3,7 @@ import json
 
 from workflow.io import save_csv, save_text
 from workflow.logs import log_to
-from workflow.selection import selection_table
+from workflow.selection import selection_table, trials_markdown, trials_table
 
 with log_to(snakemake.log[0]):
     records = [json.load(open(path)) for path in snakemake.input]
@@ -17,3 +17,6 @@ with log_to(snakemake.log[0]):
     )
     save_text(snakemake.output.md, text)
     print(text)
+    trials = trials_table(records, snakemake.params.cells)
+    save_csv(snakemake.output.trials_csv, trials)
+    save_text(snakemake.output.trials_md, "**Every trial** (validation scores)\n\n" + trials_markdown(trials))
