@@ -119,10 +119,14 @@ def dimension_from_config(key: str, value) -> Range | Choice | None:
     source = "config"
     try:
         if isinstance(value, dict) and set(value) <= {"range", "scale", "centre"} and "range" in value:
-            low, high = value["range"]
-            centre = value.get("centre", math.sqrt(low * high) if value.get("scale", "log") == "log"
-                               else (low + high) / 2)
-            return Range(low, high, centre, source, value.get("scale", "log"))
+            ends = value["range"]
+            if not (isinstance(ends, list) and len(ends) == 2
+                    and all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in ends)):
+                raise ValueError(f"range must be two numbers [low, high], got {ends!r}")
+            low, high = map(float, ends)
+            scale = value.get("scale", "log")
+            middle = math.sqrt(low * high) if scale == "log" and low > 0 else (low + high) / 2
+            return Range(low, high, value.get("centre", middle), source, scale)
         if isinstance(value, dict) and set(value) <= {"choices", "centre"} and "choices" in value:
             return Choice(tuple(value["choices"]), value.get("centre", value["choices"][0]), source)
     except (TypeError, ValueError) as error:
