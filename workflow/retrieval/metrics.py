@@ -327,7 +327,7 @@ def top_k_error(q, k: int):
 @register_metric(
     "recall@{k}", direction="higher", kind="per query", cutoffs="recall_at", label="Recall@{k}",
     definition="Recall@k of the deep-metric-learning literature: fraction of queries with a same-class "
-    "image in the top k (1 - top{k}_error); off unless evaluation.recall_at lists cutoffs",
+    "image in the top k (1 - top{k}_error); at the cutoffs of evaluation.recall_at (by default the dataset's usual ones under the class-disjoint protocol, none in the closed set)",
 )
 def recall_at_k(q, k: int):
     return q.first_rank <= k
@@ -385,7 +385,7 @@ def kmeans_clusters(embeddings, k: int) -> np.ndarray:
     "nmi", direction="higher", kind="per cell", source="clusters", enabled_by="clustering", label="NMI",
     exact_only=True,
     definition="normalised mutual information of the classes and a seeded k-means (k = number of "
-    "classes) of the cell's test embeddings (scikit-learn); off unless evaluation.clustering",
+    "classes) of the cell's test embeddings (scikit-learn); with evaluation.clustering (by default under the class-disjoint protocol)",
 )
 def nmi(labels, clusters) -> float:
     from sklearn.metrics import normalized_mutual_info_score
@@ -397,7 +397,7 @@ def nmi(labels, clusters) -> float:
     "ami", direction="higher", kind="per cell", source="clusters", enabled_by="clustering", label="AMI",
     exact_only=True,
     definition="adjusted mutual information of the same classes and k-means clusters as nmi "
-    "(scikit-learn); off unless evaluation.clustering",
+    "(scikit-learn); with evaluation.clustering (by default under the class-disjoint protocol)",
 )
 def ami(labels, clusters) -> float:
     from sklearn.metrics import adjusted_mutual_info_score
