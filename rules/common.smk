@@ -54,6 +54,14 @@ except WorkflowError as error:
 except ConfigError as error:
     raise WorkflowError(str(error))
 
+# `--resources gpu=N` counts GPUs; each train and embed job holds one of
+# N x jobs_per_gpu slots (`resources: gpu=1`) and claims its own device
+# (workflow/devices.py). Snakemake's resources are integers, so the slots
+# are counted by scaling the given total, which its scheduler reads after
+# the Snakefile is parsed (tests/test_devices.py runs it).
+if CONFIG["jobs_per_gpu"] > 1 and "gpu" in workflow.global_resources:
+    workflow.global_resources["gpu"] = workflow.global_resources["gpu"].value * CONFIG["jobs_per_gpu"]
+
 CELLS = cells(CONFIG)
 # With `selection`: the trial cells (trial names in the loss position),
 # trained and scored on the validation split (rules/select.smk).

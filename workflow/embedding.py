@@ -38,7 +38,7 @@ def embedding_matrix(frame: pd.DataFrame, column: str = "embedding") -> np.ndarr
 @torch.no_grad()
 def compute_embeddings(
     checkpoint: dict, settings: dict, images: np.ndarray, index: np.ndarray, batch_size: int = 512,
-    source: str = "the model",
+    source: str = "the model", device: torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Embeddings, predictions (-1 if the loss cannot classify) and anchors.
 
@@ -48,7 +48,7 @@ def compute_embeddings(
     came from, for the error when its weights do not fit. Images are
     resized and centre-cropped to the backbone's input as
     :func:`workflow.training.input_view` says (not at all by default)."""
-    device = select_device(settings["training"]["device"])
+    device = device or select_device(settings["training"]["device"])
     speed = resolve_speed(settings["training"], device)
     backbone, loss_fn = load_models(checkpoint, settings, device, speed, source)
     if isinstance(images, JpegStore):  # images of their own sizes: always to the trained input side

@@ -45,6 +45,7 @@ from workflow.checkpoints import CheckpointError, load_checkpoint
 from workflow.config import CELL_PATTERN, ConfigError, settings_hash
 from workflow.io import atomic_path, save_json
 from workflow.jpeg_store import JpegImages, JpegStore
+from workflow.devices import claim_device
 from workflow.job_guard import ParentWatch, cell_lock, lock_path
 from workflow.losses import build_loss, loss_classifies
 from workflow.samplers import make_batches
@@ -70,6 +71,8 @@ SPEED_DEFAULTS = {
 
 
 def select_device(requested: str = "auto") -> torch.device:
+    """The device of ``training.device`` outside a job (tests, benchmarks);
+    jobs claim theirs with :func:`workflow.devices.claim_device`."""
     if requested == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("training.device is 'cuda' but no CUDA device is available")
     if requested == "auto":
@@ -633,6 +636,7 @@ def train_cell(
     stop_after_epoch: int | None = None,
     writing=nullcontext,
     live_log=None,
+    device: torch.device | None = None,
 ) -> dict:
     """Train one cell; return its model dict (state dicts and plain data
     only, so it loads with ``torch.load(weights_only=True)``, and the same
@@ -654,7 +658,7 @@ def train_cell(
     """
     cfg = settings["training"]
     torch.set_num_threads(max(1, threads))
-    device = select_device(cfg["device"])
+    device = device or select_device(cfg["device"])
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(device.type == "cpu")  # restored on return
     try:
@@ -665,7 +669,7 @@ def train_cell(
 
 
 def train_job(images, labels, train_index, num_classes, settings, model_path, stats_path, checkpoint_path,
-              threads: int = 1, tensorboard_dir=None) -> None:
+              threads: int = 1, tensorboard_dir=None, jobs_per_gpu: int = 1) -> None:
     """What the train rule runs: :func:`train_cell` with a resume checkpoint,
     then ``model.pt`` (``model_path``) and its timing stats (``stats_path``),
     then the checkpoint is removed. The job holds the cell's lock
@@ -675,16 +679,21 @@ def train_job(images, labels, train_index, num_classes, settings, model_path, st
     ended (:class:`workflow.job_guard.ParentWatch`). With ``tensorboard_dir``,
     TensorBoard event files of the history go live beside the checkpoint
     while training, and to ``tensorboard_dir`` (through a temporary folder)
-    before ``model.pt`` is written (:mod:`workflow.training_log`)."""
+    before ``model.pt`` is written (:mod:`workflow.training_log`). The job
+    runs on the device it claims (:func:`workflow.devices.claim_device`,
+    ``jobs_per_gpu`` jobs per GPU), held until it ends."""
     checkpoint_path = Path(checkpoint_path)
     live_log = checkpoint_path.parent / "tensorboard" if tensorboard_dir else None
     watch = ParentWatch()
-    with cell_lock(lock_path(checkpoint_path), CELL_PATTERN.format(**settings)):
+    cell = CELL_PATTERN.format(**settings)
+    with cell_lock(lock_path(checkpoint_path), cell), \
+            claim_device(settings["training"]["device"], jobs_per_gpu, cell) as claim:
         model = train_cell(images, labels, train_index, num_classes, settings, threads=threads,
-                           checkpoint_path=checkpoint_path, writing=watch.writing, live_log=live_log)
+                           checkpoint_path=checkpoint_path, writing=watch.writing, live_log=live_log,
+                           device=claim.device)
         # Timing and device are not reproducible: they go to train_stats.json
         # and the log, so model.pt has the same bits on every CPU run.
-        stats = model.pop("stats")
+        stats = {**model.pop("stats"), **claim.record()}
         print(f"trained: {json.dumps(stats, sort_keys=True)}")
         print(f"per epoch: {model['history']}")
         with watch.writing():

@@ -2,7 +2,8 @@ import _repo_path  # noqa: F401  (makes `workflow` importable)
 import pandas as pd
 import torch
 
-from workflow.config import settings_hash
+from workflow.config import CELL_PATTERN, settings_hash
+from workflow.devices import claim_device
 from workflow.embedding import class_ids, compute_embeddings, provenance, read_model, write_embeddings
 from workflow.jpeg_store import open_images
 from workflow.logs import log_to
@@ -19,8 +20,13 @@ with log_to(snakemake.log[0]):
     split = pd.read_parquet(snakemake.input.split)
     split = split[split["split"] != "train"].reset_index(drop=True)
     index = split["index"].to_numpy()
-    embeddings, predictions, anchors = compute_embeddings(checkpoint, settings, images, index,
-                                                          source=snakemake.input.model)
+    # The device this job holds while it embeds (workflow/devices.py); the
+    # config key jobs_per_gpu is read here, not a rule parameter, so that
+    # changing it re-embeds nothing.
+    with claim_device(settings["training"]["device"], snakemake.config.get("jobs_per_gpu", 1),
+                      CELL_PATTERN.format(**settings)) as claim:
+        embeddings, predictions, anchors = compute_embeddings(checkpoint, settings, images, index,
+                                                              source=snakemake.input.model, device=claim.device)
     write_embeddings(
         snakemake.output.embeddings,
         snakemake.output.anchors,

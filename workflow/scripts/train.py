@@ -33,4 +33,7 @@ with log_to(snakemake.log[0]):
         # Config key tensorboard: read here, not a rule parameter, so that
         # switching it retrains nothing.
         tensorboard_dir=final_folder(snakemake.params.checkpoint) if snakemake.config.get("tensorboard", True) else None,
+        # Config key jobs_per_gpu (workflow/devices.py): read here for the
+        # same reason.
+        jobs_per_gpu=snakemake.config.get("jobs_per_gpu", 1),
     )
