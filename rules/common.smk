@@ -368,6 +368,11 @@ def get_cell_evaluation(wildcards):
     return dataset_evaluation(CONFIG, wildcards.dataset)
 
 
+def get_evaluate_gpu(wildcards):
+    """1 (a GPU slot) when evaluate ranks on a GPU (evaluation.device), else 0."""
+    return int(CONFIG["evaluation"]["device"] != "cpu")
+
+
 def get_loss_geometry(wildcards):
     """The geometry of a cell's loss (a trial's loss is its base loss's impl)."""
     from workflow.losses import loss_geometry

@@ -11,6 +11,9 @@ rule evaluate:
         cell_benchmark("evaluate")
     conda:
         "../envs/pytorch.yaml"
+    resources:
+        # A GPU slot only with evaluation.device auto or cuda.
+        gpu=get_evaluate_gpu,
     params:
         evaluation=get_cell_evaluation,
         geometry=get_loss_geometry,

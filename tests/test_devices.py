@@ -161,3 +161,30 @@ def test_real_train_jobs_hold_distinct_devices(tmp_path, jobs_per_gpu, resources
         assert "are held by other jobs" in logs  # two of the four waited
     else:
         assert {s["device_slot"] for s in stats} <= {0, 1}
+
+
+def test_evaluation_device_is_opt_in_and_keeps_cpu_numbers():
+    """evaluation.device: cpu (default) adds no key to the evaluation
+    mapping, so no finished cell is evaluated again; auto or cuda add it
+    (changing it re-evaluates) and give evaluate a GPU slot. On the device
+    the CPU is, the metrics are those of the default path."""
+    import numpy as np
+    import pandas as pd
+
+    from workflow.config import dataset_evaluation, load_config
+    from workflow.evaluate import evaluate_cell
+
+    config = load_config(copy.deepcopy(TINY_CONFIG))
+    assert "device" not in dataset_evaluation(config, "digits")
+    gpu = load_config({**copy.deepcopy(TINY_CONFIG), "evaluation": {"device": "auto"}})
+    assert dataset_evaluation(gpu, "digits")["device"] == "auto"
+
+    rng = np.random.default_rng(0)
+    rows = [{"index": i, "split": "query" if i < 20 else "database", "label": int(i % 4), "prediction": -1,
+             "embedding": rng.normal(size=6).astype(np.float32)} for i in range(120)]
+    embeddings = pd.DataFrame(rows)
+    anchors = pd.DataFrame({"label": [], "anchor": []})
+    cpu, _ = evaluate_cell(embeddings, anchors)
+    claimed, _ = evaluate_cell(embeddings, anchors, device=torch.device("cpu"))
+    timing = lambda frame: frame[frame["metric"] != "seconds_per_query"]  # noqa: E731  (wall time)
+    pd.testing.assert_frame_equal(timing(cpu), timing(claimed))

@@ -433,6 +433,9 @@ def dataset_evaluation(config: dict, dataset: str) -> dict:
         evaluation["recall_at"] = list(registered) if disjoint else []
     if evaluation.get("clustering") is None:
         evaluation["clustering"] = disjoint
+    if evaluation.get("device", "cpu") == "cpu":
+        # The default adds no key, so that no finished cell is evaluated again.
+        evaluation.pop("device", None)
     return evaluation
 
 

@@ -111,6 +111,7 @@ def evaluate_cell(
     anchors: pd.DataFrame,
     evaluation: dict | None = None,
     geometry: str = "euclidean",
+    device=None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (tidy metrics with columns ``geometry`` (the loss's),
     ``distance``, ``retrieval``, ``metric``, ``value``; the PR curve of exact
@@ -129,7 +130,7 @@ def evaluate_cell(
     registered ``exact_only`` (``accuracy``, ``queries_without_positives``)
     for ``exact`` only. All against all (:func:`query_and_database`): exact
     retrieval only, ``accuracy`` NaN (the test classes are not the training
-    classes).
+    classes). ``device``: where to rank (the CPU by default).
     """
     evaluation = dict(evaluation or {})
     queries, database = query_and_database(embeddings)
@@ -150,6 +151,7 @@ def evaluate_cell(
             rest=two_stage.get("rest", "follow"),
             evaluation=evaluation,
             chunk_size=evaluation.get("chunk_size", 1024),
+            device=device,
         )
         for method, result in results.items():
             values = dict(result.metrics)
