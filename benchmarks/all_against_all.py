@@ -70,11 +70,17 @@ def worker(method: str, folder: Path, threads: int) -> dict:
     if method.startswith("faiss_top"):
         base, cpu, seconds, out["index_seconds"] = faiss_knn(emb, emb, int(method.removeprefix("faiss_top")),
                                                              threads)
-    elif method == "exact":
+    elif method in ("exact", "exact_cuda"):
+        # exact_cuda: the same evaluation ranked on a GPU (evaluation.device: cuda).
         from workflow.retrieval.exact import evaluate_retrieval
 
+        device = "cuda" if method == "exact_cuda" else "cpu"
+        if device == "cuda":
+            torch.zeros(1, device="cuda")  # CUDA context outside the timing
         base, cpu, seconds, (out["metrics"], _) = timed(
-            lambda: evaluate_retrieval(emb, labels, evaluation=EVALUATION, chunk_size=1024, device="cpu"))
+            lambda: evaluate_retrieval(emb, labels, evaluation=EVALUATION, chunk_size=1024, device=device))
+        if device == "cuda":
+            out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
         raise SystemExit(f"unknown method {method}")
     out.update(method=method, seconds=seconds, cpu_seconds=cpu_seconds() - cpu, base_mb=base, peak_mb=peak_mb())
