@@ -43,17 +43,25 @@ def fewer_seeds_note(metrics: pd.DataFrame) -> str:
     return f"seeds per loss where fewer: {short}" if short else ""
 
 
-def table_texts(config: dict, metrics: pd.DataFrame) -> dict[str, str]:
-    """Relative path (under ``tables/``) -> text of every table the
-    pipeline's table rules write for ``config`` from ``metrics``."""
-    declarations = dict(config["tables"])
+def declarations(config: dict, metrics: pd.DataFrame) -> dict[str, dict]:
+    """Table name (its path under ``tables/`` without the extension) ->
+    declaration: those under ``tables:``, then one per dataset and regime
+    with results (:func:`workflow.tables.regime_declaration`)."""
+    out = dict(config["tables"])
     for dataset in config["datasets"]:
         for regime in config["regimes"]:
             if ((metrics["dataset"] == dataset) & (metrics["regime"] == regime)).any():
-                declarations[f"{dataset}/{regime}"] = regime_declaration(metrics, dataset, regime)
+                out[f"{dataset}/{regime}"] = regime_declaration(metrics, dataset, regime)
+    return out
+
+
+def table_texts(config: dict, metrics: pd.DataFrame) -> dict[str, str]:
+    """Relative path (under ``tables/``) -> text of every table the
+    pipeline's table rules write for ``config`` from ``metrics``
+    (``.csv``, ``.md`` and ``.tex`` of each of :func:`declarations`)."""
     note = fewer_seeds_note(metrics)
     texts = {}
-    for name, declaration in declarations.items():
+    for name, declaration in declarations(config, metrics).items():
         if note:
             declaration = {**declaration, "caption": f"{declaration.get('caption', name)} ({note})"}
         csv, markdown, latex = render(name, declaration, build_table(name, declaration, metrics))
@@ -61,18 +69,23 @@ def table_texts(config: dict, metrics: pd.DataFrame) -> dict[str, str]:
     return texts
 
 
-def regenerate(folder, out=None) -> list[Path]:
-    """Write the tables of the run in ``folder`` (its ``config.yaml`` and
-    ``metrics.csv``) into ``out`` (default ``folder/tables``); the paths
-    written."""
+def read_run(folder) -> tuple[dict, pd.DataFrame]:
+    """The checked config and the metrics of the run in ``folder``."""
     folder = Path(folder)
     config_path = folder / "config.yaml"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path}: no such file; give a results folder holding the run's "
                                 "config.yaml and metrics.csv (e.g. docs/results/cifar100_fewshot)")
     config = load_config(yaml.safe_load(config_path.read_text()))
-    metrics = read_csv(folder / "metrics.csv", REQUIRED_COLUMNS)
-    out = Path(out) if out is not None else folder / "tables"
+    return config, read_csv(folder / "metrics.csv", REQUIRED_COLUMNS)
+
+
+def regenerate(folder, out=None) -> list[Path]:
+    """Write the tables of the run in ``folder`` (its ``config.yaml`` and
+    ``metrics.csv``) into ``out`` (default ``folder/tables``); the paths
+    written."""
+    config, metrics = read_run(folder)
+    out = Path(out) if out is not None else Path(folder) / "tables"
     written = []
     for relative, text in table_texts(config, metrics).items():
         save_text(out / relative, text)
