@@ -94,8 +94,7 @@ class ClassAnchorMarginLoss(nn.Module):
     (A standard-normal start, as before, puts the norms near ``sqrt(D)``
     and the distances near ``sqrt(2D)``, about 8 at D = 32 and 32 at
     D = 512, far beyond ``2m`` and ``p``: repeller and minimum norm were
-    then exactly 0 for the whole run.) The authors' later work uses
-    ``m = p = 1`` with random anchors; what matters is the anchors' scale
+    then exactly 0 for the whole run.) What matters is the anchors' scale
     relative to ``2m`` and ``p``.
 
     Anchor-to-anchor distances and anchor norms use :func:`safe_norm`

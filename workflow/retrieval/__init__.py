@@ -22,7 +22,10 @@ Modules (none imports another's private names):
 This file imports nothing, so that importing ``workflow.retrieval.metrics``
 does not import torch.
 
-Every query is ranked against a database by Euclidean (L2) distance. Queries
+Every query is ranked against a database by the Euclidean (L2) distance of
+the embeddings it is given: ``evaluate`` passes each loss's own geometry
+(:mod:`workflow.geometry`; for ``cosine``, L2-normalised embeddings, whose
+L2 order is the cosine order). Queries
 and database are disjoint sets: a query is never looked up in the database, so
 there is no self-match to remove; or, all against all (no database given:
 the class-disjoint protocol), the queries are the database and each query
