@@ -141,6 +141,31 @@ def check_protocols(config: dict) -> None:
             )
 
 
+def check_user_files(config: dict) -> None:
+    """The loader parameter naming a dataset's own file or folder (its
+    registration's ``user_files``: ``path`` of imagefolder and npz) is a
+    path, neither empty nor the folder Snakemake runs in or one above it:
+    "" and "." would read the workflow itself (its code, ``results/``) as
+    the dataset."""
+    from workflow.datasets import DATASETS
+
+    for name, spec in config["datasets"].items():
+        param = DATASETS.metadata(spec["source"]).get("user_files")
+        value = (spec.get("params") or {}).get(param)
+        if param is None or param not in (spec.get("params") or {}):
+            continue
+        key = f"config key datasets.{name}.params.{param}"
+        advice = (f"set it to your {'image folder' if spec['source'] == 'imagefolder' else 'file'} "
+                  "(a path relative to the folder Snakemake runs in)")
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{key}: {value!r} is no path; {advice}")
+        if Path.cwd().resolve().is_relative_to(Path(value).resolve()):
+            raise ConfigError(
+                f"{key}: {value!r} is the folder Snakemake runs in, or one above it, which holds the workflow "
+                f"itself (and results/); {advice}"
+            )
+
+
 def check_names(config: dict) -> None:
     for section in NAMED_SECTIONS:
         for name in config.get(section) or {}:
@@ -469,6 +494,7 @@ def check_config_files(paths) -> None:
 def check_config(config: dict) -> None:
     """The other checks of this module, on the validated, expanded config."""
     check_names(config)
+    check_user_files(config)
     check_protocols(config)
     check_parameters(config)
     check_pretrained(config)
