@@ -132,14 +132,13 @@ def imagefolder(path) -> ImageFiles:
     sides = ["train", "test"] if divided else [None]
     class_sets = {side: _class_folders(root / side if side else root, root, layout) for side in sides}
     names = {side: [c.name for c in folders] for side, folders in class_sets.items()}
-    for side, folders in class_sets.items():
-        twins = unicode_twins(names[side])
-        if twins:
-            where = root / side if side else root
-            raise ValueError(
-                f"imagefolder {root}: the class folders {where / twins[0]} and {where / twins[1]} look alike: "
-                f"{describe_twins(*twins)}, so they would be two classes of one name; rename one (or merge them)"
-            )
+    folders = {folder.name: folder for side in sides for folder in class_sets[side]}
+    twins = unicode_twins(folders)
+    if twins:
+        raise ValueError(
+            f"imagefolder {root}: the class folders {folders[twins[0]]} and {folders[twins[1]]} look alike: "
+            f"{describe_twins(*twins)}, so they would be two classes of one name; rename one to the other"
+        )
     if divided and names["train"] != names["test"]:
         only = set(names["train"]) ^ set(names["test"])
         raise ValueError(

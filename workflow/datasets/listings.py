@@ -101,7 +101,7 @@ class Listing:
             values.append(numbers)
         return values
 
-    def files(self, j: int, folder: Path) -> list[Path]:
+    def files(self, j: int, folder: Path, what: str = "file") -> list[Path]:
         """Column ``j`` as files under ``folder``, each a relative path
         that stays inside ``root`` (symbolic links resolved) and names a
         file no other row names."""
@@ -122,7 +122,7 @@ class Listing:
                 self.fail(i, f"{name!r} leads to {resolved}, outside the dataset's folder {root} (a symbolic link)")
             seen = first.setdefault(resolved, i)
             if seen != i:
-                self.fail(i, f"the file {name!r} is listed twice (also at {self.places[seen]})")
+                self.fail(i, f"the {what} {name!r} is listed twice (also at {self.places[seen]})")
             paths.append(path)
         return paths
 

@@ -54,7 +54,7 @@ def tiny_imagenet(root, subset: bool = False) -> ImageFiles:
     folder = Path(root) / "tiny-imagenet-200"
     source = (SUBSET if subset else OFFICIAL).name
     classes = read_listing(folder / "wnids.txt", 1, source, root)
-    classes.files(0, folder / "train")  # each names a folder of train/, once
+    classes.files(0, folder / "train", what="class folder")
     wnids = sorted(classes.column(0))
     index = {wnid: i for i, wnid in enumerate(wnids)}
     file_ids, labels, sides = [], [], []
