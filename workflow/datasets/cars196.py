@@ -75,10 +75,10 @@ def cars196(root, bounding_boxes: bool = False) -> ImageFiles:
     if missing:
         raise ValueError(f"{path}: annotations lack the field(s) {', '.join(missing)}; expected {', '.join(FIELDS)}")
     class_names = [_text(name) for name in np.atleast_1d(mat["class_names"])]
-    Listing([[name] for name in class_names], [f"{path}, class_names entry {i + 1}" for i in range(len(class_names))],
+    Listing([[name] for name in class_names], list(range(1, len(class_names) + 1)), [(0, f"{path}, class_names entry")],
             ANNOTATIONS.name, root).unique(0, "class name")
     listing = Listing([[_text(a["relative_im_path"])] + [_number(a[f]) for f in FIELDS[1:]] for a in annotations],
-                      [f"{path}, annotation {i + 1}" for i in range(len(annotations))], ANNOTATIONS.name, root)
+                      list(range(1, len(annotations) + 1)), [(0, f"{path}, annotation")], ANNOTATIONS.name, root)
     paths = listing.files(0, root)
     numbers = np.asarray(listing.integers(5, "class", 1, len(class_names)))
     sides = listing.choice(6, "test", ["0", "1"])
