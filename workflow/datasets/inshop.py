@@ -49,8 +49,8 @@ def inshop(root) -> ImageFiles:
     root = Path(root)
     path = root / "list_eval_partition.txt"
     source = "In-Shop files (Eval/list_eval_partition.txt)"
-    check_header(path, HEADER, source, root, line=2)
     listing = read_listing(path, 3, source, root, header=2)
+    check_header(path, HEADER, source, root, line=2)
     count = path.read_text().splitlines()[0].strip()
     if count != str(len(listing.rows)):
         raise ListingError(f"{path}, line 1: the image count is {count!r}, but the file lists {len(listing.rows)} "

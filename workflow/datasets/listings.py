@@ -69,11 +69,11 @@ class Listing:
     def column(self, j: int) -> list[str]:
         return [row[j] for row in self.rows]
 
-    def unique(self, j: int, what: str, key=lambda value: value) -> list[str]:
-        """Column ``j``, each value (as ``key`` gives it) listed once."""
+    def unique(self, j: int, what: str) -> list[str]:
+        """Column ``j``, each value listed once."""
         first = {}
         for i, row in enumerate(self.rows):
-            seen = first.setdefault(key(row[j]), i)
+            seen = first.setdefault(row[j], i)
             if seen != i:
                 self.fail(i, f"{what} {row[j]!r} is listed twice (also at {self.place(seen)})")
         return self.column(j)
@@ -134,7 +134,8 @@ class Listing:
             if os.path.islink(resolved):
                 resolved = os.path.realpath(resolved)
             if not resolved.startswith(inside):
-                self.fail(i, f"{name!r} leads to {resolved}, outside the dataset's folder {root} (a symbolic link)")
+                self.fail(i, f"{name!r} leads through a symbolic link to {resolved}, outside the dataset's "
+                               f"folder {root}")
             seen = first.setdefault(resolved, i)
             if seen != i:
                 self.fail(i, f"the {what} {name!r} is listed twice (also at {self.place(seen)})")

@@ -43,8 +43,8 @@ def sop(root) -> ImageFiles:
     folder = Path(root) / "Stanford_Online_Products"
     listings, sides = [], []
     for side in ["train", "test"]:
-        check_header(folder / f"Ebay_{side}.txt", HEADER, ARCHIVE.name, root)
         listings.append(read_listing(folder / f"Ebay_{side}.txt", 4, ARCHIVE.name, root, header=1))
+        check_header(folder / f"Ebay_{side}.txt", HEADER, ARCHIVE.name, root)
         sides += [side] * len(listings[-1].rows)
     listing = listings[0] + listings[1]
     listing.unique(0, "image id")

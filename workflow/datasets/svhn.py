@@ -41,6 +41,9 @@ def svhn(root, extra: bool = False) -> RawDataset:
         name = f"{part}_32x32.mat"
         path = Path(root) / name
         mat = scipy.io.loadmat(path)
+        if "X" not in mat or "y" not in mat:
+            raise ListingError(f"{path}: holds {', '.join(k for k in mat if not k.startswith('__'))}, not X and y. "
+                               f"{advice(name, root)}")
         x = np.asarray(mat["X"])
         y = np.asarray(mat["y"]).reshape(-1)
         if x.dtype != np.uint8 or x.shape[:3] != (32, 32, 3) or x.ndim != 4 or len(y) != x.shape[3]:
@@ -48,8 +51,8 @@ def svhn(root, extra: bool = False) -> RawDataset:
                                f"the official file holds X uint8 (32, 32, 3, N) and N labels. {advice(name, root)}")
         bad = np.flatnonzero((y < 1) | (y > 10) | (y != np.round(y)))
         if bad.size:
-            raise ListingError(f"{path}: label {y[bad[0]]} of image {bad[0]} (y, {bad.size} such labels) lies "
-                               f"outside 1..10. {advice(name, root)}")
+            raise ListingError(f"{path}: label {y[bad[0]]} of image {bad[0]} (y, {bad.size} such labels) is not "
+                               f"one of 1..10. {advice(name, root)}")
         x = x.transpose(3, 0, 1, 2)  # -> (N, H, W, C)
         y = y.astype(np.int64)
         y[y == 10] = 0  # SVHN labels the digit 0 as 10 (torchvision does the same)
