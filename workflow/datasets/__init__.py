@@ -15,7 +15,9 @@ evaluation split, test or validation) and the original file ids.
 
 A loader that reads downloaded files takes their folder as ``root`` and
 registers its official files with :func:`register_files`; the ``download``
-rule fetches and verifies them (see ``workflow/download.py``).
+rule fetches and verifies them (see ``workflow/download.py``). It reads
+the publisher's listings through :mod:`workflow.datasets.listings`, which
+checks them as they are read.
 
 Registry metadata (given to :func:`register_dataset`, read with
 ``DATASETS.metadata``, never probed from the signature):
