@@ -332,11 +332,11 @@ CUB_MD5 = "97eceeb196236b17998738112f37df78"
 # (id, config, targets, message fragments): the shape of test_bad_inputs.CONFIG_CASES (snakemake -n)
 CONFIG_CASES = [
     ("empty_dataset_path", _folder(""), [],
-     ["config key datasets.pics.params.path: '' is no path; set it to your image folder (a path relative to the "
-      "folder Snakemake runs in)"]),
+     ["config key datasets.pics.params.path: '' is no path; set it to your dataset's folder or file (a path "
+      "relative to the folder Snakemake runs in)"]),
     ("dataset_path_of_the_workflow_folder", _dataset({"source": "npz", "params": {"path": "."}}), [],
      ["config key datasets.pics.params.path: '.' is the folder Snakemake runs in, or one above it, which holds the "
-      "workflow itself (and results/); set it to your file"]),
+      "workflow itself (and results/); set it to your dataset's folder or file"]),
     ("dataset_checksum_of_31_digits", _dataset({"source": "cub200", "checksums": {"CUB_200_2011.tgz": "0" * 31}}), [],
      ["config key datasets.pics.checksums.CUB_200_2011.tgz: '" + "0" * 31 + "' does not match the form it takes",
       "`sha256:<64 hex digits>` or `md5:<32 hex digits>` (either case; the prefix may be left out)"]),
@@ -346,7 +346,7 @@ CONFIG_CASES = [
 IN_PROCESS_CASES = [
     ("blank_dataset_path", _folder("   "), [], ["config key datasets.pics.params.path: '   ' is no path"]),
     ("dataset_path_null", _dataset({"source": "npz", "params": {"path": None}}), [],
-     ["config key datasets.pics.params.path: None is no path; set it to your file"]),
+     ["config key datasets.pics.params.path: None is no path; set it to your dataset's folder or file"]),
     ("dataset_path_above_the_workflow_folder", _folder(".."), [],
      ["config key datasets.pics.params.path: '..' is the folder Snakemake runs in, or one above it"]),
     ("dataset_path_of_the_workflow_folder_written_absolute", _folder(str(Path.cwd())), [],

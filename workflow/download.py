@@ -135,7 +135,7 @@ CHECKSUM_FORM = ("'sha256:<64 hex digits>' or 'md5:<32 hex digits>' (either case
 def parse_checksum(value) -> tuple[str, str] | None:
     """("md5" or "sha256", lower-case hex digits) of a checksum written in
     the config (config.schema.yaml ``$defs/checksum``: either case, bare or
-    prefixed); None if ``value`` is none."""
+    prefixed); None if ``value`` has neither form."""
     match = CHECKSUM.match(value) if isinstance(value, str) else None
     if match is None:
         return None

@@ -150,13 +150,11 @@ def check_user_files(config: dict) -> None:
     from workflow.datasets import DATASETS
 
     for name, spec in config["datasets"].items():
-        param = DATASETS.metadata(spec["source"]).get("user_files")
-        value = (spec.get("params") or {}).get(param)
-        if param is None or param not in (spec.get("params") or {}):
+        param, params = DATASETS.metadata(spec["source"]).get("user_files"), spec.get("params") or {}
+        if param not in params:
             continue
-        key = f"config key datasets.{name}.params.{param}"
-        advice = (f"set it to your {'image folder' if spec['source'] == 'imagefolder' else 'file'} "
-                  "(a path relative to the folder Snakemake runs in)")
+        key, value = f"config key datasets.{name}.params.{param}", params[param]
+        advice = "set it to your dataset's folder or file (a path relative to the folder Snakemake runs in)"
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{key}: {value!r} is no path; {advice}")
         if Path.cwd().resolve().is_relative_to(Path(value).resolve()):
