@@ -269,3 +269,29 @@ def make_inshop(root: Path, per_item: int = 4, seed: int = 0) -> dict:
         f"{len(rows)}\nimage_name item_id evaluation_status\n" + "".join(f"{p}  {i} {s}\n" for p, i, s in rows)
     )
     return {"rows": rows}
+
+
+TINY_WNIDS = ["n01443537", "n01629819", "n01641577"]
+
+
+def make_tiny_imagenet(root: Path, n_train: int = 3, n_val: int = 2, seed: int = 0) -> dict:
+    """``tiny-imagenet-200/`` with ``wnids.txt``,
+    ``train/<wnid>/images/<wnid>_<n>.JPEG`` (and ``<wnid>_boxes.txt``) and
+    ``val/images/val_<n>.JPEG`` listed in ``val/val_annotations.txt``
+    (tab-separated: file, wnid, box x1 y1 x2 y2), 64x64 JPEGs."""
+    rng = np.random.default_rng(seed)
+    folder = root / "tiny-imagenet-200"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "wnids.txt").write_text("".join(f"{w}\n" for w in TINY_WNIDS))
+    for wnid in TINY_WNIDS:
+        boxes = []
+        for n in range(n_train):
+            write_image(folder / "train" / wnid / "images" / f"{wnid}_{n}.JPEG", (64, 64), rng, fmt="JPEG")
+            boxes.append(f"{wnid}_{n}.JPEG\t0\t2\t60\t63\n")
+        (folder / "train" / wnid / f"{wnid}_boxes.txt").write_text("".join(boxes))
+    lines = []
+    for n in range(n_val * len(TINY_WNIDS)):
+        write_image(folder / "val" / "images" / f"val_{n}.JPEG", (64, 64), rng, fmt="JPEG")
+        lines.append(f"val_{n}.JPEG\t{TINY_WNIDS[n % len(TINY_WNIDS)]}\t3\t3\t63\t63\n")
+    (folder / "val" / "val_annotations.txt").write_text("".join(lines))
+    return {"val": lines}

@@ -287,6 +287,8 @@ def describe_schema_error(error: Exception) -> str:
     if inner.validator == "type":
         message += number_hint(inner.instance)
     description = inner.schema.get("description") if isinstance(inner.schema, dict) else None
+    if inner.validator == "pattern" and description:  # the description says the form; the regex would not
+        message = f"config key {key}: {inner.instance!r} does not match the form it takes (below)"
     if description:
         message += f"\n  {key}: {description}"
     return message

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -124,6 +125,21 @@ class _Hashes:
             prefix = " (its first digits)" if len(sha256) < 64 else ""
             return f"sha256 is {self.sha.hexdigest()}, expected {sha256}{prefix}"
         return None
+
+
+CHECKSUM = re.compile(r"^(?:(md5):)?([0-9a-fA-F]{32})$|^(?:(sha256):)?([0-9a-fA-F]{64})$")
+CHECKSUM_FORM = ("'sha256:<64 hex digits>' or 'md5:<32 hex digits>' (either case, the prefix may be left out; "
+                 "sha256sum FILE or md5sum FILE prints it)")
+
+
+def parse_checksum(value) -> tuple[str, str] | None:
+    """("md5" or "sha256", lower-case hex digits) of a checksum written in
+    the config (config.schema.yaml ``$defs/checksum``: either case, bare or
+    prefixed); None if ``value`` has neither form."""
+    match = CHECKSUM.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    return ("md5", match.group(2).lower()) if match.group(2) else ("sha256", match.group(4).lower())
 
 
 def describe_checksums(md5: str | None, sha256: str | None) -> str:
@@ -411,7 +427,10 @@ def pin_checksums(files: list[OfficialFile], checksums: dict, name: str) -> list
                 )
             pinned.append(f)
             continue
-        md5, sha256 = (value, None) if len(value) == 32 else (None, value)
+        parsed = parse_checksum(value)
+        if parsed is None:
+            raise ConfigError(f"config key datasets.{name}.checksums.{f.name}: {value!r} is not {CHECKSUM_FORM}")
+        md5, sha256 = (parsed[1], None) if parsed[0] == "md5" else (None, parsed[1])
         official = f.checksums() if (f.md5 or f.sha256) else "none published"
         pinned.append(replace(f, md5=md5, sha256=sha256, members=(), pinned=True, official=official))
     return pinned

@@ -141,6 +141,29 @@ def check_protocols(config: dict) -> None:
             )
 
 
+def check_user_files(config: dict) -> None:
+    """The loader parameter naming a dataset's own file or folder (its
+    registration's ``user_files``: ``path`` of imagefolder and npz) is a
+    path, neither empty nor the folder Snakemake runs in or one above it:
+    "" and "." would read the workflow itself (its code, ``results/``) as
+    the dataset."""
+    from workflow.datasets import DATASETS
+
+    for name, spec in config["datasets"].items():
+        param, params = DATASETS.metadata(spec["source"]).get("user_files"), spec.get("params") or {}
+        if param not in params:
+            continue
+        key, value = f"config key datasets.{name}.params.{param}", params[param]
+        advice = "set it to your dataset's folder or file (a path relative to the folder Snakemake runs in)"
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{key}: {value!r} is no path; {advice}")
+        if Path.cwd().resolve().is_relative_to(Path(value).resolve()):
+            raise ConfigError(
+                f"{key}: {value!r} is the folder Snakemake runs in, or one above it, which holds the workflow "
+                f"itself (and results/); {advice}"
+            )
+
+
 def check_names(config: dict) -> None:
     for section in NAMED_SECTIONS:
         for name in config.get(section) or {}:
@@ -475,6 +498,7 @@ def check_config_files(paths) -> None:
 def check_config(config: dict) -> None:
     """The other checks of this module, on the validated, expanded config."""
     check_names(config)
+    check_user_files(config)
     check_protocols(config)
     check_parameters(config)
     check_pretrained(config)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -101,15 +102,32 @@ def crop_to_box(image, box, width: int, height: int):
                        max(round(bottom), round(top) + 1)))
 
 
+NOT_REGULAR = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]
+
+
+def check_image_file(path: Path) -> None:
+    """A listed image that is missing raises FileNotFoundError; one that
+    is not a regular file (a named pipe, which reading would wait on
+    forever, a folder, a device) raises ValueError saying what it is."""
+    try:
+        mode = path.stat().st_mode  # follows symbolic links
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image file is missing") from None
+    if not stat.S_ISREG(mode):
+        kind = next((what for test, what in NOT_REGULAR if test(mode)), "no regular file")
+        raise ValueError(f"{path}: {kind}, not a regular image file; replace it with the image file or remove it")
+
+
 def decode_image(path, image_size: int | None, box=None) -> np.ndarray:
     """One image file -> uint8 (H, W, 3). 16-bit images are scaled to 8 bits
     (:func:`to_8bit`); single-channel images are converted to RGB. ``box``
     (left, top, right, bottom in the file's pixels) crops the image first,
     clipped to it. Raises :class:`UndecodableImageError` if Pillow cannot
-    read it; a missing file raises FileNotFoundError."""
+    read it; a missing file or one that is not a regular file raises
+    (:func:`check_image_file`)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: image file is missing")
+    check_image_file(path)
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -270,8 +288,7 @@ def _encode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, th
 
     def work(i):
         path = files.paths[i]
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: image file is missing")
+        check_image_file(Path(path))
         try:
             return file_jpeg(path, image_size, boxes[i])
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import re
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,7 +57,9 @@ import torch
 
 from workflow.checkpoints import CheckpointError, load_checkpoint
 from workflow.config import ConfigError
-from workflow.download import CHUNK, DownloadError, describe_checksums, download_url, file_mismatch
+from workflow.download import (
+    CHECKSUM_FORM, CHUNK, DownloadError, describe_checksums, download_url, file_mismatch, parse_checksum,
+)
 
 # ---------------------------------------------------------------- errors
 
@@ -216,8 +217,6 @@ def get_record(name: str) -> WeightsRecord | None:
 # ---------------------------------------------------------------- config
 
 SPEC_KEYS = ("record", "file", "checksum", "normalisation", "mean", "std", "input_size")
-CHECKSUM = re.compile(r"^(md5|sha256):([0-9a-fA-F]+)$")
-HEX_LENGTH = {"md5": 32, "sha256": 64}
 
 
 def _named_record(name, key: str) -> WeightsRecord:
@@ -237,13 +236,10 @@ def _named_record(name, key: str) -> WeightsRecord:
 
 
 def _pin(record: WeightsRecord, checksum, key: str) -> WeightsRecord:
-    match = CHECKSUM.match(checksum) if isinstance(checksum, str) else None
-    if not match or len(match.group(2)) != HEX_LENGTH[match.group(1)]:
-        raise ConfigError(
-            f"config key {key}.checksum: {checksum!r} is not 'sha256:<64 hex digits>' or 'md5:<32 hex digits>' "
-            "(sha256sum FILE or md5sum FILE prints it)"
-        )
-    kind, digest = match.group(1), match.group(2).lower()
+    parsed = parse_checksum(checksum)
+    if parsed is None:
+        raise ConfigError(f"config key {key}.checksum: {checksum!r} is not {CHECKSUM_FORM}")
+    kind, digest = parsed
     known = record.md5 if kind == "md5" else record.sha256
     if known and not digest.startswith(known):
         raise ConfigError(

@@ -15,7 +15,9 @@ evaluation split, test or validation) and the original file ids.
 
 A loader that reads downloaded files takes their folder as ``root`` and
 registers its official files with :func:`register_files`; the ``download``
-rule fetches and verifies them (see ``workflow/download.py``).
+rule fetches and verifies them (see ``workflow/download.py``). It reads
+the publisher's listings through :mod:`workflow.datasets.listings`, which
+checks them as they are read.
 
 Registry metadata (given to :func:`register_dataset`, read with
 ``DATASETS.metadata``, never probed from the signature):
@@ -44,6 +46,7 @@ from typing import Callable
 
 import numpy as np
 
+from workflow.datasets.listings import describe_twins, unicode_twins
 from workflow.registry import Registry, unknown_parameter
 
 DATASETS = Registry("dataset", __name__)
@@ -70,6 +73,9 @@ def _check_labels(labels: np.ndarray, class_names: list[str], n: int) -> None:
     twice = sorted(name for name, count in Counter(class_names).items() if count > 1)
     if twice:
         raise ValueError(f"class_names holds {', '.join(map(repr, twice))} more than once; class names must differ")
+    twins = unicode_twins(class_names)
+    if twins:
+        raise ValueError(f"class_names: {describe_twins(*twins)}; class names must differ visibly: rename one")
     if labels.ndim != 1 or len(labels) != n:
         raise ValueError(
             f"labels has shape {labels.shape} for {n} images; one label per image is required "
@@ -154,27 +160,6 @@ class ImageFiles:
         _check_per_image(self.file_ids, "file_ids", len(self.paths))
         if self.boxes is not None and np.shape(self.boxes) != (len(self.paths), 4):
             raise ValueError(f"boxes has shape {np.shape(self.boxes)} for {len(self.paths)} images; (N, 4) is required")
-
-
-def read_rows(path, fields: int, part_of: str, header: int = 0) -> list[list[str]]:
-    """The rows of a published text listing (whitespace-separated, after
-    ``header`` lines), each of ``fields`` fields; a missing file, a row of
-    another length or an empty listing raises an error naming the file
-    (and line) and the archive ``part_of`` that holds it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; it is part of the official {part_of}, which should have unpacked it")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines()[header:], start=header + 1):
-        if not line.strip():
-            continue
-        row = line.split()
-        if len(row) != fields:
-            raise ValueError(f"{path}, line {number}: {len(row)} fields ({line.strip()[:80]!r}), expected {fields}")
-        rows.append(row)
-    if not rows:
-        raise ValueError(f"{path}: lists nothing (a file of the official {part_of} lists every image)")
-    return rows
 
 
 def load_dataset(source: str, **params) -> RawDataset | ImageFiles:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from workflow.datasets import ImageFiles, register_dataset, register_files
+from workflow.datasets.listings import Listing
 from workflow.download import OfficialFile
 
 GONE = (
@@ -45,6 +46,17 @@ def _text(value) -> str:
     return str(value)
 
 
+def _number(value) -> str:
+    """A MATLAB number as text: a whole number without its ".0" (MATLAB
+    stores doubles); anything else as it is, for the checks to name."""
+    text = _text(value)
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() else text
+
+
 @register_dataset("cars196", train_classes=98, recall_at=[1, 2, 4, 8])
 def cars196(root, bounding_boxes: bool = False) -> ImageFiles:
     """``bounding_boxes``: crop each image to its published box."""
@@ -63,20 +75,25 @@ def cars196(root, bounding_boxes: bool = False) -> ImageFiles:
     if missing:
         raise ValueError(f"{path}: annotations lack the field(s) {', '.join(missing)}; expected {', '.join(FIELDS)}")
     class_names = [_text(name) for name in np.atleast_1d(mat["class_names"])]
-    numbers = np.asarray([int(a["class"]) for a in annotations])
-    bad = numbers[(numbers < 1) | (numbers > len(class_names))]
-    if bad.size:
-        raise ValueError(f"{path}: an image has class {bad[0]}, but class_names lists {len(class_names)} classes")
-    file_ids = [_text(a["relative_im_path"]) for a in annotations]
+    Listing([[name] for name in class_names], list(range(1, len(class_names) + 1)), [(0, f"{path}, class_names entry")],
+            ANNOTATIONS.name, root).unique(0, "class name")
+    listing = Listing([[_text(a["relative_im_path"])] + [_number(a[f]) for f in FIELDS[1:]] for a in annotations],
+                      list(range(1, len(annotations) + 1)), [(0, f"{path}, annotation")], ANNOTATIONS.name, root)
+    paths = listing.files(0, root)
+    numbers = np.asarray(listing.integers(5, "class", 1, len(class_names)))
+    sides = listing.choice(6, "test", ["0", "1"])
     boxes = None
     if bounding_boxes:  # 1-based, inclusive corners -> left, top, right, bottom
-        boxes = np.asarray([(float(a["bbox_x1"]) - 1, float(a["bbox_y1"]) - 1, float(a["bbox_x2"]), float(a["bbox_y2"]))
-                            for a in annotations])
+        corners = listing.numbers([1, 2, 3, 4], "bbox_x1 bbox_y1 bbox_x2 bbox_y2")
+        for i, (x1, y1, x2, y2) in enumerate(corners):
+            if x2 < x1 or y2 < y1:
+                listing.fail(i, f"the box {x1:g} {y1:g} {x2:g} {y2:g} ends before it starts")
+        boxes = np.asarray([(x1 - 1, y1 - 1, x2, y2) for x1, y1, x2, y2 in corners])
     return ImageFiles(
-        paths=[root / f for f in file_ids],
+        paths=paths,
         labels=numbers.astype(np.int64) - 1,
         class_names=class_names,
-        official_split=np.asarray(["test" if int(a["test"]) else "train" for a in annotations]),
-        file_ids=np.asarray(file_ids, dtype=object),
+        official_split=np.asarray(["test" if side == "1" else "train" for side in sides]),
+        file_ids=np.asarray(listing.column(0), dtype=object),
         boxes=boxes,
     )

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow.datasets import ImageFiles, read_rows, register_dataset, register_files
+from workflow.datasets import ImageFiles, register_dataset, register_files
+from workflow.datasets.listings import ListingError, advice, read_listing
 from workflow.download import OfficialFile
 
 ARCHIVE = OfficialFile(
@@ -45,35 +46,45 @@ def cub200(root, bounding_boxes: bool = False) -> ImageFiles:
     folder = Path(root) / "CUB_200_2011"
 
     def listing(name, fields):
-        return read_rows(folder / name, fields, ARCHIVE.name)
+        return read_listing(folder / name, fields, ARCHIVE.name, root)
 
-    classes = sorted((int(number), name) for number, name in listing("classes.txt", 2))
-    index = {number: i for i, (number, _) in enumerate(classes)}
+    classes = listing("classes.txt", 2)
+    numbers = classes.integers(0, "class number", 1)
+    classes.unique(0, "class number")
+    classes.unique(1, "class name")
+    index = {number: i for i, number in enumerate(sorted(numbers))}
+    names = dict(zip(numbers, classes.column(1)))
     images = listing("images.txt", 2)
-    label_of = dict(listing("image_class_labels.txt", 2))
-    train_of = dict(listing("train_test_split.txt", 2))
-    box_of = {row[0]: row[1:] for row in listing("bounding_boxes.txt", 5)} if bounding_boxes else {}
-    labels, sides, boxes = [], [], []
-    for image_id, file_id in images:
-        for table, listed in [(label_of, "image_class_labels.txt"), (train_of, "train_test_split.txt")] + (
-            [(box_of, "bounding_boxes.txt")] if bounding_boxes else []
-        ):
-            if image_id not in table:
-                raise ValueError(f"{folder / listed}: image {image_id} ({file_id}) of images.txt is not listed")
-        number = int(label_of[image_id])
-        if number not in index:
-            raise ValueError(f"{folder / 'image_class_labels.txt'}: image {image_id} has class {number}, "
-                             "which classes.txt does not list")
-        labels.append(index[number])
-        sides.append("train" if train_of[image_id] == "1" else "test")
-        if bounding_boxes:
-            x, y, w, h = map(float, box_of[image_id])
-            boxes.append((x, y, x + w, y + h))
+    image_ids = images.unique(0, "image id")
+    paths = images.files(1, folder / "images")
+
+    def per_image(name, fields, read):
+        """The values of listing ``name`` (``read(listing)``) in the order of images.txt."""
+        table = listing(name, fields)
+        position = {image_id: i for i, image_id in enumerate(table.unique(0, "image id"))}
+        for i, image_id in enumerate(table.column(0)):
+            if image_id not in listed:
+                table.fail(i, f"image id {image_id!r} is not in images.txt")
+        for image_id, file_id in zip(image_ids, images.column(1)):
+            if image_id not in position:
+                raise ListingError(f"{folder / name}: image {image_id} ({file_id}) of images.txt is not listed. "
+                                   f"{advice(ARCHIVE.name, Path(root))}")
+        values = read(table)
+        return [values[position[image_id]] for image_id in image_ids]
+
+    listed = set(image_ids)
+    numbers_of = per_image("image_class_labels.txt", 2, lambda t: t.choice(
+        1, "class number", {str(n) for n in numbers}, among="a class number of classes.txt"))
+    sides = per_image("train_test_split.txt", 2, lambda t: t.choice(1, "is_training_image", ["0", "1"]))
+    boxes = None
+    if bounding_boxes:
+        listed_boxes = per_image("bounding_boxes.txt", 5, lambda t: t.numbers([1, 2, 3, 4], "box x y width height"))
+        boxes = np.asarray([(x, y, x + w, y + h) for x, y, w, h in listed_boxes], dtype=np.float64)
     return ImageFiles(
-        paths=[folder / "images" / file_id for _, file_id in images],
-        labels=np.asarray(labels, dtype=np.int64),
-        class_names=[name for _, name in classes],
-        official_split=np.asarray(sides),
-        file_ids=np.asarray([file_id for _, file_id in images], dtype=object),
-        boxes=np.asarray(boxes, dtype=np.float64) if bounding_boxes else None,
+        paths=paths,
+        labels=np.asarray([index[int(n)] for n in numbers_of], dtype=np.int64),
+        class_names=[names[n] for n in sorted(numbers)],
+        official_split=np.asarray(["train" if side == "1" else "test" for side in sides]),
+        file_ids=np.asarray(images.column(1), dtype=object),
+        boxes=boxes,
     )

@@ -17,8 +17,10 @@ can open (:func:`image_extensions`: ``.jpg``, ``.png``, ``.bmp``, ``.gif``,
 ``.ipynb_checkpoints``) and files with other extensions (``README.txt``)
 are ignored. Nothing else is skipped: a symbolic link whose target is
 missing or that loops, an image file outside a class folder, a folder
-beside ``train/`` and ``test/``, and (in ``prepare``) an image file that
-does not decode stop the run, naming it.
+beside ``train/`` and ``test/``, two class folders whose names differ only
+in Unicode normalisation (``café`` typed as one character or as ``e`` and
+an accent), and (in ``prepare``) an image file that does not decode or is
+no regular file (a named pipe) stop the run, naming it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from workflow.datasets import ImageFiles, register_dataset
+from workflow.datasets.listings import describe_twins, unicode_twins
 
 
 @cache
@@ -129,6 +132,13 @@ def imagefolder(path) -> ImageFiles:
     sides = ["train", "test"] if divided else [None]
     class_sets = {side: _class_folders(root / side if side else root, root, layout) for side in sides}
     names = {side: [c.name for c in folders] for side, folders in class_sets.items()}
+    folders = {folder.name: folder for side in sides for folder in class_sets[side]}
+    twins = unicode_twins(folders)
+    if twins:
+        raise ValueError(
+            f"imagefolder {root}: the class folders {folders[twins[0]]} and {folders[twins[1]]} look alike: "
+            f"{describe_twins(*twins)}, so they would be two classes of one name; rename one to the other"
+        )
     if divided and names["train"] != names["test"]:
         only = set(names["train"]) ^ set(names["test"])
         raise ValueError(

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow.datasets import ImageFiles, read_rows, register_dataset, register_files
+from workflow.datasets import ImageFiles, register_dataset, register_files
+from workflow.datasets.listings import ListingError, advice, check_header, read_listing
 from workflow.download import OfficialFile
 
 HINT = (
@@ -40,21 +41,34 @@ def inshop_files() -> list[OfficialFile]:
     ]
 
 
+HEADER = ["image_name", "item_id", "evaluation_status"]
+
+
 @register_dataset("inshop", recall_at=[1, 10, 20, 30, 50])
 def inshop(root) -> ImageFiles:
     root = Path(root)
-    listing = root / "list_eval_partition.txt"
-    rows = read_rows(listing, 3, "In-Shop files (Eval/list_eval_partition.txt)", header=2)
-    for number, (_, _, status) in enumerate(rows):
-        if status not in SIDES:
-            raise ValueError(f"{listing}: image {number + 1} has evaluation status {status!r}, not train, query or gallery")
-    train_items = sorted({item for _, item, status in rows if status == "train"})
-    test_items = sorted({item for _, item, status in rows if status != "train"} - set(train_items))
+    path = root / "list_eval_partition.txt"
+    source = "In-Shop files (Eval/list_eval_partition.txt)"
+    listing = read_listing(path, 3, source, root, header=2)
+    check_header(path, HEADER, source, root, line=2)
+    count = path.read_text().splitlines()[0].strip()
+    if count != str(len(listing.rows)):
+        raise ListingError(f"{path}, line 1: the image count is {count!r}, but the file lists {len(listing.rows)} "
+                           f"images. {advice(source, root)}")
+    paths = listing.files(0, root)
+    statuses = listing.choice(2, "evaluation status", list(SIDES))
+    side_of = {}
+    for i, (item, status) in enumerate(zip(listing.column(1), statuses)):
+        if (side_of.setdefault(item, status) == "train") != (status == "train"):
+            listing.fail(i, f"item {item} is listed as {status} here and as {side_of[item]} before; the published "
+                            "division is class-disjoint (an item trains, or it is a query and gallery item)")
+    train_items = sorted(item for item, status in side_of.items() if status == "train")
+    test_items = sorted(item for item, status in side_of.items() if status != "train")
     index = {item: i for i, item in enumerate(train_items + test_items)}
     return ImageFiles(
-        paths=[root / path for path, _, _ in rows],
-        labels=np.asarray([index[item] for _, item, _ in rows], dtype=np.int64),
+        paths=paths,
+        labels=np.asarray([index[item] for item in listing.column(1)], dtype=np.int64),
         class_names=train_items + test_items,
-        official_split=np.asarray([SIDES[status] for _, _, status in rows]),
-        file_ids=np.asarray([path for path, _, _ in rows], dtype=object),
+        official_split=np.asarray([SIDES[status] for status in statuses]),
+        file_ids=np.asarray(listing.column(0), dtype=object),
     )

@@ -25,10 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from workflow.datasets import ImageFiles, register_dataset, register_files
+from workflow.datasets.listings import read_listing
 from workflow.download import Member, OfficialFile
 
 # torchvision.datasets.Places365's file names, as read here without importing
 # torchvision (which takes seconds); the download uses its checksums.
+DEVKIT = "filelist_places365-standard.tar"
 CATEGORIES = "categories_places365.txt"
 FILE_LISTS = {"train-standard": "places365_train_standard.txt", "val": "places365_val.txt"}
 
@@ -69,29 +71,23 @@ def _image_folder(root: Path, split: str, small: bool) -> Path:
 def places365(root, small: bool = True) -> ImageFiles:
     """``small``: the 256x256 images (default) or the high-resolution ones."""
     root = Path(root)
-    categories = root / CATEGORIES
-    names = {}
-    for line in categories.read_text().splitlines():
-        if line.strip():
-            name, idx = line.split()
-            names[int(idx)] = name
-    if sorted(names) != list(range(len(names))):
-        raise ValueError(f"{categories}: class indices are not 0..{len(names) - 1}")
+    categories = read_listing(root / CATEGORIES, 2, DEVKIT, root)
+    categories.unique(0, "category")
+    indices = categories.integers(1, "class index", 0, len(categories.rows) - 1)
+    categories.unique(1, "class index")
+    names = dict(zip(indices, categories.column(0)))
     # "/a/airfield" -> "airfield": the letter only groups the names alphabetically.
     class_names = [names[i].split("/", 2)[2] if names[i].count("/") >= 2 else names[i].strip("/") for i in range(len(names))]
 
     paths, labels, sides, file_ids = [], [], [], []
     for split, side in [("train-standard", "train"), ("val", "test")]:
-        listing = root / FILE_LISTS[split]
-        folder = _image_folder(root, split, small)
-        for line in listing.read_text().splitlines():
-            if not line.strip():
-                continue
-            image, idx = line.split()
-            file_ids.append(image)
-            paths.append(folder / image.lstrip("/"))
-            labels.append(int(idx))
-            sides.append(side)
+        listing = read_listing(root / FILE_LISTS[split], 2, DEVKIT, root)
+        for row in listing.rows:  # the training list's "/a/airfield/00000001.jpg" lies in the images' folder
+            row.append(row[0].lstrip("/"))
+        paths += listing.files(2, _image_folder(root, split, small))
+        labels += listing.integers(1, "class index", 0, len(class_names) - 1)
+        file_ids += listing.column(0)
+        sides += [side] * len(listing.rows)
     return ImageFiles(
         paths=paths,
         labels=np.asarray(labels, dtype=np.int64),

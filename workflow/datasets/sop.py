@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow.datasets import ImageFiles, read_rows, register_dataset, register_files
+from workflow.datasets import ImageFiles, register_dataset, register_files
+from workflow.datasets.listings import check_header, read_listing
 from workflow.download import OfficialFile
 
 ARCHIVE = OfficialFile(
@@ -34,21 +35,34 @@ def sop_files() -> list[OfficialFile]:
     return [ARCHIVE]
 
 
+HEADER = ["image_id", "class_id", "super_class_id", "path"]
+
+
 @register_dataset("sop", recall_at=[1, 10, 100, 1000])
 def sop(root) -> ImageFiles:
     folder = Path(root) / "Stanford_Online_Products"
-    rows, sides = [], []
+    listings, sides = [], []
     for side in ["train", "test"]:
-        listed = read_rows(folder / f"Ebay_{side}.txt", 4, ARCHIVE.name, header=1)
-        rows += listed
-        sides += [side] * len(listed)
-    class_ids = sorted({int(row[1]) for row in rows})
+        listings.append(read_listing(folder / f"Ebay_{side}.txt", 4, ARCHIVE.name, root, header=1))
+        check_header(folder / f"Ebay_{side}.txt", HEADER, ARCHIVE.name, root)
+        sides += [side] * len(listings[-1].rows)
+    listing = listings[0] + listings[1]
+    listing.unique(0, "image id")
+    listing.integers(0, "image id", 1)
+    classes = listing.integers(1, "class id", 1)
+    listing.integers(2, "super-class id", 1)
+    paths = listing.files(3, folder)
+    side_of = {}
+    for i, (class_id, side) in enumerate(zip(classes, sides)):
+        if side_of.setdefault(class_id, side) != side:
+            listing.fail(i, f"class id {class_id} is listed in both Ebay_train.txt and Ebay_test.txt; the published "
+                            "division is class-disjoint")
+    class_ids = sorted(side_of)
     index = {c: i for i, c in enumerate(class_ids)}
-    file_ids = [row[3] for row in rows]
     return ImageFiles(
-        paths=[folder / f for f in file_ids],
-        labels=np.asarray([index[int(row[1])] for row in rows], dtype=np.int64),
+        paths=paths,
+        labels=np.asarray([index[c] for c in classes], dtype=np.int64),
         class_names=[str(c) for c in class_ids],
         official_split=np.asarray(sides),
-        file_ids=np.asarray(file_ids, dtype=object),
+        file_ids=np.asarray(listing.column(3), dtype=object),
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from workflow.datasets import RawDataset, register_dataset, register_files
+from workflow.datasets.listings import ListingError, advice
 from workflow.download import OfficialFile
 
 
@@ -38,9 +39,22 @@ def svhn(root, extra: bool = False) -> RawDataset:
     images, labels, sides, file_ids = [], [], [], []
     for part, side in _parts(extra):
         name = f"{part}_32x32.mat"
-        mat = scipy.io.loadmat(Path(root) / name)
-        x = np.asarray(mat["X"], dtype=np.uint8).transpose(3, 0, 1, 2)  # -> (N, H, W, C)
-        y = np.asarray(mat["y"], dtype=np.int64).reshape(-1)
+        path = Path(root) / name
+        mat = scipy.io.loadmat(path)
+        if "X" not in mat or "y" not in mat:
+            raise ListingError(f"{path}: holds {', '.join(k for k in mat if not k.startswith('__'))}, not X and y. "
+                               f"{advice(name, root)}")
+        x = np.asarray(mat["X"])
+        y = np.asarray(mat["y"]).reshape(-1)
+        if x.dtype != np.uint8 or x.shape[:3] != (32, 32, 3) or x.ndim != 4 or len(y) != x.shape[3]:
+            raise ListingError(f"{path}: X has dtype {x.dtype} and shape {x.shape} and y has {len(y)} labels; "
+                               f"the official file holds X uint8 (32, 32, 3, N) and N labels. {advice(name, root)}")
+        bad = np.flatnonzero((y < 1) | (y > 10) | (y != np.round(y)))
+        if bad.size:
+            raise ListingError(f"{path}: label {y[bad[0]]} of image {bad[0]} (y, {bad.size} such labels) is not "
+                               f"one of 1..10. {advice(name, root)}")
+        x = x.transpose(3, 0, 1, 2)  # -> (N, H, W, C)
+        y = y.astype(np.int64)
         y[y == 10] = 0  # SVHN labels the digit 0 as 10 (torchvision does the same)
         images.append(x)
         labels.append(y)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from workflow.datasets import ImageFiles, register_dataset, register_files
+from workflow.datasets.listings import read_listing
 from workflow.download import OfficialFile
 
 OFFICIAL = OfficialFile(
@@ -51,7 +52,10 @@ def tiny_imagenet_files(subset: bool = False) -> list[OfficialFile]:
 def tiny_imagenet(root, subset: bool = False) -> ImageFiles:
     """``subset``: read the reduced offline copy (see the module docstring)."""
     folder = Path(root) / "tiny-imagenet-200"
-    wnids = sorted((folder / "wnids.txt").read_text().split())
+    source = (SUBSET if subset else OFFICIAL).name
+    classes = read_listing(folder / "wnids.txt", 1, source, root)
+    classes.files(0, folder / "train", what="class folder")
+    wnids = sorted(classes.column(0))
     index = {wnid: i for i, wnid in enumerate(wnids)}
     file_ids, labels, sides = [], [], []
     for wnid in wnids:
@@ -61,16 +65,13 @@ def tiny_imagenet(root, subset: bool = False) -> ImageFiles:
         file_ids += [f"train/{wnid}/images/{p.name}" for p in images]
         labels += [index[wnid]] * len(images)
         sides += ["train"] * len(images)
-    annotations = folder / "val" / "val_annotations.txt"
-    for line in annotations.read_text().splitlines():
-        if not line.strip():
-            continue
-        name, wnid = line.split("\t")[:2]
-        if wnid not in index:
-            raise ValueError(f"{annotations}: {name} has class {wnid}, which is not in wnids.txt")
-        file_ids.append(f"val/images/{name}")
-        labels.append(index[wnid])
-        sides.append("test")
+    # <file> <wnid> <box x1 y1 x2 y2> (the boxes are not read)
+    validation = read_listing(folder / "val" / "val_annotations.txt", 6, source, root)
+    validation.files(0, folder / "val" / "images")
+    validation.choice(1, "wnid", index, among="a wnid of wnids.txt")
+    file_ids += [f"val/images/{name}" for name in validation.column(0)]
+    labels += [index[wnid] for wnid in validation.column(1)]
+    sides += ["test"] * len(validation.rows)
     return ImageFiles(
         paths=[folder / f for f in file_ids],
         labels=np.asarray(labels, dtype=np.int64),
