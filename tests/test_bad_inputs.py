@@ -272,12 +272,18 @@ def config_runs(tmp_path_factory) -> dict:
 
 
 def catalogue_size() -> int:
-    """Every case of the catalogue (README "Bad inputs and guards" gives this number)."""
+    """Every case of the catalogue (README "Bad inputs and guards" gives
+    this number): the lists here, and the ``CATALOGUE`` lists of the
+    catalogue's other files (``tests/test_bad_inputs_*.py``, one per kind)."""
+    import importlib
+
+    others = [importlib.import_module(path.stem).CATALOGUE
+              for path in sorted(Path(__file__).parent.glob("test_bad_inputs_*.py"))]
     return sum(len(cases) for cases in [CONFIG_CASES, IN_PROCESS_CASES, PREPARE_CASES, SPLIT_CASES,
                                         OUTCOME_CASES, DATA_CASES, PLANTED_CASES,
                                         CHECKPOINT_CASES, MODEL_CASES, JOB_CASES,
                                         CONFIG_FILE_CASES, RESULT_FILE_CASES, DML_DATA_CASES,
-                                        JPEG_STORE_CASES, EVALUATION_CASES])
+                                        JPEG_STORE_CASES, EVALUATION_CASES, *(c for lists in others for c in lists)])
 
 
 def test_the_catalogue_has_at_least_twenty_cases():
