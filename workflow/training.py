@@ -43,9 +43,9 @@ from workflow.backbones import build_backbone
 from workflow.backbones.weights import input_normalisation
 from workflow.checkpoints import CheckpointError, load_checkpoint
 from workflow.config import CELL_PATTERN, ConfigError, settings_hash
-from workflow.io import atomic_path, save_json
+from workflow.io import atomic_path, check_output_path, save_json
 from workflow.jpeg_store import JpegImages, JpegStore
-from workflow.job_guard import ParentWatch, cell_lock, lock_path
+from workflow.job_guard import cell_lock, lock_path, watch_parent
 from workflow.losses import build_loss, loss_classifies
 from workflow.samplers import make_batches
 from workflow.seeds import stream_seed
@@ -593,7 +593,7 @@ def save_torch(path, obj) -> None:
     name ``archive``."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, size=buffer.tell()) as tmp:
         tmp.write_bytes(buffer.getvalue())
 
 
@@ -678,7 +678,9 @@ def train_job(images, labels, train_index, num_classes, settings, model_path, st
     before ``model.pt`` is written (:mod:`workflow.training_log`)."""
     checkpoint_path = Path(checkpoint_path)
     live_log = checkpoint_path.parent / "tensorboard" if tensorboard_dir else None
-    watch = ParentWatch()
+    if tensorboard_dir:  # before training, not after the last epoch
+        check_output_path(tensorboard_dir, folder=True)
+    watch = watch_parent()
     with cell_lock(lock_path(checkpoint_path), CELL_PATTERN.format(**settings)):
         model = train_cell(images, labels, train_index, num_classes, settings, threads=threads,
                            checkpoint_path=checkpoint_path, writing=watch.writing, live_log=live_log)
