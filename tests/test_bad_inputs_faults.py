@@ -253,14 +253,31 @@ def _kill_snakemake_during(tmp_path, config, target, script, log, ready, outputs
     assert leftovers(workdir / "results") == []
 
 
-# digits as 1,797 JPEGs of 768 x 768 pixels: a prepare job of a minute.
-SLOW_PREPARE = changed(("datasets", "digits"), {"source": "sklearn_digits", "image_size": 768, "storage": "jpeg"})
-PREPARED = [f"results/data/digits/{name}" for name in ["images.jpegs", "labels.parquet", "classes.json"]]
+def _slow_folder(root: Path, per_class: int = 100) -> Path:
+    """Class folders of 1500 x 1500 PNGs (5 KB each, a gradient): each
+    takes tens of milliseconds to decode, the folder seconds."""
+    import shutil
+
+    from PIL import Image
+
+    first = root / "a" / "0.png"
+    first.parent.mkdir(parents=True)
+    Image.fromarray((np.add.outer(np.arange(1500), np.arange(1500)) % 256).astype(np.uint8)).save(first)
+    for name in ["a", "b"]:
+        (root / name).mkdir(exist_ok=True)
+        for i in range(per_class):
+            if not (root / name / f"{i}.png").exists():
+                shutil.copyfile(first, root / name / f"{i}.png")
+    return root
 
 
 def prepare_job_whose_snakemake_is_killed(tmp_path):
-    _kill_snakemake_during(tmp_path, SLOW_PREPARE, PREPARED[1], "prepare.py", "results/logs/prepare/digits.log",
-                           "dataset digits: 1797 images", PREPARED)
+    """A prepare job decoding 200 large images, Snakemake killed as it starts."""
+    config = changed(("datasets",), {"slow": {"source": "imagefolder", "image_size": 16,
+                                              "params": {"path": str(_slow_folder(tmp_path / "slow"))}}})
+    outputs = [f"results/data/slow/{name}" for name in ["images.npy", "labels.parquet", "classes.json"]]
+    _kill_snakemake_during(tmp_path, config, outputs[1], "prepare.py", "results/logs/prepare/slow.log",
+                           "dataset slow: 200 images", outputs)
 
 
 WRITER = """
@@ -374,7 +391,7 @@ def test_result_path_error(result_path_runs, case):
     result = result_path_runs[name]
     assert result.returncode == 1, result.stdout[-2000:]
     for fragment in fragments:
-        assert fragment in result.stderr, f"{fragment!r} not in:\n{result.stderr[-3000:]}"
+        assert fragment in result.stdout + result.stderr, f"{fragment!r} not in:\n{result.stdout[-3000:]}"
 
 
 def test_a_tensorboard_file_passes_with_tensorboard_off(tmp_path):
