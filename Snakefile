@@ -36,4 +36,7 @@ rule all:
 # belongs, stops here, before any job, named (workflow/io.py).
 from workflow.io import check_result_paths
 
-check_result_paths(workflow.rules, folders=["results/tensorboard"] if config.get("tensorboard", True) else [])
+check_result_paths(
+    workflow.rules,
+    folders=["results/tensorboard"] if config.get("tensorboard", True) else [],
+)
