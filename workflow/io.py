@@ -79,18 +79,22 @@ def check_free_space(path, size: int, what: str | None = None) -> None:
         )
 
 
-def _disk_full(path, error: OSError) -> OutputPathError:
-    folder = Path(path).parent
-    return OutputPathError(
-        f"{folder}: its file system ran out of space while this job wrote there ({error.strerror or error}; "
-        f"{shutil.disk_usage(folder).free:,} bytes free now). The partial files were removed. Free space on "
-        "that file system (or move results/ to a larger disk and link it), then run Snakemake again."
-    )
-
-
-def _no_space(error: OSError) -> bool:
-    # pyarrow's IOError carries no errno, only the system's message.
-    return error.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error)
+@contextlib.contextmanager
+def disk_full_named(folder):
+    """A full disk (``ENOSPC``, ``EDQUOT``) met in the block, writing into
+    ``folder``, becomes an error naming the folder and what to do; the
+    caller removes its partial files."""
+    try:
+        yield
+    except OSError as error:
+        # pyarrow's IOError carries no errno, only the system's message.
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT) and "No space left on device" not in str(error):
+            raise
+        raise OutputPathError(
+            f"{folder}: its file system ran out of space while this job wrote there ({error.strerror or error}; "
+            f"{shutil.disk_usage(folder).free:,} bytes free now). The partial files were removed. Free space on "
+            "that file system (or move results/ to a larger disk and link it), then run Snakemake again."
+        ) from None
 
 
 def check_output_path(path, folder: bool = False) -> None:
@@ -139,14 +143,10 @@ def atomic_path(path, size: int | None = None):
     os.close(fd)
     os.chmod(tmp, ordinary_mode())
     try:
-        with temporary(tmp):
+        with disk_full_named(path.parent), temporary(tmp):
             yield Path(tmp)
             with writing():  # no output appears once the job's Snakemake has ended
                 os.replace(tmp, path)
-    except OSError as error:
-        if _no_space(error):
-            raise _disk_full(path, error) from None
-        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
