@@ -101,7 +101,7 @@ def _assert_stopped(result, files, fragments):
 
 NO_ROOM = ["data/folder: no room for the images of dataset folder: writing it needs",
            "MiB) free. Nothing was written. Free space on that file system"]
-RAN_OUT = ["data/folder: its file system ran out of space while this job wrote there (No space left on device;",
+RAN_OUT = ["data/folder: its file system ran out of space while this job wrote there (No space left on device).",
            "The partial files were removed. Free space on that file system"]
 
 
@@ -170,6 +170,20 @@ def embeddings_larger_than_the_disk(tmp_path):
     assert files == []
 
 
+def download_extracted_onto_a_full_disk(tmp_path):
+    """A dataset archive (a CUB subset, its checksum pinned) extracted into
+    results/raw/ on a disk that fills up: named, the partial folder removed."""
+    from test_bad_inputs import _cub_archive, _fetch, _md5_of
+
+    _cub_archive(tmp_path)
+    with small_disk(tmp_path / "raw", size="64k") as raw:
+        with pytest.raises(Exception) as error:
+            _fetch("cub200", tmp_path, checksums={"CUB_200_2011.tgz": _md5_of(tmp_path / "mirror/CUB_200_2011.tgz")})
+        assert sorted(raw.iterdir()) == []
+    assert (f"{tmp_path}/raw: its file system ran out of space while this job wrote there (No space left on device). "
+            "The partial files were removed. Free space on that file system") in str(error.value)
+
+
 def free_space_check_without_a_small_disk(tmp_path):
     """The check itself, on any disk: ask for one byte more than is free."""
     import shutil
@@ -191,6 +205,7 @@ DISK_CASES = [
     ("skipped_images_compacted_on_a_full_disk", skipped_images_compacted_on_a_full_disk),
     ("checkpoint_larger_than_the_disk", checkpoint_larger_than_the_disk),
     ("embeddings_larger_than_the_disk", embeddings_larger_than_the_disk),
+    ("download_extracted_onto_a_full_disk", download_extracted_onto_a_full_disk),
     ("free_space_check_without_a_small_disk", free_space_check_without_a_small_disk),
 ]
 

@@ -91,9 +91,9 @@ def disk_full_named(folder):
         if error.errno not in (errno.ENOSPC, errno.EDQUOT) and "No space left on device" not in str(error):
             raise
         raise OutputPathError(
-            f"{folder}: its file system ran out of space while this job wrote there ({error.strerror or error}; "
-            f"{shutil.disk_usage(folder).free:,} bytes free now). The partial files were removed. Free space on "
-            "that file system (or move results/ to a larger disk and link it), then run Snakemake again."
+            f"{folder}: its file system ran out of space while this job wrote there ({error.strerror or error}). "
+            "The partial files were removed. Free space on that file system (or move results/ to a larger disk "
+            "and link it), then run Snakemake again."
         ) from None
 
 
