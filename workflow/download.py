@@ -366,7 +366,8 @@ def fetch_files(
                         "the official dataset's",
                         file=sys.stderr,
                     )
-                    entry.update(checksum="USER-PINNED (config key checksums), not the published one", official=f.official)
+                    entry.update(checksum="USER-PINNED (config key checksums), not the published one",
+                                 official=f.official)
                 record["files"].append(entry)
             (work / "download.json").write_text(json.dumps(record, indent=2) + "\n")
             with writing():
