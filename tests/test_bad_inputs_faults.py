@@ -286,13 +286,24 @@ def _slow_folder(root: Path, per_class: int = 100) -> Path:
     return root
 
 
-def prepare_job_whose_snakemake_is_killed(tmp_path):
+def _prepare_job_whose_snakemake_is_killed(tmp_path, storage: str):
     """A prepare job decoding 200 large images, Snakemake killed as it starts."""
-    config = changed(("datasets",), {"slow": {"source": "imagefolder", "image_size": 16,
+    config = changed(("datasets",), {"slow": {"source": "imagefolder", "image_size": 16, "storage": storage,
                                               "params": {"path": str(_slow_folder(tmp_path / "slow"))}}})
-    outputs = [f"results/data/slow/{name}" for name in ["images.npy", "labels.parquet", "classes.json"]]
+    images = "images.jpegs" if storage == "jpeg" else "images.npy"
+    outputs = [f"results/data/slow/{name}" for name in [images, "labels.parquet", "classes.json"]]
     _kill_snakemake_during(tmp_path, config, outputs[1], "prepare.py", "results/logs/prepare/slow.log",
                            "dataset slow: 200 images", outputs)
+
+
+def prepare_job_whose_snakemake_is_killed(tmp_path):
+    """Decoding into a memory-mapped images.npy."""
+    _prepare_job_whose_snakemake_is_killed(tmp_path, "array")
+
+
+def jpeg_prepare_job_whose_snakemake_is_killed(tmp_path):
+    """Encoding into a JPEG store, written sequentially."""
+    _prepare_job_whose_snakemake_is_killed(tmp_path, "jpeg")
 
 
 WRITER = """
@@ -343,6 +354,7 @@ def every_rule_script_watches_its_parent(tmp_path):
 # (id, function(tmp_path)): jobs of other rules than train as real processes.
 PARENT_CASES = [
     ("prepare_job_whose_snakemake_is_killed", prepare_job_whose_snakemake_is_killed),
+    ("jpeg_prepare_job_whose_snakemake_is_killed", jpeg_prepare_job_whose_snakemake_is_killed),
     ("writer_whose_parent_is_killed", writer_whose_parent_is_killed),
     ("every_rule_script_watches_its_parent", every_rule_script_watches_its_parent),
 ]
