@@ -306,6 +306,18 @@ def jpeg_prepare_job_whose_snakemake_is_killed(tmp_path):
     _prepare_job_whose_snakemake_is_killed(tmp_path, "jpeg")
 
 
+def embed_job_whose_snakemake_is_killed(tmp_path):
+    """An embed job of 1,747 digits at 160 x 160 pixels (seconds on a CPU),
+    Snakemake killed as it opens its log: the model trained on 50 images."""
+    config = changed(("datasets", "digits"), {"source": "sklearn_digits", "query_per_class": 5, "image_size": 160})
+    config.update(regimes={"few": {"train_per_class": 5}}, losses={"ce": {"impl": "ce"}},
+                  training={"epochs": 1, "batch_size": 50})
+    cell = "results/cells/digits/few/small_cnn/ce/seed0"
+    _kill_snakemake_during(tmp_path, config, f"{cell}/embeddings.parquet", "embed.py",
+                           "results/logs/embed/digits/few/small_cnn/ce/seed0.log", "",
+                           [f"{cell}/embeddings.parquet", f"{cell}/anchors.parquet"])
+
+
 WRITER = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
@@ -355,6 +367,7 @@ def every_rule_script_watches_its_parent(tmp_path):
 PARENT_CASES = [
     ("prepare_job_whose_snakemake_is_killed", prepare_job_whose_snakemake_is_killed),
     ("jpeg_prepare_job_whose_snakemake_is_killed", jpeg_prepare_job_whose_snakemake_is_killed),
+    ("embed_job_whose_snakemake_is_killed", embed_job_whose_snakemake_is_killed),
     ("writer_whose_parent_is_killed", writer_whose_parent_is_killed),
     ("every_rule_script_watches_its_parent", every_rule_script_watches_its_parent),
 ]
