@@ -30,3 +30,13 @@ rule all:
     default_target: True
     input:
         get_final_output(),
+
+
+# A folder where a rule writes a file, or a file where results/tensorboard
+# belongs, stops here, before any job, named (workflow/io.py).
+from workflow.io import check_result_paths
+
+check_result_paths(
+    workflow.rules,
+    folders=["results/tensorboard"] if config.get("tensorboard", True) else [],
+)

@@ -38,7 +38,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from workflow.config import ConfigError
-from workflow.io import ordinary_mode
+from workflow.io import disk_full_named, ordinary_mode
+from workflow.job_guard import temporary, writing
 
 CHUNK = 1 << 20
 
@@ -351,39 +352,44 @@ def fetch_files(
     work = Path(tempfile.mkdtemp(dir=parent, prefix=f".{destination.name}.partial-"))
     os.chmod(work, ordinary_mode(0o777))  # mkdtemp makes it private; the result is an ordinary folder
     record = {"files": []}
+    # Inside the job's watch (workflow/job_guard.py): the folder is removed
+    # should the job's Snakemake end, and renamed only while it runs.
     try:
-        for f in files:
-            if not f.md5 and not f.sha256:
-                raise DownloadError(
-                    f"{f.name} has no published checksum; it is accepted only with a checksum you pin in the "
-                    f"dataset's config key checksums ({{{f.name}: <md5 or sha256>}}). {f.hint}".rstrip()
-                )
-            if mirror is not None:
-                how, members_copied = _from_mirror(f, mirror, work)
-            else:
-                how, members_copied = _from_url(f, Path(cache), work, **download_options), False
-            if f.extract and not members_copied:
-                for m in f.members:  # what the verified archive unpacked is as published
-                    problem = file_mismatch(work / m.path, m.md5) if (work / m.path).is_file() else "missing"
-                    if problem:
-                        raise DownloadError(f"{f.name}: extracted {m.path}: {problem}")
-            print(f"{f.name}: {f.checksums()} verified, from {how}", file=sys.stderr)
-            entry = {"name": f.name, "md5": f.md5, "from": how}
-            if f.sha256:
-                entry["sha256"] = f.sha256
-            if f.pinned:
-                print(
-                    f"WARNING: {f.name} was checked against a USER-PINNED checksum ({f.checksums()}), not "
-                    f"the published one ({f.official}): it is your own copy, and results may differ from "
-                    "the official dataset's",
-                    file=sys.stderr,
-                )
-                entry.update(checksum="USER-PINNED (config key checksums), not the published one", official=f.official)
-            record["files"].append(entry)
-        (work / "download.json").write_text(json.dumps(record, indent=2) + "\n")
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(work, destination)
+        with temporary(work), disk_full_named(parent):
+            for f in files:
+                if not f.md5 and not f.sha256:
+                    raise DownloadError(
+                        f"{f.name} has no published checksum; it is accepted only with a checksum you pin in the "
+                        f"dataset's config key checksums ({{{f.name}: <md5 or sha256>}}). {f.hint}".rstrip()
+                    )
+                if mirror is not None:
+                    how, members_copied = _from_mirror(f, mirror, work)
+                else:
+                    how, members_copied = _from_url(f, Path(cache), work, **download_options), False
+                if f.extract and not members_copied:
+                    for m in f.members:  # what the verified archive unpacked is as published
+                        problem = file_mismatch(work / m.path, m.md5) if (work / m.path).is_file() else "missing"
+                        if problem:
+                            raise DownloadError(f"{f.name}: extracted {m.path}: {problem}")
+                print(f"{f.name}: {f.checksums()} verified, from {how}", file=sys.stderr)
+                entry = {"name": f.name, "md5": f.md5, "from": how}
+                if f.sha256:
+                    entry["sha256"] = f.sha256
+                if f.pinned:
+                    print(
+                        f"WARNING: {f.name} was checked against a USER-PINNED checksum ({f.checksums()}), not "
+                        f"the published one ({f.official}): it is your own copy, and results may differ from "
+                        "the official dataset's",
+                        file=sys.stderr,
+                    )
+                    entry.update(checksum="USER-PINNED (config key checksums), not the published one",
+                                 official=f.official)
+                record["files"].append(entry)
+            (work / "download.json").write_text(json.dumps(record, indent=2) + "\n")
+            with writing():
+                if destination.exists():
+                    shutil.rmtree(destination)
+                os.replace(work, destination)
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""A train job is alone with its cell and never outlives the Snakemake
+"""A train job is alone with its cell, and no job outlives the Snakemake
 process that started it.
 
 - :func:`cell_lock`: an exclusive ``flock`` on a lock file beside the cell's
@@ -11,12 +11,14 @@ process that started it.
   lock, before it reads or writes anything: otherwise the two would
   overwrite each other's checkpoint, and the last to finish would write
   ``model.pt``.
-- :class:`ParentWatch`: the job watches its parent process (the Snakemake
-  process that runs it). When that ends (``kill -9`` of Snakemake leaves its
-  jobs running, now children of init), the job stops within a second,
-  exit status 1, without writing anything more: it never writes a file
-  after its parent has ended, and a write in progress is finished first,
-  so no output is cut.
+- :class:`ParentWatch`: every job (started by ``workflow/scripts/_repo_path.py``,
+  which each rule script imports first: :func:`watch_parent`) watches its
+  parent process (the Snakemake process that runs it). When that ends
+  (``kill -9`` of Snakemake leaves its jobs running, now children of
+  init), the job stops within a second, exit status 1, without writing
+  anything more: no output appears after its parent has ended (an output
+  appears by a rename, done inside :func:`writing`), a rename in progress is
+  finished first, and the temporaries of unfinished writes are removed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -84,12 +87,14 @@ class ParentWatch:
     """Stops this process (exit status 1, a line on stderr) once its parent
     process has ended, checking every ``interval`` seconds in a daemon
     thread. Writes go inside :meth:`writing`: none starts after the parent
-    ended, and a stop waits for the one in progress."""
+    ended, and a stop waits for the one in progress (writes may nest). The
+    paths in :attr:`temporaries` (files or folders) are removed on a stop."""
 
     def __init__(self, interval: float = 0.5):
         self.parent = os.getppid()
         self.interval = interval
-        self._writing = threading.Lock()
+        self.temporaries: set[str] = set()
+        self._writing = threading.RLock()
         threading.Thread(target=self._watch, name="parent-watch", daemon=True).start()
 
     def orphaned(self) -> bool:
@@ -110,7 +115,49 @@ class ParentWatch:
             yield
 
     def _stop(self) -> None:
+        for path in list(self.temporaries):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
         print(f"stopping: the Snakemake process that started this job (PID {self.parent}) has ended, so this "
               "job writes nothing more. Run Snakemake again (after snakemake --unlock, with --rerun-incomplete).",
               file=sys.stderr, flush=True)
         os._exit(1)  # from any thread, at once; the lock goes with the process
+
+
+_watch: ParentWatch | None = None
+
+
+def watch_parent() -> ParentWatch:
+    """This process's :class:`ParentWatch`, started on the first call."""
+    global _watch
+    if _watch is None:
+        _watch = ParentWatch()
+    return _watch
+
+
+@contextlib.contextmanager
+def writing():
+    """Around a rename that makes an output appear: within a job, it never
+    happens once the parent has ended (:meth:`ParentWatch.writing`); outside
+    one (tests, notebooks) nothing is watched."""
+    if _watch is None:
+        yield
+    else:
+        with _watch.writing():
+            yield
+
+
+@contextlib.contextmanager
+def temporary(path):
+    """Within a job, ``path`` (a temporary file or folder) is removed should
+    the job stop because its parent ended."""
+    if _watch is not None:
+        _watch.temporaries.add(str(path))
+    try:
+        yield
+    finally:
+        if _watch is not None:
+            _watch.temporaries.discard(str(path))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import os
 import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +39,8 @@ from tqdm.auto import tqdm
 
 from workflow.config import ConfigError, prepare_settings
 from workflow.datasets import ImageFiles, RawDataset, load_dataset, needs_download
-from workflow.io import atomic_path, save_json, save_parquet
+from workflow.io import atomic_path, check_free_space, reserve, save_json, save_parquet
+from workflow.job_guard import temporary, writing
 from workflow.jpeg_store import StoreWriter, array_jpeg, file_jpeg, open_images
 from workflow.splits import check_classes
 
@@ -223,6 +225,18 @@ def _skipped(result, skip: bool, name: str) -> bool:
     return True
 
 
+def _memmap(tmp: Path, shape: tuple, name: str) -> np.memmap:
+    """A uint8 .npy memory map of ``shape`` at ``tmp`` for the images of
+    dataset ``name``, its bytes allocated on disk before any is written
+    (:func:`workflow.io.reserve`): a memory-mapped write to a full disk
+    kills the job with SIGBUS, naming nothing and leaving its temporary."""
+    check_free_space(tmp, int(np.prod(shape)), f"the images of dataset {name}")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    with open(tmp, "r+b") as f:
+        reserve(f, os.path.getsize(tmp))
+    return out
+
+
 def _decode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, threads: int, name: str) -> np.ndarray:
     """Decode every file into a .npy memmap at ``images_tmp``; return the
     boolean mask of the rows kept (all, unless ``skip`` dropped some)."""
@@ -247,7 +261,7 @@ def _decode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, th
                 if _skipped(result, skip, name):
                     continue
                 if out is None:
-                    out = np.lib.format.open_memmap(images_tmp, mode="w+", dtype=np.uint8, shape=(n, *result.shape))
+                    out = _memmap(images_tmp, (n, *result.shape), name)
                     shape_from = files.paths[i]
                 elif result.shape != out.shape[1:]:
                     raise ValueError(
@@ -266,15 +280,16 @@ def _decode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, th
     if row < n:  # skipped images: copy the decoded rows into a file of the right length
         full = np.load(images_tmp, mmap_mode="r")
         compact_tmp = images_tmp.with_name(images_tmp.name + ".compact")
-        try:
-            compact = np.lib.format.open_memmap(compact_tmp, mode="w+", dtype=np.uint8, shape=(row, *full.shape[1:]))
-            for start in range(0, row, 4096):
-                compact[start : start + 4096] = full[start : min(row, start + 4096)]
-            compact.flush()
-            del compact, full
-            compact_tmp.replace(images_tmp)
-        finally:
-            compact_tmp.unlink(missing_ok=True)
+        with temporary(compact_tmp):
+            try:
+                compact = _memmap(compact_tmp, (row, *full.shape[1:]), name)
+                for start in range(0, row, 4096):
+                    compact[start : start + 4096] = full[start : min(row, start + 4096)]
+                compact.flush()
+                del compact, full
+                compact_tmp.replace(images_tmp)
+            finally:
+                compact_tmp.unlink(missing_ok=True)
     return kept
 
 
@@ -345,6 +360,7 @@ def write_prepared(
             images = data.images
             if image_size is not None and images.shape[1:3] != (image_size, image_size):
                 images = _resize_array(images, image_size)
+            check_free_space(images_tmp, images.nbytes, f"the images of dataset {name}")
             with open(images_tmp, "wb") as f:
                 np.save(f, images)
             table = _labels_table(data.labels, data.official_split, data.file_ids)
@@ -359,6 +375,8 @@ def write_prepared(
             table = _labels_table(data.labels[kept], official, np.asarray(data.file_ids)[kept])
         save_parquet(labels_tmp, table)
         save_json(classes_tmp, list(data.class_names))
+        with writing():  # the three renames: none once the job's Snakemake has ended
+            stack.close()
 
 
 def prepare(

@@ -43,10 +43,10 @@ from workflow.backbones import build_backbone
 from workflow.backbones.weights import input_normalisation
 from workflow.checkpoints import CheckpointError, load_checkpoint
 from workflow.config import CELL_PATTERN, ConfigError, settings_hash
-from workflow.io import atomic_path, save_json
+from workflow.io import atomic_path, check_output_path, save_json
 from workflow.jpeg_store import JpegImages, JpegStore
 from workflow.devices import claim_device
-from workflow.job_guard import ParentWatch, cell_lock, lock_path
+from workflow.job_guard import cell_lock, lock_path, watch_parent
 from workflow.losses import build_loss, loss_classifies
 from workflow.samplers import make_batches
 from workflow.seeds import stream_seed
@@ -596,7 +596,7 @@ def save_torch(path, obj) -> None:
     name ``archive``."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, size=buffer.tell()) as tmp:
         tmp.write_bytes(buffer.getvalue())
 
 
@@ -684,7 +684,9 @@ def train_job(images, labels, train_index, num_classes, settings, model_path, st
     ``jobs_per_gpu`` jobs per GPU), held until it ends."""
     checkpoint_path = Path(checkpoint_path)
     live_log = checkpoint_path.parent / "tensorboard" if tensorboard_dir else None
-    watch = ParentWatch()
+    if tensorboard_dir:  # before training, not after the last epoch
+        check_output_path(tensorboard_dir, folder=True)
+    watch = watch_parent()
     cell = CELL_PATTERN.format(**settings)
     with cell_lock(lock_path(checkpoint_path), cell), \
             claim_device(settings["training"]["device"], jobs_per_gpu, cell) as claim:

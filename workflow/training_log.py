@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from workflow.io import ordinary_mode
+from workflow.io import check_output_path, ordinary_mode
 
 
 def final_folder(checkpoint_path) -> Path:
@@ -89,6 +89,7 @@ def write_history(folder, history: list[dict]) -> None:
     temporary folder beside it and renamed onto it when complete (an
     existing ``folder``, from an earlier run of the cell, is replaced)."""
     folder = Path(folder)
+    check_output_path(folder, folder=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Temporaries left by a killed writer of this folder.
     for stale in folder.parent.glob(f".{folder.name}.*.tmp"):
