@@ -17,6 +17,7 @@ from workflow.config import (
     cell_settings,
     cells,
     check_finite,
+    check_integers,
     describe_schema_error,
     expand_sweeps,
     prepare_config,
@@ -46,6 +47,7 @@ try:
     # check, so that every expanded entry is checked like a written one.
     EXPANDED, SWEEPS = expand_sweeps(config)
     validate(EXPANDED, "../workflow/schemas/config.schema.yaml")
+    check_integers(EXPANDED)
     CONFIG = prepare_config(EXPANDED, SWEEPS)
     check_config(CONFIG)
 except WorkflowError as error:
