@@ -27,6 +27,10 @@ culprit named instead of failing hours later inside a job:
 - **rankings**: blocks and ``select`` name attributes of results/metrics.csv
   (blocks may be seeds, never losses), the ranked metric is computed, and
   ``losses`` are at least two distinct losses the ranking selects;
+- **class counts**: at least 2 classes wherever classes are trained,
+  retrieved, clustered or selected on (the test and training classes of
+  protocol class_disjoint, the held-out and trial classes of class-disjoint
+  validation), where the config gives the number of classes;
 - **figures**: ``figures.example_queries`` at most the queries of each
   dataset whose number the config gives (``query_per_class`` times the
   listed ``classes``);
@@ -458,6 +462,53 @@ def check_figures(config: dict) -> None:
                 raise ConfigError(problem)
 
 
+def known_classes(name: str, spec: dict) -> tuple[int, str] | None:
+    """(number of classes, how it is known) of dataset ``name`` where the
+    config gives it: the ``classes`` it lists, or the number its source's
+    registration fixes (``DATASETS.metadata``: ``classes``); None where only
+    prepare finds it out (then the split jobs check the counts)."""
+    from workflow.datasets import DATASETS
+
+    if spec.get("classes"):
+        return len(spec["classes"]), f" (the classes datasets.{name}.classes lists)"
+    count = DATASETS.metadata(spec["source"]).get("classes")
+    return (count, f" (dataset {spec['source']!r} has {count})") if count else None
+
+
+def check_class_counts(config: dict) -> None:
+    """At least ``workflow.splits.MIN_CLASSES`` classes wherever classes are
+    trained, retrieved, clustered or selected on, before any job where the
+    config gives the numbers (:func:`known_classes`): the training and test
+    classes of protocol class_disjoint (``train_classes``, or the dataset's
+    registered boundary), and with ``selection`` the classes class-disjoint
+    validation holds out and those its trials train on
+    (``validation.class_fraction``). The split jobs check the same with the
+    prepared labels (``workflow.splits``)."""
+    from workflow.config import protocol_spec
+    from workflow.splits import class_disjoint_boundary_problem, class_fraction_problem
+
+    validation = config.get("validation") or {}
+    for name, spec in config["datasets"].items():
+        known = known_classes(name, spec)
+        protocol = protocol_spec(spec)
+        train_classes = protocol.get("train_classes")
+        if protocol.get("protocol") == "class_disjoint":
+            default = "" if spec.get("train_classes") is not None else (
+                f" (the official boundary of {spec['source']!r}, taken while the key is not set)")
+            if known and train_classes is not None:
+                problem = class_disjoint_boundary_problem(train_classes, known[0], name, known[1], default)
+                if problem:
+                    raise ConfigError(problem)
+            trained = (train_classes, f" (datasets.{name}.train_classes)") if train_classes is not None else None
+        else:
+            trained = known if validation.get("class_disjoint") else None
+        if config.get("selection") and trained:
+            problem = class_fraction_problem(validation.get("class_fraction", 0.5), trained[0],
+                                             f" of dataset {name}{trained[1]}")
+            if problem:
+                raise ConfigError(problem)
+
+
 def check_config_files(paths) -> None:
     """Every config file that exists, by :func:`check_config_file` (before
     anything reads it)."""
@@ -470,6 +521,7 @@ def check_config(config: dict) -> None:
     """The other checks of this module, on the validated, expanded config."""
     check_names(config)
     check_protocols(config)
+    check_class_counts(config)
     check_parameters(config)
     check_pretrained(config)
     check_table_metrics(config)

@@ -49,6 +49,7 @@ from workflow.job_guard import ParentWatch, cell_lock, lock_path
 from workflow.losses import build_loss, loss_classifies
 from workflow.samplers import make_batches
 from workflow.seeds import stream_seed
+from workflow.splits import MIN_CLASSES
 from workflow.training_log import LiveLog, write_history
 
 # Training keys added after the first schema; settings built by hand (tests,
@@ -508,6 +509,13 @@ def training_classes(train_labels: np.ndarray, num_classes: int) -> tuple[np.nda
         raise ValueError(
             f"training labels {class_ids[0]}..{class_ids[-1]} lie outside the dataset's "
             f"{num_classes} classes 0..{num_classes - 1}"
+        )
+    if len(class_ids) < MIN_CLASSES:  # the split jobs refuse such splits; a planted one stops here
+        raise ConfigError(
+            f"the training images hold {len(class_ids)} class{'' if len(class_ids) == 1 else 'es'}; training "
+            f"needs at least {MIN_CLASSES} (with one, a classifier has nothing to tell apart and a pair loss no "
+            "negatives): check config keys datasets.<name>.train_classes and validation.class_fraction, and "
+            "delete the split files under results/splits/ made by an older version"
         )
     return class_ids, np.searchsorted(class_ids, train_labels)
 

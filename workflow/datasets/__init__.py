@@ -25,7 +25,11 @@ Registry metadata (given to :func:`register_dataset`, read with
   prepared again whenever its listing changes (:func:`input_fingerprint`);
 - ``train_classes``: the official boundary of the class-disjoint protocol
   (the first N classes train: CUB-200-2011 100, Cars196 98), the default of
-  the dataset key ``train_classes`` (``workflow/splits.py``).
+  the dataset key ``train_classes`` (``workflow/splits.py``);
+- ``classes``: the number of classes, only where the loader fixes it
+  (scikit-learn's digits: 10), never for datasets read from files, whose
+  copy may be a subset; the class-count checks before any job use it
+  (``workflow.guards.check_class_counts``).
 """
 
 from __future__ import annotations
