@@ -319,6 +319,26 @@ def _check_attributes(table: str, decl: dict) -> None:
                 f"{did_you_mean(str(attribute), TABLE_ATTRIBUTES)}; a table selects by and lays out "
                 f"{', '.join(TABLE_ATTRIBUTES)}"
             )
+    layout = [(key, entry) for key in ["rows", "columns", "blocks"] for entry in decl.get(key) or []
+              if not isinstance(entry, dict)]
+    _check_laid_out_once(f"tables.{table}", layout)
+
+
+def _check_laid_out_once(key: str, layout: list[tuple[str, str]]) -> None:
+    """No attribute is laid out twice ((place, attribute) pairs): its values
+    would make two equal index levels, so rows repeat their label
+    (``a / a``) or a block its value, and the writers meet two columns of
+    one name."""
+    seen: dict[str, str] = {}
+    for place, attribute in layout:
+        if attribute in seen:
+            where = f"twice in {key}.{place}" if seen[attribute] == place else \
+                f"in both {key}.{seen[attribute]} and {key}.{place}"
+            raise ConfigError(
+                f"config key {key}.{place}: {attribute!r} is laid out {where}, which would repeat its value in "
+                "every row and block; name each attribute once"
+            )
+        seen[attribute] = place
 
 
 def check_tables(config: dict) -> None:
@@ -411,6 +431,7 @@ def check_rankings(config: dict) -> None:
                     f"config key {key}.blocks: {attribute!r} cannot make blocks{did_you_mean(str(attribute), allowed)}"
                     f"; blocks are combinations of {', '.join(allowed)} (the losses are what is ranked)"
                 )
+        _check_laid_out_once(key, [("blocks", attribute) for attribute in decl["blocks"]])
         for attribute in decl.get("select") or {}:
             if attribute not in TABLE_ATTRIBUTES:
                 raise ConfigError(
