@@ -341,6 +341,55 @@ def _check_laid_out_once(key: str, layout: list[tuple[str, str]]) -> None:
         seen[attribute] = place
 
 
+def _as_strings(value) -> list[str]:
+    return [str(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def _has_two_stage_rows(spec: dict) -> bool:
+    """Whether evaluate can write two-stage rows for a dataset: it needs a
+    database apart from the queries, which protocol class_disjoint has only
+    on official query and database sides (registered ``query_database``:
+    In-Shop's query and gallery, without ``train_classes``); otherwise its
+    test classes are evaluated all against all (``workflow.evaluate``)."""
+    from workflow.datasets import DATASETS
+
+    if spec.get("protocol", "closed_set") != "class_disjoint":
+        return True
+    return spec.get("train_classes") is None and bool(DATASETS.metadata(spec["source"]).get("query_database"))
+
+
+def _check_two_stage(config: dict, key: str, selectors: dict, losses: list | None = None) -> None:
+    """A selection of only two-stage retrievals (``selectors``: a table's or
+    ranking's ``select``, or an explicit row with its table's ``select``)
+    keeps a dataset that can have two-stage rows and a loss that learns
+    class anchors; otherwise it could never match, and the table or
+    ranking would stop for want of rows after the whole grid trained."""
+    from workflow.losses import LOSSES, loss_has_anchors
+
+    wanted = _as_strings(selectors["retrieval"]) if "retrieval" in selectors else []
+    if not wanted or not all(w.startswith("two_stage_") for w in wanted):
+        return
+    datasets = _as_strings(selectors["dataset"]) if "dataset" in selectors else list(map(str, config["datasets"]))
+    datasets = [d for d in datasets if d in config["datasets"]]
+    if datasets and not any(_has_two_stage_rows(config["datasets"][d]) for d in datasets):
+        raise ConfigError(
+            f"config key {key}.retrieval: {', '.join(wanted)} can never match: dataset "
+            f"{', '.join(datasets)} {'is' if len(datasets) == 1 else 'are'} of protocol class_disjoint, whose "
+            "test classes are evaluated all against all (no database apart from the queries, and no anchors of "
+            "the test classes), so evaluate writes no two-stage rows; select retrieval exact, or a dataset of "
+            "protocol closed_set"
+        )
+    kept = losses or (_as_strings(selectors["loss"]) if "loss" in selectors else list(map(str, config["losses"])))
+    kept = [loss for loss in kept if loss in config["losses"]]
+    if kept and not any(loss_has_anchors(config["losses"][loss]["impl"]) for loss in kept):
+        raise ConfigError(
+            f"config key {key}.retrieval: {', '.join(wanted)} can never match: no loss selected "
+            f"({', '.join(kept)}) learns class anchors, and two-stage retrieval runs only for losses that do "
+            f"({', '.join(n for n in LOSSES.names() if loss_has_anchors(n))}); select retrieval exact, or a loss "
+            "with anchors"
+        )
+
+
 def check_tables(config: dict) -> None:
     """What a declared table selects must exist, so that nothing silently
     drops out or is mislabelled: every value of ``select`` and of an
@@ -353,6 +402,7 @@ def check_tables(config: dict) -> None:
         _check_attributes(table, decl)
         select = decl.get("select") or {}
         _check_selectors(config, f"tables.{table}.select", select, values)
+        _check_two_stage(config, f"tables.{table}.select", select)
         shown = {a: [str(v) for v in (w if isinstance(w, list) else [w])] for a, w in select.items()}
         rows = decl.get("rows") or []
         explicit = [row for row in rows if isinstance(row, dict)]
@@ -361,6 +411,7 @@ def check_tables(config: dict) -> None:
             selectors = {k: v for k, v in row.items() if k != "label"}
             key = f"tables.{table}.rows[{i}]"
             _check_selectors(config, key, selectors, values)
+            _check_two_stage(config, key, {**select, **selectors})
             for attribute, wanted in selectors.items():
                 wanted = [str(v) for v in (wanted if isinstance(wanted, list) else [wanted])]
                 if attribute in shown and not set(wanted) & set(shown[attribute]):
@@ -440,6 +491,7 @@ def check_rankings(config: dict) -> None:
                 )
         select = decl.get("select") or {}
         _check_selectors(config, f"{key}.select", select, values)
+        _check_two_stage(config, f"{key}.select", select, decl.get("losses"))
         kept = [str(v) for v in (select["loss"] if isinstance(select.get("loss"), list) else [select["loss"]])] \
             if "loss" in select else values["loss"]
         losses = [str(loss) for loss in decl.get("losses") or kept]

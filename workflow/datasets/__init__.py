@@ -26,6 +26,10 @@ Registry metadata (given to :func:`register_dataset`, read with
 - ``train_classes``: the official boundary of the class-disjoint protocol
   (the first N classes train: CUB-200-2011 100, Cars196 98), the default of
   the dataset key ``train_classes`` (``workflow/splits.py``);
+- ``query_database``: its official evaluation side is divided into query
+  and database images (In-Shop's query and gallery), so the class-disjoint
+  protocol keeps a database apart from the queries (two-stage retrieval
+  can run; ``workflow.guards``);
 - ``classes``: the number of classes, only where the loader fixes it
   (scikit-learn's digits: 10), never for datasets read from files, whose
   copy may be a subset; the class-count checks before any job use it

@@ -40,7 +40,7 @@ def inshop_files() -> list[OfficialFile]:
     ]
 
 
-@register_dataset("inshop")
+@register_dataset("inshop", query_database=True)
 def inshop(root) -> ImageFiles:
     root = Path(root)
     listing = root / "list_eval_partition.txt"
