@@ -31,6 +31,9 @@ culprit named instead of failing hours later inside a job:
   retrieved, clustered or selected on (the test and training classes of
   protocol class_disjoint, the held-out and trial classes of class-disjoint
   validation), where the config gives the number of classes;
+- **cutoffs**: every ``evaluation`` cutoff at most the database it ranks,
+  where the config gives its size (``database_per_class`` times the
+  listed classes);
 - **figures**: ``figures.example_queries`` at most the queries of each
   dataset whose number the config gives (``query_per_class`` times the
   listed ``classes``);
@@ -543,9 +546,9 @@ def known_classes(name: str, spec: dict) -> tuple[int, str] | None:
     from workflow.datasets import DATASETS
 
     if spec.get("classes"):
-        return len(spec["classes"]), f" (the classes datasets.{name}.classes lists)"
+        return len(spec["classes"]), f"the classes datasets.{name}.classes lists"
     count = DATASETS.metadata(spec["source"]).get("classes")
-    return (count, f" (dataset {spec['source']!r} has {count})") if count else None
+    return (count, f"dataset {spec['source']!r} has {count}") if count else None
 
 
 def check_class_counts(config: dict) -> None:
@@ -569,17 +572,58 @@ def check_class_counts(config: dict) -> None:
             default = "" if spec.get("train_classes") is not None else (
                 f" (the official boundary of {spec['source']!r}, taken while the key is not set)")
             if known and train_classes is not None:
-                problem = class_disjoint_boundary_problem(train_classes, known[0], name, known[1], default)
+                problem = class_disjoint_boundary_problem(train_classes, known[0], name, f" ({known[1]})", default)
                 if problem:
                     raise ConfigError(problem)
-            trained = (train_classes, f" (datasets.{name}.train_classes)") if train_classes is not None else None
+            trained = (train_classes, f"datasets.{name}.train_classes") if train_classes is not None else None
         else:
             trained = known if validation.get("class_disjoint") else None
         if config.get("selection") and trained:
             problem = class_fraction_problem(validation.get("class_fraction", 0.5), trained[0],
-                                             f" of dataset {name}{trained[1]}")
+                                             f" of dataset {name} ({trained[1]})")
             if problem:
                 raise ConfigError(problem)
+
+
+def _known_databases(config: dict):
+    """(dataset, database size, how it is known, the key that sets it) of
+    every database whose size the config gives: closed-set test databases
+    of ``database_per_class`` per class, and with ``selection`` the
+    closed-set validation databases (``validation.database_per_class``),
+    where the number of classes is known (:func:`known_classes`). All
+    against all, the database is the other test images (known once
+    prepared; evaluate checks it)."""
+    validation = config.get("validation") or {}
+    for name, spec in config["datasets"].items():
+        known = known_classes(name, spec)
+        if not known or spec.get("protocol", "closed_set") == "class_disjoint":
+            continue
+        n, how = known
+        per_class = spec.get("database_per_class")
+        if per_class is not None:
+            key = f"datasets.{name}.database_per_class"
+            yield name, per_class * n, f"{per_class} per class x {n} classes; {how}", key
+        if config.get("selection") and not validation.get("class_disjoint"):
+            per_class = validation.get("database_per_class", 20)
+            yield (f"{name} (the validation split, on which selection trials are scored)", per_class * n,
+                   f"{per_class} per class x {n} classes; {how}", "validation.database_per_class")
+
+
+def check_cutoffs(config: dict) -> None:
+    """Every cutoff of ``evaluation`` (precision_at, recall_at,
+    top_k_error) is at most the database it ranks, wherever the config
+    gives that size (:func:`_known_databases`); evaluate checks the others
+    with the images it has."""
+    from workflow.retrieval.metrics import METRICS
+
+    cutoffs = METRICS.cutoffs(config.get("evaluation") or {})
+    for dataset, size, how, key in _known_databases(config):
+        for evaluation_key, ks in cutoffs.items():
+            if ks and max(ks) > size:
+                raise ConfigError(
+                    f"config key evaluation.{evaluation_key}: cutoff {max(ks)} exceeds the database of dataset "
+                    f"{dataset}: {size} images ({how}); use cutoffs up to {size}, or raise {key}"
+                )
 
 
 def check_config_files(paths) -> None:
@@ -601,6 +645,7 @@ def check_config(config: dict) -> None:
     check_tables(config)
     check_rankings(config)
     check_figures(config)
+    check_cutoffs(config)
 
 
 if __name__ == "__main__":
