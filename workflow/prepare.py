@@ -39,6 +39,7 @@ from workflow.config import ConfigError, prepare_settings
 from workflow.datasets import ImageFiles, RawDataset, load_dataset, needs_download
 from workflow.io import atomic_path, save_json, save_parquet
 from workflow.jpeg_store import StoreWriter, array_jpeg, file_jpeg, open_images
+from workflow.memory import check_fits
 from workflow.splits import check_classes
 
 BLOCK = 256  # images decoded per batch of thread-pool work
@@ -312,6 +313,9 @@ def write_prepared(
     decoded uint8 ``images.npy``) or ``jpeg`` (a JPEG store,
     :mod:`workflow.jpeg_store`)."""
     check_classes(data.labels, data.class_names, name)
+    if image_size is not None:  # every path decodes or resizes images one by one at this size
+        check_fits(threads * image_size**2 * 3, f"config key datasets.{name}.image_size: {threads} image(s) in "
+                   f"flight at {image_size} x {image_size} x 3 (uint8)", f"lower datasets.{name}.image_size")
     with contextlib.ExitStack() as stack:
         # Renamed in reverse order on success (classes, labels, images); after
         # an error no temporary file survives and no output appears.
@@ -327,6 +331,12 @@ def write_prepared(
         elif isinstance(data, RawDataset):
             images = data.images
             if image_size is not None and images.shape[1:3] != (image_size, image_size):
+                channels = images.shape[3]
+                check_fits(len(images) * image_size**2 * channels,
+                           f"config key datasets.{name}.image_size: {len(images)} images resized in memory to "
+                           f"{image_size} x {image_size} x {channels} (uint8)",
+                           f"lower datasets.{name}.image_size, or set datasets.{name}.storage: jpeg (the images "
+                           "are then encoded one by one)")
                 images = _resize_array(images, image_size)
             with open(images_tmp, "wb") as f:
                 np.save(f, images)
