@@ -250,14 +250,18 @@ def check_integers(config: dict) -> None:
         "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
     )
     validator = jsonschema.validators.extend(base, type_checker=strict)(schema)
-    for error in validator.iter_errors(config):
-        types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        if error.validator == "type" and "integer" in types and isinstance(error.instance, float):
-            key = ".".join(str(part) for part in error.absolute_path)
-            raise ConfigError(
-                f"config key {key}: {error.instance!r} is not an integer; write {int(error.instance)}"
-                + (f"\n  {key}: {error.schema['description']}" if error.schema.get("description") else "")
-            )
+    floats = [
+        error for error in validator.iter_errors(config)
+        if error.validator == "type" and isinstance(error.instance, float)
+        and "integer" in (error.validator_value if isinstance(error.validator_value, list) else [error.validator_value])
+    ]
+    if floats:  # the first by key, whatever order the validator walked in
+        error = min(floats, key=lambda e: [str(part) for part in e.absolute_path])
+        key = ".".join(str(part) for part in error.absolute_path)
+        raise ConfigError(
+            f"config key {key}: {error.instance!r} is not an integer; write {int(error.instance)}"
+            + (f"\n  {key}: {error.schema['description']}" if error.schema.get("description") else "")
+        )
 
 
 def describe_schema_error(error: Exception) -> str:
