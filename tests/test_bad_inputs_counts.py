@@ -103,6 +103,16 @@ COUNT_IN_PROCESS_CASES = [
      with_(dataset(classes=["0", "1", "2"]), selection=SELECTION, validation={"class_disjoint": True}), [],
      ["config key validation.class_fraction: 0.5 of 3 training classes of dataset digits (the classes "
       "datasets.digits.classes lists) holds out 2"]),
+    ("sampler_needing_more_classes_than_the_dataset", changed(("losses", "ce", "sampler"), {"m_per_class": 2}), [],
+     ["config key losses.ce.sampler.m_per_class: 2 with training.batch_size 64 (backbone small_cnn) needs 32 "
+      "classes per batch, but its cells of dataset digits train on 10 classes"]),
+    ("sampler_needing_more_classes_than_the_trials_train_on",
+     with_(dataset(protocol="class_disjoint", train_classes=6),
+           losses={"t": {"impl": "triplet", "sampler": {"m_per_class": 8}, "training": {"lr": [0.1, 0.01]}}},
+           training={"batch_size": 32}, selection={"budget": 2}), [],
+     ["config key losses.t.sampler.m_per_class: 8 with training.batch_size 32 (backbone small_cnn) needs 4 "
+      "classes per batch, but its selection trials of dataset digits train on 3 classes "
+      "(datasets.digits.train_classes, less 3 held out by validation.class_fraction)"]),
     ("embedding_size_as_a_float", changed(("backbones", "small_cnn", "embedding_size"), 8.0), [],
      ["config key backbones.small_cnn.embedding_size: 8.0 is not an integer; write 8"]),
     ("query_per_class_as_a_float", dataset(query_per_class=5.0), [],

@@ -558,10 +558,11 @@ def check_class_counts(config: dict) -> None:
     classes of protocol class_disjoint (``train_classes``, or the dataset's
     registered boundary), and with ``selection`` the classes class-disjoint
     validation holds out and those its trials train on
-    (``validation.class_fraction``). The split jobs check the same with the
+    (``validation.class_fraction``); and the classes per batch of a
+    class-balanced sampler, at most those trained on. The split jobs check the same with the
     prepared labels (``workflow.splits``)."""
     from workflow.config import protocol_spec
-    from workflow.splits import class_disjoint_boundary_problem, class_fraction_problem
+    from workflow.splits import class_disjoint_boundary_problem, class_fraction_problem, held_out_classes
 
     validation = config.get("validation") or {}
     for name, spec in config["datasets"].items():
@@ -577,12 +578,41 @@ def check_class_counts(config: dict) -> None:
                     raise ConfigError(problem)
             trained = (train_classes, f"datasets.{name}.train_classes") if train_classes is not None else None
         else:
-            trained = known if validation.get("class_disjoint") else None
-        if config.get("selection") and trained:
-            problem = class_fraction_problem(validation.get("class_fraction", 0.5), trained[0],
-                                             f" of dataset {name} ({trained[1]})")
+            trained = known
+        if trained is None:
+            continue
+        _check_classes_per_batch(config, name, "its cells", *trained)
+        if not config.get("selection"):
+            continue
+        if protocol.get("protocol") == "class_disjoint" or validation.get("class_disjoint"):
+            fraction = validation.get("class_fraction", 0.5)
+            problem = class_fraction_problem(fraction, trained[0], f" of dataset {name} ({trained[1]})")
             if problem:
                 raise ConfigError(problem)
+            held = held_out_classes(fraction, trained[0])
+            trained = (trained[0] - held, f"{trained[1]}, less {held} held out by validation.class_fraction")
+        _check_classes_per_batch(config, name, "its selection trials", *trained)
+
+
+def _check_classes_per_batch(config: dict, dataset: str, what: str, classes: int, how: str) -> None:
+    """A class-balanced sampler's batch_size / m_per_class classes per batch
+    are at most the ``classes`` that ``what`` of ``dataset`` train on (the
+    sampler checks the same when training starts)."""
+    from workflow.config import training_settings
+
+    entries = [(name, entry) for name, entry in config["losses"].items()]
+    entries += [(base, entry) for base, trials in config["trials"].items() for entry in trials.values()]
+    for loss, entry in entries:
+        m = (entry.get("sampler") or {}).get("m_per_class")
+        for backbone in config["backbones"] if m else []:
+            batch_size = training_settings(config, backbone, entry)["batch_size"]
+            if batch_size // m > classes:
+                raise ConfigError(
+                    f"config key losses.{loss}.sampler.m_per_class: {m} with training.batch_size {batch_size} "
+                    f"(backbone {backbone}) needs {batch_size // m} classes per batch, but {what} of dataset "
+                    f"{dataset} train on {classes} classes ({how}); raise m_per_class to at least "
+                    f"{-(-batch_size // classes)} (dividing the batch size) or lower the batch size"
+                )
 
 
 def _known_databases(config: dict):
