@@ -74,7 +74,8 @@ COUNT_CONFIG_CASES = [
      ["config key evaluation.recall_at: cutoff 50 exceeds the database of dataset digits: 30 images "
       "(3 per class x 10 classes", "raise datasets.digits.database_per_class"]),
     ("ranking_blocks_named_twice", with_(BASE, rankings={"r": {"blocks": ["dataset", "dataset"], "metric": "map"}}),
-     [], ["config key rankings.r.blocks: 'dataset' is laid out twice in rankings.r.blocks", "name each attribute once"]),
+     [], ["config key rankings.r.blocks: 'dataset' is laid out twice in rankings.r.blocks",
+          "name each attribute once"]),
     ("two_stage_table_under_class_disjoint",
      with_(CLASS_DISJOINT, tables={"t": {**TABLE, "select": {"retrieval": "two_stage_c1"}}}), [],
      ["config key tables.t.select.retrieval: two_stage_c1 can never match: dataset digits is of protocol "

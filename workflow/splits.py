@@ -162,7 +162,8 @@ def class_disjoint_boundary_problem(train_classes: int, n_classes: int, name: st
     fix = (f"set it between {MIN_CLASSES} and {n_classes - MIN_CLASSES}" if n_classes >= 2 * MIN_CLASSES
            else f"the protocol needs at least {2 * MIN_CLASSES} classes ({MIN_CLASSES} to train, {MIN_CLASSES} to "
                 f"test): give the dataset more classes (datasets.{name}.classes) or use protocol closed_set")
-    leaves = "no test class" if not test else f"{test} test class" if test < MIN_CLASSES else f"{trained} training class"
+    leaves = ("no test class" if not test else f"{test} test class" if test < MIN_CLASSES
+              else f"{trained} training class")
     return (
         f"config key datasets.{name}.train_classes: {train_classes}{note} with {n_classes} classes{how} leaves "
         f"{leaves}: "
