@@ -18,6 +18,7 @@ from workflow.config import (
     cells,
     dataset_evaluation,
     check_finite,
+    check_integers,
     describe_schema_error,
     expand_sweeps,
     prepare_config,
@@ -47,6 +48,7 @@ try:
     # check, so that every expanded entry is checked like a written one.
     EXPANDED, SWEEPS = expand_sweeps(config)
     validate(EXPANDED, "../workflow/schemas/config.schema.yaml")
+    check_integers(EXPANDED)
     CONFIG = prepare_config(EXPANDED, SWEEPS)
     check_config(CONFIG)
 except WorkflowError as error:

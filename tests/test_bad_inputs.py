@@ -560,7 +560,7 @@ SPLIT_CASES = [
      dict(labels=np.repeat([0, 1, 2], 4), official_split=np.full(12, "none"), protocol="class_disjoint",
           train_classes=100),
      ["config key datasets.d.train_classes: 100 with 3 classes (labels 0..2) leaves no test class",
-      "set it between 1 and 2"]),
+      "the protocol needs at least 4 classes (2 to train, 2 to test)"]),
     ("class_disjoint_official_sides_sharing_a_class",
      dict(labels=np.repeat([0, 1, 2], 4), official_split=np.array(["train", "test"] * 6), protocol="class_disjoint"),
      ["dataset d: class 0 (cat) has images on both official sides (train and test)",

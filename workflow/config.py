@@ -269,7 +269,39 @@ def validate_config(config: dict) -> dict:
         validate(config, str(SCHEMA))
     except WorkflowError as error:
         raise ConfigError(describe_schema_error(error)) from error
+    check_integers(config)
     return config
+
+
+def check_integers(config: dict) -> None:
+    """Every value of a key the schema types ``integer`` is an integer, not
+    a float such as ``1.0``: JSON Schema counts a float with no fractional
+    part as an integer, and it would reach a job as a float (a ``range``
+    with a float, a folder ``seed1.0``, a metric ``precision@1.0``). One
+    walk of the whole schema (its ``$defs``, arrays, nested sections) with
+    a stricter integer type, so no integer key is left out; run after the
+    schema check (which reports every other violation)."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    base = jsonschema.validators.validator_for(schema)
+    strict = base.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    validator = jsonschema.validators.extend(base, type_checker=strict)(schema)
+    floats = [
+        error for error in validator.iter_errors(config)
+        if error.validator == "type" and isinstance(error.instance, float)
+        and "integer" in (error.validator_value if isinstance(error.validator_value, list) else [error.validator_value])
+    ]
+    if floats:  # the first by key, whatever order the validator walked in
+        error = min(floats, key=lambda e: [str(part) for part in e.absolute_path])
+        key = ".".join(str(part) for part in error.absolute_path)
+        raise ConfigError(
+            f"config key {key}: {error.instance!r} is not an integer; write {int(error.instance)}"
+            + (f"\n  {key}: {error.schema['description']}" if error.schema.get("description") else "")
+        )
 
 
 def describe_schema_error(error: Exception) -> str:

@@ -27,6 +27,13 @@ culprit named instead of failing hours later inside a job:
 - **rankings**: blocks and ``select`` name attributes of results/metrics.csv
   (blocks may be seeds, never losses), the ranked metric is computed, and
   ``losses`` are at least two distinct losses the ranking selects;
+- **class counts**: at least 2 classes wherever classes are trained,
+  retrieved, clustered or selected on (the test and training classes of
+  protocol class_disjoint, the held-out and trial classes of class-disjoint
+  validation), where the config gives the number of classes;
+- **cutoffs**: every ``evaluation`` cutoff at most the database it ranks,
+  where the config gives its size (``database_per_class`` times the
+  listed classes);
 - **figures**: ``figures.example_queries`` at most the queries of each
   dataset whose number the config gives (``query_per_class`` times the
   listed ``classes``);
@@ -344,6 +351,75 @@ def _check_attributes(table: str, decl: dict) -> None:
                 f"{did_you_mean(str(attribute), TABLE_ATTRIBUTES)}; a table selects by and lays out "
                 f"{', '.join(TABLE_ATTRIBUTES)}"
             )
+    layout = [(key, entry) for key in ["rows", "columns", "blocks"] for entry in decl.get(key) or []
+              if not isinstance(entry, dict)]
+    _check_laid_out_once(f"tables.{table}", layout)
+
+
+def _check_laid_out_once(key: str, layout: list[tuple[str, str]]) -> None:
+    """No attribute is laid out twice ((place, attribute) pairs): its values
+    would make two equal index levels, so rows repeat their label
+    (``a / a``) or a block its value, and the writers meet two columns of
+    one name."""
+    seen: dict[str, str] = {}
+    for place, attribute in layout:
+        if attribute in seen:
+            where = f"twice in {key}.{place}" if seen[attribute] == place else \
+                f"in both {key}.{seen[attribute]} and {key}.{place}"
+            raise ConfigError(
+                f"config key {key}.{place}: {attribute!r} is laid out {where}, which would repeat its value in "
+                "every row and block; name each attribute once"
+            )
+        seen[attribute] = place
+
+
+def _as_strings(value) -> list[str]:
+    return [str(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def _has_two_stage_rows(spec: dict) -> bool:
+    """Whether evaluate can write two-stage rows for a dataset: it needs a
+    database apart from the queries, which protocol class_disjoint has only
+    on official query and database sides (registered ``query_database``:
+    In-Shop's query and gallery, without ``train_classes``); otherwise its
+    test classes are evaluated all against all (``workflow.evaluate``)."""
+    from workflow.datasets import DATASETS
+
+    if spec.get("protocol", "closed_set") != "class_disjoint":
+        return True
+    return spec.get("train_classes") is None and bool(DATASETS.metadata(spec["source"]).get("query_database"))
+
+
+def _check_two_stage(config: dict, key: str, selectors: dict, losses: list | None = None) -> None:
+    """A selection of only two-stage retrievals (``selectors``: a table's or
+    ranking's ``select``, or an explicit row with its table's ``select``)
+    keeps a dataset that can have two-stage rows and a loss that learns
+    class anchors; otherwise it could never match, and the table or
+    ranking would stop for want of rows after the whole grid trained."""
+    from workflow.losses import LOSSES, loss_has_anchors
+
+    wanted = _as_strings(selectors["retrieval"]) if "retrieval" in selectors else []
+    if not wanted or not all(w.startswith("two_stage_") for w in wanted):
+        return
+    datasets = _as_strings(selectors["dataset"]) if "dataset" in selectors else list(map(str, config["datasets"]))
+    datasets = [d for d in datasets if d in config["datasets"]]
+    if datasets and not any(_has_two_stage_rows(config["datasets"][d]) for d in datasets):
+        raise ConfigError(
+            f"config key {key}.retrieval: {', '.join(wanted)} can never match: dataset "
+            f"{', '.join(datasets)} {'is' if len(datasets) == 1 else 'are'} of protocol class_disjoint, whose "
+            "test classes are evaluated all against all (no database apart from the queries, and no anchors of "
+            "the test classes), so evaluate writes no two-stage rows; select retrieval exact, or a dataset of "
+            "protocol closed_set"
+        )
+    kept = losses or (_as_strings(selectors["loss"]) if "loss" in selectors else list(map(str, config["losses"])))
+    kept = [loss for loss in kept if loss in config["losses"]]
+    if kept and not any(loss_has_anchors(config["losses"][loss]["impl"]) for loss in kept):
+        raise ConfigError(
+            f"config key {key}.retrieval: {', '.join(wanted)} can never match: no loss selected "
+            f"({', '.join(kept)}) learns class anchors, and two-stage retrieval runs only for losses that do "
+            f"({', '.join(n for n in LOSSES.names() if loss_has_anchors(n))}); select retrieval exact, or a loss "
+            "with anchors"
+        )
 
 
 def check_tables(config: dict) -> None:
@@ -358,6 +434,7 @@ def check_tables(config: dict) -> None:
         _check_attributes(table, decl)
         select = decl.get("select") or {}
         _check_selectors(config, f"tables.{table}.select", select, values)
+        _check_two_stage(config, f"tables.{table}.select", select)
         shown = {a: [str(v) for v in (w if isinstance(w, list) else [w])] for a, w in select.items()}
         rows = decl.get("rows") or []
         explicit = [row for row in rows if isinstance(row, dict)]
@@ -366,6 +443,7 @@ def check_tables(config: dict) -> None:
             selectors = {k: v for k, v in row.items() if k != "label"}
             key = f"tables.{table}.rows[{i}]"
             _check_selectors(config, key, selectors, values)
+            _check_two_stage(config, key, {**select, **selectors})
             for attribute, wanted in selectors.items():
                 wanted = [str(v) for v in (wanted if isinstance(wanted, list) else [wanted])]
                 if attribute in shown and not set(wanted) & set(shown[attribute]):
@@ -436,6 +514,7 @@ def check_rankings(config: dict) -> None:
                     f"config key {key}.blocks: {attribute!r} cannot make blocks{did_you_mean(str(attribute), allowed)}"
                     f"; blocks are combinations of {', '.join(allowed)} (the losses are what is ranked)"
                 )
+        _check_laid_out_once(key, [("blocks", attribute) for attribute in decl["blocks"]])
         for attribute in decl.get("select") or {}:
             if attribute not in TABLE_ATTRIBUTES:
                 raise ConfigError(
@@ -444,6 +523,7 @@ def check_rankings(config: dict) -> None:
                 )
         select = decl.get("select") or {}
         _check_selectors(config, f"{key}.select", select, values)
+        _check_two_stage(config, f"{key}.select", select, decl.get("losses"))
         kept = [str(v) for v in (select["loss"] if isinstance(select.get("loss"), list) else [select["loss"]])] \
             if "loss" in select else values["loss"]
         losses = [str(loss) for loss in decl.get("losses") or kept]
@@ -487,6 +567,124 @@ def check_figures(config: dict) -> None:
                 raise ConfigError(problem)
 
 
+def known_classes(name: str, spec: dict) -> tuple[int, str] | None:
+    """(number of classes, how it is known) of dataset ``name`` where the
+    config gives it: the ``classes`` it lists, or the number its source's
+    registration fixes (``DATASETS.metadata``: ``classes``); None where only
+    prepare finds it out (then the split jobs check the counts)."""
+    from workflow.datasets import DATASETS
+
+    if spec.get("classes"):
+        return len(spec["classes"]), f"the classes datasets.{name}.classes lists"
+    count = DATASETS.metadata(spec["source"]).get("classes")
+    return (count, f"dataset {spec['source']!r} has {count}") if count else None
+
+
+def check_class_counts(config: dict) -> None:
+    """At least ``workflow.splits.MIN_CLASSES`` classes wherever classes are
+    trained, retrieved, clustered or selected on, before any job where the
+    config gives the numbers (:func:`known_classes`): the training and test
+    classes of protocol class_disjoint (``train_classes``, or the dataset's
+    registered boundary), and with ``selection`` the classes class-disjoint
+    validation holds out and those its trials train on
+    (``validation.class_fraction``); and the classes per batch of a
+    class-balanced sampler, at most those trained on. The split jobs check the same with the
+    prepared labels (``workflow.splits``)."""
+    from workflow.config import protocol_spec
+    from workflow.splits import class_disjoint_boundary_problem, class_fraction_problem, held_out_classes
+
+    validation = config.get("validation") or {}
+    for name, spec in config["datasets"].items():
+        known = known_classes(name, spec)
+        protocol = protocol_spec(spec)
+        train_classes = protocol.get("train_classes")
+        if protocol.get("protocol") == "class_disjoint":
+            default = "" if spec.get("train_classes") is not None else (
+                f" (the official boundary of {spec['source']!r}, taken while the key is not set)")
+            if known and train_classes is not None:
+                problem = class_disjoint_boundary_problem(train_classes, known[0], name, f" ({known[1]})", default)
+                if problem:
+                    raise ConfigError(problem)
+            trained = (train_classes, f"datasets.{name}.train_classes") if train_classes is not None else None
+        else:
+            trained = known
+        if trained is None:
+            continue
+        _check_classes_per_batch(config, name, "its cells", *trained)
+        if not config.get("selection"):
+            continue
+        if protocol.get("protocol") == "class_disjoint" or validation.get("class_disjoint"):
+            fraction = validation.get("class_fraction", 0.5)
+            problem = class_fraction_problem(fraction, trained[0], f" of dataset {name} ({trained[1]})")
+            if problem:
+                raise ConfigError(problem)
+            held = held_out_classes(fraction, trained[0])
+            trained = (trained[0] - held, f"{trained[1]}, less {held} held out by validation.class_fraction")
+        _check_classes_per_batch(config, name, "its selection trials", *trained)
+
+
+def _check_classes_per_batch(config: dict, dataset: str, what: str, classes: int, how: str) -> None:
+    """A class-balanced sampler's batch_size / m_per_class classes per batch
+    are at most the ``classes`` that ``what`` of ``dataset`` train on (the
+    sampler checks the same when training starts)."""
+    from workflow.config import training_settings
+
+    entries = [(name, entry) for name, entry in config["losses"].items()]
+    entries += [(base, entry) for base, trials in config["trials"].items() for entry in trials.values()]
+    for loss, entry in entries:
+        m = (entry.get("sampler") or {}).get("m_per_class")
+        for backbone in config["backbones"] if m else []:
+            batch_size = training_settings(config, backbone, entry)["batch_size"]
+            if batch_size // m > classes:
+                raise ConfigError(
+                    f"config key losses.{loss}.sampler.m_per_class: {m} with training.batch_size {batch_size} "
+                    f"(backbone {backbone}) needs {batch_size // m} classes per batch, but {what} of dataset "
+                    f"{dataset} train on {classes} classes ({how}); raise m_per_class to at least "
+                    f"{-(-batch_size // classes)} (dividing the batch size) or lower the batch size"
+                )
+
+
+def _known_databases(config: dict):
+    """(dataset, database size, how it is known, the key that sets it) of
+    every database whose size the config gives: closed-set test databases
+    of ``database_per_class`` per class, and with ``selection`` the
+    closed-set validation databases (``validation.database_per_class``),
+    where the number of classes is known (:func:`known_classes`). All
+    against all, the database is the other test images (known once
+    prepared; evaluate checks it)."""
+    validation = config.get("validation") or {}
+    for name, spec in config["datasets"].items():
+        known = known_classes(name, spec)
+        if not known or spec.get("protocol", "closed_set") == "class_disjoint":
+            continue
+        n, how = known
+        per_class = spec.get("database_per_class")
+        if per_class is not None:
+            key = f"datasets.{name}.database_per_class"
+            yield name, per_class * n, f"{per_class} per class x {n} classes; {how}", key
+        if config.get("selection") and not validation.get("class_disjoint"):
+            per_class = validation.get("database_per_class", 20)
+            yield (f"{name} (the validation split, on which selection trials are scored)", per_class * n,
+                   f"{per_class} per class x {n} classes; {how}", "validation.database_per_class")
+
+
+def check_cutoffs(config: dict) -> None:
+    """Every cutoff of ``evaluation`` (precision_at, recall_at,
+    top_k_error) is at most the database it ranks, wherever the config
+    gives that size (:func:`_known_databases`); evaluate checks the others
+    with the images it has."""
+    from workflow.retrieval.metrics import METRICS
+
+    cutoffs = METRICS.cutoffs(config.get("evaluation") or {})
+    for dataset, size, how, key in _known_databases(config):
+        for evaluation_key, ks in cutoffs.items():
+            if ks and max(ks) > size:
+                raise ConfigError(
+                    f"config key evaluation.{evaluation_key}: cutoff {max(ks)} exceeds the database of dataset "
+                    f"{dataset}: {size} images ({how}); use cutoffs up to {size}, or raise {key}"
+                )
+
+
 def check_config_files(paths) -> None:
     """Every config file that exists, by :func:`check_config_file` (before
     anything reads it)."""
@@ -500,12 +698,14 @@ def check_config(config: dict) -> None:
     check_names(config)
     check_user_files(config)
     check_protocols(config)
+    check_class_counts(config)
     check_parameters(config)
     check_pretrained(config)
     check_table_metrics(config)
     check_tables(config)
     check_rankings(config)
     check_figures(config)
+    check_cutoffs(config)
 
 
 if __name__ == "__main__":

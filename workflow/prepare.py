@@ -42,6 +42,7 @@ from workflow.datasets import ImageFiles, RawDataset, load_dataset, needs_downlo
 from workflow.io import atomic_path, check_free_space, reserve, save_json, save_parquet
 from workflow.job_guard import temporary, writing
 from workflow.jpeg_store import StoreWriter, array_jpeg, file_jpeg, open_images
+from workflow.memory import check_fits
 from workflow.splits import check_classes
 
 BLOCK = 256  # images decoded per batch of thread-pool work
@@ -344,6 +345,9 @@ def write_prepared(
     decoded uint8 ``images.npy``) or ``jpeg`` (a JPEG store,
     :mod:`workflow.jpeg_store`)."""
     check_classes(data.labels, data.class_names, name)
+    if image_size is not None:  # every path decodes or resizes images one by one at this size
+        check_fits(threads * image_size**2 * 3, f"config key datasets.{name}.image_size: {threads} image(s) in "
+                   f"flight at {image_size} x {image_size} x 3 (uint8)", f"lower datasets.{name}.image_size")
     with contextlib.ExitStack() as stack:
         # Renamed in reverse order on success (classes, labels, images); after
         # an error no temporary file survives and no output appears.
@@ -359,6 +363,12 @@ def write_prepared(
         elif isinstance(data, RawDataset):
             images = data.images
             if image_size is not None and images.shape[1:3] != (image_size, image_size):
+                channels = images.shape[3]
+                check_fits(len(images) * image_size**2 * channels,
+                           f"config key datasets.{name}.image_size: {len(images)} images resized in memory to "
+                           f"{image_size} x {image_size} x {channels} (uint8)",
+                           f"lower datasets.{name}.image_size, or set datasets.{name}.storage: jpeg (the images "
+                           "are then encoded one by one)")
                 images = _resize_array(images, image_size)
             check_free_space(images_tmp, images.nbytes, f"the images of dataset {name}")
             with open(images_tmp, "wb") as f:

@@ -56,6 +56,8 @@ class Number:
     def problem(self, value) -> str | None:
         if value is None and self.optional:
             return None
+        if self.integer and isinstance(value, float) and value.is_integer():
+            return f"is not an integer (write {int(value)})"
         if not _is_number(value) or (self.integer and not isinstance(value, int)):
             return f"is not {'an integer' if self.integer else 'a number'}"
         if not math.isfinite(value):

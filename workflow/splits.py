@@ -142,22 +142,78 @@ def _pools(labels, official_split, test_fraction, eval_rng, name, cls) -> tuple[
     return np.concatenate(train_parts), np.concatenate(eval_parts)
 
 
+# Every set of classes that is trained, retrieved, clustered or selected on
+# holds at least this many: with one class every database image is
+# relevant to every query (each metric a meaningless 1.0), a classifier
+# has nothing to tell apart (loss 0) and a pair loss no negatives.
+MIN_CLASSES = 2
+
+
+def class_disjoint_boundary_problem(train_classes: int, n_classes: int, name: str, how: str = "",
+                                    note: str = "") -> str | None:
+    """Why the first ``train_classes`` (``note``: where that value comes
+    from) of ``n_classes`` classes (``how``: how that number is known) cannot train against the rest as test classes
+    under protocol class_disjoint, or None: both sides need
+    :data:`MIN_CLASSES`. Checked before any job where the config gives the
+    number of classes (``workflow.guards``), else by the split job."""
+    trained, test = min(train_classes, n_classes), max(n_classes - train_classes, 0)
+    if trained >= MIN_CLASSES and test >= MIN_CLASSES:
+        return None
+    fix = (f"set it between {MIN_CLASSES} and {n_classes - MIN_CLASSES}" if n_classes >= 2 * MIN_CLASSES
+           else f"the protocol needs at least {2 * MIN_CLASSES} classes ({MIN_CLASSES} to train, {MIN_CLASSES} to "
+                f"test): give the dataset more classes (datasets.{name}.classes) or use protocol closed_set")
+    leaves = ("no test class" if not test else f"{test} test class" if test < MIN_CLASSES
+              else f"{trained} training class")
+    return (
+        f"config key datasets.{name}.train_classes: {train_classes}{note} with {n_classes} classes{how} leaves "
+        f"{leaves}: "
+        "the first train_classes classes (classes.json order) train, the rest are test classes, and each side "
+        f"needs at least {MIN_CLASSES} (one test class scores every metric a meaningless 1.0, one training "
+        f"class trains nothing); {fix}"
+    )
+
+
+def held_out_classes(class_fraction: float, n_classes: int) -> int:
+    """How many of ``n_classes`` classes class-disjoint validation holds out."""
+    return int(round(class_fraction * n_classes))
+
+
+def class_fraction_problem(class_fraction: float, n_classes: int, how: str = "") -> str | None:
+    """Why class-disjoint validation cannot hold out ``class_fraction`` of
+    ``n_classes`` training classes, or None: the held-out classes (scored)
+    and the classes the trials train on need :data:`MIN_CLASSES` each."""
+    held = held_out_classes(class_fraction, n_classes)
+    if MIN_CLASSES <= held <= n_classes - MIN_CLASSES:
+        return None
+    if n_classes < 2 * MIN_CLASSES:
+        fix = (f"class-disjoint validation needs at least {2 * MIN_CLASSES} training classes: give more "
+               "(datasets.<name>.train_classes or classes), or, with protocol closed_set, set "
+               "validation.class_disjoint: false")
+    else:
+        fix = (f"set it between {MIN_CLASSES / n_classes:.3g} and {(n_classes - MIN_CLASSES) / n_classes:.3g} "
+               f"(round(class_fraction x {n_classes}) classes are held out)")
+    return (
+        f"config key validation.class_fraction: {class_fraction} of {n_classes} training classes{how} holds out "
+        f"{held} for validation and leaves {n_classes - held} for the trials to train on; each needs at least "
+        f"{MIN_CLASSES} (one held-out class scores every trial a perfect 1.0, so the selection is a tie; one "
+        f"training class trains nothing); {fix}"
+    )
+
+
 def _class_disjoint_pools(labels, official_split, train_classes, name, cls) -> tuple[np.ndarray, np.ndarray]:
     """(training pool, evaluation pool) of the class-disjoint protocol: the
     first ``train_classes`` classes against the others, or, with None, the
-    official sides, which must then hold different classes."""
+    official sides, which must then hold different classes; each side with
+    at least :data:`MIN_CLASSES` classes."""
     all_idx = np.arange(len(labels))
     present = np.unique(labels)
     if train_classes is not None:
         train, evaluation = all_idx[labels < train_classes], all_idx[labels >= train_classes]
-        if not len(train) or not len(evaluation):
-            raise ConfigError(
-                f"config key datasets.{name}.train_classes: {train_classes} with {len(present)} classes "
-                f"(labels {present.min()}..{present.max()}) leaves no "
-                + ("training" if not len(train) else "test")
-                + " class: the first train_classes classes (classes.json order) train, the rest are test "
-                f"classes; set it between 1 and {present.max()}"
-            )
+        problem = class_disjoint_boundary_problem(
+            train_classes, len(present), name, f" (labels {present.min()}..{present.max()})"
+        )
+        if problem:
+            raise ConfigError(problem)
         return train, evaluation
     if not np.any(official_split != "none"):
         raise ConfigError(
@@ -175,10 +231,14 @@ def _class_disjoint_pools(labels, official_split, train_classes, name, cls) -> t
             f"datasets.{name}.train_classes: N (the first N classes train), or use protocol closed_set"
         )
     for side, pool in [("train", train), ("test", evaluation)]:
-        if not len(pool):
+        found = len(np.unique(labels[pool]))
+        if found < MIN_CLASSES:
             raise ConfigError(
-                f"dataset {name}: no images on the official {side} side, so protocol class_disjoint has no "
-                f"{'training' if side == 'train' else 'test'} class; set config key datasets.{name}.train_classes: N"
+                f"dataset {name}: {found} class{'' if found == 1 else 'es'} on the official {side} side, so "
+                f"protocol class_disjoint has {found} {'training' if side == 'train' else 'test'} "
+                f"class{'' if found == 1 else 'es'}; it needs at least {MIN_CLASSES} on each side (one test class "
+                "scores every metric a meaningless 1.0, one training class trains nothing): add classes, or set "
+                f"config key datasets.{name}.train_classes: N (the first N classes train)"
             )
     return train, evaluation
 
@@ -443,12 +503,10 @@ def make_validation_split(
     classes = np.unique(labels[pool])
     held_out = set()
     if class_disjoint:
-        n_held = int(round(class_fraction * len(classes)))
-        if not 1 <= n_held < len(classes):
-            raise ConfigError(
-                f"config key validation.class_fraction: {class_fraction} of {len(classes)} classes "
-                f"holds out {n_held}; at least one class must be held out and one left to train on"
-            )
+        n_held = held_out_classes(class_fraction, len(classes))
+        problem = class_fraction_problem(class_fraction, len(classes), f" of dataset {name}")
+        if problem:
+            raise ConfigError(problem)
         held_out = set(rng.choice(classes, size=n_held, replace=False).tolist())
     parts = []
     for c in classes:

@@ -48,8 +48,10 @@ from workflow.jpeg_store import JpegImages, JpegStore
 from workflow.devices import claim_device
 from workflow.job_guard import cell_lock, lock_path, watch_parent
 from workflow.losses import build_loss, loss_classifies
+from workflow.memory import check_fits
 from workflow.samplers import make_batches
 from workflow.seeds import stream_seed
+from workflow.splits import MIN_CLASSES
 from workflow.training_log import LiveLog, write_history
 
 # Training keys added after the first schema; settings built by hand (tests,
@@ -512,7 +514,34 @@ def training_classes(train_labels: np.ndarray, num_classes: int) -> tuple[np.nda
             f"training labels {class_ids[0]}..{class_ids[-1]} lie outside the dataset's "
             f"{num_classes} classes 0..{num_classes - 1}"
         )
+    if len(class_ids) < MIN_CLASSES:  # the split jobs refuse such splits; a planted one stops here
+        raise ConfigError(
+            f"the training images hold {len(class_ids)} class{'' if len(class_ids) == 1 else 'es'}; training "
+            f"needs at least {MIN_CLASSES} (with one, a classifier has nothing to tell apart and a pair loss no "
+            "negatives): check config keys datasets.<name>.train_classes and validation.class_fraction, and "
+            "delete the split files under results/splits/ made by an older version"
+        )
     return class_ids, np.searchsorted(class_ids, train_labels)
+
+
+def check_images_fit(shape: tuple, n: int, settings: dict, device: torch.device) -> None:
+    """With ``data_on_device``: the ``n`` training images (``shape``: height,
+    width, channels) fit where they are copied: on the host a uint8 copy
+    (two on the CPU device, which gets a channels-first copy), and, unless
+    pretrained weights give the normalisation, the float64 pixels of the
+    channel statistics; on a CUDA device the uint8 copy
+    (:func:`workflow.memory.check_fits`)."""
+    dataset = settings["dataset"]
+    pixels = n * int(np.prod(shape))
+    pretrained = input_normalisation(settings["backbone_params"], int(shape[-1])) is not None
+    host = pixels * (1 if device.type == "cuda" else 2) + (0 if pretrained else pixels * 8)
+    what = (f"config key training.data_on_device: true copies the {n} training images of {dataset} "
+            f"({' x '.join(map(str, shape))} bytes each)" + ("" if pretrained else " and their float64 pixels"))
+    advice = (f"set training.data_on_device: false (batches are read from the memory-mapped images.npy), "
+              f"datasets.{dataset}.storage: jpeg, or a smaller datasets.{dataset}.image_size")
+    check_fits(host, what + " into host memory", advice)
+    if device.type == "cuda":
+        check_fits(pixels, what + " onto the device", advice, device)
 
 
 def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarray,
@@ -537,6 +566,7 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
             )
         statistics = x.channel_statistics
     elif training_option(cfg, "data_on_device"):
+        check_images_fit(images.shape[1:], len(order), settings, device)
         train_images = np.asarray(images[order])
 
         def statistics():
@@ -558,6 +588,13 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
     if isinstance(x, JpegImages):  # images of their own sizes: always brought to one size
         input_size = input_size or int(x.shape[2])
     image_size = input_size or int(x.shape[2])
+    size_key = "training.input_size" if input_size else f"datasets.{settings['dataset']}.image_size"
+    check_fits(
+        cfg["batch_size"] * int(x.shape[1]) * image_size**2 * 4,
+        f"config key {size_key}: one batch of {cfg['batch_size']} images at {image_size} x {image_size} x "
+        f"{int(x.shape[1])} (float32)",
+        "lower it (or training.batch_size)", device,
+    )
     backbone, loss_fn = build_models(settings, x.shape[1], image_size, len(class_ids))
     backbone.to(device)
     loss_fn.to(device)

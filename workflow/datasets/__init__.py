@@ -31,7 +31,15 @@ Registry metadata (given to :func:`register_dataset`, read with
 - ``recall_at``: the Recall@k cutoffs the literature reports for the
   dataset (CUB and Cars 1, 2, 4, 8; SOP 1, 10, 100, 1000; In-Shop 1, 10,
   20, 30, 50), written by default under the class-disjoint protocol
-  (``workflow.config.dataset_evaluation``).
+  (``workflow.config.dataset_evaluation``);
+- ``query_database``: its official evaluation side is divided into query
+  and database images (In-Shop's query and gallery), so the class-disjoint
+  protocol keeps a database apart from the queries (two-stage retrieval
+  can run; ``workflow.guards``);
+- ``classes``: the number of classes, only where the loader fixes it
+  (scikit-learn's digits: 10), never for datasets read from files, whose
+  copy may be a subset; the class-count checks before any job use it
+  (``workflow.guards.check_class_counts``).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def inshop_files() -> list[OfficialFile]:
 HEADER = ["image_name", "item_id", "evaluation_status"]
 
 
-@register_dataset("inshop", recall_at=[1, 10, 20, 30, 50])
+@register_dataset("inshop", recall_at=[1, 10, 20, 30, 50], query_database=True)
 def inshop(root) -> ImageFiles:
     root = Path(root)
     path = root / "list_eval_partition.txt"

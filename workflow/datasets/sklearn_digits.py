@@ -7,7 +7,7 @@ import numpy as np
 from workflow.datasets import RawDataset, register_dataset
 
 
-@register_dataset("sklearn_digits")
+@register_dataset("sklearn_digits", classes=10)
 def sklearn_digits() -> RawDataset:
     # Imported here: every Snakemake start loads the dataset registry, and
     # sklearn.datasets takes about a second to import.

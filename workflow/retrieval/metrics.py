@@ -225,8 +225,8 @@ class MetricRegistry:
                 raise ValueError(
                     f"config key evaluation.{key}: cutoff {max(too_large)} exceeds the database of this "
                     f"cell ({n_ranked} images); use cutoffs up to {n_ranked} or a larger database "
-                    "(datasets.<name>.database_per_class; all against all, a query's database is the "
-                    "other test images)"
+                    "(datasets.<name>.database_per_class; for selection trials validation.database_per_class; "
+                    "all against all, a query's database is the other test images)"
                 )
             out[key] = tuple(int(k) for k in ks)
         return out
