@@ -645,7 +645,7 @@ def _check_classes_per_batch(config: dict, dataset: str, what: str, classes: int
 
 
 def _known_databases(config: dict):
-    """(dataset, database size, how it is known, the key that sets it) of
+    """(dataset, its label, database size, how it is known, the key that sets it) of
     every database whose size the config gives: closed-set test databases
     of ``database_per_class`` per class, and with ``selection`` the
     closed-set validation databases (``validation.database_per_class``),
@@ -661,10 +661,10 @@ def _known_databases(config: dict):
         per_class = spec.get("database_per_class")
         if per_class is not None:
             key = f"datasets.{name}.database_per_class"
-            yield name, per_class * n, f"{per_class} per class x {n} classes; {how}", key
+            yield name, name, per_class * n, f"{per_class} per class x {n} classes; {how}", key
         if config.get("selection") and not validation.get("class_disjoint"):
             per_class = validation.get("database_per_class", 20)
-            yield (f"{name} (the validation split, on which selection trials are scored)", per_class * n,
+            yield (name, f"{name} (the validation split, on which selection trials are scored)", per_class * n,
                    f"{per_class} per class x {n} classes; {how}", "validation.database_per_class")
 
 
@@ -673,15 +673,16 @@ def check_cutoffs(config: dict) -> None:
     top_k_error) is at most the database it ranks, wherever the config
     gives that size (:func:`_known_databases`); evaluate checks the others
     with the images it has."""
+    from workflow.config import dataset_evaluation
     from workflow.retrieval.metrics import METRICS
 
-    cutoffs = METRICS.cutoffs(config.get("evaluation") or {})
-    for dataset, size, how, key in _known_databases(config):
-        for evaluation_key, ks in cutoffs.items():
+    for dataset, label, size, how, key in _known_databases(config):
+        # The dataset's own cutoffs (its protocol fills in recall_at).
+        for evaluation_key, ks in METRICS.cutoffs(dataset_evaluation(config, dataset)).items():
             if ks and max(ks) > size:
                 raise ConfigError(
                     f"config key evaluation.{evaluation_key}: cutoff {max(ks)} exceeds the database of dataset "
-                    f"{dataset}: {size} images ({how}); use cutoffs up to {size}, or raise {key}"
+                    f"{label}: {size} images ({how}); use cutoffs up to {size}, or raise {key}"
                 )
 
 
