@@ -106,6 +106,12 @@ def cell_benchmark(rule, cell=None):
     return f"{cell_path(f'results/benchmarks/{rule}', cell)}.tsv"
 
 
+def cell_timing(rule, cell=None):
+    """The wall times a rule measures itself (evaluate's search), beside its
+    benchmark: never in metrics.csv, which must be the same run to run."""
+    return f"{cell_path(f'results/benchmarks/{rule}', cell)}.timing.json"
+
+
 # The selection of one (dataset, regime, backbone, loss) (rules/select.smk).
 SELECTION_FILE = "results/selection/{dataset}/{regime}/{backbone}/{loss}.json"
 
@@ -341,6 +347,10 @@ def get_all_train_benchmarks(wildcards):
 
 def get_all_evaluate_benchmarks(wildcards):
     return [cell_benchmark("evaluate", c) for c in CELLS]
+
+
+def get_all_evaluate_timings(wildcards):
+    return [cell_timing("evaluate", c) for c in CELLS]
 
 
 def get_table_declaration(wildcards):

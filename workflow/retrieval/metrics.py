@@ -424,11 +424,6 @@ declare_metric(
     definition="embedding distances computed per query: the database size for exact retrieval, "
     "anchors plus candidates for two-stage",
 )
-declare_metric(
-    "seconds_per_query", direction="lower", kind="per cell", quality=False,
-    written_by="workflow.retrieval.two_stage.evaluate_retrieval_methods", label="seconds per query",
-    definition="wall time of the search (distances and the ranks of the returned items) per query",
-)
 
 
 def speedup_k(evaluation: dict | None) -> int:
