@@ -209,7 +209,7 @@ def test_declared_table_figures_and_cost(tiny_run):
     cost = pd.read_csv(results / "cost.csv")
     assert len(cost) == len(CELLS) and set(cost["device"]) == {"cpu"}
     assert (cost["train_wall_s"] > 0).all() and (cost["train_peak_rss_mb"] > 0).all()
-    assert (cost["train_images_per_s"] > 0).all()
+    assert (cost["train_images_per_s"] > 0).all() and (cost["search_s_per_query"] > 0).all()
 
 
 def test_html_report_holds_every_table_and_figure(tiny_run):
