@@ -21,6 +21,7 @@ from workflow.config import (
     expand_sweeps,
     prepare_config,
     prepare_settings,
+    ranked_losses,
     trial_cells,
     trial_settings,
 )
@@ -368,7 +369,9 @@ RANKING_FILES = [
 
 
 def get_ranking_declaration(wildcards):
-    return config_entry("rankings", wildcards.ranking)
+    """The declaration with the losses it ranks filled in from the config."""
+    decl = config_entry("rankings", wildcards.ranking)
+    return {**decl, "losses": ranked_losses(CONFIG, decl)}
 
 
 def get_loss_geometry(wildcards):

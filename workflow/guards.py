@@ -23,10 +23,14 @@ culprit named instead of failing hours later inside a job:
   (distinct labels) and its ``baseline`` must exist in the config, so no
   row silently drops out and no marker claims a test that was not done;
 - **published values**: a table's ``reference`` gives a value for every
-  row and metric it shows, and for nothing else;
+  row and metric it shows, and for nothing else, each in its ``scale``
+  and in the metric's range (``workflow.tables.reference_value_problem``);
 - **rankings**: blocks and ``select`` name attributes of results/metrics.csv
   (blocks may be seeds, never losses), the ranked metric is computed, and
-  ``losses`` are at least two distinct losses the ranking selects;
+  the losses ranked (``losses``, else every loss the ``select`` keeps) are
+  at least two distinct losses the ranking selects, none of which the
+  ``select`` leaves without a value (a distance, retrieval or fixed factor
+  it does not have, accuracy of a loss that cannot classify);
 - **figures**: ``figures.example_queries`` at most the queries of each
   dataset whose number the config gives (``query_per_class`` times the
   listed ``classes``);
@@ -45,7 +49,7 @@ from pathlib import Path
 
 import yaml
 
-from workflow.config import ConfigError, number_hint
+from workflow.config import ConfigError, number_hint, ranked_losses
 from workflow.registry import did_you_mean, unknown_parameter
 
 # The schema's name rule ($defs/name_pattern): also no suffix repeated 20
@@ -415,9 +419,8 @@ def check_rankings(config: dict) -> None:
                 )
         select = decl.get("select") or {}
         _check_selectors(config, f"{key}.select", select, values)
-        kept = [str(v) for v in (select["loss"] if isinstance(select.get("loss"), list) else [select["loss"]])] \
-            if "loss" in select else values["loss"]
-        losses = [str(loss) for loss in decl.get("losses") or kept]
+        kept = ranked_losses(config, {"select": select})
+        losses = ranked_losses(config, decl)
         for loss in losses:
             if loss not in kept:
                 raise ConfigError(
@@ -428,6 +431,61 @@ def check_rankings(config: dict) -> None:
             raise ConfigError(f"config key {key}.losses: {losses} names a loss twice; name each once")
         if len(losses) < 2:
             raise ConfigError(f"config key {key}: only {', '.join(losses)} would be ranked; a ranking needs 2 losses or more")
+        for loss in losses:
+            problem = _loss_rows_problem(config, loss, select, decl["metric"])
+            if problem:
+                raise ConfigError(
+                    f"config key {key}: loss {loss!r} would have no values of {decl['metric']}: "
+                    f"{problem}; a ranking never ranks the other losses without it: change "
+                    f"{key}.select or {key}.metric, or leave {loss!r} out of {key}.losses"
+                )
+
+
+def _loss_rows_problem(config: dict, loss: str, select: dict, metric: str) -> str | None:
+    """Why ``select`` would leave ``loss`` without a row of ``metric`` in
+    results/metrics.csv, as far as the config tells before any job: a
+    distance it is not evaluated in, a retrieval it has not (two-stage
+    needs anchors), a metric that retrieval does not write, accuracy of a
+    loss that cannot classify, or a fixed factor (epochs, ...) that no
+    setting of the loss has. None when it may have rows."""
+    from workflow.config import FIXED_FACTORS, candidate_settings, cells
+    from workflow.geometry import resolve_distances
+    from workflow.losses import loss_classifies, loss_geometry, loss_has_anchors
+    from workflow.retrieval.metrics import METRICS
+
+    def wanted(attribute: str) -> list[str] | None:
+        value = select.get(attribute)
+        return None if value is None else [str(v) for v in (value if isinstance(value, list) else [value])]
+
+    impl = config["losses"][loss]["impl"]
+    evaluation = config.get("evaluation") or {}
+    distances = resolve_distances(evaluation.get("distances", ["own"]), loss_geometry(impl))
+    if wanted("distance") and not set(wanted("distance")) & set(distances):
+        return (f"it is evaluated in {', '.join(distances)} only (its geometry and evaluation.distances), "
+                f"not in {', '.join(wanted('distance'))}")
+    classes = (evaluation.get("two_stage") or {}).get("classes", [1, 2])
+    retrievals = ["exact"] + ([f"two_stage_c{c}" for c in classes] if loss_has_anchors(impl) else [])
+    kept = [r for r in wanted("retrieval") or ["exact"] if r in retrievals]
+    if not kept:
+        asked = ", ".join(wanted("retrieval"))
+        return (f"{impl} exports no anchors, so its only retrieval is exact, not {asked}"
+                if not loss_has_anchors(impl) else
+                f"its retrievals are {', '.join(retrievals)} (evaluation.two_stage.classes), not {asked}")
+    if not any(metric in METRICS.names(evaluation, retrieval=r) for r in kept):
+        return f"{metric} is written for exact retrieval only, not for {', '.join(kept)}"
+    if metric == "accuracy" and not (loss_classifies(impl) or loss_has_anchors(impl)):
+        return f"{impl} neither classifies nor exports anchors, so its accuracy is NaN"
+    factors = [f for f in FIXED_FACTORS if f != "backbone" and wanted(f)]
+    if factors:
+        grid = [c for c in cells(config) if c.loss == loss
+                and all(str(getattr(c, a)) in (wanted(a) or [str(getattr(c, a))])
+                        for a in ("dataset", "regime", "backbone"))]
+        settings = [s for c in grid for s in candidate_settings(config, c).values()]
+        if not any(all(str(FIXED_FACTORS[f](s)) in wanted(f) for f in factors) for s in settings):
+            has = "; ".join(f"{f} {', '.join(sorted({str(FIXED_FACTORS[f](s)) for s in settings}))}" for f in factors)
+            asked = "; ".join(f"{f} {', '.join(wanted(f))}" for f in factors)
+            return f"it is trained with {has}, not {asked}"
+    return None
 
 
 def example_queries_problem(wanted: int, dataset: str, queries: int, how: str = "") -> str | None:

@@ -50,7 +50,10 @@ POSTHOC = ("nemenyi", "conover")
 
 def block_values(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     """Blocks (rows, a MultiIndex of the block attributes) x losses (columns):
-    each loss's mean over seeds in each block, in the order of appearance."""
+    each loss's mean over seeds in each block. The losses are ``losses``
+    (the rule fills in those of the config, :func:`workflow.config.ranked_losses`;
+    without it, those the rows have): one without a value stops the job,
+    never leaving the others ranked alone."""
     blocks, metric = decl["blocks"], decl["metric"]
     key = f"rankings.{name}"
     selected = declared_selection(metrics, {"select": decl.get("select", {}), "blocks": blocks})
@@ -64,7 +67,12 @@ def block_values(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     wide = selected.groupby(blocks + ["loss"], sort=False)["value"].mean().unstack("loss")
     missing = [loss for loss in losses if loss not in wide.columns]
     if missing:
-        raise ConfigError(f"config key {key}.losses: no values of {metric} for {', '.join(missing)}")
+        raise ConfigError(
+            f"config key {key}.losses: no values of {metric} for {', '.join(missing)} among the rows "
+            f"{key}.select ({decl.get('select') or {}}) keeps in results/metrics.csv, so "
+            f"{'it' if len(missing) == 1 else 'they'} cannot be ranked with the others; change "
+            f"{key}.select, or name the losses to rank in {key}.losses"
+        )
     wide = wide[losses]
     holes = wide.isna()
     if holes.any().any():
