@@ -42,7 +42,7 @@ from scipy import stats
 
 from workflow.config import ConfigError
 from workflow.retrieval.metrics import METRICS
-from workflow.tables import check_no_pooling, declared_selection, select
+from workflow.tables import check_no_pooling, declared_selection, markdown_escape, select
 
 ALPHA = 0.05
 POSTHOC = ("nemenyi", "conover")
@@ -193,11 +193,14 @@ def render_ranking(name: str, decl: dict, ranking: dict) -> tuple[str, str, str]
     long = ranking["values"].stack().rename("value").to_frame()
     long["rank"] = ranking["ranks"].stack()
     blocks_csv = long.reset_index().to_csv(index=False)
-    caption = decl.get("caption", name)
-    table = pd.DataFrame({"loss": average.index, "average rank": [f"{r:.2f}" for r in average]})
+    caption = markdown_escape(decl.get("caption", name))
+    losses = [markdown_escape(loss) for loss in average.index]
+    table = pd.DataFrame({"loss": losses, "average rank": [f"{r:.2f}" for r in average]})
     pairs = ranking["posthoc"].map(lambda v: "" if np.isnan(v) else f"{v:.3g}")
+    pairs.index, pairs.columns = losses, losses
     pairs.index.name = "p"
-    markdown = (f"**{caption}** ({ranking_note(decl, ranking)})\n\n" + table.to_markdown(index=False) + "\n\n"
+    markdown = (f"**{caption}** ({markdown_escape(ranking_note(decl, ranking))})\n\n"
+                + table.to_markdown(index=False) + "\n\n"
                 f"Post-hoc p-values ({'Nemenyi' if ranking['test'] == 'nemenyi' else 'Conover, Holm'}):\n\n"
                 + pairs.reset_index().to_markdown(index=False) + "\n")
     return ranks_csv, blocks_csv, markdown

@@ -525,11 +525,16 @@ def render(name: str, decl: dict, frame: pd.DataFrame) -> tuple[str, str, str]:
     if decl.get("reference"):
         note += "; " + reference_note(decl)
     csv = frame.to_csv(index=False)
+    # Cells are our numbers (bold and marker meant as Markdown); captions,
+    # labels and names are the user's text, escaped.
     md_wide = wide_text(frame, decl, "**{}**")
-    md_wide.columns = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in md_wide.columns]
+    md_wide.index = md_wide.index.map(lambda label: _escape_label(label, markdown_escape))
+    md_wide = md_wide.rename_axis(index=[markdown_escape(n) for n in md_wide.index.names])
+    md_wide.columns = [markdown_escape(" ".join(map(str, c)) if isinstance(c, tuple) else c) for c in md_wide.columns]
     # A reference's signed differences keep their sign and digits as text.
     numparse = {"disable_numparse": True} if decl.get("reference") else {}
-    markdown = f"**{caption}** ({note})\n\n" + md_wide.reset_index().to_markdown(index=False, **numparse) + "\n"
+    markdown = (f"**{markdown_escape(caption)}** ({markdown_escape(note)})\n\n"
+                + md_wide.reset_index().to_markdown(index=False, **numparse) + "\n")
     tex_wide = wide_text(frame, decl, r"\textbf{{{}}}", escape=tex_escape)
     tex_wide.index = tex_wide.index.map(_escape_label)
     tex_wide = tex_wide.rename_axis(index=[tex_escape(n) for n in tex_wide.index.names])
@@ -573,5 +578,21 @@ def tex_escape(text) -> str:
     return _TEX_SPECIAL.sub(lambda m: TEX_SPECIALS[m.group()], str(text))
 
 
-def _escape_label(label):
-    return tuple(tex_escape(part) for part in label) if isinstance(label, tuple) else tex_escape(label)
+def _escape_label(label, escape=tex_escape):
+    return tuple(escape(part) for part in label) if isinstance(label, tuple) else escape(label)
+
+
+# Characters of user text (captions, row labels, names) that Markdown would
+# read as markup, and what stands for each: a backslash escape (one that
+# Python-Markdown and CommonMark both read: \ ` * _ { } [ ] |), or an entity for the characters that only start markup before
+# certain others (< an HTML tag, & an entity, ~ GFM's strikethrough); a line
+# break would end a table row, so it becomes a space.
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]|]|<(?=[A-Za-z/!?])|&(?=#?\w+;)|~|\r\n|[\r\n]")
+_MARKDOWN_ENTITY = {"<": "&lt;", "&": "&amp;", "~": "&#126;", "\r\n": " ", "\r": " ", "\n": " "}
+
+
+def markdown_escape(text) -> str:
+    """``text`` as Markdown that prints it, in a table cell or a paragraph:
+    a ``|`` no longer splits a cell, a ``*`` or ``_`` no longer emphasises,
+    a line break no longer ends a row (every character in one pass)."""
+    return _MARKDOWN_SPECIAL.sub(lambda m: _MARKDOWN_ENTITY.get(m.group(), "\\" + m.group()), str(text))
