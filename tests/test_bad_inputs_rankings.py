@@ -80,6 +80,13 @@ RANKING_IN_PROCESS_CASES = [
     ("ranking_select_of_a_two_stage_c_the_config_evaluates_for_one_loss_only",
      ranking(THREE, select={"retrieval": ["two_stage_c2"]}, losses=["cam", "triplet"]), [],
      ["config key rankings.r: loss 'triplet' would have no values of map: triplet exports no anchors"]),
+    # A table laying out losses loses a row the same way.
+    ("table_select_in_a_distance_one_loss_lacks", {**BASE, "tables": {"t": {**TABLE, "select": {"distance": "cosine"}}}},
+     [], ["config key tables.t.select: the row of loss 'ce' would be empty: it is evaluated in euclidean only",
+          "name the losses to show in tables.t.select.loss"]),
+    ("table_select_of_two_stage_with_a_loss_without_anchors",
+     {**BASE, "tables": {"t": {**TABLE, "select": {"retrieval": ["two_stage_c1"]}}}}, [],
+     ["config key tables.t.select: the row of loss 'ce' would be empty: ce exports no anchors"]),
     ("published_fraction_among_percentages",
      reference({"ce": {"map": 55.8}, "cam": {"map": 0.6}}, "percent"), [],
      ["config key tables.t.reference.values.cam.map: 0.6 under tables.t.reference.scale: percent means 0.6%"]),
@@ -160,6 +167,8 @@ def test_the_good_neighbours_of_the_cases_pass():
                   ["map", "top1_error"]),
         reference({"ce": {"map": 55.8, COST: 40}, "cam": {"map": 60, COST: 20}}, "percent", ["map", COST]),
         reference({"ce": {"map": 0.558}, "cam": {"map": 0.6}}),
+        {**BASE, "tables": {"t": {**TABLE, "select": {"retrieval": "two_stage_c1", "loss": "cam"}}}},
+        {**BASE, "tables": {"t": {**TABLE, "columns": ["retrieval"]}}},
     ]:
         check_config(load_config(config))
 

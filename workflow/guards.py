@@ -21,7 +21,8 @@ culprit named instead of failing hours later inside a job:
 - **table selections**: the attributes a declared table selects by and
   lays out (those of results/metrics.csv), what it selects, its explicit rows
   (distinct labels) and its ``baseline`` must exist in the config, so no
-  row silently drops out and no marker claims a test that was not done;
+  row silently drops out (nor a loss the select leaves without rows) and no
+  marker claims a test that was not done;
 - **published values**: a table's ``reference`` gives a value for every
   row and metric it shows, and for nothing else, each in its ``scale``
   and in the metric's range (``workflow.tables.reference_value_problem``);
@@ -49,7 +50,7 @@ from pathlib import Path
 
 import yaml
 
-from workflow.config import ConfigError, number_hint, ranked_losses
+from workflow.config import ConfigError, laid_out, number_hint, ranked_losses
 from workflow.registry import did_you_mean, unknown_parameter
 
 # The schema's name rule ($defs/name_pattern): also no suffix repeated 20
@@ -326,7 +327,9 @@ def check_tables(config: dict) -> None:
     drops out or is mislabelled: every value of ``select`` and of an
     explicit row names a configured dataset, regime, backbone, loss (or a
     retrieval or distance that is evaluated); an explicit row asks only for
-    values ``select`` keeps; explicit rows have distinct labels; and
+    values ``select`` keeps; explicit rows have distinct labels; a table
+    laying out losses has a row for every loss its ``select`` keeps (no
+    distance, retrieval or fixed factor that leaves one out); and
     ``baseline`` is an explicit row's label or a loss the table shows."""
     values = _table_values(config)
     for table, decl in (config.get("tables") or {}).items():
@@ -356,6 +359,14 @@ def check_tables(config: dict) -> None:
                     "so one would hide the other; give every row its own label"
                 )
             labels[label] = i
+        if not explicit and "loss" in laid_out(decl):
+            for loss in ranked_losses(config, {"select": select}):
+                problem = _loss_rows_problem(config, loss, select)
+                if problem:
+                    raise ConfigError(
+                        f"config key tables.{table}.select: the row of loss {loss!r} would be empty: {problem}; "
+                        f"change the select, or name the losses to show in tables.{table}.select.loss"
+                    )
         if decl.get("reference"):
             _check_reference(table, decl, explicit, labels, shown, values)
         baseline = decl.get("baseline")
@@ -441,13 +452,13 @@ def check_rankings(config: dict) -> None:
                 )
 
 
-def _loss_rows_problem(config: dict, loss: str, select: dict, metric: str) -> str | None:
-    """Why ``select`` would leave ``loss`` without a row of ``metric`` in
+def _loss_rows_problem(config: dict, loss: str, select: dict, metric: str | None = None) -> str | None:
+    """Why ``select`` would leave ``loss`` without a row (of ``metric``) in
     results/metrics.csv, as far as the config tells before any job: a
     distance it is not evaluated in, a retrieval it has not (two-stage
-    needs anchors), a metric that retrieval does not write, accuracy of a
-    loss that cannot classify, or a fixed factor (epochs, ...) that no
-    setting of the loss has. None when it may have rows."""
+    needs anchors), a fixed factor (epochs, ...) that no setting of the
+    loss has; with ``metric``, also a metric that retrieval does not write
+    or accuracy of a loss that cannot classify. None when it may have rows."""
     from workflow.config import FIXED_FACTORS, candidate_settings, cells
     from workflow.geometry import resolve_distances
     from workflow.losses import loss_classifies, loss_geometry, loss_has_anchors
@@ -471,7 +482,7 @@ def _loss_rows_problem(config: dict, loss: str, select: dict, metric: str) -> st
         return (f"{impl} exports no anchors, so its only retrieval is exact, not {asked}"
                 if not loss_has_anchors(impl) else
                 f"its retrievals are {', '.join(retrievals)} (evaluation.two_stage.classes), not {asked}")
-    if not any(metric in METRICS.names(evaluation, retrieval=r) for r in kept):
+    if metric and not any(metric in METRICS.names(evaluation, retrieval=r) for r in kept):
         return f"{metric} is written for exact retrieval only, not for {', '.join(kept)}"
     if metric == "accuracy" and not (loss_classifies(impl) or loss_has_anchors(impl)):
         return f"{impl} neither classifies nor exports anchors, so its accuracy is NaN"
