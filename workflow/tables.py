@@ -584,9 +584,10 @@ def _escape_label(label, escape=tex_escape):
 
 # Characters of user text (captions, row labels, names) that Markdown would
 # read as markup, and what stands for each: a backslash escape (one that
-# Python-Markdown and CommonMark both read: \ ` * _ { } [ ] |), or an entity for the characters that only start markup before
-# certain others (< an HTML tag, & an entity, ~ GFM's strikethrough); a line
-# break would end a table row, so it becomes a space.
+# Python-Markdown and CommonMark both read: \ ` * _ { } [ ] |), or an
+# entity for the characters that start markup only before certain others
+# (< an HTML tag, & an entity, ~ GFM's strikethrough); a line break would
+# end a table row, so it becomes a space.
 _MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]|]|<(?=[A-Za-z/!?])|&(?=#?\w+;)|~|\r\n|[\r\n]")
 _MARKDOWN_ENTITY = {"<": "&lt;", "&": "&amp;", "~": "&#126;", "\r\n": " ", "\r": " ", "\n": " "}
 
