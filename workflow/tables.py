@@ -397,7 +397,9 @@ def regime_declaration(metrics: pd.DataFrame, dataset: str, regime: str) -> dict
     first in ``results/metrics.csv``) as the baseline of the significance
     marker."""
     shown = metrics[(metrics["dataset"] == dataset) & (metrics["regime"] == regime)]
-    quality = [m for m in shown["metric"].unique() if METRICS.get(m)[0].quality]
+    # A row the registry does not know (seconds_per_query of a run before
+    # wall times left metrics.csv) is no quality metric.
+    quality = [m for m in shown["metric"].unique() if METRICS.find(m) and METRICS.find(m)[0].quality]
     seeds = shown["seed"].nunique()
     decl = {
         "caption": f"Retrieval on {dataset} ({regime}), {seeds} seed{'s' if seeds != 1 else ''}",
