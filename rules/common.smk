@@ -23,6 +23,7 @@ from workflow.config import (
     expand_sweeps,
     prepare_config,
     prepare_settings,
+    ranked_losses,
     trial_cells,
     trial_settings,
 )
@@ -107,6 +108,12 @@ def cell_log(rule):
 
 def cell_benchmark(rule, cell=None):
     return f"{cell_path(f'results/benchmarks/{rule}', cell)}.tsv"
+
+
+def cell_timing(rule, cell=None):
+    """The wall times a rule measures itself (evaluate's search), beside its
+    benchmark: never in metrics.csv, which must be the same run to run."""
+    return f"{cell_path(f'results/benchmarks/{rule}', cell)}.timing.json"
 
 
 # The selection of one (dataset, regime, backbone, loss) (rules/select.smk).
@@ -346,6 +353,10 @@ def get_all_evaluate_benchmarks(wildcards):
     return [cell_benchmark("evaluate", c) for c in CELLS]
 
 
+def get_all_evaluate_timings(wildcards):
+    return [cell_timing("evaluate", c) for c in CELLS]
+
+
 def get_table_declaration(wildcards):
     return CONFIG["tables"][wildcards.table]
 
@@ -361,7 +372,9 @@ RANKING_FILES = [
 
 
 def get_ranking_declaration(wildcards):
-    return config_entry("rankings", wildcards.ranking)
+    """The declaration with the losses it ranks filled in from the config."""
+    decl = config_entry("rankings", wildcards.ranking)
+    return {**decl, "losses": ranked_losses(CONFIG, decl)}
 
 
 def get_cell_evaluation(wildcards):

@@ -5,6 +5,7 @@ rule evaluate:
     output:
         metrics=cell_file("metrics.csv"),
         pr_curve=cell_file("pr_curve.parquet"),
+        timing=cell_timing("evaluate"),
     log:
         cell_log("evaluate"),
     benchmark:

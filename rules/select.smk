@@ -69,6 +69,7 @@ use rule evaluate as evaluate_trial with:
     output:
         metrics=cell_file("metrics.csv", root="results/trials"),
         pr_curve=cell_file("pr_curve.parquet", root="results/trials"),
+        timing=cell_timing("evaluate_trial"),
     log:
         cell_log("evaluate_trial"),
     benchmark:

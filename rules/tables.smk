@@ -26,6 +26,7 @@ rule cost_table:
         checkpoints=get_all_models,
         train_benchmarks=get_all_train_benchmarks,
         evaluate_benchmarks=get_all_evaluate_benchmarks,
+        evaluate_timings=get_all_evaluate_timings,
     output:
         csv="results/cost.csv",
         md=report(

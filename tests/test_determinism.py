@@ -49,3 +49,46 @@ def test_same_cell_twice_gives_identical_parquet_embeddings(tmp_path):
         np.stack(first.column("embedding").to_numpy(zero_copy_only=False))[:5],
         np.stack(other.column("embedding").to_numpy(zero_copy_only=False))[:5],
     )
+
+
+def test_same_cell_evaluated_twice_gives_byte_identical_metrics(tmp_path):
+    """The evaluate rule run twice on the same embeddings (exact and
+    two-stage retrieval, two distances) writes the same metrics.csv bytes:
+    the search's wall times go to its benchmark record (timing.json)."""
+    import json
+
+    import pandas as pd
+
+    from conftest import make_workspace, snakemake
+
+    config = {
+        "datasets": {"digits": {"source": "sklearn_digits", "query_per_class": 2}},
+        "regimes": {"full": {}},
+        "backbones": {"small_cnn": {"arch": "small_cnn", "embedding_size": 8}},
+        "losses": {"cam": {"impl": "cam"}},
+        "seeds": [0],
+        "evaluation": {"distances": ["own", "cosine"]},
+    }
+    workdir = make_workspace(tmp_path / "work", config)
+    cell = "digits/full/small_cnn/cam/seed0"
+    folder = workdir / "results/cells" / cell
+    rng = np.random.default_rng(0)
+    split = pd.DataFrame({"index": np.arange(60), "split": ["query"] * 10 + ["database"] * 50})
+    write_embeddings(folder / "embeddings.parquet", folder / "anchors.parquet", split, np.arange(60) % 5,
+                     rng.normal(size=(60, 8)).astype(np.float32), np.full(60, -1),
+                     rng.normal(size=(5, 8)).astype(np.float32), {"loss": "cam"})
+    target = f"results/cells/{cell}/metrics.csv"
+    runs = []
+    for _ in range(2):
+        snakemake(workdir, "--cores", "1", target, "--allowed-rules", "evaluate", "--forcerun", "evaluate")
+        timing = json.loads((workdir / f"results/benchmarks/evaluate/{cell}.timing.json").read_text())
+        runs.append(((workdir / target).read_bytes(), timing))
+    (first, first_timing), (second, second_timing) = runs
+    assert first == second
+    metrics = pd.read_csv(workdir / target)
+    assert set(metrics["retrieval"]) == {"exact", "two_stage_c1", "two_stage_c2"}
+    assert set(metrics["distance"]) == {"euclidean", "cosine"}
+    assert "seconds_per_query" not in set(metrics["metric"])
+    for timing in (first_timing, second_timing):
+        assert timing["geometry"] == "euclidean" and set(timing["search"]) == {"euclidean", "cosine"}
+        assert all(t["seconds_per_query"] > 0 for by in timing["search"].values() for t in by.values())

@@ -470,7 +470,7 @@ def test_the_registry_gives_the_direction_label_and_order_of_concrete_names():
     from workflow.retrieval.metrics import METRICS
 
     assert not METRICS.lower_is_better("precision@7") and METRICS.lower_is_better("top3_error")
-    assert METRICS.lower_is_better("seconds_per_query") and not METRICS.lower_is_better("map@r")
+    assert METRICS.lower_is_better("distance_computations_per_query") and not METRICS.lower_is_better("map@r")
     assert METRICS.label("top5_error") == "top-5 error" and METRICS.label("precision@10") == "precision@10"
     assert METRICS.order(["map", "top5_error", "precision@10", "top1_error", "precision@5", "accuracy"]) == [
         "precision@5", "precision@10", "top1_error", "top5_error", "map", "accuracy"]

@@ -83,7 +83,7 @@ def test_metrics_table_is_tidy_and_complete(tiny_run):
         "precision@1", "precision@5", "precision@10", "top1_error", "top5_error",
         "map", "map@r", "r_precision", "pr_auc",
     }
-    cost = {"distance_computations_per_query", "seconds_per_query"}
+    cost = {"distance_computations_per_query"}
     expected = {"exact": quality | cost | {"accuracy", "queries_without_positives"},
                 "two_stage_c1": quality | cost, "two_stage_c2": quality | cost}
     for cell in CELLS:
@@ -109,7 +109,12 @@ def test_metrics_table_is_tidy_and_complete(tiny_run):
     )
     assert not metrics["value"].isna().any()
     assert metrics.loc[metrics["metric"].isin(quality | {"accuracy"}), "value"].between(0, 1).all()
-    assert (metrics.loc[metrics["metric"] == "seconds_per_query", "value"] > 0).all()
+    # Wall times are benchmark records (they differ run to run), not metrics.
+    for cell in CELLS:
+        timing = json.loads((tiny_run / "results/benchmarks/evaluate" / f"{cell.path}.timing.json").read_text())
+        search = timing["search"][timing["geometry"]]
+        assert set(search) == ({"exact"} if cell.loss == "ce" else {"exact", "two_stage_c1", "two_stage_c2"})
+        assert all(t["seconds_per_query"] > 0 for t in search.values())
     # Two epochs on digits already beat chance (0.1) by far.
     p1 = metrics[(metrics["metric"] == "precision@1") & (metrics["retrieval"] == "exact")]
     assert p1["value"].mean() > 0.3
@@ -204,7 +209,7 @@ def test_declared_table_figures_and_cost(tiny_run):
     cost = pd.read_csv(results / "cost.csv")
     assert len(cost) == len(CELLS) and set(cost["device"]) == {"cpu"}
     assert (cost["train_wall_s"] > 0).all() and (cost["train_peak_rss_mb"] > 0).all()
-    assert (cost["train_images_per_s"] > 0).all()
+    assert (cost["train_images_per_s"] > 0).all() and (cost["search_s_per_query"] > 0).all()
 
 
 def test_html_report_holds_every_table_and_figure(tiny_run):

@@ -351,7 +351,7 @@ def test_the_table_of_a_dataset_and_regime_is_a_declared_table():
     loss as the baseline; so it has the declared tables' columns and markers."""
     frame = metrics_frame()
     second = frame[frame["regime"] == "full"].assign(backbone="vit")
-    cost = frame.assign(metric="seconds_per_query", value=0.1)
+    cost = frame.assign(metric="distance_computations_per_query", value=100.0)
     frame = pd.concat([frame, second, cost], ignore_index=True)
     frame["distance"] = frame["geometry"] = "euclidean"
     decl = tables.regime_declaration(frame, "digits", "full")

@@ -490,6 +490,20 @@ def laid_out(decl: dict) -> set[str]:
     return layout
 
 
+def ranked_losses(config: dict, decl: dict) -> list[str]:
+    """The losses a declared ranking ranks, from the config (never from the
+    rows a run happens to have): its ``losses``, else every configured loss
+    its ``select`` keeps, in config order. The ranking job stops when one of
+    them has no value (:func:`workflow.rankings.block_values`)."""
+    if decl.get("losses"):
+        return [str(loss) for loss in decl["losses"]]
+    wanted = (decl.get("select") or {}).get("loss")
+    if wanted is None:
+        return [str(loss) for loss in config["losses"]]
+    wanted = [str(v) for v in (wanted if isinstance(wanted, list) else [wanted])]
+    return [str(loss) for loss in config["losses"] if str(loss) in wanted]
+
+
 def check_fixed_factors(config: dict) -> None:
     """Within one declared table, every compared cell has the same backbone,
     embedding size, optimiser, epochs, batch size and augmentation, unless

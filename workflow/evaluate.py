@@ -112,6 +112,7 @@ def evaluate_cell(
     evaluation: dict | None = None,
     geometry: str = "euclidean",
     device=None,
+    timing: dict | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (tidy metrics with columns ``geometry`` (the loss's),
     ``distance``, ``retrieval``, ``metric``, ``value``; the PR curve of exact
@@ -131,6 +132,12 @@ def evaluate_cell(
     for ``exact`` only. All against all (:func:`query_and_database`): exact
     retrieval only, ``accuracy`` NaN (the test classes are not the training
     classes). ``device``: where to rank (the CPU by default).
+
+    ``timing``: a dict that, when given, receives the wall times of the
+    search, ``{distance: {retrieval: {"seconds_per_query": s,
+    "index_seconds": s}}}``. They stay out of the metrics, which are a
+    function of the embeddings alone: two evaluations of one cell give
+    byte-identical metrics, never identical times.
     """
     evaluation = dict(evaluation or {})
     queries, database = query_and_database(embeddings)
@@ -154,6 +161,9 @@ def evaluate_cell(
             device=device,
         )
         for method, result in results.items():
+            if timing is not None:
+                timing.setdefault(distance, {})[method] = {
+                    "seconds_per_query": result.seconds_per_query, "index_seconds": result.index_seconds}
             values = dict(result.metrics)
             if method == "exact":
                 values["accuracy"] = (

@@ -21,12 +21,17 @@ culprit named instead of failing hours later inside a job:
 - **table selections**: the attributes a declared table selects by and
   lays out (those of results/metrics.csv), what it selects, its explicit rows
   (distinct labels) and its ``baseline`` must exist in the config, so no
-  row silently drops out and no marker claims a test that was not done;
+  row silently drops out (nor a loss the select leaves without rows) and no
+  marker claims a test that was not done;
 - **published values**: a table's ``reference`` gives a value for every
-  row and metric it shows, and for nothing else;
+  row and metric it shows, and for nothing else, each in its ``scale``
+  and in the metric's range (``workflow.tables.reference_value_problem``);
 - **rankings**: blocks and ``select`` name attributes of results/metrics.csv
   (blocks may be seeds, never losses), the ranked metric is computed, and
-  ``losses`` are at least two distinct losses the ranking selects;
+  the losses ranked (``losses``, else every loss the ``select`` keeps) are
+  at least two distinct losses the ranking selects, none of which the
+  ``select`` leaves without a value (a distance, retrieval or fixed factor
+  it does not have, accuracy of a loss that cannot classify);
 - **class counts**: at least 2 classes wherever classes are trained,
   retrieved, clustered or selected on (the test and training classes of
   protocol class_disjoint, the held-out and trial classes of class-disjoint
@@ -52,7 +57,7 @@ from pathlib import Path
 
 import yaml
 
-from workflow.config import ConfigError, number_hint
+from workflow.config import ConfigError, laid_out, number_hint, ranked_losses
 from workflow.registry import did_you_mean, unknown_parameter
 
 # The schema's name rule ($defs/name_pattern): also no suffix repeated 20
@@ -427,7 +432,9 @@ def check_tables(config: dict) -> None:
     drops out or is mislabelled: every value of ``select`` and of an
     explicit row names a configured dataset, regime, backbone, loss (or a
     retrieval or distance that is evaluated); an explicit row asks only for
-    values ``select`` keeps; explicit rows have distinct labels; and
+    values ``select`` keeps; explicit rows have distinct labels; a table
+    laying out losses has a row for every loss its ``select`` keeps (no
+    distance, retrieval or fixed factor that leaves one out); and
     ``baseline`` is an explicit row's label or a loss the table shows."""
     values = _table_values(config)
     for table, decl in (config.get("tables") or {}).items():
@@ -459,6 +466,14 @@ def check_tables(config: dict) -> None:
                     "so one would hide the other; give every row its own label"
                 )
             labels[label] = i
+        if not explicit and "loss" in laid_out(decl):
+            for loss in ranked_losses(config, {"select": select}):
+                problem = _loss_rows_problem(config, loss, select)
+                if problem:
+                    raise ConfigError(
+                        f"config key tables.{table}.select: the row of loss {loss!r} would be empty: {problem}; "
+                        f"change the select, or name the losses to show in tables.{table}.select.loss"
+                    )
         if decl.get("reference"):
             _check_reference(table, decl, explicit, labels, shown, values)
         baseline = decl.get("baseline")
@@ -524,9 +539,8 @@ def check_rankings(config: dict) -> None:
         select = decl.get("select") or {}
         _check_selectors(config, f"{key}.select", select, values)
         _check_two_stage(config, f"{key}.select", select, decl.get("losses"))
-        kept = [str(v) for v in (select["loss"] if isinstance(select.get("loss"), list) else [select["loss"]])] \
-            if "loss" in select else values["loss"]
-        losses = [str(loss) for loss in decl.get("losses") or kept]
+        kept = ranked_losses(config, {"select": select})
+        losses = ranked_losses(config, decl)
         for loss in losses:
             if loss not in kept:
                 raise ConfigError(
@@ -537,6 +551,61 @@ def check_rankings(config: dict) -> None:
             raise ConfigError(f"config key {key}.losses: {losses} names a loss twice; name each once")
         if len(losses) < 2:
             raise ConfigError(f"config key {key}: only {', '.join(losses)} would be ranked; a ranking needs 2 losses or more")
+        for loss in losses:
+            problem = _loss_rows_problem(config, loss, select, decl["metric"])
+            if problem:
+                raise ConfigError(
+                    f"config key {key}: loss {loss!r} would have no values of {decl['metric']}: "
+                    f"{problem}; a ranking never ranks the other losses without it: change "
+                    f"{key}.select or {key}.metric, or leave {loss!r} out of {key}.losses"
+                )
+
+
+def _loss_rows_problem(config: dict, loss: str, select: dict, metric: str | None = None) -> str | None:
+    """Why ``select`` would leave ``loss`` without a row (of ``metric``) in
+    results/metrics.csv, as far as the config tells before any job: a
+    distance it is not evaluated in, a retrieval it has not (two-stage
+    needs anchors), a fixed factor (epochs, ...) that no setting of the
+    loss has; with ``metric``, also a metric that retrieval does not write
+    or accuracy of a loss that cannot classify. None when it may have rows."""
+    from workflow.config import FIXED_FACTORS, candidate_settings, cells
+    from workflow.geometry import resolve_distances
+    from workflow.losses import loss_classifies, loss_geometry, loss_has_anchors
+    from workflow.retrieval.metrics import METRICS
+
+    def wanted(attribute: str) -> list[str] | None:
+        value = select.get(attribute)
+        return None if value is None else [str(v) for v in (value if isinstance(value, list) else [value])]
+
+    impl = config["losses"][loss]["impl"]
+    evaluation = config.get("evaluation") or {}
+    distances = resolve_distances(evaluation.get("distances", ["own"]), loss_geometry(impl))
+    if wanted("distance") and not set(wanted("distance")) & set(distances):
+        return (f"it is evaluated in {', '.join(distances)} only (its geometry and evaluation.distances), "
+                f"not in {', '.join(wanted('distance'))}")
+    classes = (evaluation.get("two_stage") or {}).get("classes", [1, 2])
+    retrievals = ["exact"] + ([f"two_stage_c{c}" for c in classes] if loss_has_anchors(impl) else [])
+    kept = [r for r in wanted("retrieval") or ["exact"] if r in retrievals]
+    if not kept:
+        asked = ", ".join(wanted("retrieval"))
+        return (f"{impl} exports no anchors, so its only retrieval is exact, not {asked}"
+                if not loss_has_anchors(impl) else
+                f"its retrievals are {', '.join(retrievals)} (evaluation.two_stage.classes), not {asked}")
+    if metric and not any(metric in METRICS.names(evaluation, retrieval=r) for r in kept):
+        return f"{metric} is written for exact retrieval only, not for {', '.join(kept)}"
+    if metric == "accuracy" and not (loss_classifies(impl) or loss_has_anchors(impl)):
+        return f"{impl} neither classifies nor exports anchors, so its accuracy is NaN"
+    factors = [f for f in FIXED_FACTORS if f != "backbone" and wanted(f)]
+    if factors:
+        grid = [c for c in cells(config) if c.loss == loss
+                and all(str(getattr(c, a)) in (wanted(a) or [str(getattr(c, a))])
+                        for a in ("dataset", "regime", "backbone"))]
+        settings = [s for c in grid for s in candidate_settings(config, c).values()]
+        if not any(all(str(FIXED_FACTORS[f](s)) in wanted(f) for f in factors) for s in settings):
+            has = "; ".join(f"{f} {', '.join(sorted({str(FIXED_FACTORS[f](s)) for s in settings}))}" for f in factors)
+            asked = "; ".join(f"{f} {', '.join(wanted(f))}" for f in factors)
+            return f"it is trained with {has}, not {asked}"
+    return None
 
 
 def example_queries_problem(wanted: int, dataset: str, queries: int, how: str = "") -> str | None:

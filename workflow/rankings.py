@@ -42,7 +42,7 @@ from scipy import stats
 
 from workflow.config import ConfigError
 from workflow.retrieval.metrics import METRICS
-from workflow.tables import check_no_pooling, declared_selection, select
+from workflow.tables import check_no_pooling, declared_selection, markdown_escape, select
 
 ALPHA = 0.05
 POSTHOC = ("nemenyi", "conover")
@@ -50,7 +50,10 @@ POSTHOC = ("nemenyi", "conover")
 
 def block_values(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     """Blocks (rows, a MultiIndex of the block attributes) x losses (columns):
-    each loss's mean over seeds in each block, in the order of appearance."""
+    each loss's mean over seeds in each block. The losses are ``losses``
+    (the rule fills in those of the config, :func:`workflow.config.ranked_losses`;
+    without it, those the rows have): one without a value stops the job,
+    never leaving the others ranked alone."""
     blocks, metric = decl["blocks"], decl["metric"]
     key = f"rankings.{name}"
     selected = declared_selection(metrics, {"select": decl.get("select", {}), "blocks": blocks})
@@ -64,7 +67,12 @@ def block_values(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     wide = selected.groupby(blocks + ["loss"], sort=False)["value"].mean().unstack("loss")
     missing = [loss for loss in losses if loss not in wide.columns]
     if missing:
-        raise ConfigError(f"config key {key}.losses: no values of {metric} for {', '.join(missing)}")
+        raise ConfigError(
+            f"config key {key}.losses: no values of {metric} for {', '.join(missing)} among the rows "
+            f"{key}.select ({decl.get('select') or {}}) keeps in results/metrics.csv, so "
+            f"{'it' if len(missing) == 1 else 'they'} cannot be ranked with the others; change "
+            f"{key}.select, or name the losses to rank in {key}.losses"
+        )
     wide = wide[losses]
     holes = wide.isna()
     if holes.any().any():
@@ -185,11 +193,14 @@ def render_ranking(name: str, decl: dict, ranking: dict) -> tuple[str, str, str]
     long = ranking["values"].stack().rename("value").to_frame()
     long["rank"] = ranking["ranks"].stack()
     blocks_csv = long.reset_index().to_csv(index=False)
-    caption = decl.get("caption", name)
-    table = pd.DataFrame({"loss": average.index, "average rank": [f"{r:.2f}" for r in average]})
+    caption = markdown_escape(decl.get("caption", name))
+    losses = [markdown_escape(loss) for loss in average.index]
+    table = pd.DataFrame({"loss": losses, "average rank": [f"{r:.2f}" for r in average]})
     pairs = ranking["posthoc"].map(lambda v: "" if np.isnan(v) else f"{v:.3g}")
+    pairs.index, pairs.columns = losses, losses
     pairs.index.name = "p"
-    markdown = (f"**{caption}** ({ranking_note(decl, ranking)})\n\n" + table.to_markdown(index=False) + "\n\n"
+    markdown = (f"**{caption}** ({markdown_escape(ranking_note(decl, ranking))})\n\n"
+                + table.to_markdown(index=False) + "\n\n"
                 f"Post-hoc p-values ({'Nemenyi' if ranking['test'] == 'nemenyi' else 'Conover, Holm'}):\n\n"
                 + pairs.reset_index().to_markdown(index=False) + "\n")
     return ranks_csv, blocks_csv, markdown

@@ -216,6 +216,50 @@ def reference_problem(name: str, decl: dict, rows: list[str] | None) -> str | No
         if other:
             return (f"{key}.{row}.{other[0]}: {other[0]!r} is not among tables.{name}.metrics "
                     f"({', '.join(decl['metrics'])}); add it there or remove it here")
+    return reference_value_problem(name, decl)
+
+
+def reference_scale(reference: dict, metric: str) -> float:
+    """What a published value of ``metric`` is divided by to read it as ours:
+    100 for a fraction (:meth:`~workflow.retrieval.metrics.MetricRegistry.is_fraction`)
+    under ``scale: percent``, else 1 (a count or cost is never rescaled)."""
+    return 100.0 if reference.get("scale", "fraction") == "percent" and METRICS.is_fraction(metric) else 1.0
+
+
+def reference_value_problem(name: str, decl: dict) -> str | None:
+    """Why a published value cannot be what its ``scale`` says, or None:
+    outside its metric's range (``bounds`` in the registry: a negative mAP,
+    an error above 1, or above 100 in percent), a fraction given where
+    ``scale`` is the default ``fraction`` but the value lies in (1, 100]
+    (a percentage), or under ``scale: percent`` a value of a
+    higher-is-better fraction in [0, 1] (below 1%, that is at or below
+    chance: a fraction) or fractions that are all in [0, 1] (an error rate
+    may be under 1%, but not every value of a paper's table)."""
+    reference = decl["reference"]
+    key = f"tables.{name}.reference"
+    percent = reference.get("scale", "fraction") == "percent"
+    published = [(row, metric, value) for row, by_metric in reference["values"].items()
+                 for metric, value in (by_metric or {}).items() if METRICS.find(metric)]
+    for row, metric, value in published:
+        factor = reference_scale(reference, metric)
+        low, high = (bound * factor for bound in METRICS.bounds(metric))
+        unit = "%" if factor == 100 else ""
+        where = f"config key {key}.values.{row}.{metric}: {value:g}"
+        if value < low:
+            return (f"{where} is below {low:g}{unit}, the least value of {metric}"
+                    + (" (it is never negative)" if low == 0 else "") + "; give the published value")
+        if value > high:
+            if not percent and METRICS.is_fraction(metric) and value <= 100:
+                return (f"{where} is above 1, the greatest {metric} as a fraction; it looks like a "
+                        f"percentage: set {key}.scale: percent, or give fractions")
+            return f"{where} is above {high:g}{unit}, the greatest value of {metric}; give the published value"
+    fractions = [(row, metric, value) for row, metric, value in published if reference_scale(reference, metric) == 100]
+    small = [(row, metric, value) for row, metric, value in fractions
+             if value <= 1 and (not METRICS.lower_is_better(metric) or all(v <= 1 for _, _, v in fractions))]
+    if small:
+        row, metric, value = small[0]
+        return (f"config key {key}.values.{row}.{metric}: {value:g} under {key}.scale: percent means {value:g}%, "
+                f"which looks like a fraction ({value * 100:g}%); give percentages, or set {key}.scale: fraction")
     return None
 
 
@@ -337,8 +381,8 @@ def add_reference(name: str, decl: dict, frame: pd.DataFrame) -> None:
     if problem:
         raise ConfigError(problem)
     reference = decl["reference"]
-    scale = 100.0 if reference.get("scale", "fraction") == "percent" else 1.0
-    frame["published"] = [reference["values"][r.row][r.metric] / scale for r in frame.itertuples()]
+    frame["published"] = [reference["values"][r.row][r.metric] / reference_scale(reference, r.metric)
+                          for r in frame.itertuples()]
     frame["published_diff"] = frame["mean"] - frame["published"]
     inside = (frame["ci_low"] <= frame["published"]) & (frame["published"] <= frame["ci_high"])
     frame["published_in_ci"] = inside.astype("boolean").mask(frame["ci_low"].isna())
@@ -352,7 +396,9 @@ def regime_declaration(metrics: pd.DataFrame, dataset: str, regime: str) -> dict
     first in ``results/metrics.csv``) as the baseline of the significance
     marker."""
     shown = metrics[(metrics["dataset"] == dataset) & (metrics["regime"] == regime)]
-    quality = [m for m in shown["metric"].unique() if METRICS.get(m)[0].quality]
+    # A row the registry does not know (seconds_per_query of a run before
+    # wall times left metrics.csv) is no quality metric.
+    quality = [m for m in shown["metric"].unique() if METRICS.find(m) and METRICS.find(m)[0].quality]
     seeds = shown["seed"].nunique()
     decl = {
         "caption": f"Retrieval on {dataset} ({regime}), {seeds} seed{'s' if seeds != 1 else ''}",
@@ -400,14 +446,15 @@ def _reference_parts(frame: pd.DataFrame, reference: dict, bold: str, escape) ->
     """Four texts per cell of a table with a reference, in its scale: the
     published value, ours (mean ± std, bold and marker as usual), the
     difference, and whether the published value lies in our 95% interval
-    (left out when no row has one: fewer than 2 seeds)."""
-    percent = reference.get("scale", "fraction") == "percent"
-    factor, digits = (100.0, 2) if percent else (1.0, 3)
+    (left out when no row has one: fewer than 2 seeds). Counts and costs
+    keep their values under ``scale: percent`` (:func:`reference_scale`)."""
+    digits = 2 if reference.get("scale", "fraction") == "percent" else 3
     parts = ["published", "ours", "diff"]
     if frame["published_in_ci"].notna().any():
         parts.append("in 95% CI")
     records = []
     for _, r in frame.iterrows():
+        factor = reference_scale(reference, r["metric"])
         texts = {
             "published": escape(f"{r['published'] * factor:.{digits}f}"),
             "ours": _cell_text(r, digits, bold, escape, factor),
@@ -421,7 +468,10 @@ def _reference_parts(frame: pd.DataFrame, reference: dict, bold: str, escape) ->
 def reference_note(decl: dict) -> str:
     """What the published columns of a table with a reference mean."""
     reference = decl["reference"]
-    unit = " (in percent, ours too)" if reference.get("scale", "fraction") == "percent" else ""
+    unit = ""
+    if reference.get("scale", "fraction") == "percent":
+        rescaled = [m for m in decl["metrics"] if METRICS.find(m) and not METRICS.is_fraction(m)]
+        unit = " (in percent, ours too" + (f"; {', '.join(rescaled)} as they are" if rescaled else "") + ")"
     return (f"published: {reference['source']}{unit}; diff: ours - published; in 95% CI: whether the "
             "published value lies inside the 95% Student-t interval of our mean over seeds (no such "
             "column with one seed)")
@@ -471,11 +521,16 @@ def render(name: str, decl: dict, frame: pd.DataFrame) -> tuple[str, str, str]:
     if decl.get("reference"):
         note += "; " + reference_note(decl)
     csv = frame.to_csv(index=False)
+    # Cells are our numbers (bold and marker meant as Markdown); captions,
+    # labels and names are the user's text, escaped.
     md_wide = wide_text(frame, decl, "**{}**")
-    md_wide.columns = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in md_wide.columns]
+    md_wide.index = md_wide.index.map(lambda label: _escape_label(label, markdown_escape))
+    md_wide = md_wide.rename_axis(index=[markdown_escape(n) for n in md_wide.index.names])
+    md_wide.columns = [markdown_escape(" ".join(map(str, c)) if isinstance(c, tuple) else c) for c in md_wide.columns]
     # A reference's signed differences keep their sign and digits as text.
     numparse = {"disable_numparse": True} if decl.get("reference") else {}
-    markdown = f"**{caption}** ({note})\n\n" + md_wide.reset_index().to_markdown(index=False, **numparse) + "\n"
+    markdown = (f"**{markdown_escape(caption)}** ({markdown_escape(note)})\n\n"
+                + md_wide.reset_index().to_markdown(index=False, **numparse) + "\n")
     tex_wide = wide_text(frame, decl, r"\textbf{{{}}}", escape=tex_escape)
     tex_wide.index = tex_wide.index.map(_escape_label)
     tex_wide = tex_wide.rename_axis(index=[tex_escape(n) for n in tex_wide.index.names])
@@ -519,5 +574,22 @@ def tex_escape(text) -> str:
     return _TEX_SPECIAL.sub(lambda m: TEX_SPECIALS[m.group()], str(text))
 
 
-def _escape_label(label):
-    return tuple(tex_escape(part) for part in label) if isinstance(label, tuple) else tex_escape(label)
+def _escape_label(label, escape=tex_escape):
+    return tuple(escape(part) for part in label) if isinstance(label, tuple) else escape(label)
+
+
+# Characters of user text (captions, row labels, names) that Markdown would
+# read as markup, and what stands for each: a backslash escape (one that
+# Python-Markdown and CommonMark both read: \ ` * _ { } [ ] |), or an
+# entity for the characters that start markup only before certain others
+# (< an HTML tag, & an entity, ~ GFM's strikethrough); a line break would
+# end a table row, so it becomes a space.
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]|]|<(?=[A-Za-z/!?])|&(?=#?\w+;)|~|\r\n|[\r\n]")
+_MARKDOWN_ENTITY = {"<": "&lt;", "&": "&amp;", "~": "&#126;", "\r\n": " ", "\r": " ", "\n": " "}
+
+
+def markdown_escape(text) -> str:
+    """``text`` as Markdown that prints it, in a table cell or a paragraph:
+    a ``|`` no longer splits a cell, a ``*`` or ``_`` no longer emphasises,
+    a line break no longer ends a row (every character in one pass)."""
+    return _MARKDOWN_SPECIAL.sub(lambda m: _MARKDOWN_ENTITY.get(m.group(), "\\" + m.group()), str(text))

@@ -6,7 +6,10 @@ switch, an ``evaluation`` key that turns it on, off by default), its
 direction (``higher`` or ``lower`` is better), its kind (``per query``: the
 mean over queries of a per-query value; ``per class``: the mean over query
 classes of the mean within each class; ``per cell``: one value for the
-whole cell), a one-line definition and the function that computes it. As
+whole cell), its range (``bounds``: [0, 1] for a fraction, the default;
+[0, inf) for a count or cost, which a ``scale: percent`` of published values
+never multiplies by 100), a one-line definition and the function that
+computes it. As
 pytorch-metric-learning's ``AccuracyCalculator`` finds its metrics by name,
 ``evaluate`` writes what is registered here, in this order; the config check
 of table and selection metrics (``workflow.guards``), the tables' best value
@@ -130,6 +133,7 @@ class Metric:
     enabled_by: str | None = None  # evaluation.<key> that turns the metric on (default off)
     exact_only: bool = False  # written for exact retrieval only (not per two-stage method)
     quality: bool = True  # False: a row about cost or the split, kept out of the tables
+    bounds: tuple[float, float] = (0.0, 1.0)  # the values it can take; (0, 1): a fraction
     compute: Callable | None = None
     written_by: str | None = None
 
@@ -201,6 +205,15 @@ class MetricRegistry:
     def lower_is_better(self, name: str) -> bool:
         return self.get(name)[0].direction == "lower"
 
+    def bounds(self, name: str) -> tuple[float, float]:
+        """The least and greatest value a concrete metric name can take."""
+        return self.get(name)[0].bounds
+
+    def is_fraction(self, name: str) -> bool:
+        """A metric at most 1 (a share of queries, items or information):
+        papers print it in percent; counts and costs they print as they are."""
+        return self.bounds(name)[1] == 1.0
+
     def label(self, name: str) -> str:
         """The figure label of a concrete metric name."""
         metric, k = self.get(name)
@@ -268,10 +281,13 @@ class MetricRegistry:
 
     def markdown(self) -> str:
         """README's metric table."""
-        lines = ["| metric | better | kind | definition |", "|---|---|---|---|"]
+        lines = ["| metric | better | kind | range | definition |", "|---|---|---|---|---|"]
         for m in self:
             rows = " (exact retrieval only)" if m.exact_only else ""
-            lines.append(f"| `{m.name}` | {m.direction} | {m.kind} | {m.definition}{rows} |")
+            low, high = m.bounds
+            span = (f"{'(' if np.isinf(low) else '['}{low:g}, {high:g}{')' if np.isinf(high) else ']'}"
+                    .replace("inf", "∞"))
+            lines.append(f"| `{m.name}` | {m.direction} | {m.kind} | {span} | {m.definition}{rows} |")
         return "\n".join(lines) + "\n"
 
 
@@ -280,7 +296,8 @@ METRICS = MetricRegistry()
 
 def register_metric(name: str, *, direction: str, kind: str, definition: str, label: str | None = None,
                     source: str = "ranks", cutoffs: str | None = None, enabled_by: str | None = None,
-                    exact_only: bool = False, quality: bool = True) -> Callable:
+                    exact_only: bool = False, quality: bool = True,
+                    bounds: tuple[float, float] = (0.0, 1.0)) -> Callable:
     """Register the decorated function as metric ``name`` (module docstring)."""
     for key in (cutoffs, enabled_by):
         if key is not None and key not in DEFAULT_EVALUATION:
@@ -289,17 +306,18 @@ def register_metric(name: str, *, direction: str, kind: str, definition: str, la
 
     def decorator(fn: Callable) -> Callable:
         METRICS.add(Metric(name, direction, kind, definition, label or name, source, cutoffs, enabled_by,
-                           exact_only, quality, compute=fn))
+                           exact_only, quality, bounds, compute=fn))
         return fn
 
     return decorator
 
 
 def declare_metric(name: str, *, direction: str, kind: str, definition: str, written_by: str,
-                   label: str | None = None, exact_only: bool = False, quality: bool = True) -> Metric:
+                   label: str | None = None, exact_only: bool = False, quality: bool = True,
+                   bounds: tuple[float, float] = (0.0, 1.0)) -> Metric:
     """Register a metric that ``written_by`` computes and writes."""
     return METRICS.add(Metric(name, direction, kind, definition, label or name, "written", None, None,
-                              exact_only, quality, written_by=written_by))
+                              exact_only, quality, bounds, written_by=written_by))
 
 
 # ---------------------------------------------------------------------------
@@ -395,7 +413,7 @@ def nmi(labels, clusters) -> float:
 
 @register_metric(
     "ami", direction="higher", kind="per cell", source="clusters", enabled_by="clustering", label="AMI",
-    exact_only=True,
+    exact_only=True, bounds=(float("-inf"), 1.0),  # below 0: worse than chance
     definition="adjusted mutual information of the same classes and k-means clusters as nmi "
     "(scikit-learn); with evaluation.clustering (by default under the class-disjoint protocol)",
 )
@@ -414,20 +432,17 @@ declare_metric(
 )
 declare_metric(
     "queries_without_positives", direction="lower", kind="per cell", exact_only=True, quality=False,
+    bounds=(0.0, float("inf")),
     written_by="workflow.evaluate.evaluate_cell", label="queries without positives",
     definition="queries whose class has no database item, left out of every other metric",
 )
 declare_metric(
     "distance_computations_per_query", direction="lower", kind="per cell", quality=False,
+    bounds=(0.0, float("inf")),
     written_by="workflow.retrieval.two_stage.evaluate_retrieval_methods",
     label="distance computations per query",
     definition="embedding distances computed per query: the database size for exact retrieval, "
     "anchors plus candidates for two-stage",
-)
-declare_metric(
-    "seconds_per_query", direction="lower", kind="per cell", quality=False,
-    written_by="workflow.retrieval.two_stage.evaluate_retrieval_methods", label="seconds per query",
-    definition="wall time of the search (distances and the ranks of the returned items) per query",
 )
 
 

@@ -31,10 +31,13 @@ ArcFace's class weights, Proxy-Anchor's proxies) need no special case: as
 one of largest cosine with ``x``. ``c`` at least the number of anchors keeps
 every class: the exact ranking.
 
-Cost (rows of ``results/metrics.csv``)
-    ``distance_computations_per_query``: embedding distances computed per
-    query: ``N`` for exact retrieval; ``C + (number of candidates)`` for
-    two-stage, averaged over queries. ``seconds_per_query``: wall time of the
+Cost
+    ``distance_computations_per_query`` (a row of ``results/metrics.csv``):
+    embedding distances computed per query: ``N`` for exact retrieval;
+    ``C + (number of candidates)`` for two-stage, averaged over queries.
+    ``seconds_per_query`` (:class:`RetrievalResult`, not a metric: a wall
+    time differs between any two runs, so ``evaluate`` writes it to the
+    cell's benchmark records, never to ``metrics.csv``): wall time of the
     search (distances and the ordering of the returned items, computed as
     the ranks of each query's positives) divided by the number of queries;
     excluded are index building (the assignment), the metric reduction
@@ -163,8 +166,9 @@ def build_anchor_index(prep: Prepared, anchors, chunk_size: int = 1024) -> Ancho
 class RetrievalResult:
     """What :func:`evaluate_retrieval_methods` returns for one method."""
 
-    metrics: dict[str, float]  # retrieval metrics and the two cost rows
+    metrics: dict[str, float]  # retrieval metrics and distance_computations_per_query
     curve: pd.DataFrame  # mean precision-recall curve (as workflow.retrieval.exact.pr_curve)
+    seconds_per_query: float  # wall time of the search per query (module docstring, "Cost")
     index_seconds: float  # building the anchor index (0 for exact retrieval)
 
 
@@ -298,7 +302,8 @@ def evaluate_retrieval_methods(
     from the queries. Returns ``{retrieval: RetrievalResult}`` for ``"exact"`` and
     ``two_stage_c{c}``; the ``metrics`` hold the retrieval metrics of
     :mod:`workflow.retrieval.metrics` (queries without positives left out) plus
-    ``distance_computations_per_query`` and ``seconds_per_query``.
+    ``distance_computations_per_query``; the wall times are fields of the
+    result (``seconds_per_query``, ``index_seconds``).
     """
     if rest not in RESTS:
         raise ValueError(f"rest must be one of {', '.join(RESTS)}, got {rest!r}")
@@ -388,7 +393,6 @@ def evaluate_retrieval_methods(
         if m == "exact":
             metrics.update(METRICS.of_clusters(evaluation, *clustered_set(prep)))
         metrics["distance_computations_per_query"] = computations[m] / prep.n_queries
-        metrics["seconds_per_query"] = seconds[m] / prep.n_queries
         index_seconds = index.seconds if m != "exact" else 0.0
-        results[m] = RetrievalResult(metrics, curve, index_seconds)
+        results[m] = RetrievalResult(metrics, curve, seconds[m] / prep.n_queries, index_seconds)
     return results

@@ -9,6 +9,7 @@ with log_to(snakemake.log[0]):
         snakemake.input.checkpoints,
         snakemake.input.train_benchmarks,
         snakemake.input.evaluate_benchmarks,
+        snakemake.input.evaluate_timings,
     )
     save_csv(snakemake.output.csv, table)
     text = "**Cost per cell** (wall seconds and peak memory from Snakemake's benchmark files)\n\n"
