@@ -10,7 +10,7 @@ from workflow.guards import check_config_files
 
 # config.yaml, which the Snakefile's `configfile:` reads (also under
 # --configfile). The files given with --configfile Snakemake reads itself
-# before this Snakefile runs; `python -m workflow check FILE` names a broken
+# before this Snakefile runs; `python -m workflow.guards FILE` names a broken
 # one's line.
 try:
     check_config_files(["config.yaml"])

@@ -568,7 +568,7 @@ def _loss_rows_problem(config: dict, loss: str, select: dict, metric: str | None
     needs anchors), a fixed factor (epochs, ...) that no setting of the
     loss has; with ``metric``, also a metric that retrieval does not write
     or accuracy of a loss that cannot classify. None when it may have rows."""
-    from workflow.config import FIXED_FACTORS, candidate_settings, cells
+    from workflow.config import FIXED_FACTORS, candidate_settings, cells, dataset_evaluation
     from workflow.geometry import resolve_distances
     from workflow.losses import loss_classifies, loss_geometry, loss_has_anchors
     from workflow.retrieval.metrics import METRICS
@@ -591,7 +591,11 @@ def _loss_rows_problem(config: dict, loss: str, select: dict, metric: str | None
         return (f"{impl} exports no anchors, so its only retrieval is exact, not {asked}"
                 if not loss_has_anchors(impl) else
                 f"its retrievals are {', '.join(retrievals)} (evaluation.two_stage.classes), not {asked}")
-    if metric and not any(metric in METRICS.names(evaluation, retrieval=r) for r in kept):
+    # The metrics of the datasets the select keeps (their protocols fill in
+    # recall_at and clustering).
+    evaluations = [dataset_evaluation(config, d) for d in wanted("dataset") or config["datasets"]
+                   if d in config["datasets"]]
+    if metric and not any(metric in METRICS.names(e, retrieval=r) for e in evaluations for r in kept):
         return f"{metric} is written for exact retrieval only, not for {', '.join(kept)}"
     if metric == "accuracy" and not (loss_classifies(impl) or loss_has_anchors(impl)):
         return f"{impl} neither classifies nor exports anchors, so its accuracy is NaN"

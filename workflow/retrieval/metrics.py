@@ -153,9 +153,12 @@ class Metric:
 
 
 def setting(evaluation: dict | None, key: str):
-    """``evaluation[key]``, or the schema's default."""
-    evaluation = evaluation or {}
-    return evaluation[key] if key in evaluation else DEFAULT_EVALUATION[key]
+    """``evaluation[key]``, or the default where the key is missing or null
+    (a null ``recall_at`` or ``clustering`` is the dataset's protocol
+    default, which ``workflow.config.dataset_evaluation`` fills in; read
+    raw, it is the closed set's)."""
+    value = (evaluation or {}).get(key)
+    return DEFAULT_EVALUATION[key] if value is None else value
 
 
 class MetricRegistry:
