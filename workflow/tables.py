@@ -583,8 +583,11 @@ def _escape_label(label, escape=tex_escape):
 # Python-Markdown and CommonMark both read: \ ` * _ { } [ ] |), or an
 # entity for the characters that start markup only before certain others
 # (< an HTML tag, & an entity, ~ GFM's strikethrough); a line break would
-# end a table row, so it becomes a space.
-_MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]|]|<(?=[A-Za-z/!?])|&(?=#?\w+;)|~|\r\n|[\r\n]")
+# end a table row, so it becomes a space. An underscore inside a word
+# (``proxy_anchor``) emphasises nothing in either, so it stays as written.
+_MARKDOWN_SPECIAL = re.compile(
+    r"[\\`*{}\[\]|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])|<(?=[A-Za-z/!?])|&(?=#?\w+;)|~|\r\n|[\r\n]"
+)
 _MARKDOWN_ENTITY = {"<": "&lt;", "&": "&amp;", "~": "&#126;", "\r\n": " ", "\r": " ", "\n": " "}
 
 
