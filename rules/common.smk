@@ -63,7 +63,9 @@ except ConfigError as error:
 # are counted by scaling the given total, which its scheduler reads after
 # the Snakefile is parsed (tests/test_devices.py runs it).
 if CONFIG["jobs_per_gpu"] > 1 and "gpu" in workflow.global_resources:
-    workflow.global_resources["gpu"] = workflow.global_resources["gpu"].value * CONFIG["jobs_per_gpu"]
+    workflow.global_resources["gpu"] = (
+        workflow.global_resources["gpu"].value * CONFIG["jobs_per_gpu"]
+    )
 
 CELLS = cells(CONFIG)
 # With `selection`: the trial cells (trial names in the loss position),
