@@ -254,10 +254,10 @@ IN_PROCESS_CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def config_runs(tmp_path_factory) -> dict:
-    """``snakemake -n`` for every config case, three at a time, in one workspace."""
-    workdir = make_workspace(tmp_path_factory.mktemp("config_cases"), BASE)
+def dry_runs(workdir: Path, cases: list, workers: int = 3) -> dict:
+    """``snakemake -n`` for every config case (a dict, or YAML text), a few
+    at a time, in one workspace: ``{"workdir": ..., "results": {name: result}}``
+    (the catalogue's files per kind use it too)."""
 
     def run(case):
         name, config, targets, _ = case
@@ -266,9 +266,38 @@ def config_runs(tmp_path_factory) -> dict:
         return snakemake(workdir, "-n", "--nolock", "--configfile", path.name, "--replace-workflow-config",
                          *targets, check=False)
 
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        results = dict(zip([c[0] for c in CONFIG_CASES], pool.map(run, CONFIG_CASES)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = dict(zip([c[0] for c in cases], pool.map(run, cases)))
     return {"workdir": workdir, "results": results}
+
+
+def assert_config_error(runs: dict, name: str, fragments: list[str]) -> None:
+    """Case ``name`` of :func:`dry_runs` stopped (exit 1) with every
+    fragment in its message, and wrote no results/."""
+    result = runs["results"][name]
+    message = result.stdout + result.stderr
+    assert result.returncode == 1, message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in:\n{message}"
+    assert not (runs["workdir"] / "results").exists()
+
+
+def assert_config_error_in_process(config, fragments: list[str]) -> None:
+    """``check_config(load_config(config))``, the code ``snakemake -n``
+    runs, raises a ConfigError holding every fragment."""
+    from workflow.config import ConfigError, load_config
+    from workflow.guards import check_config
+
+    with pytest.raises(ConfigError) as error:
+        check_config(load_config(config))
+    for fragment in fragments:
+        assert fragment in str(error.value), f"{fragment!r} not in {error.value}"
+
+
+@pytest.fixture(scope="module")
+def config_runs(tmp_path_factory) -> dict:
+    """``snakemake -n`` for every config case, three at a time, in one workspace."""
+    return dry_runs(make_workspace(tmp_path_factory.mktemp("config_cases"), BASE), CONFIG_CASES)
 
 
 def catalogue_size() -> int:
@@ -298,12 +327,7 @@ def test_the_readme_gives_the_catalogue_size():
 @pytest.mark.parametrize("case", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
 def test_config_error(config_runs, case):
     name, _, _, fragments = case
-    result = config_runs["results"][name]
-    message = result.stdout + result.stderr
-    assert result.returncode == 1, message
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in:\n{message}"
-    assert not (config_runs["workdir"] / "results").exists()
+    assert_config_error(config_runs, name, fragments)
 
 
 def test_the_base_config_of_the_config_cases_is_valid(config_runs):
@@ -313,14 +337,8 @@ def test_the_base_config_of_the_config_cases_is_valid(config_runs):
 
 @pytest.mark.parametrize("case", IN_PROCESS_CASES, ids=[c[0] for c in IN_PROCESS_CASES])
 def test_config_error_in_process(case):
-    from workflow.config import ConfigError, load_config
-    from workflow.guards import check_config
-
     _, config, _, fragments = case
-    with pytest.raises(ConfigError) as error:
-        check_config(load_config(config))
-    for fragment in fragments:
-        assert fragment in str(error.value)
+    assert_config_error_in_process(config, fragments)
 
 
 def test_duplicate_keys_are_found_at_any_depth_and_in_json(tmp_path):

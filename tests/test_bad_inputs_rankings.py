@@ -15,13 +15,11 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
-import yaml
-from test_bad_inputs import BASE, TABLE, changed, leftovers
+from test_bad_inputs import BASE, TABLE, assert_config_error, assert_config_error_in_process, changed, dry_runs, leftovers
 
 from conftest import make_workspace, snakemake
 
@@ -115,40 +113,19 @@ RANKING_IN_PROCESS_CASES = [
 @pytest.fixture(scope="module")
 def ranking_config_runs(tmp_path_factory) -> dict:
     """``snakemake -n`` for every case, two at a time, in one workspace."""
-    workdir = make_workspace(tmp_path_factory.mktemp("ranking_config_cases"), BASE)
-
-    def run(case):
-        name, config, targets, _ = case
-        (workdir / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        return snakemake(workdir, "-n", "--nolock", "--configfile", f"{name}.yaml", "--replace-workflow-config",
-                         *targets, check=False)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = dict(zip([c[0] for c in RANKING_CONFIG_CASES], pool.map(run, RANKING_CONFIG_CASES)))
-    return {"workdir": workdir, "results": results}
+    return dry_runs(make_workspace(tmp_path_factory.mktemp("ranking_config_cases"), BASE), RANKING_CONFIG_CASES, workers=2)
 
 
 @pytest.mark.parametrize("case", RANKING_CONFIG_CASES, ids=[c[0] for c in RANKING_CONFIG_CASES])
 def test_ranking_config_error(ranking_config_runs, case):
     name, _, _, fragments = case
-    result = ranking_config_runs["results"][name]
-    message = result.stdout + result.stderr
-    assert result.returncode == 1, message
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in:\n{message}"
-    assert not (ranking_config_runs["workdir"] / "results").exists()
+    assert_config_error(ranking_config_runs, name, fragments)
 
 
 @pytest.mark.parametrize("case", RANKING_IN_PROCESS_CASES, ids=[c[0] for c in RANKING_IN_PROCESS_CASES])
 def test_ranking_config_error_in_process(case):
-    from workflow.config import ConfigError, load_config
-    from workflow.guards import check_config
-
     _, config, _, fragments = case
-    with pytest.raises(ConfigError) as error:
-        check_config(load_config(config))
-    for fragment in fragments:
-        assert fragment in str(error.value), f"{fragment!r} not in {error.value}"
+    assert_config_error_in_process(config, fragments)
 
 
 def test_the_good_neighbours_of_the_cases_pass():
