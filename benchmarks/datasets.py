@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -60,17 +61,33 @@ def main() -> None:
 
 
 def measure(work: Path) -> None:
-    print(f"device: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, load average before: {os.getloadavg()[0]:.1f}")
+    print(
+        f"device: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, load average before: {os.getloadavg()[0]:.1f}"
+    )
     rows = []
-    for name, source, params, threads in [("c100", "cifar100", {}, 1), ("tiny", "tiny_imagenet", {"subset": True}, 2)]:
+    for name, source, params, threads in [
+        ("c100", "cifar100", {}, 1),
+        ("tiny", "tiny_imagenet", {"subset": True}, 2),
+    ]:
         raw = work / "raw" / name
-        _, wall, cpu = timed(lambda: fetch_files(official_files(source, params), raw, mirror=MIRROR))
+        _, wall, cpu = timed(
+            partial(fetch_files, official_files(source, params), raw, mirror=MIRROR)
+        )
         rows.append((f"{name} download (mirror)", wall, cpu))
         out = work / "data" / name
-        _, wall, cpu = timed(lambda: prepare({"source": source, "params": params}, out / "images.npy",
-                                             out / "labels.parquet", out / "classes.json", root=raw, threads=threads,
-                                             name=name))
+        _, wall, cpu = timed(
+            partial(
+                prepare,
+                {"source": source, "params": params},
+                out / "images.npy",
+                out / "labels.parquet",
+                out / "classes.json",
+                root=raw,
+                threads=threads,
+                name=name,
+            )
+        )
         n = len(np.load(out / "images.npy", mmap_mode="r"))
         rows.append((f"{name} prepare ({n} images, {threads} thread(s))", wall, cpu))
     for label, wall, cpu in rows:
@@ -81,39 +98,90 @@ def measure(work: Path) -> None:
     labels_frame = pd.read_parquet(work / "data" / "c100" / "labels.parquet")
     labels = labels_frame["label"].to_numpy()
     spec = config["datasets"]["cifar100"]
-    split = make_split(labels, labels_frame["official_split"].to_numpy(), seed=0,
-                       query_per_class=spec["query_per_class"], database_per_class=spec["database_per_class"],
-                       train_per_class=10)
+    split = make_split(
+        labels,
+        labels_frame["official_split"].to_numpy(),
+        seed=0,
+        query_per_class=spec["query_per_class"],
+        database_per_class=spec["database_per_class"],
+        train_per_class=10,
+    )
     train_index = split.loc[split["split"] == "train", "index"].to_numpy()
     eval_index = split.loc[split["split"] != "train", "index"].to_numpy()
-    training = {"epochs": EPOCHS_MEASURED, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
-                "momentum": 0.9, "lr_schedule": "constant", "lr_step_epochs": 30, "lr_gamma": 0.1, "device": "cpu",
-                **{k: v for k, v in config["training"].items() if k != "epochs"}}
+    training = {
+        "epochs": EPOCHS_MEASURED,
+        "batch_size": 64,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "momentum": 0.9,
+        "lr_schedule": "constant",
+        "lr_step_epochs": 30,
+        "lr_gamma": 0.1,
+        "device": "cpu",
+        **{k: v for k, v in config["training"].items() if k != "epochs"},
+    }
     backbone = config["backbones"]["small_cnn"]
-    settings = {"dataset": "cifar100", "regime": "fewshot10", "backbone": "small_cnn", "loss": "ce", "seed": 0,
-                "arch": backbone["arch"], "embedding_size": backbone["embedding_size"],
-                "backbone_params": backbone.get("params", {}), "loss_impl": "ce", "loss_params": {},
-                "loss_lr_multiplier": 1.0, "sampler": None, "training": training}
-    checkpoint, wall, _ = timed(lambda: train_cell(images, labels, train_index, 100, settings, threads=1,
-                                                   progress=False))
+    settings = {
+        "dataset": "cifar100",
+        "regime": "fewshot10",
+        "backbone": "small_cnn",
+        "loss": "ce",
+        "seed": 0,
+        "arch": backbone["arch"],
+        "embedding_size": backbone["embedding_size"],
+        "backbone_params": backbone.get("params", {}),
+        "loss_impl": "ce",
+        "loss_params": {},
+        "loss_lr_multiplier": 1.0,
+        "sampler": None,
+        "training": training,
+    }
+    checkpoint, wall, _ = timed(
+        lambda: train_cell(
+            images, labels, train_index, 100, settings, threads=1, progress=False
+        )
+    )
     train_rate = len(train_index) * EPOCHS_MEASURED / wall
     torch.set_num_threads(1)
-    _, embed_wall, _ = timed(lambda: compute_embeddings(checkpoint, settings, images, eval_index))
+    _, embed_wall, _ = timed(
+        lambda: compute_embeddings(checkpoint, settings, images, eval_index)
+    )
     embed_rate = len(eval_index) / embed_wall
-    startup = min(timed(lambda: subprocess.run([sys.executable, "-c", "import workflow.training, workflow.embedding"],
-                                               cwd=REPO, check=True))[1] for _ in range(2))
-    print(f"train (1 thread): {train_rate:.0f} img/s; embed (1 thread): {embed_rate:.0f} img/s; "
-          f"job start-up: {startup:.1f} s")
+    startup = min(
+        timed(
+            lambda: subprocess.run(
+                [sys.executable, "-c", "import workflow.training, workflow.embedding"],
+                cwd=REPO,
+                check=True,
+            )
+        )[1]
+        for _ in range(2)
+    )
+    print(
+        f"train (1 thread): {train_rate:.0f} img/s; embed (1 thread): {embed_rate:.0f} img/s; "
+        f"job start-up: {startup:.1f} s"
+    )
 
     # The grid: every (regime, loss, seed) trains, embeds the evaluation images
     # and evaluates (counted as one more start-up); two jobs run at a time.
-    cells = [(k["train_per_class"], loss, seed) for k in config["regimes"].values()
-             for loss in config["losses"] for seed in config["seeds"]]
-    per_cell = [100 * k * config["training"]["epochs"] / train_rate + len(eval_index) / embed_rate + 3 * startup
-                for k, _, _ in cells]
+    cells = [
+        (k["train_per_class"], loss, seed)
+        for k in config["regimes"].values()
+        for loss in config["losses"]
+        for seed in config["seeds"]
+    ]
+    per_cell = [
+        100 * k * config["training"]["epochs"] / train_rate
+        + len(eval_index) / embed_rate
+        + 3 * startup
+        for k, _, _ in cells
+    ]
     estimate = sum(per_cell) / 2
-    print(f"config/cifar100_fewshot.yaml: {len(cells)} cells, estimated {estimate / 60:.0f} min with "
-          f"--cores 2 (target: under 60 min); load average after: {os.getloadavg()[0]:.1f}")
+    print(
+        f"config/cifar100_fewshot.yaml: {len(cells)} cells, estimated {estimate / 60:.0f} min with "
+        f"--cores 2 (target: under 60 min); load average after: {os.getloadavg()[0]:.1f}"
+    )
     if estimate >= 3600:
         sys.exit(1)
 

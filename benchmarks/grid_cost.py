@@ -36,7 +36,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from workflow.config import (  # noqa: E402
-    ConfigError, cells, load_config, training_settings, trial_cells, trial_settings,
+    ConfigError,
+    cells,
+    load_config,
+    training_settings,
+    trial_cells,
+    trial_settings,
 )
 
 # Official training-side sizes: images, classes and (for a `classes`
@@ -58,13 +63,29 @@ TRAIN_SIZES = {
 # SOP Ebay_train, In-Shop train; and every image and class, for another
 # `train_classes` (estimated at the dataset's mean images per class).
 CLASS_DISJOINT_SIZES = {
-    "cub200": {"images": 5_864, "classes": 100, "all_images": 11_788, "all_classes": 200},
-    "cars196": {"images": 8_054, "classes": 98, "all_images": 16_185, "all_classes": 196},
+    "cub200": {
+        "images": 5_864,
+        "classes": 100,
+        "all_images": 11_788,
+        "all_classes": 200,
+    },
+    "cars196": {
+        "images": 8_054,
+        "classes": 98,
+        "all_images": 16_185,
+        "all_classes": 196,
+    },
     "sop": {"images": 59_551, "classes": 11_318},
     "inshop": {"images": 25_882, "classes": 3_997},
 }
 # Native image side where the dataset has one size (image_size: null).
-NATIVE_SIZE = {"cifar100": 32, "svhn": 32, "tiny_imagenet": 64, "places365": 256, "sklearn_digits": 8}
+NATIVE_SIZE = {
+    "cifar100": 32,
+    "svhn": 32,
+    "tiny_imagenet": 64,
+    "places365": 256,
+    "sklearn_digits": 8,
+}
 SVHN_EXTRA = 531_131
 TINY_SUBSET_PER_CLASS = 100
 
@@ -101,7 +122,10 @@ def training_pool(name: str, spec: dict) -> tuple[int, int, bool]:
                 f"{source!r}; add per_class_max to TRAIN_SIZES in {Path(__file__).name}"
             )
         classes = len(spec["classes"])
-        images, bound = classes * size["per_class_max"], True  # per-class sizes are not listed here
+        images, bound = (
+            classes * size["per_class_max"],
+            True,
+        )  # per-class sizes are not listed here
     if spec.get("database_from") == "train":
         images -= classes * spec["database_per_class"]
     return images, classes, bound
@@ -119,7 +143,9 @@ def trial_images(config: dict, spec: dict, train_images: int, classes: int, k) -
         held = round(validation["class_fraction"] * classes)
         return round(train_images * (classes - held) / classes)
     if k is None:
-        return train_images - classes * (validation["query_per_class"] + validation["database_per_class"])
+        return train_images - classes * (
+            validation["query_per_class"] + validation["database_per_class"]
+        )
     return train_images
 
 
@@ -130,7 +156,9 @@ def grid_cost(config: dict) -> pd.DataFrame:
     image_passes, upper_bound."""
     config = load_config(config)
     rows = []
-    for kind, cell in [("cell", c) for c in cells(config)] + [("trial", c) for c in trial_cells(config)]:
+    for kind, cell in [("cell", c) for c in cells(config)] + [
+        ("trial", c) for c in trial_cells(config)
+    ]:
         spec = config["datasets"][cell.dataset]
         pool, classes, bound = training_pool(cell.dataset, spec)
         k = config["regimes"][cell.regime]["train_per_class"]
@@ -142,13 +170,22 @@ def grid_cost(config: dict) -> pd.DataFrame:
             settings = training_settings(config, cell.backbone, cell.loss)
         epochs = settings["epochs"]
         image_size = spec["image_size"] or NATIVE_SIZE.get(spec["source"])
-        rows.append({
-            "kind": kind, "dataset": cell.dataset, "regime": cell.regime, "backbone": cell.backbone,
-            "loss": cell.loss, "seed": cell.seed, "image_size": image_size,
-            "input_size": settings.get("input_size") or image_size,
-            "train_images": train_images, "epochs": epochs,
-            "image_passes": train_images * epochs, "upper_bound": bound and k is None,
-        })
+        rows.append(
+            {
+                "kind": kind,
+                "dataset": cell.dataset,
+                "regime": cell.regime,
+                "backbone": cell.backbone,
+                "loss": cell.loss,
+                "seed": cell.seed,
+                "image_size": image_size,
+                "input_size": settings.get("input_size") or image_size,
+                "train_images": train_images,
+                "epochs": epochs,
+                "image_passes": train_images * epochs,
+                "upper_bound": bound and k is None,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -156,19 +193,30 @@ def summary(cost: pd.DataFrame) -> str:
     trials = cost["kind"] == "trial"
     lines = [
         f"cells: {int((~trials).sum())}"
-        + (f", selection trials: {int(trials.sum())} ({cost.loc[trials, 'image_passes'].sum():,} image passes)"
-           if trials.any() else "")
+        + (
+            f", selection trials: {int(trials.sum())} ({cost.loc[trials, 'image_passes'].sum():,} image passes)"
+            if trials.any()
+            else ""
+        )
         + f"; training image passes: {cost['image_passes'].sum():,}"
-        + (" (upper bound: a `classes` subset on its full training pool)" if cost["upper_bound"].any() else ""),
+        + (
+            " (upper bound: a `classes` subset on its full training pool)"
+            if cost["upper_bound"].any()
+            else ""
+        ),
         "per backbone and input size (divide each by that backbone's images per second at that size):",
     ]
-    per_backbone = cost.groupby(["backbone", "input_size"], sort=False, dropna=False)["image_passes"].sum()
+    per_backbone = cost.groupby(["backbone", "input_size"], sort=False, dropna=False)[
+        "image_passes"
+    ].sum()
     for (backbone, size), passes in per_backbone.items():
         lines.append(f"  {backbone} at {size}x{size}: {passes:,}")
     lines.append("per dataset and regime (images per cell x epochs x cells):")
     per = cost.groupby(["kind", "dataset", "regime"], sort=False).agg(
-        cells=("image_passes", "size"), train_images=("train_images", "first"),
-        epochs=("epochs", "max"), image_passes=("image_passes", "sum"),
+        cells=("image_passes", "size"),
+        train_images=("train_images", "first"),
+        epochs=("epochs", "max"),
+        image_passes=("image_passes", "sum"),
     )
     for (kind, dataset, regime), r in per.iterrows():
         lines.append(

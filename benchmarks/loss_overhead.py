@@ -43,6 +43,7 @@ def interleaved_medians(fns: dict, device, rounds: int, repeats: dict) -> dict:
     run hits the step and the losses alike. CPU time (all threads of this
     process) does not count time spent waiting for a core, so on a shared
     CPU its ratios are the steadier ones."""
+
     def once(fn):
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -109,13 +110,22 @@ def device_description(device) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--rounds", type=int, default=10, help="rounds of one step and 5 passes of each loss")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=10,
+        help="rounds of one step and 5 passes of each loss",
+    )
     args = parser.parse_args(argv)
     device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+        ("cuda" if torch.cuda.is_available() else "cpu")
+        if args.device == "auto"
+        else args.device
     )
     torch.manual_seed(0)
-    labels = torch.arange(32, device=device).repeat_interleave(4)  # 32 classes x 4 images
+    labels = torch.arange(32, device=device).repeat_interleave(
+        4
+    )  # 32 classes x 4 images
 
     load_before = os.getloadavg()[0]
     fns = {"step": resnet_step(device, labels)}
@@ -126,23 +136,35 @@ def main(argv=None) -> int:
     rows = list(medians.items())
 
     print(f"device: {device_description(device)}")
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, python {platform.python_version()}")
-    print(f"batch {BATCH}, embedding {DIM}-d, {CLASSES} classes; medians over {args.rounds} interleaved rounds "
-          f"(1 step and 5 passes of each loss per round)")
-    print(f"1-minute load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
-    print(f"resnet18 training step (32x32, Adam, ce): {step_wall:.1f} ms wall, {step_cpu:.1f} ms CPU\n")
+    print(
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, python {platform.python_version()}"
+    )
+    print(
+        f"batch {BATCH}, embedding {DIM}-d, {CLASSES} classes; medians over {args.rounds} interleaved rounds "
+        f"(1 step and 5 passes of each loss per round)"
+    )
+    print(
+        f"1-minute load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
+    )
+    print(
+        f"resnet18 training step (32x32, Adam, ce): {step_wall:.1f} ms wall, {step_cpu:.1f} ms CPU\n"
+    )
     print("| loss | wall (ms) | % of step (wall) | CPU (ms) | % of step (CPU) |")
     print("|---|---:|---:|---:|---:|")
     for name, (wall, cpu) in rows:
-        print(f"| {name} | {wall:.3f} | {100 * wall / step_wall:.2f}% | {cpu:.3f} | {100 * cpu / step_cpu:.2f}% |")
+        print(
+            f"| {name} | {wall:.3f} | {100 * wall / step_wall:.2f}% | {cpu:.3f} | {100 * cpu / step_cpu:.2f}% |"
+        )
     failed = []
     print()
     for name, limit in TARGET.items():
         wall, cpu = dict(rows)[name]
         ratio = wall / step_wall
         verdict = "meets" if ratio < limit else "MISSES"
-        print(f"{name}: {100 * ratio:.2f}% of the step (wall; CPU {100 * cpu / step_cpu:.2f}%), "
-              f"{verdict} the target of < {100 * limit:.0f}%")
+        print(
+            f"{name}: {100 * ratio:.2f}% of the step (wall; CPU {100 * cpu / step_cpu:.2f}%), "
+            f"{verdict} the target of < {100 * limit:.0f}%"
+        )
         if ratio >= limit:
             failed.append(name)
     return 1 if failed else 0

@@ -58,7 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +134,9 @@ class Report(list):
 # ---------------------------------------------------------------------------
 
 
-def faiss_knn(q: np.ndarray, db: np.ndarray, k: int, threads: int) -> tuple[float, float, float, float]:
+def faiss_knn(
+    q: np.ndarray, db: np.ndarray, k: int, threads: int
+) -> tuple[float, float, float, float]:
     """faiss-cpu ``IndexFlatL2``: the k nearest database items of every
     query. Returns (base MB, CPU seconds before the search, search seconds,
     index-building seconds)."""
@@ -170,28 +172,48 @@ def worker(method: str, folder: Path, threads: int) -> dict:
 
         faiss.omp_set_num_threads(threads)
         calc = AccuracyCalculator(
-            include=("precision_at_1", "r_precision", "mean_average_precision_at_r",
-                     "mean_average_precision"),
-            k="max_bin_count", device=torch.device("cpu"),
+            include=(
+                "precision_at_1",
+                "r_precision",
+                "mean_average_precision_at_r",
+                "mean_average_precision",
+            ),
+            k="max_bin_count",
+            device=torch.device("cpu"),
         )
         tensors = [torch.from_numpy(x) for x in (q, ql, db, dl)]
-        base, cpu, seconds, result = timed(lambda: calc.get_accuracy(*tensors, ref_includes_query=False))
+        base, cpu, seconds, result = timed(
+            lambda: calc.get_accuracy(*tensors, ref_includes_query=False)
+        )
         out["metrics"] = {k: float(v) for k, v in result.items()}
     elif method == "exact":
         from workflow.retrieval.exact import evaluate_retrieval
 
         base, cpu, seconds, (out["metrics"], _) = timed(
-            lambda: evaluate_retrieval(q, ql, db, dl, EVALUATION, chunk_size=1024, device="cpu"))
+            lambda: evaluate_retrieval(
+                q, ql, db, dl, EVALUATION, chunk_size=1024, device="cpu"
+            )
+        )
     elif method.startswith("two_stage_c"):
         from workflow.retrieval.two_stage import evaluate_retrieval_methods
 
         c = int(method.removeprefix("two_stage_c"))
         centres = np.load(folder / "centres.npy")
-        base, cpu, total, result = timed(lambda: evaluate_retrieval_methods(
-            q, ql, db, dl, anchors=centres, classes=[c], rest="cut",
-            evaluation=EVALUATION, chunk_size=1024, device="cpu",
-            exact=False,
-        ))
+        base, cpu, total, result = timed(
+            lambda: evaluate_retrieval_methods(
+                q,
+                ql,
+                db,
+                dl,
+                anchors=centres,
+                classes=[c],
+                rest="cut",
+                evaluation=EVALUATION,
+                chunk_size=1024,
+                device="cpu",
+                exact=False,
+            )
+        )
         # Index building (the assignment) is timed apart, as faiss's add.
         out["index_seconds"] = result[method].index_seconds
         seconds = total - out["index_seconds"]
@@ -199,8 +221,13 @@ def worker(method: str, folder: Path, threads: int) -> dict:
     else:
         raise SystemExit(f"unknown method {method}")
     # CPU seconds of the whole timed call (for two-stage: index building too).
-    out.update(method=method, seconds=seconds, cpu_seconds=cpu_seconds() - cpu,
-               base_mb=base, peak_mb=peak_mb())
+    out.update(
+        method=method,
+        seconds=seconds,
+        cpu_seconds=cpu_seconds() - cpu,
+        base_mb=base,
+        peak_mb=peak_mb(),
+    )
     return out
 
 
@@ -209,24 +236,43 @@ def worker(method: str, folder: Path, threads: int) -> dict:
 # ---------------------------------------------------------------------------
 
 
-def run_worker(method: str, folder: Path, threads: int, wait_policy: str, script: str = __file__) -> dict:
+def run_worker(
+    method: str, folder: Path, threads: int, wait_policy: str, script: str = __file__
+) -> dict:
     """Run ``method`` in a fresh process of ``script`` (its ``--worker``)."""
     env = dict(os.environ)
     for var in ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"]:
         env[var] = str(threads)
     env["OMP_WAIT_POLICY"] = wait_policy
     result = subprocess.run(
-        [sys.executable, script, "--worker", method, "--data", str(folder),
-         "--threads", str(threads)],
-        capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            script,
+            "--worker",
+            method,
+            "--data",
+            str(folder),
+            "--threads",
+            str(threads),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     if result.returncode != 0:
         raise RuntimeError(f"{method} failed:\n{result.stdout}\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run_rounds(methods, folder: Path, threads: int, wait_policy: str, rounds: int, say,
-               script: str = __file__) -> dict[str, list[dict]]:
+def run_rounds(
+    methods,
+    folder: Path,
+    threads: int,
+    wait_policy: str,
+    rounds: int,
+    say,
+    script: str = __file__,
+) -> dict[str, list[dict]]:
     """Each method once per round, interleaved, each in a fresh process;
     each run and the load average at the end told to ``say``."""
     runs = {m: [] for m in methods}
@@ -234,8 +280,10 @@ def run_rounds(methods, folder: Path, threads: int, wait_policy: str, rounds: in
         for m in methods:
             result = run_worker(m, folder, threads, wait_policy, script)
             runs[m].append(result)
-            say(f"  round {r + 1}: {m:15s} {result['seconds']:8.2f} s  "
-                f"(cpu {result['cpu_seconds']:7.2f} s)  peak {result['peak_mb']:7.0f} MB")
+            say(
+                f"  round {r + 1}: {m:15s} {result['seconds']:8.2f} s  "
+                f"(cpu {result['cpu_seconds']:7.2f} s)  peak {result['peak_mb']:7.0f} MB"
+            )
     say(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return runs
 
@@ -255,25 +303,40 @@ def versions() -> str:
     import pytorch_metric_learning
     import torch
 
-    return (f"python {platform.python_version()}, torch {torch.__version__}, "
-            f"faiss-cpu {faiss.__version__}, pytorch-metric-learning "
-            f"{pytorch_metric_learning.__version__}, numpy {np.__version__}")
+    return (
+        f"python {platform.python_version()}, torch {torch.__version__}, "
+        f"faiss-cpu {faiss.__version__}, pytorch-metric-learning "
+        f"{pytorch_metric_learning.__version__}, numpy {np.__version__}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--small", action="store_true", help="Q=1,000, N=10,000 (quick check)")
+    parser.add_argument(
+        "--small", action="store_true", help="Q=1,000, N=10,000 (quick check)"
+    )
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--database", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--wait-policy", choices=["passive", "active"], default="passive",
-                        help="OMP_WAIT_POLICY of every method (see the module docstring)")
-    parser.add_argument("--methods", default="faiss_top1000,exact,two_stage_c1,two_stage_c2,two_stage_c5,pml")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="also write the report here (default for a full run: "
-                             "benchmarks/results/retrieval_cpu.txt)")
+    parser.add_argument(
+        "--wait-policy",
+        choices=["passive", "active"],
+        default="passive",
+        help="OMP_WAIT_POLICY of every method (see the module docstring)",
+    )
+    parser.add_argument(
+        "--methods",
+        default="faiss_top1000,exact,two_stage_c1,two_stage_c2,two_stage_c5,pml",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="also write the report here (default for a full run: "
+        "benchmarks/results/retrieval_cpu.txt)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -288,20 +351,28 @@ def main() -> None:
         output = REPO / "benchmarks/results/retrieval_cpu.txt"
     methods = args.methods.split(",")
     say = Report()
-    say(f"# Retrieval benchmark ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)")
-    say(f"device: {cpu_name()}, {args.threads} threads of {os.cpu_count()} CPUs, "
-        f"OMP_WAIT_POLICY={args.wait_policy}; no GPU used")
+    say(f"# Retrieval benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
+    say(
+        f"device: {cpu_name()}, {args.threads} threads of {os.cpu_count()} CPUs, "
+        f"OMP_WAIT_POLICY={args.wait_policy}; no GPU used"
+    )
     say(f"versions: {versions()}")
-    say(f"data: Q={args.queries:,} queries, N={args.database:,} database items, d={args.dim}, "
-        f"float32, {CLASSES} classes (centre + {NOISE} x N(0, I) noise), seed {SEED}")
+    say(
+        f"data: Q={args.queries:,} queries, N={args.database:,} database items, d={args.dim}, "
+        f"float32, {CLASSES} classes (centre + {NOISE} x N(0, I) noise), seed {SEED}"
+    )
     say(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         make_data(folder, args.queries, args.database, args.dim)
-        runs = run_rounds(methods, folder, args.threads, args.wait_policy, args.rounds, say)
+        runs = run_rounds(
+            methods, folder, args.threads, args.wait_policy, args.rounds, say
+        )
 
     say()
-    say(f"{'method':15s} {'seconds':>9s} {'cpu s':>8s} {'index s':>8s} {'base MB':>8s} {'peak MB':>8s}  metrics")
+    say(
+        f"{'method':15s} {'seconds':>9s} {'cpu s':>8s} {'index s':>8s} {'base MB':>8s} {'peak MB':>8s}  metrics"
+    )
     summary = {}
     for m in methods:
         seconds = statistics.median(r["seconds"] for r in runs[m])
@@ -311,13 +382,24 @@ def main() -> None:
         index = runs[m][0].get("index_seconds")
         metrics = runs[m][0].get("metrics", {})
         shown = ", ".join(
-            f"{k}={v:.4f}" for k, v in metrics.items()
-            if k in ("precision@10", "map", "map@r", "r_precision", "precision_at_1",
-                     "mean_average_precision_at_r", "mean_average_precision")
+            f"{k}={v:.4f}"
+            for k, v in metrics.items()
+            if k
+            in (
+                "precision@10",
+                "map",
+                "map@r",
+                "r_precision",
+                "precision_at_1",
+                "mean_average_precision_at_r",
+                "mean_average_precision",
+            )
         )
         summary[m] = dict(seconds=seconds, cpu=cpu, peak=peak)
-        say(f"{m:15s} {seconds:9.2f} {cpu:8.2f} {'' if index is None else f'{index:8.2f}':>8s} "
-            f"{base:8.0f} {peak:8.0f}  {shown}")
+        say(
+            f"{m:15s} {seconds:9.2f} {cpu:8.2f} {'' if index is None else f'{index:8.2f}':>8s} "
+            f"{base:8.0f} {peak:8.0f}  {shown}"
+        )
 
     say()
     say("ratios of wall time (targets in brackets; of CPU time in parentheses):")
@@ -328,22 +410,32 @@ def main() -> None:
     if "exact" in summary and "faiss_top1000" in summary:
         ratio = summary["exact"]["seconds"] / summary["faiss_top1000"]["seconds"]
         ok = ratio <= TARGETS["exact_vs_faiss"]
-        say(f"  exact (all metrics) / faiss top-1000 search time: {ratio:.2f} "
+        say(
+            f"  exact (all metrics) / faiss top-1000 search time: {ratio:.2f} "
             f"[<= {TARGETS['exact_vs_faiss']}] {'met' if ok else 'MISSED'} "
-            f"{cpu_ratio('exact', 'faiss_top1000')}")
+            f"{cpu_ratio('exact', 'faiss_top1000')}"
+        )
     if "exact" in summary:
         gb = summary["exact"]["peak"] / 1024
         ok = gb < TARGETS["exact_peak_gb"]
-        say(f"  exact peak memory: {gb:.2f} GB [< {TARGETS['exact_peak_gb']}] {'met' if ok else 'MISSED'}")
+        say(
+            f"  exact peak memory: {gb:.2f} GB [< {TARGETS['exact_peak_gb']}] {'met' if ok else 'MISSED'}"
+        )
     for c in TWO_STAGE:
         m = f"two_stage_c{c}"
         if "exact" in summary and m in summary:
             ratio = summary["exact"]["seconds"] / summary[m]["seconds"]
-            target = f" [>= {TARGETS['speedup_c1']}] {'met' if ratio >= TARGETS['speedup_c1'] else 'MISSED'}" if c == 1 else ""
+            target = (
+                f" [>= {TARGETS['speedup_c1']}] {'met' if ratio >= TARGETS['speedup_c1'] else 'MISSED'}"
+                if c == 1
+                else ""
+            )
             say(f"  exact / {m} time: {ratio:.2f}{target} {cpu_ratio('exact', m)}")
     if "pml" in summary and "exact" in summary:
-        say(f"  pml AccuracyCalculator / exact time: "
-            f"{summary['pml']['seconds'] / summary['exact']['seconds']:.2f} {cpu_ratio('pml', 'exact')}")
+        say(
+            f"  pml AccuracyCalculator / exact time: "
+            f"{summary['pml']['seconds'] / summary['exact']['seconds']:.2f} {cpu_ratio('pml', 'exact')}"
+        )
     say()
     for note in NOTES:
         say(note)

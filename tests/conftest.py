@@ -19,15 +19,22 @@ TINY_CONFIG = {
     "datasets": {"digits": {"source": "sklearn_digits", "query_per_class": 5}},
     "regimes": {"full": {"train_per_class": None}, "fewshot5": {"train_per_class": 5}},
     "backbones": {
-        "small_cnn": {"arch": "small_cnn", "embedding_size": 16, "params": {"widths": [8, 16]}}
+        "small_cnn": {
+            "arch": "small_cnn",
+            "embedding_size": 16,
+            "params": {"widths": [8, 16]},
+        }
     },
     "losses": {"ce": {"impl": "ce"}, "cam": {"impl": "cam"}, "lm": {"impl": "lm"}},
     "seeds": [0, 1],
     "training": {"epochs": 2, "batch_size": 64},
     "tables": {
         "tiny_grid": {
-            "select": {"retrieval": "exact"}, "rows": ["loss"], "columns": ["regime"],
-            "metrics": ["map", "precision@5"], "baseline": "ce",
+            "select": {"retrieval": "exact"},
+            "rows": ["loss"],
+            "columns": ["regime"],
+            "metrics": ["map", "precision@5"],
+            "baseline": "ce",
         }
     },
 }
@@ -41,9 +48,17 @@ def training_settings(loss: str = "ce", sampler=None, epochs: int = 4, **trainin
 
     config = copy.deepcopy(TINY_CONFIG)
     config["losses"] = {loss: {"impl": loss, "sampler": sampler}}
-    config["training"] = {"epochs": epochs, "batch_size": 40, "lr_schedule": "step",
-                          "lr_step_epochs": 2, "lr_gamma": 0.5, **training}
-    return cell_settings(load_config(config), Cell("digits", "full", "small_cnn", loss, 0))
+    config["training"] = {
+        "epochs": epochs,
+        "batch_size": 40,
+        "lr_schedule": "step",
+        "lr_step_epochs": 2,
+        "lr_gamma": 0.5,
+        **training,
+    }
+    return cell_settings(
+        load_config(config), Cell("digits", "full", "small_cnn", loss, 0)
+    )
 
 
 def digits_training_set(per_class: int = 24):
@@ -53,7 +68,9 @@ def digits_training_set(per_class: int = 24):
     from workflow.datasets import load_dataset
 
     data = load_dataset("sklearn_digits")
-    return data, np.concatenate([np.flatnonzero(data.labels == c)[:per_class] for c in range(10)])
+    return data, np.concatenate(
+        [np.flatnonzero(data.labels == c)[:per_class] for c in range(10)]
+    )
 
 
 def make_workspace(path: Path, config: dict) -> Path:
@@ -62,21 +79,30 @@ def make_workspace(path: Path, config: dict) -> Path:
     for name in PIPELINE_FILES:
         src = REPO / name
         if src.is_dir():
-            shutil.copytree(src, path / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                src, path / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
         else:
             shutil.copy2(src, path / name)
     (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
-        cwd=workdir, env=env, capture_output=True, text=True,
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 

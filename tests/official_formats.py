@@ -22,7 +22,9 @@ def md5(path) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
-def write_image(path: Path, size: tuple[int, int], rng: np.random.Generator, fmt: str | None = None) -> None:
+def write_image(
+    path: Path, size: tuple[int, int], rng: np.random.Generator, fmt: str | None = None
+) -> None:
     """A random RGB image of ``size`` = (width, height)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
@@ -80,7 +82,9 @@ PLACES_CATEGORIES = [
 HARD5 = ["roof_garden", "tree_farm", "vegetable_garden", "yard", "zen_garden"]
 
 
-def make_places365(root: Path, n_train: int = 12, n_val: int = 6, seed: int = 0, size: int = 24) -> dict:
+def make_places365(
+    root: Path, n_train: int = 12, n_val: int = 6, seed: int = 0, size: int = 24
+) -> dict:
     """torchvision's Places365 layout (small images): the devkit text files
     at the top, ``data_256_standard/<letter>/<class>/<n>.jpg`` and
     ``val_256/Places365_val_<n>.jpg``."""
@@ -93,7 +97,9 @@ def make_places365(root: Path, n_train: int = 12, n_val: int = 6, seed: int = 0,
     for i, name in enumerate(PLACES_CATEGORIES):
         for n in range(1, n_train + 1):
             entry = f"{name}/{n:08d}.jpg"
-            write_image(root / "data_256_standard" / entry.lstrip("/"), (size, size), rng)
+            write_image(
+                root / "data_256_standard" / entry.lstrip("/"), (size, size), rng
+            )
             train_lines.append(f"{entry} {i}")
     val_labels = np.repeat(np.arange(len(PLACES_CATEGORIES)), n_val)
     rng.shuffle(val_labels)  # the official list is not ordered by class
@@ -106,19 +112,31 @@ def make_places365(root: Path, n_train: int = 12, n_val: int = 6, seed: int = 0,
     return {"train": train_lines, "val": val_lines}
 
 
-def make_imagefolder(root: Path, classes=("cat", "dog", "owl"), n_train: int = 6, n_test: int = 4, seed: int = 0,
-                     divided: bool = True) -> list[str]:
+def make_imagefolder(
+    root: Path,
+    classes=("cat", "dog", "owl"),
+    n_train: int = 6,
+    n_test: int = 4,
+    seed: int = 0,
+    divided: bool = True,
+) -> list[str]:
     """``root/{train,test}/<class>/`` (or ``root/<class>/``) of PNG and JPEG
     files of mixed sizes; returns the relative paths, in loader order."""
     rng = np.random.default_rng(seed)
     files = []
-    sides = [("train", n_train), ("test", n_test)] if divided else [("", n_train + n_test)]
+    sides = (
+        [("train", n_train), ("test", n_test)] if divided else [("", n_train + n_test)]
+    )
     for side, n in sides:
         for c in classes:
             for k in range(n):
                 ext = "png" if k % 2 else "jpg"
                 rel = f"{side}/{c}/img{k:02d}.{ext}".lstrip("/")
-                write_image(root / rel, (int(rng.integers(10, 40)), int(rng.integers(10, 40))), rng)
+                write_image(
+                    root / rel,
+                    (int(rng.integers(10, 40)), int(rng.integers(10, 40))),
+                    rng,
+                )
                 files.append(rel)
     return files
 
@@ -157,13 +175,22 @@ def zip_folder(folder: Path, archive: Path, arcname: str) -> Path:
     return archive
 
 
-def write_grey_image(path: Path, size: tuple[int, int], rng: np.random.Generator) -> None:
+def write_grey_image(
+    path: Path, size: tuple[int, int], rng: np.random.Generator
+) -> None:
     """A single-channel (Pillow mode L) JPEG, as a few official CUB images are."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, size=(size[1], size[0]), dtype=np.uint8), mode="L").save(path)
+    Image.fromarray(
+        rng.integers(0, 256, size=(size[1], size[0]), dtype=np.uint8), mode="L"
+    ).save(path)
 
 
-CUB_CLASSES = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross", "004.Groove_billed_Ani"]
+CUB_CLASSES = [
+    "001.Black_footed_Albatross",
+    "002.Laysan_Albatross",
+    "003.Sooty_Albatross",
+    "004.Groove_billed_Ani",
+]
 
 
 def make_cub200(root: Path, per_class: int = 6, seed: int = 0) -> dict:
@@ -174,13 +201,23 @@ def make_cub200(root: Path, per_class: int = 6, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     folder = root / "CUB_200_2011"
     images, labels, sides, boxes = [], [], [], []
-    lines = {name: [] for name in ["images", "image_class_labels", "train_test_split", "bounding_boxes"]}
+    lines = {
+        name: []
+        for name in [
+            "images",
+            "image_class_labels",
+            "train_test_split",
+            "bounding_boxes",
+        ]
+    }
     for c, name in enumerate(CUB_CLASSES):
         for k in range(per_class):
             image_id = len(images) + 1
             file_id = f"{name}/{name.split('.')[1]}_{k:04d}_{image_id}.jpg"
             size = (int(rng.integers(30, 60)), int(rng.integers(30, 60)))
-            (write_grey_image if image_id == 1 else write_image)(folder / "images" / file_id, size, rng)
+            (write_grey_image if image_id == 1 else write_image)(
+                folder / "images" / file_id, size, rng
+            )
             x, y, w, h = 2.0, 3.0, size[0] - 6.0, size[1] - 8.0
             train = k % 2
             lines["images"].append(f"{image_id} {file_id}")
@@ -193,11 +230,18 @@ def make_cub200(root: Path, per_class: int = 6, seed: int = 0) -> dict:
             boxes.append((x, y, x + w, y + h))
     for name, text in lines.items():
         (folder / f"{name}.txt").write_text("\n".join(text) + "\n")
-    (folder / "classes.txt").write_text("".join(f"{i + 1} {name}\n" for i, name in enumerate(CUB_CLASSES)))
+    (folder / "classes.txt").write_text(
+        "".join(f"{i + 1} {name}\n" for i, name in enumerate(CUB_CLASSES))
+    )
     return {"files": images, "labels": labels, "sides": sides, "boxes": boxes}
 
 
-CARS_CLASSES = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Acura TL Sedan 2012", "Audi R8 Coupe 2012"]
+CARS_CLASSES = [
+    "AM General Hummer SUV 2000",
+    "Acura RL Sedan 2012",
+    "Acura TL Sedan 2012",
+    "Audi R8 Coupe 2012",
+]
 
 
 def make_cars196(root: Path, per_class: int = 6, seed: int = 0) -> dict:
@@ -205,8 +249,15 @@ def make_cars196(root: Path, per_class: int = 6, seed: int = 0) -> dict:
     as MATLAB writes it: a 1 x N struct array ``annotations`` and a 1 x C
     cell array ``class_names``."""
     rng = np.random.default_rng(seed)
-    fields = [("relative_im_path", "O"), ("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"),
-              ("class", "O"), ("test", "O")]
+    fields = [
+        ("relative_im_path", "O"),
+        ("bbox_x1", "O"),
+        ("bbox_y1", "O"),
+        ("bbox_x2", "O"),
+        ("bbox_y2", "O"),
+        ("class", "O"),
+        ("test", "O"),
+    ]
     n = len(CARS_CLASSES) * per_class
     annotations = np.zeros((1, n), dtype=fields)
     out = {"files": [], "labels": [], "sides": [], "boxes": []}
@@ -223,11 +274,20 @@ def make_cars196(root: Path, per_class: int = 6, seed: int = 0) -> dict:
         out["boxes"].append((x1 - 1.0, y1 - 1.0, float(x2), float(y2)))
     class_names = np.empty((1, len(CARS_CLASSES)), dtype=object)
     class_names[0, :] = CARS_CLASSES
-    scipy.io.savemat(root / "cars_annos.mat", {"annotations": annotations, "class_names": class_names})
+    scipy.io.savemat(
+        root / "cars_annos.mat",
+        {"annotations": annotations, "class_names": class_names},
+    )
     return out
 
 
-def make_sop(root: Path, train_classes=(1, 2, 3), test_classes=(4, 5, 6), per_class: int = 3, seed: int = 0) -> dict:
+def make_sop(
+    root: Path,
+    train_classes=(1, 2, 3),
+    test_classes=(4, 5, 6),
+    per_class: int = 3,
+    seed: int = 0,
+) -> dict:
     """``Stanford_Online_Products/`` with ``<category>_final/<file>.JPG`` and
     ``Ebay_train.txt`` / ``Ebay_test.txt`` (header, then image id, class
     id, super-class id, path)."""
@@ -266,7 +326,8 @@ def make_inshop(root: Path, per_item: int = 4, seed: int = 0) -> dict:
             status = "train" if n % 2 else ("query" if k % 2 else "gallery")
             rows.append((path, item, status))
     (root / "list_eval_partition.txt").write_text(
-        f"{len(rows)}\nimage_name item_id evaluation_status\n" + "".join(f"{p}  {i} {s}\n" for p, i, s in rows)
+        f"{len(rows)}\nimage_name item_id evaluation_status\n"
+        + "".join(f"{p}  {i} {s}\n" for p, i, s in rows)
     )
     return {"rows": rows}
 
@@ -274,7 +335,9 @@ def make_inshop(root: Path, per_item: int = 4, seed: int = 0) -> dict:
 TINY_WNIDS = ["n01443537", "n01629819", "n01641577"]
 
 
-def make_tiny_imagenet(root: Path, n_train: int = 3, n_val: int = 2, seed: int = 0) -> dict:
+def make_tiny_imagenet(
+    root: Path, n_train: int = 3, n_val: int = 2, seed: int = 0
+) -> dict:
     """``tiny-imagenet-200/`` with ``wnids.txt``,
     ``train/<wnid>/images/<wnid>_<n>.JPEG`` (and ``<wnid>_boxes.txt``) and
     ``val/images/val_<n>.JPEG`` listed in ``val/val_annotations.txt``
@@ -286,12 +349,19 @@ def make_tiny_imagenet(root: Path, n_train: int = 3, n_val: int = 2, seed: int =
     for wnid in TINY_WNIDS:
         boxes = []
         for n in range(n_train):
-            write_image(folder / "train" / wnid / "images" / f"{wnid}_{n}.JPEG", (64, 64), rng, fmt="JPEG")
+            write_image(
+                folder / "train" / wnid / "images" / f"{wnid}_{n}.JPEG",
+                (64, 64),
+                rng,
+                fmt="JPEG",
+            )
             boxes.append(f"{wnid}_{n}.JPEG\t0\t2\t60\t63\n")
         (folder / "train" / wnid / f"{wnid}_boxes.txt").write_text("".join(boxes))
     lines = []
     for n in range(n_val * len(TINY_WNIDS)):
-        write_image(folder / "val" / "images" / f"val_{n}.JPEG", (64, 64), rng, fmt="JPEG")
+        write_image(
+            folder / "val" / "images" / f"val_{n}.JPEG", (64, 64), rng, fmt="JPEG"
+        )
         lines.append(f"val_{n}.JPEG\t{TINY_WNIDS[n % len(TINY_WNIDS)]}\t3\t3\t63\t63\n")
     (folder / "val" / "val_annotations.txt").write_text("".join(lines))
     return {"val": lines}

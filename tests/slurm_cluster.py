@@ -60,7 +60,9 @@ BINARIES = {
     "scontrol": "slurm-client",
     "scancel": "slurm-client",
 }
-SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin"])
+SEARCH_PATH = os.pathsep.join(
+    [os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin"]
+)
 # Two, so that two GPU jobs run at once, as on a node with two GPUs.
 FAKE_GPUS = 2
 START_TIMEOUT_S = 60
@@ -88,13 +90,22 @@ def ensure_installed() -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     # Wait for another apt/dpkg process rather than fail at once.
     wait = ["-o", "DPkg::Lock::Timeout=300"]
-    for command in (["apt-get", *wait, "update", "-qq"], ["apt-get", *wait, "install", "-y", "-qq", *PACKAGES]):
-        result = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    for command in (
+        ["apt-get", *wait, "update", "-qq"],
+        ["apt-get", *wait, "install", "-y", "-qq", *PACKAGES],
+    ):
+        result = subprocess.run(
+            command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True
+        )
         if result.returncode != 0:
-            raise SlurmError(f"`{' '.join(command)}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+            raise SlurmError(
+                f"`{' '.join(command)}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
     still_missing = [b for b in BINARIES if which(b) is None]
     if still_missing:
-        raise SlurmError(f"after apt-get install {' '.join(PACKAGES)}, still missing: {still_missing}")
+        raise SlurmError(
+            f"after apt-get install {' '.join(PACKAGES)}, still missing: {still_missing}"
+        )
 
 
 @dataclass
@@ -109,16 +120,24 @@ class Cluster:
     def command(self, *args: str, timeout: float = 30) -> str:
         result = subprocess.run(
             [which(args[0]) or args[0], *args[1:]],
-            env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if result.returncode != 0:
-            raise SlurmError(f"`{' '.join(args)}` failed: {result.stderr.strip()}\n{self.logs()}")
+            raise SlurmError(
+                f"`{' '.join(args)}` failed: {result.stderr.strip()}\n{self.logs()}"
+            )
         return result.stdout
 
     def job(self, job_id: str) -> dict[str, str]:
         """``scontrol show job`` as a dict (JobState, Partition, TresPerJob, ...)."""
         fields = {}
-        for token in self.command("scontrol", "show", "job", "--oneliner", job_id).split():
+        for token in self.command(
+            "scontrol", "show", "job", "--oneliner", job_id
+        ).split():
             key, sep, value = token.partition("=")
             if sep:
                 fields[key] = value
@@ -147,10 +166,19 @@ def free_port() -> int:
 
 def node_line() -> tuple[str, str]:
     """(node name, ``NodeName=... CPUs=... RealMemory=...``) from ``slurmd -C``."""
-    result = subprocess.run([which("slurmd"), "-C"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    line = next((l for l in result.stdout.splitlines() if l.startswith("NodeName=")), None)
+    result = subprocess.run(
+        [which("slurmd"), "-C"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    line = next(
+        (l for l in result.stdout.splitlines() if l.startswith("NodeName=")), None
+    )
     if result.returncode != 0 or line is None:
-        raise SlurmError(f"`slurmd -C` did not describe this node:\n{result.stdout}\n{result.stderr}")
+        raise SlurmError(
+            f"`slurmd -C` did not describe this node:\n{result.stdout}\n{result.stderr}"
+        )
     return line.split()[0].removeprefix("NodeName="), line
 
 
@@ -189,19 +217,25 @@ def write_config(root: Path, partitions: list[str]) -> str:
     ]
     for i, name in enumerate(partitions):
         default = "YES" if i == 0 else "NO"
-        conf.append(f"PartitionName={name} Nodes={node} Default={default} MaxTime=INFINITE State=UP")
+        conf.append(
+            f"PartitionName={name} Nodes={node} Default={default} MaxTime=INFINITE State=UP"
+        )
     (root / "etc").mkdir(parents=True)
     (root / "etc/slurm.conf").write_text("\n".join(conf) + "\n")
     # Fake GPUs: SLURM wants one device file per GPU and allocates them by
     # index (CUDA_VISIBLE_DEVICES); no GPU is behind them, so torch in the
     # job finds no CUDA and uses the CPU.
     devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random"][:FAKE_GPUS]
-    (root / "etc/gres.conf").write_text("".join(f"NodeName={node} Name=gpu File={d}\n" for d in devices))
+    (root / "etc/gres.conf").write_text(
+        "".join(f"NodeName={node} Name=gpu File={d}\n" for d in devices)
+    )
     return node
 
 
 def is_our_link(root: Path) -> bool:
-    return SYSTEM_CONF.is_symlink() and Path(os.readlink(SYSTEM_CONF)).is_relative_to(root)
+    return SYSTEM_CONF.is_symlink() and Path(os.readlink(SYSTEM_CONF)).is_relative_to(
+        root
+    )
 
 
 def link_system_conf(root: Path) -> None:
@@ -231,7 +265,12 @@ def write_pids(root: Path, pids: dict[str, int]) -> None:
 def is_ours(pid: int, root: Path) -> bool:
     """Whether ``pid`` runs and its command line names ``root`` (our daemon)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        cmdline = (
+            Path(f"/proc/{pid}/cmdline")
+            .read_bytes()
+            .replace(b"\0", b" ")
+            .decode(errors="replace")
+        )
     except OSError:
         return False
     return str(root) in cmdline
@@ -274,12 +313,23 @@ def start_munge(root: Path, env: dict[str, str]) -> subprocess.Popen:
     shutil.chown(key, "munge", "munge")
     key.chmod(0o400)
     return subprocess.Popen(
-        [which("munged"), "--foreground",
-         f"--socket={run_dir}/munge.socket", f"--key-file={key}",
-         f"--pid-file={run_dir}/munged.pid", f"--log-file={lib_dir}/munged.log",
-         f"--seed-file={lib_dir}/munged.seed"],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        user="munge", group="munge", extra_groups=[], start_new_session=True,
+        [
+            which("munged"),
+            "--foreground",
+            f"--socket={run_dir}/munge.socket",
+            f"--key-file={key}",
+            f"--pid-file={run_dir}/munged.pid",
+            f"--log-file={lib_dir}/munged.log",
+            f"--seed-file={lib_dir}/munged.seed",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        user="munge",
+        group="munge",
+        extra_groups=[],
+        start_new_session=True,
     )
 
 
@@ -288,23 +338,43 @@ def wait_for(what: str, check, root: Path, procs: dict[str, subprocess.Popen]) -
     while time.monotonic() < deadline:
         for name, proc in procs.items():
             if proc.poll() is not None:
-                raise SlurmError(f"{name} exited with status {proc.returncode} while waiting for {what}\n{daemon_logs(root)}")
+                raise SlurmError(
+                    f"{name} exited with status {proc.returncode} while waiting for {what}\n{daemon_logs(root)}"
+                )
         if check():
             return
         time.sleep(0.2)
-    raise SlurmError(f"timed out after {START_TIMEOUT_S} s waiting for {what}\n{daemon_logs(root)}")
+    raise SlurmError(
+        f"timed out after {START_TIMEOUT_S} s waiting for {what}\n{daemon_logs(root)}"
+    )
 
 
 def succeeds(command: list[str], env: dict[str, str]) -> bool:
     try:
-        return subprocess.run(command, env=env, capture_output=True, stdin=subprocess.DEVNULL, timeout=10).returncode == 0
+        return (
+            subprocess.run(
+                command,
+                env=env,
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+                timeout=10,
+            ).returncode
+            == 0
+        )
     except subprocess.TimeoutExpired:
         return False
 
 
 def node_states(env: dict[str, str]) -> set[str]:
     """States of the node, one per partition it is in (``idle`` when ready)."""
-    result = subprocess.run([which("sinfo"), "-h", "-N", "-o", "%T"], env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=10)
+    result = subprocess.run(
+        [which("sinfo"), "-h", "-N", "-o", "%T"],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=10,
+    )
     return set(result.stdout.split())
 
 
@@ -319,9 +389,14 @@ def locked():
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise SlurmError(f"{LOCK_FILE} held by another test run for {LOCK_TIMEOUT_S} s")
+                    raise SlurmError(
+                        f"{LOCK_FILE} held by another test run for {LOCK_TIMEOUT_S} s"
+                    ) from None
                 if deadline - time.monotonic() > LOCK_TIMEOUT_S - 1:
-                    print(f"waiting for another SLURM test run to release {LOCK_FILE}", file=sys.stderr)
+                    print(
+                        f"waiting for another SLURM test run to release {LOCK_FILE}",
+                        file=sys.stderr,
+                    )
                 time.sleep(1)
         try:
             yield
@@ -334,7 +409,9 @@ def slurm_cluster(partitions: list[str], root: Path = STATE_DIR):
     """Start a one-node cluster with these partitions (the first is the
     default), yield a :class:`Cluster`, stop it on exit."""
     if os.geteuid() != 0:
-        raise SlurmError("the SLURM test cluster runs its daemons as root; run the tests as root")
+        raise SlurmError(
+            "the SLURM test cluster runs its daemons as root; run the tests as root"
+        )
     with locked():
         ensure_installed()
         # Daemons of an earlier run that was killed before stopping them.
@@ -354,21 +431,44 @@ def slurm_cluster(partitions: list[str], root: Path = STATE_DIR):
             node = write_config(root, partitions)
             link_system_conf(root)
             conf = str(root / "etc/slurm.conf")
-            for name, args in (("slurmctld", ["-D", "-c", "-f", conf]), ("slurmd", ["-D", "-f", conf])):
+            for name, args in (
+                ("slurmctld", ["-D", "-c", "-f", conf]),
+                ("slurmd", ["-D", "-f", conf]),
+            ):
                 with open(root / f"log/{name}.out", "w") as out:
                     procs[name] = subprocess.Popen(
-                        [which(name), *args], env=env, stdin=subprocess.DEVNULL,
-                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                        [which(name), *args],
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
                     )
                 write_pids(root, {n: p.pid for n, p in procs.items()})
                 if name == "slurmctld":
-                    wait_for("slurmctld to answer", lambda: succeeds([which("scontrol"), "ping"], env), root, procs)
-            wait_for(f"node {node} to be idle", lambda: node_states(env) == {"idle"}, root, procs)
+                    wait_for(
+                        "slurmctld to answer",
+                        lambda: succeeds([which("scontrol"), "ping"], env),
+                        root,
+                        procs,
+                    )
+            wait_for(
+                f"node {node} to be idle",
+                lambda: node_states(env) == {"idle"},
+                root,
+                procs,
+            )
             yield Cluster(root=root, node=node, partitions=list(partitions), env=env)
         finally:
             if "slurmctld" in procs and procs["slurmctld"].poll() is None:
                 # Jobs left by a failed test: cancel them so their steps end.
-                subprocess.run([which("scancel"), "--user", "root"], env=env, capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
+                subprocess.run(
+                    [which("scancel"), "--user", "root"],
+                    env=env,
+                    capture_output=True,
+                    stdin=subprocess.DEVNULL,
+                    timeout=30,
+                )
             # slurmd first, munged last: the daemons authenticate through it.
             pids = {n: p.pid for n, p in procs.items()}
             for name in ("slurmd", "slurmctld", "munged"):
@@ -377,7 +477,11 @@ def slurm_cluster(partitions: list[str], root: Path = STATE_DIR):
             for proc in procs.values():
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=5)
-            leftover = [n for n, pid in pids.items() if is_ours(pid, root) and not is_zombie(pid)]
+            leftover = [
+                n
+                for n, pid in pids.items()
+                if is_ours(pid, root) and not is_zombie(pid)
+            ]
             (root / "daemons.json").unlink(missing_ok=True)
             if is_our_link(root):
                 SYSTEM_CONF.unlink()

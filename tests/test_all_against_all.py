@@ -21,14 +21,19 @@ from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN
 
-from workflow.evaluate import CellFileError, evaluate_cell
+from workflow.evaluate import evaluate_cell
 from workflow.retrieval.exact import evaluate_retrieval
 from workflow.retrieval.inputs import queries_without_positives
 from workflow.retrieval.metrics import METRICS, kmeans_clusters
 from workflow.splits import ALL_AGAINST_ALL
 
 RECALL_AT = (1, 2, 4, 8)
-EVALUATION = {"precision_at": [1, 5], "top_k_error": [1, 5], "recall_at": list(RECALL_AT), "clustering": True}
+EVALUATION = {
+    "precision_at": [1, 5],
+    "top_k_error": [1, 5],
+    "recall_at": list(RECALL_AT),
+    "clustering": True,
+}
 
 
 def float_data(seed, n=150, dim=8, n_classes=12, duplicates=0):
@@ -71,7 +76,10 @@ def near_ties(d, labels, tol=1e-4):
         neg = row[mask & (labels != labels[i])]
         if len(pos):
             at = np.searchsorted(pos, neg).clip(1, len(pos)) - 1
-            gap = np.minimum(np.abs(neg - pos[at]), np.abs(neg - pos[(at + 1).clip(max=len(pos) - 1)]))
+            gap = np.minimum(
+                np.abs(neg - pos[at]),
+                np.abs(neg - pos[(at + 1).clip(max=len(pos) - 1)]),
+            )
             count += bool(((gap <= tol) & ((gap > 0) | (tol == 0))).any())
     return count
 
@@ -84,7 +92,12 @@ def expected_metrics(relevant, labels):
     positions = np.arange(1, rel.shape[1] + 1)
     precision_at = lambda k: hits[:, k - 1] / k  # noqa: E731
     within_r = positions[None, :] <= r[:, None]
-    out = {f"precision@{k}": np.mean([precision_at(k)[ql == c].mean() for c in np.unique(ql)]) for k in (1, 5)}
+    out = {
+        f"precision@{k}": np.mean(
+            [precision_at(k)[ql == c].mean() for c in np.unique(ql)]
+        )
+        for k in (1, 5)
+    }
     out.update({f"top{k}_error": np.mean(hits[:, k - 1] == 0) for k in (1, 5)})
     out.update({f"recall@{k}": np.mean(hits[:, k - 1] > 0) for k in RECALL_AT})
     out["map"] = np.mean((rel * hits / positions).sum(1) / r)
@@ -99,20 +112,35 @@ def test_all_against_all_matches_brute_force_blockwise(chunk_size, duplicates):
     emb, labels = float_data(1, duplicates=duplicates)
     d, relevant = reference(emb, labels)
     assert near_ties(d, labels) == 0
-    got, curve = evaluate_retrieval(emb, labels, evaluation=EVALUATION, chunk_size=chunk_size)
+    got, curve = evaluate_retrieval(
+        emb, labels, evaluation=EVALUATION, chunk_size=chunk_size
+    )
     for name, value in expected_metrics(relevant, labels).items():
         assert got[name] == pytest.approx(value, abs=1e-12), name
-    assert len(curve) == len(emb) - 1  # cutoffs 1..N-1: the query itself is never ranked
+    assert (
+        len(curve) == len(emb) - 1
+    )  # cutoffs 1..N-1: the query itself is never ranked
     assert curve["recall"].iloc[-1] == pytest.approx(1.0)
     assert queries_without_positives(labels) == 1
     # The same as ranking each query against a database without itself.
     i = 5
     rest = np.arange(len(emb)) != i
-    alone, _ = evaluate_retrieval(emb[i : i + 1], labels[i : i + 1], emb[rest], labels[rest],
-                                  {"precision_at": [], "top_k_error": [1, 5]})
-    mine, _ = evaluate_retrieval(emb, labels, evaluation={"precision_at": [], "top_k_error": [1, 5]},
-                                 chunk_size=chunk_size)
-    assert alone["map"] == pytest.approx(expected_metrics(relevant[i : i + 1], labels[i : i + 1])["map"])
+    alone, _ = evaluate_retrieval(
+        emb[i : i + 1],
+        labels[i : i + 1],
+        emb[rest],
+        labels[rest],
+        {"precision_at": [], "top_k_error": [1, 5]},
+    )
+    mine, _ = evaluate_retrieval(
+        emb,
+        labels,
+        evaluation={"precision_at": [], "top_k_error": [1, 5]},
+        chunk_size=chunk_size,
+    )
+    assert alone["map"] == pytest.approx(
+        expected_metrics(relevant[i : i + 1], labels[i : i + 1])["map"]
+    )
     assert mine["map"] == pytest.approx(got["map"])
 
 
@@ -122,16 +150,24 @@ class RecallCalculator(AccuracyCalculator):
     mask, as PML's precision_at_1 is."""
 
     def _recall(self, k, knn_labels, query_labels, not_lone_query_mask, **kwargs):
-        knn_labels, query_labels = knn_labels[not_lone_query_mask], query_labels[not_lone_query_mask]
-        return (knn_labels[:, :k] == query_labels[:, None]).any(1).double().mean().item()
+        knn_labels, query_labels = (
+            knn_labels[not_lone_query_mask],
+            query_labels[not_lone_query_mask],
+        )
+        return (
+            (knn_labels[:, :k] == query_labels[:, None]).any(1).double().mean().item()
+        )
 
     def requires_knn(self):
         return super().requires_knn() + [f"recall_at_{k}" for k in RECALL_AT]
 
 
 for _k in RECALL_AT:
-    setattr(RecallCalculator, f"calculate_recall_at_{_k}",
-            lambda self, *args, _k=_k, **kwargs: self._recall(_k, *args, **kwargs))
+    setattr(
+        RecallCalculator,
+        f"calculate_recall_at_{_k}",
+        lambda self, *args, _k=_k, **kwargs: self._recall(_k, *args, **kwargs),
+    )
 
 
 class StableSelfKNN:
@@ -154,15 +190,22 @@ def pml(emb, labels, db=None, db_labels=None, knn_func=None, kmeans_func=None):
     if db is None:
         include += ["NMI", "AMI"]
     calc = RecallCalculator(
-        include=tuple(include), k=None, device=torch.device("cpu"),
+        include=tuple(include),
+        k=None,
+        device=torch.device("cpu"),
         knn_func=knn_func or CustomKNN(LpDistance(normalize_embeddings=False)),
-        kmeans_func=kmeans_func or (lambda x, k: torch.from_numpy(kmeans_clusters(x.cpu().numpy(), k))),
+        kmeans_func=kmeans_func
+        or (lambda x, k: torch.from_numpy(kmeans_clusters(x.cpu().numpy(), k))),
     )
     return calc.get_accuracy(emb, labels, db, db_labels, ref_includes_query=False)
 
 
 def compare(ours, theirs, nmi=True):
-    pairs = {"recall@1": "precision_at_1", "r_precision": "r_precision", "map@r": "mean_average_precision_at_r"}
+    pairs = {
+        "recall@1": "precision_at_1",
+        "r_precision": "r_precision",
+        "map@r": "mean_average_precision_at_r",
+    }
     pairs.update({f"recall@{k}": f"recall_at_{k}" for k in RECALL_AT})
     if nmi:
         pairs.update(nmi="NMI", ami="AMI")
@@ -176,7 +219,9 @@ def test_all_against_all_matches_pml_accuracy_calculator(seed):
     d, _ = reference(emb, labels)
     assert near_ties(d, labels) == 0
     ours = evaluate_retrieval(emb, labels, evaluation=EVALUATION)[0]
-    compare(ours, pml(emb, labels))  # PML's stock CustomKNN (torch.topk) and its self-removal
+    compare(
+        ours, pml(emb, labels)
+    )  # PML's stock CustomKNN (torch.topk) and its self-removal
     assert ours["recall@1"] == pytest.approx(1 - ours["top1_error"], abs=1e-12)
     assert 0 < ours["recall@1"] < ours["recall@8"] < 1
 
@@ -184,7 +229,9 @@ def test_all_against_all_matches_pml_accuracy_calculator(seed):
 def test_all_against_all_matches_pml_with_ties():
     emb, labels = float_data(4, duplicates=40)
     d, _ = reference(emb, labels)
-    assert near_ties(d, labels, tol=0) > 10  # exact ties between positives and negatives
+    assert (
+        near_ties(d, labels, tol=0) > 10
+    )  # exact ties between positives and negatives
     ours = evaluate_retrieval(emb, labels, evaluation=EVALUATION)[0]
     compare(ours, pml(emb, labels, knn_func=StableSelfKNN()))
 
@@ -193,7 +240,10 @@ def test_recall_at_k_matches_pml_with_query_and_database():
     emb, labels = float_data(5, n=200)
     q, ql, db, dl = emb[:60], labels[:60], emb[60:], labels[60:]
     d = ((q[:, None].astype(np.float64) - db[None].astype(np.float64)) ** 2).sum(-1)
-    ties = sum(bool(set(row[dl == c].round(6)) & set(row[dl != c].round(6))) for row, c in zip(d, ql))
+    ties = sum(
+        bool(set(row[dl == c].round(6)) & set(row[dl != c].round(6)))
+        for row, c in zip(d, ql)
+    )
     assert ties == 0
     ours = evaluate_retrieval(q, ql, db, dl, EVALUATION)[0]
     compare(ours, pml(q, ql, db, dl), nmi=False)
@@ -214,24 +264,39 @@ def test_nmi_and_ami_cluster_every_test_embedding_once():
     assert ours["ami"] == adjusted_mutual_info_score(labels, clusters)
     faiss = pml(emb, labels, kmeans_func=FaissKMeans(niter=20))
     assert ours["nmi"] == pytest.approx(faiss["NMI"], abs=0.05) and ours["nmi"] > 0.8
-    split = evaluate_retrieval(emb[:80], labels[:80], emb[80:], labels[80:], EVALUATION)[0]
+    split = evaluate_retrieval(
+        emb[:80], labels[:80], emb[80:], labels[80:], EVALUATION
+    )[0]
     assert split["nmi"] == ours["nmi"]  # the same embeddings, in the same order
-    assert evaluate_retrieval(emb, labels, evaluation=EVALUATION)[0]["nmi"] == ours["nmi"]  # seeded
+    assert (
+        evaluate_retrieval(emb, labels, evaluation=EVALUATION)[0]["nmi"] == ours["nmi"]
+    )  # seeded
 
 
 def cell_frame(emb, labels, split):
-    return pd.DataFrame({"index": np.arange(len(labels)), "split": split, "label": labels,
-                         "prediction": labels, "embedding": list(emb)})
+    return pd.DataFrame(
+        {
+            "index": np.arange(len(labels)),
+            "split": split,
+            "label": labels,
+            "prediction": labels,
+            "embedding": list(emb),
+        }
+    )
 
 
 def test_evaluate_cell_all_against_all():
     emb, labels = float_data(7, n=60)
     frame = cell_frame(emb, labels, ALL_AGAINST_ALL)
-    anchors = pd.DataFrame({"label": np.arange(12), "anchor": list(np.zeros((12, 8), np.float32))})
-    evaluation = dict(EVALUATION, two_stage={"classes": [1, 2]}, distances=["own", "cosine"])
+    anchors = pd.DataFrame(
+        {"label": np.arange(12), "anchor": list(np.zeros((12, 8), np.float32))}
+    )
+    evaluation = dict(
+        EVALUATION, two_stage={"classes": [1, 2]}, distances=["own", "cosine"]
+    )
     metrics, curve = evaluate_cell(frame, anchors, evaluation)
     assert set(metrics["retrieval"]) == {"exact"}  # two-stage needs a database apart
-    for distance, rows in metrics.groupby("distance"):
+    for _distance, rows in metrics.groupby("distance"):
         assert rows["metric"].tolist() == METRICS.names(evaluation, retrieval="exact")
     values = metrics[metrics["distance"] == "euclidean"].set_index("metric")["value"]
     expected = evaluate_retrieval(emb, labels, evaluation=EVALUATION)[0]
@@ -262,7 +327,9 @@ def test_duplicate_items_get_equal_distances_in_every_chunk_size(rows):
 
     emb, _ = float_data(1, duplicates=40)
     x = torch.from_numpy(emb)
-    same = (x[:, None, :] == x[None, :, :]).all(-1) & ~torch.eye(len(x), dtype=torch.bool)
+    same = (x[:, None, :] == x[None, :, :]).all(-1) & ~torch.eye(
+        len(x), dtype=torch.bool
+    )
     a, b = same.nonzero(as_tuple=True)
     assert len(a) >= 80
     for start in range(0, len(x), rows):

@@ -31,10 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, make_workspace, snakemake
 from official_formats import make_imagefolder
 from test_bad_inputs import BASE, alive, changed, leftovers, wait_for
-
-from conftest import REPO, make_workspace, snakemake
 
 # ---------------------------------------------------------------- full disk
 
@@ -43,10 +42,15 @@ from conftest import REPO, make_workspace, snakemake
 def small_disk(folder: Path, size: str = "2m"):
     """``folder`` as a tmpfs of ``size``: a real file system that fills up."""
     folder.mkdir(parents=True)
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                           capture_output=True, text=True)
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
     if mount.returncode:
-        pytest.skip(f"a small tmpfs needs root to mount (CI runs as root): {mount.stderr.strip()}")
+        pytest.skip(
+            f"a small tmpfs needs root to mount (CI runs as root): {mount.stderr.strip()}"
+        )
     try:
         yield folder
     finally:
@@ -67,14 +71,20 @@ except Exception as error:
 """
 
 
-def _prepare_on_small_disk(tmp_path, spec: dict, size: str = "2m") -> tuple[subprocess.CompletedProcess, list]:
+def _prepare_on_small_disk(
+    tmp_path, spec: dict, size: str = "2m"
+) -> tuple[subprocess.CompletedProcess, list]:
     """``prepare`` of ``spec`` into a folder on a tmpfs of ``size``, in a
     child process; its result and what it left in that folder."""
     with small_disk(tmp_path / "disk", size) as disk:
         out = disk / "data" / "folder"
         out.mkdir(parents=True)
-        result = subprocess.run([sys.executable, "-c", PREPARE, str(REPO), json.dumps(spec), str(out)],
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-c", PREPARE, str(REPO), json.dumps(spec), str(out)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         return result, sorted(p.name for p in out.iterdir())
 
 
@@ -92,16 +102,24 @@ def _big_jpegs(root: Path, per_class: int = 4, side: int = 300) -> Path:
 
 
 def _assert_stopped(result, files, fragments):
-    assert result.returncode == 1, f"exit status {result.returncode} (-7 is SIGBUS):\n{result.stderr[-2000:]}"
+    assert result.returncode == 1, (
+        f"exit status {result.returncode} (-7 is SIGBUS):\n{result.stderr[-2000:]}"
+    )
     for fragment in fragments:
-        assert fragment in result.stderr, f"{fragment!r} not in:\n{result.stderr[-2000:]}"
+        assert fragment in result.stderr, (
+            f"{fragment!r} not in:\n{result.stderr[-2000:]}"
+        )
     assert files == [], f"left behind: {files}"
 
 
-NO_ROOM = ["data/folder: no room for the images of dataset folder: writing it needs",
-           "MiB) free. Nothing was written. Free space on that file system"]
-RAN_OUT = ["data/folder: its file system ran out of space while this job wrote there (No space left on device).",
-           "The partial files were removed. Free space on that file system"]
+NO_ROOM = [
+    "data/folder: no room for the images of dataset folder: writing it needs",
+    "MiB) free. Nothing was written. Free space on that file system",
+]
+RAN_OUT = [
+    "data/folder: its file system ran out of space while this job wrote there (No space left on device).",
+    "The partial files were removed. Free space on that file system",
+]
 
 
 def decoded_images_larger_than_the_disk(tmp_path):
@@ -109,7 +127,11 @@ def decoded_images_larger_than_the_disk(tmp_path):
     before the first row is written, not killed by SIGBUS with 25 MB of
     temporaries left."""
     make_imagefolder(tmp_path / "src", n_train=6, n_test=4)
-    spec = {"source": "imagefolder", "params": {"path": str(tmp_path / "src")}, "image_size": 256}
+    spec = {
+        "source": "imagefolder",
+        "params": {"path": str(tmp_path / "src")},
+        "image_size": 256,
+    }
     _assert_stopped(*_prepare_on_small_disk(tmp_path, spec), NO_ROOM)
 
 
@@ -123,7 +145,11 @@ def arrays_larger_than_the_disk(tmp_path):
 def jpeg_store_larger_than_the_disk(tmp_path):
     """A JPEG store, whose size is known only once written, meets the
     full disk while it writes: named, its temporaries removed."""
-    spec = {"source": "imagefolder", "params": {"path": str(_big_jpegs(tmp_path / "src"))}, "storage": "jpeg"}
+    spec = {
+        "source": "imagefolder",
+        "params": {"path": str(_big_jpegs(tmp_path / "src"))},
+        "storage": "jpeg",
+    }
     _assert_stopped(*_prepare_on_small_disk(tmp_path, spec, size="400k"), RAN_OUT)
 
 
@@ -134,7 +160,12 @@ def skipped_images_compacted_on_a_full_disk(tmp_path):
     make_imagefolder(root, n_train=6, n_test=4)
     (root / "train" / "cat" / "img00.jpg").write_bytes(b"not an image")
     # 30 rows of 144 x 144 x 3 (1.9 MB) fit the 2 MB disk; a second file of the 29 decoded rows does not.
-    spec = {"source": "imagefolder", "params": {"path": str(root)}, "image_size": 144, "skip_undecodable": True}
+    spec = {
+        "source": "imagefolder",
+        "params": {"path": str(root)},
+        "image_size": 144,
+        "skip_undecodable": True,
+    }
     _assert_stopped(*_prepare_on_small_disk(tmp_path, spec), NO_ROOM)
 
 
@@ -151,9 +182,14 @@ def checkpoint_larger_than_the_disk(tmp_path):
 
     from workflow.training import save_torch
 
-    message, files = _write_on_small_disk(tmp_path, lambda cell: save_torch(cell / "model.pt",
-                                                                          {"w": torch.zeros(1_000_000)}))
-    assert "cell: no room for model.pt: writing it needs" in message and "Free space on that file system" in message
+    message, files = _write_on_small_disk(
+        tmp_path,
+        lambda cell: save_torch(cell / "model.pt", {"w": torch.zeros(1_000_000)}),
+    )
+    assert (
+        "cell: no room for model.pt: writing it needs" in message
+        and "Free space on that file system" in message
+    )
     assert files == []
 
 
@@ -163,10 +199,17 @@ def embeddings_larger_than_the_disk(tmp_path):
 
     from workflow.io import save_parquet
 
-    table = pa.table({"embedding": np.random.default_rng(0).random(600_000, dtype=np.float32)})
-    message, files = _write_on_small_disk(tmp_path, lambda cell: save_parquet(cell / "embeddings.parquet", table))
+    table = pa.table(
+        {"embedding": np.random.default_rng(0).random(600_000, dtype=np.float32)}
+    )
+    message, files = _write_on_small_disk(
+        tmp_path, lambda cell: save_parquet(cell / "embeddings.parquet", table)
+    )
     # 2,400,000 bytes of floats, a margin of 64 KiB and 1 %
-    assert "cell: no room for embeddings.parquet: writing it needs 2,489,536 bytes" in message, message
+    assert (
+        "cell: no room for embeddings.parquet: writing it needs 2,489,536 bytes"
+        in message
+    ), message
     assert files == []
 
 
@@ -178,10 +221,18 @@ def download_extracted_onto_a_full_disk(tmp_path):
     _cub_archive(tmp_path)
     with small_disk(tmp_path / "raw", size="64k") as raw:
         with pytest.raises(Exception) as error:
-            _fetch("cub200", tmp_path, checksums={"CUB_200_2011.tgz": _md5_of(tmp_path / "mirror/CUB_200_2011.tgz")})
+            _fetch(
+                "cub200",
+                tmp_path,
+                checksums={
+                    "CUB_200_2011.tgz": _md5_of(tmp_path / "mirror/CUB_200_2011.tgz")
+                },
+            )
         assert sorted(raw.iterdir()) == []
-    assert (f"{tmp_path}/raw: its file system ran out of space while this job wrote there (No space left on device). "
-            "The partial files were removed. Free space on that file system") in str(error.value)
+    assert (
+        f"{tmp_path}/raw: its file system ran out of space while this job wrote there (No space left on device). "
+        "The partial files were removed. Free space on that file system"
+    ) in str(error.value)
 
 
 def free_space_check_without_a_small_disk(tmp_path):
@@ -202,7 +253,10 @@ DISK_CASES = [
     ("decoded_images_larger_than_the_disk", decoded_images_larger_than_the_disk),
     ("arrays_larger_than_the_disk", arrays_larger_than_the_disk),
     ("jpeg_store_larger_than_the_disk", jpeg_store_larger_than_the_disk),
-    ("skipped_images_compacted_on_a_full_disk", skipped_images_compacted_on_a_full_disk),
+    (
+        "skipped_images_compacted_on_a_full_disk",
+        skipped_images_compacted_on_a_full_disk,
+    ),
     ("checkpoint_larger_than_the_disk", checkpoint_larger_than_the_disk),
     ("embeddings_larger_than_the_disk", embeddings_larger_than_the_disk),
     ("download_extracted_onto_a_full_disk", download_extracted_onto_a_full_disk),
@@ -219,16 +273,23 @@ def test_a_memory_map_past_the_free_space_fails_with_enospc_not_sigbus(tmp_path)
     """Behind the free-space check (which another writer can outrun), the
     memory map's bytes are allocated before any is written: a full disk
     gives an OSError, not a SIGBUS."""
-    script = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path\n"
-              "import workflow.prepare as p; p.check_free_space = lambda *a: None\n"
-              "p._memmap(Path(sys.argv[1]), (3, 1024, 1024), 'big')[:] = 1\n")
+    script = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path\n"
+        "import workflow.prepare as p; p.check_free_space = lambda *a: None\n"
+        "p._memmap(Path(sys.argv[1]), (3, 1024, 1024), 'big')[:] = 1\n"
+    )
     with small_disk(tmp_path / "disk") as disk:
-        result = subprocess.run([sys.executable, "-c", script, str(disk / "images.npy")],
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(disk / "images.npy")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert result.returncode == 1 and "No space left on device" in result.stderr, result
 
 
 # ---------------------------------------------------------------- Snakemake killed under its jobs
+
 
 def _job(snakemake_pid: int, script: str) -> int:
     """The PID of Snakemake's job running ``script`` (a child or grandchild), or 0."""
@@ -248,22 +309,38 @@ def _kill_snakemake_during(tmp_path, config, target, script, log, ready, outputs
     temporary."""
     workdir = make_workspace(tmp_path / "run", config)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", target],
-                               cwd=workdir, env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "1", target],
+        cwd=workdir,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log = workdir / log
     try:
-        wait_for(lambda: log.exists() and ready in log.read_text(), seconds=300, what=f"{ready!r} in {log}")
+        wait_for(
+            lambda: log.exists() and ready in log.read_text(),
+            seconds=300,
+            what=f"{ready!r} in {log}",
+        )
         job = _job(process.pid, script)
         assert job, f"no job running {script}"
         os.kill(process.pid, signal.SIGKILL)  # Snakemake only, as `kill -9 <its PID>`
         process.wait()
-        wait_for(lambda: not alive(job), seconds=10, what=f"the orphaned {script} job {job} to stop")
+        wait_for(
+            lambda: not alive(job),
+            seconds=10,
+            what=f"the orphaned {script} job {job} to stop",
+        )
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
     text = log.read_text()
-    assert f"stopping: the Snakemake process that started this job (PID {process.pid}) has ended" in text, text
+    assert (
+        f"stopping: the Snakemake process that started this job (PID {process.pid}) has ended"
+        in text
+    ), text
     assert [path for path in outputs if (workdir / path).exists()] == []
     assert leftovers(workdir / "results") == []
 
@@ -277,7 +354,9 @@ def _slow_folder(root: Path, per_class: int = 100) -> Path:
 
     first = root / "a" / "0.png"
     first.parent.mkdir(parents=True)
-    Image.fromarray((np.add.outer(np.arange(1500), np.arange(1500)) % 256).astype(np.uint8)).save(first)
+    Image.fromarray(
+        (np.add.outer(np.arange(1500), np.arange(1500)) % 256).astype(np.uint8)
+    ).save(first)
     for name in ["a", "b"]:
         (root / name).mkdir(exist_ok=True)
         for i in range(per_class):
@@ -288,12 +367,31 @@ def _slow_folder(root: Path, per_class: int = 100) -> Path:
 
 def _prepare_job_whose_snakemake_is_killed(tmp_path, storage: str):
     """A prepare job decoding 200 large images, Snakemake killed as it starts."""
-    config = changed(("datasets",), {"slow": {"source": "imagefolder", "image_size": 16, "storage": storage,
-                                              "params": {"path": str(_slow_folder(tmp_path / "slow"))}}})
+    config = changed(
+        ("datasets",),
+        {
+            "slow": {
+                "source": "imagefolder",
+                "image_size": 16,
+                "storage": storage,
+                "params": {"path": str(_slow_folder(tmp_path / "slow"))},
+            }
+        },
+    )
     images = "images.jpegs" if storage == "jpeg" else "images.npy"
-    outputs = [f"results/data/slow/{name}" for name in [images, "labels.parquet", "classes.json"]]
-    _kill_snakemake_during(tmp_path, config, outputs[1], "prepare.py", "results/logs/prepare/slow.log",
-                           "dataset slow: 200 images", outputs)
+    outputs = [
+        f"results/data/slow/{name}"
+        for name in [images, "labels.parquet", "classes.json"]
+    ]
+    _kill_snakemake_during(
+        tmp_path,
+        config,
+        outputs[1],
+        "prepare.py",
+        "results/logs/prepare/slow.log",
+        "dataset slow: 200 images",
+        outputs,
+    )
 
 
 def prepare_job_whose_snakemake_is_killed(tmp_path):
@@ -309,13 +407,25 @@ def jpeg_prepare_job_whose_snakemake_is_killed(tmp_path):
 def embed_job_whose_snakemake_is_killed(tmp_path):
     """An embed job of 1,747 digits at 160 x 160 pixels (seconds on a CPU),
     Snakemake killed as it opens its log: the model trained on 50 images."""
-    config = changed(("datasets", "digits"), {"source": "sklearn_digits", "query_per_class": 5, "image_size": 160})
-    config.update(regimes={"few": {"train_per_class": 5}}, losses={"ce": {"impl": "ce"}},
-                  training={"epochs": 1, "batch_size": 50})
+    config = changed(
+        ("datasets", "digits"),
+        {"source": "sklearn_digits", "query_per_class": 5, "image_size": 160},
+    )
+    config.update(
+        regimes={"few": {"train_per_class": 5}},
+        losses={"ce": {"impl": "ce"}},
+        training={"epochs": 1, "batch_size": 50},
+    )
     cell = "results/cells/digits/few/small_cnn/ce/seed0"
-    _kill_snakemake_during(tmp_path, config, f"{cell}/embeddings.parquet", "embed.py",
-                           "results/logs/embed/digits/few/small_cnn/ce/seed0.log", "",
-                           [f"{cell}/embeddings.parquet", f"{cell}/anchors.parquet"])
+    _kill_snakemake_during(
+        tmp_path,
+        config,
+        f"{cell}/embeddings.parquet",
+        "embed.py",
+        "results/logs/embed/digits/few/small_cnn/ce/seed0.log",
+        "",
+        [f"{cell}/embeddings.parquet", f"{cell}/anchors.parquet"],
+    )
 
 
 WRITER = """
@@ -336,16 +446,36 @@ def writer_whose_parent_is_killed(tmp_path):
     stops, the temporary is removed and the output never appears."""
     target = tmp_path / "out" / "metrics.csv"
     log = tmp_path / "job.log"
-    shell = subprocess.Popen(["sh", "-c", '"$@" >"$0" 2>&1; exit', str(log), sys.executable, "-c", WRITER,
-                              str(REPO), str(target)], start_new_session=True)
+    shell = subprocess.Popen(
+        [
+            "sh",
+            "-c",
+            '"$@" >"$0" 2>&1; exit',
+            str(log),
+            sys.executable,
+            "-c",
+            WRITER,
+            str(REPO),
+            str(target),
+        ],
+        start_new_session=True,
+    )
     try:
-        wait_for(lambda: log.exists() and "writing" in log.read_text(), seconds=60, what="the write to start")
+        wait_for(
+            lambda: log.exists() and "writing" in log.read_text(),
+            seconds=60,
+            what="the write to start",
+        )
         from test_resume import children
 
         job = children(shell.pid)[0]
         os.kill(shell.pid, signal.SIGKILL)
         shell.wait()
-        wait_for(lambda: not alive(job), seconds=10, what=f"the orphaned writer {job} to stop")
+        wait_for(
+            lambda: not alive(job),
+            seconds=10,
+            what=f"the orphaned writer {job} to stop",
+        )
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(shell.pid, signal.SIGKILL)
@@ -357,16 +487,26 @@ def every_rule_script_watches_its_parent(tmp_path):
     """The watch starts in _repo_path, so every rule script must import it
     first: a script that did not would run unwatched."""
     scripts = sorted((REPO / "workflow" / "scripts").glob("*.py"))
-    late = [s.name for s in scripts if s.name != "_repo_path.py"
-            and not s.read_text().startswith("import _repo_path")]
+    late = [
+        s.name
+        for s in scripts
+        if s.name != "_repo_path.py"
+        and not s.read_text().startswith("import _repo_path")
+    ]
     assert len(scripts) > 10 and late == []
-    assert "watch_parent()" in (REPO / "workflow" / "scripts" / "_repo_path.py").read_text()
+    assert (
+        "watch_parent()"
+        in (REPO / "workflow" / "scripts" / "_repo_path.py").read_text()
+    )
 
 
 # (id, function(tmp_path)): jobs of other rules than train as real processes.
 PARENT_CASES = [
     ("prepare_job_whose_snakemake_is_killed", prepare_job_whose_snakemake_is_killed),
-    ("jpeg_prepare_job_whose_snakemake_is_killed", jpeg_prepare_job_whose_snakemake_is_killed),
+    (
+        "jpeg_prepare_job_whose_snakemake_is_killed",
+        jpeg_prepare_job_whose_snakemake_is_killed,
+    ),
     ("embed_job_whose_snakemake_is_killed", embed_job_whose_snakemake_is_killed),
     ("writer_whose_parent_is_killed", writer_whose_parent_is_killed),
     ("every_rule_script_watches_its_parent", every_rule_script_watches_its_parent),
@@ -387,6 +527,7 @@ def _folder(relative: str):
     def plant(workdir: Path):
         (workdir / relative).mkdir(parents=True)
         (workdir / relative / "notes.txt").write_text("a folder where a file belongs")
+
     return plant
 
 
@@ -394,22 +535,49 @@ def _file(relative: str):
     def plant(workdir: Path):
         (workdir / relative).parent.mkdir(parents=True, exist_ok=True)
         (workdir / relative).write_text("a file where a folder belongs")
+
     return plant
 
 
 # (id, plant(workdir), message fragments): snakemake -n stops, naming the path.
 RESULT_PATH_CASES = [
-    ("cell_metrics_is_a_folder", _folder(f"{CELL}/metrics.csv"),
-     [f"{CELL}/metrics.csv: a folder where rule evaluate writes a file", f"(rm -r {CELL}/metrics.csv)"]),
-    ("labels_is_a_folder", _folder("results/data/digits/labels.parquet"),
-     ["results/data/digits/labels.parquet: a folder where rule prepare writes a file"]),
-    ("model_is_a_folder", _folder(f"{CELL}/model.pt"), [f"{CELL}/model.pt: a folder where rule train writes a file"]),
-    ("job_log_is_a_folder", _folder("results/logs/prepare/digits.log"),
-     ["results/logs/prepare/digits.log: a folder where rule prepare writes a file"]),
-    ("final_table_is_a_folder", _folder("results/metrics.csv"),
-     ["results/metrics.csv: a folder where rule aggregate writes a file"]),
-    ("tensorboard_is_a_file", _file("results/tensorboard"),
-     ["results/tensorboard: a file where the pipeline writes a folder. Move it away or delete it"]),
+    (
+        "cell_metrics_is_a_folder",
+        _folder(f"{CELL}/metrics.csv"),
+        [
+            f"{CELL}/metrics.csv: a folder where rule evaluate writes a file",
+            f"(rm -r {CELL}/metrics.csv)",
+        ],
+    ),
+    (
+        "labels_is_a_folder",
+        _folder("results/data/digits/labels.parquet"),
+        [
+            "results/data/digits/labels.parquet: a folder where rule prepare writes a file"
+        ],
+    ),
+    (
+        "model_is_a_folder",
+        _folder(f"{CELL}/model.pt"),
+        [f"{CELL}/model.pt: a folder where rule train writes a file"],
+    ),
+    (
+        "job_log_is_a_folder",
+        _folder("results/logs/prepare/digits.log"),
+        ["results/logs/prepare/digits.log: a folder where rule prepare writes a file"],
+    ),
+    (
+        "final_table_is_a_folder",
+        _folder("results/metrics.csv"),
+        ["results/metrics.csv: a folder where rule aggregate writes a file"],
+    ),
+    (
+        "tensorboard_is_a_file",
+        _file("results/tensorboard"),
+        [
+            "results/tensorboard: a file where the pipeline writes a folder. Move it away or delete it"
+        ],
+    ),
 ]
 
 
@@ -425,13 +593,17 @@ def result_path_runs(tmp_path_factory) -> dict:
         return dict(pool.map(run, RESULT_PATH_CASES))
 
 
-@pytest.mark.parametrize("case", RESULT_PATH_CASES, ids=[c[0] for c in RESULT_PATH_CASES])
+@pytest.mark.parametrize(
+    "case", RESULT_PATH_CASES, ids=[c[0] for c in RESULT_PATH_CASES]
+)
 def test_result_path_error(result_path_runs, case):
     name, _, fragments = case
     result = result_path_runs[name]
     assert result.returncode == 1, result.stdout[-2000:]
     for fragment in fragments:
-        assert fragment in result.stdout + result.stderr, f"{fragment!r} not in:\n{result.stdout[-3000:]}"
+        assert fragment in result.stdout + result.stderr, (
+            f"{fragment!r} not in:\n{result.stdout[-3000:]}"
+        )
 
 
 def test_a_tensorboard_file_passes_with_tensorboard_off(tmp_path):
@@ -444,11 +616,17 @@ def test_a_tensorboard_file_passes_with_tensorboard_off(tmp_path):
 # job of a real run stops before its first epoch (the old code stopped
 # after the last, with a bare FileExistsError or NotADirectoryError).
 TENSORBOARD_CASES = [
-    ("tensorboard_cell_folder_is_a_file", "results/tensorboard/digits/full/small_cnn/ce/seed0",
-     "results/tensorboard/digits/full/small_cnn/ce/seed0: a file where the pipeline writes a folder"),
-    ("tensorboard_loss_folder_is_a_file", "results/tensorboard/digits/full/small_cnn/cam",
-     "results/tensorboard/digits/full/small_cnn/cam: a file where the pipeline needs a folder (to write "
-     "results/tensorboard/digits/full/small_cnn/cam/seed0)"),
+    (
+        "tensorboard_cell_folder_is_a_file",
+        "results/tensorboard/digits/full/small_cnn/ce/seed0",
+        "results/tensorboard/digits/full/small_cnn/ce/seed0: a file where the pipeline writes a folder",
+    ),
+    (
+        "tensorboard_loss_folder_is_a_file",
+        "results/tensorboard/digits/full/small_cnn/cam",
+        "results/tensorboard/digits/full/small_cnn/cam: a file where the pipeline needs a folder (to write "
+        "results/tensorboard/digits/full/small_cnn/cam/seed0)",
+    ),
 ]
 
 
@@ -456,24 +634,46 @@ TENSORBOARD_CASES = [
 def tensorboard_run(tmp_path_factory) -> Path:
     """One ``snakemake -k`` run of both cells, their tensorboard folders
     planted as files; 200 epochs, so a check after training would show."""
-    workdir = make_workspace(tmp_path_factory.mktemp("tensorboard"),
-                             changed(("training",), {"epochs": 200, "batch_size": 64}))
+    workdir = make_workspace(
+        tmp_path_factory.mktemp("tensorboard"),
+        changed(("training",), {"epochs": 200, "batch_size": 64}),
+    )
     for _, path, _ in TENSORBOARD_CASES:
         _file(path)(workdir)
-    snakemake(workdir, "-k", "--cores", "2", *[f"results/cells/digits/full/small_cnn/{loss}/seed0/model.pt"
-                                              for loss in ["ce", "cam"]], check=False)
+    snakemake(
+        workdir,
+        "-k",
+        "--cores",
+        "2",
+        *[
+            f"results/cells/digits/full/small_cnn/{loss}/seed0/model.pt"
+            for loss in ["ce", "cam"]
+        ],
+        check=False,
+    )
     return workdir
 
 
-@pytest.mark.parametrize("case", TENSORBOARD_CASES, ids=[c[0] for c in TENSORBOARD_CASES])
+@pytest.mark.parametrize(
+    "case", TENSORBOARD_CASES, ids=[c[0] for c in TENSORBOARD_CASES]
+)
 def test_tensorboard_path_error(tensorboard_run, case):
     _, path, fragment = case
     loss = "ce" if path.endswith("seed0") else "cam"
-    log = (tensorboard_run / f"results/logs/train/digits/full/small_cnn/{loss}/seed0.log").read_text()
+    log = (
+        tensorboard_run / f"results/logs/train/digits/full/small_cnn/{loss}/seed0.log"
+    ).read_text()
     assert fragment in log, log[-3000:]
-    assert "per epoch" not in log and not (tensorboard_run / f"results/checkpoints/digits/full/small_cnn/{loss}"
-                                                                "/seed0/last.pt").exists()
-    assert not (tensorboard_run / f"results/cells/digits/full/small_cnn/{loss}/seed0/model.pt").exists()
+    assert (
+        "per epoch" not in log
+        and not (
+            tensorboard_run / f"results/checkpoints/digits/full/small_cnn/{loss}"
+            "/seed0/last.pt"
+        ).exists()
+    )
+    assert not (
+        tensorboard_run / f"results/cells/digits/full/small_cnn/{loss}/seed0/model.pt"
+    ).exists()
     assert (tensorboard_run / path).is_file()  # the user's file is left alone
 
 
@@ -483,7 +683,9 @@ def output_path_is_a_folder(tmp_path):
     (tmp_path / "metrics.csv").mkdir()
     with pytest.raises(Exception) as error:
         save_csv(tmp_path / "metrics.csv", __import__("pandas").DataFrame({"a": [1]}))
-    assert f"{tmp_path}/metrics.csv: a folder where the pipeline writes a file" in str(error.value)
+    assert f"{tmp_path}/metrics.csv: a folder where the pipeline writes a file" in str(
+        error.value
+    )
 
 
 def output_folder_is_under_a_file(tmp_path):
@@ -492,7 +694,10 @@ def output_folder_is_under_a_file(tmp_path):
     (tmp_path / "cells").write_text("")
     with pytest.raises(Exception) as error:
         save_json(tmp_path / "cells" / "seed0" / "stats.json", {})
-    assert f"{tmp_path}/cells: a file where the pipeline needs a folder (to write" in str(error.value)
+    assert (
+        f"{tmp_path}/cells: a file where the pipeline needs a folder (to write"
+        in str(error.value)
+    )
 
 
 # (id, function(tmp_path)): the writers themselves (atomic_path), in process.
@@ -502,9 +707,17 @@ WRITER_PATH_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", WRITER_PATH_CASES, ids=[c[0] for c in WRITER_PATH_CASES])
+@pytest.mark.parametrize(
+    "case", WRITER_PATH_CASES, ids=[c[0] for c in WRITER_PATH_CASES]
+)
 def test_writer_path_case(tmp_path, case):
     case[1](tmp_path)
 
 
-CATALOGUE = [DISK_CASES, PARENT_CASES, RESULT_PATH_CASES, TENSORBOARD_CASES, WRITER_PATH_CASES]
+CATALOGUE = [
+    DISK_CASES,
+    PARENT_CASES,
+    RESULT_PATH_CASES,
+    TENSORBOARD_CASES,
+    WRITER_PATH_CASES,
+]

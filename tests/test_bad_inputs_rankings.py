@@ -19,12 +19,26 @@ from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
-from test_bad_inputs import BASE, TABLE, assert_config_error, assert_config_error_in_process, changed, dry_runs, leftovers
-
 from conftest import make_workspace, snakemake
+from test_bad_inputs import (
+    BASE,
+    TABLE,
+    assert_config_error,
+    assert_config_error_in_process,
+    changed,
+    dry_runs,
+    leftovers,
+)
 
 RANKING = {"blocks": ["seed"], "metric": "map"}
-THREE = {**BASE, "losses": {"ce": {"impl": "ce"}, "cam": {"impl": "cam"}, "triplet": {"impl": "triplet"}}}
+THREE = {
+    **BASE,
+    "losses": {
+        "ce": {"impl": "ce"},
+        "cam": {"impl": "cam"},
+        "triplet": {"impl": "triplet"},
+    },
+}
 
 
 def ranking(config: dict = BASE, **decl) -> dict:
@@ -33,96 +47,238 @@ def ranking(config: dict = BASE, **decl) -> dict:
 
 def reference(values: dict, scale: str | None = None, metrics=("map",)) -> dict:
     ref = {"source": "paper", "values": values, **({"scale": scale} if scale else {})}
-    return {**BASE, "tables": {"t": {**TABLE, "metrics": list(metrics), "reference": ref}}}
+    return {
+        **BASE,
+        "tables": {"t": {**TABLE, "metrics": list(metrics), "reference": ref}},
+    }
 
 
 COST = "distance_computations_per_query"
 
 # (id, config, targets, message fragments): ``snakemake -n``.
 RANKING_CONFIG_CASES = [
-    ("ranking_select_in_a_distance_one_loss_lacks", ranking(select={"distance": "cosine"}), [],
-     ["config key rankings.r: loss 'ce' would have no values of map: it is evaluated in euclidean only",
-      "not in cosine", "change rankings.r.select or rankings.r.metric, or leave 'ce' out of rankings.r.losses"]),
-    ("ranking_select_of_two_stage_for_a_loss_without_anchors", ranking(select={"retrieval": "two_stage_c1"}), [],
-     ["config key rankings.r: loss 'ce' would have no values of map: ce exports no anchors, so its only "
-      "retrieval is exact, not two_stage_c1"]),
-    ("ranking_select_of_epochs_one_loss_has_not",
-     ranking(changed(("losses", "ce", "training"), {"epochs": 3}), select={"epochs": 3}), [],
-     ["config key rankings.r: loss 'cam' would have no values of map: it is trained with epochs 15, not epochs 3"]),
-    ("published_fractions_under_percent",
-     reference({"ce": {"map": 0.5}, "cam": {"map": 0.6}}, "percent"), [],
-     ["config key tables.t.reference.values.ce.map: 0.5 under tables.t.reference.scale: percent means 0.5%",
-      "looks like a fraction (50%); give percentages, or set tables.t.reference.scale: fraction"]),
-    ("published_negative_map", reference({"ce": {"map": -0.1}, "cam": {"map": 0.6}}), [],
-     ["config key tables.t.reference.values.ce.map: -0.1 is below 0, the least value of map (it is never "
-      "negative); give the published value"]),
+    (
+        "ranking_select_in_a_distance_one_loss_lacks",
+        ranking(select={"distance": "cosine"}),
+        [],
+        [
+            "config key rankings.r: loss 'ce' would have no values of map: it is evaluated in euclidean only",
+            "not in cosine",
+            "change rankings.r.select or rankings.r.metric, or leave 'ce' out of rankings.r.losses",
+        ],
+    ),
+    (
+        "ranking_select_of_two_stage_for_a_loss_without_anchors",
+        ranking(select={"retrieval": "two_stage_c1"}),
+        [],
+        [
+            "config key rankings.r: loss 'ce' would have no values of map: ce exports no anchors, so its only "
+            "retrieval is exact, not two_stage_c1"
+        ],
+    ),
+    (
+        "ranking_select_of_epochs_one_loss_has_not",
+        ranking(
+            changed(("losses", "ce", "training"), {"epochs": 3}), select={"epochs": 3}
+        ),
+        [],
+        [
+            "config key rankings.r: loss 'cam' would have no values of map: it is trained with epochs 15, not epochs 3"
+        ],
+    ),
+    (
+        "published_fractions_under_percent",
+        reference({"ce": {"map": 0.5}, "cam": {"map": 0.6}}, "percent"),
+        [],
+        [
+            "config key tables.t.reference.values.ce.map: 0.5 under tables.t.reference.scale: percent means 0.5%",
+            "looks like a fraction (50%); give percentages, or set tables.t.reference.scale: fraction",
+        ],
+    ),
+    (
+        "published_negative_map",
+        reference({"ce": {"map": -0.1}, "cam": {"map": 0.6}}),
+        [],
+        [
+            "config key tables.t.reference.values.ce.map: -0.1 is below 0, the least value of map (it is never "
+            "negative); give the published value"
+        ],
+    ),
 ]
 
 # The same checks in-process: further inputs of each kind.
 RANKING_IN_PROCESS_CASES = [
-    ("ranking_of_named_losses_in_a_distance_one_lacks",
-     ranking(select={"distance": ["cosine"]}, losses=["cam", "ce"]), [],
-     ["config key rankings.r: loss 'cam' would have no values of map: it is evaluated in euclidean only"]),
-    ("ranking_of_an_exact_only_metric_under_two_stage",
-     ranking({**BASE, "losses": {"cam": {"impl": "cam"}, "lm": {"impl": "lm"}}}, metric="accuracy",
-             select={"retrieval": "two_stage_c1"}), [],
-     ["config key rankings.r: loss 'cam' would have no values of accuracy: accuracy is written for exact "
-      "retrieval only, not for two_stage_c1"]),
-    ("ranking_of_accuracy_with_a_loss_that_cannot_classify", ranking(THREE, metric="accuracy"), [],
-     ["config key rankings.r: loss 'triplet' would have no values of accuracy: triplet neither classifies nor "
-      "exports anchors, so its accuracy is NaN"]),
-    ("ranking_select_of_a_batch_size_one_loss_has_not",
-     ranking(changed(("losses", "cam", "training"), {"batch_size": 16}), select={"batch_size": 16}), [],
-     ["config key rankings.r: loss 'ce' would have no values of map: it is trained with batch_size 64, "
-      "not batch_size 16"]),
-    ("ranking_select_of_a_two_stage_c_the_config_evaluates_for_one_loss_only",
-     ranking(THREE, select={"retrieval": ["two_stage_c2"]}, losses=["cam", "triplet"]), [],
-     ["config key rankings.r: loss 'triplet' would have no values of map: triplet exports no anchors"]),
+    (
+        "ranking_of_named_losses_in_a_distance_one_lacks",
+        ranking(select={"distance": ["cosine"]}, losses=["cam", "ce"]),
+        [],
+        [
+            "config key rankings.r: loss 'cam' would have no values of map: it is evaluated in euclidean only"
+        ],
+    ),
+    (
+        "ranking_of_an_exact_only_metric_under_two_stage",
+        ranking(
+            {**BASE, "losses": {"cam": {"impl": "cam"}, "lm": {"impl": "lm"}}},
+            metric="accuracy",
+            select={"retrieval": "two_stage_c1"},
+        ),
+        [],
+        [
+            "config key rankings.r: loss 'cam' would have no values of accuracy: accuracy is written for exact "
+            "retrieval only, not for two_stage_c1"
+        ],
+    ),
+    (
+        "ranking_of_accuracy_with_a_loss_that_cannot_classify",
+        ranking(THREE, metric="accuracy"),
+        [],
+        [
+            "config key rankings.r: loss 'triplet' would have no values of accuracy: triplet neither classifies nor "
+            "exports anchors, so its accuracy is NaN"
+        ],
+    ),
+    (
+        "ranking_select_of_a_batch_size_one_loss_has_not",
+        ranking(
+            changed(("losses", "cam", "training"), {"batch_size": 16}),
+            select={"batch_size": 16},
+        ),
+        [],
+        [
+            "config key rankings.r: loss 'ce' would have no values of map: it is trained with batch_size 64, "
+            "not batch_size 16"
+        ],
+    ),
+    (
+        "ranking_select_of_a_two_stage_c_the_config_evaluates_for_one_loss_only",
+        ranking(
+            THREE, select={"retrieval": ["two_stage_c2"]}, losses=["cam", "triplet"]
+        ),
+        [],
+        [
+            "config key rankings.r: loss 'triplet' would have no values of map: triplet exports no anchors"
+        ],
+    ),
     # A table laying out losses loses a row the same way.
-    ("table_select_in_a_distance_one_loss_lacks", {**BASE, "tables": {"t": {**TABLE, "select": {"distance": "cosine"}}}},
-     [], ["config key tables.t.select: the row of loss 'ce' would be empty: it is evaluated in euclidean only",
-          "name the losses to show in tables.t.select.loss"]),
-    ("table_select_of_two_stage_with_a_loss_without_anchors",
-     {**BASE, "tables": {"t": {**TABLE, "select": {"retrieval": ["two_stage_c1"]}}}}, [],
-     ["config key tables.t.select: the row of loss 'ce' would be empty: ce exports no anchors"]),
-    ("published_fraction_among_percentages",
-     reference({"ce": {"map": 55.8}, "cam": {"map": 0.6}}, "percent"), [],
-     ["config key tables.t.reference.values.cam.map: 0.6 under tables.t.reference.scale: percent means 0.6%"]),
-    ("published_error_rates_all_fractions_under_percent",
-     reference({"ce": {"top1_error": 0.2}, "cam": {"top1_error": 0.3}}, "percent", ["top1_error"]), [],
-     ["config key tables.t.reference.values.ce.top1_error: 0.2 under tables.t.reference.scale: percent",
-      "looks like a fraction (20%)"]),
-    ("published_percentage_under_fraction", reference({"ce": {"map": 55.8}, "cam": {"map": 0.6}}), [],
-     ["config key tables.t.reference.values.ce.map: 55.8 is above 1, the greatest map as a fraction; it looks "
-      "like a percentage: set tables.t.reference.scale: percent, or give fractions"]),
-    ("published_negative_percentage", reference({"ce": {"map": 55.8}, "cam": {"map": -3}}, "percent"), [],
-     ["config key tables.t.reference.values.cam.map: -3 is below 0%, the least value of map"]),
-    ("published_value_above_100_percent", reference({"ce": {"map": 101}, "cam": {"map": 60}}, "percent"), [],
-     ["config key tables.t.reference.values.ce.map: 101 is above 100%, the greatest value of map"]),
-    ("published_value_above_any_scale", reference({"ce": {"map": 150}, "cam": {"map": 0.6}}), [],
-     ["config key tables.t.reference.values.ce.map: 150 is above 1, the greatest value of map"]),
-    ("published_negative_cost_under_percent",
-     reference({"ce": {"map": 50, COST: -4}, "cam": {"map": 60, COST: 20}}, "percent", ["map", COST]), [],
-     [f"config key tables.t.reference.values.ce.{COST}: -4 is below 0, the least value of {COST}"]),
-    ("published_negative_recall", reference({"ce": {"recall@1": 0.5}, "cam": {"recall@1": -0.5}}, None,
-                                            ["recall@1"]) | {"evaluation": {"recall_at": [1]}}, [],
-     ["config key tables.t.reference.values.cam.recall@1: -0.5 is below 0, the least value of recall@1"]),
+    (
+        "table_select_in_a_distance_one_loss_lacks",
+        {**BASE, "tables": {"t": {**TABLE, "select": {"distance": "cosine"}}}},
+        [],
+        [
+            "config key tables.t.select: the row of loss 'ce' would be empty: it is evaluated in euclidean only",
+            "name the losses to show in tables.t.select.loss",
+        ],
+    ),
+    (
+        "table_select_of_two_stage_with_a_loss_without_anchors",
+        {**BASE, "tables": {"t": {**TABLE, "select": {"retrieval": ["two_stage_c1"]}}}},
+        [],
+        [
+            "config key tables.t.select: the row of loss 'ce' would be empty: ce exports no anchors"
+        ],
+    ),
+    (
+        "published_fraction_among_percentages",
+        reference({"ce": {"map": 55.8}, "cam": {"map": 0.6}}, "percent"),
+        [],
+        [
+            "config key tables.t.reference.values.cam.map: 0.6 under tables.t.reference.scale: percent means 0.6%"
+        ],
+    ),
+    (
+        "published_error_rates_all_fractions_under_percent",
+        reference(
+            {"ce": {"top1_error": 0.2}, "cam": {"top1_error": 0.3}},
+            "percent",
+            ["top1_error"],
+        ),
+        [],
+        [
+            "config key tables.t.reference.values.ce.top1_error: 0.2 under tables.t.reference.scale: percent",
+            "looks like a fraction (20%)",
+        ],
+    ),
+    (
+        "published_percentage_under_fraction",
+        reference({"ce": {"map": 55.8}, "cam": {"map": 0.6}}),
+        [],
+        [
+            "config key tables.t.reference.values.ce.map: 55.8 is above 1, the greatest map as a fraction; it looks "
+            "like a percentage: set tables.t.reference.scale: percent, or give fractions"
+        ],
+    ),
+    (
+        "published_negative_percentage",
+        reference({"ce": {"map": 55.8}, "cam": {"map": -3}}, "percent"),
+        [],
+        [
+            "config key tables.t.reference.values.cam.map: -3 is below 0%, the least value of map"
+        ],
+    ),
+    (
+        "published_value_above_100_percent",
+        reference({"ce": {"map": 101}, "cam": {"map": 60}}, "percent"),
+        [],
+        [
+            "config key tables.t.reference.values.ce.map: 101 is above 100%, the greatest value of map"
+        ],
+    ),
+    (
+        "published_value_above_any_scale",
+        reference({"ce": {"map": 150}, "cam": {"map": 0.6}}),
+        [],
+        [
+            "config key tables.t.reference.values.ce.map: 150 is above 1, the greatest value of map"
+        ],
+    ),
+    (
+        "published_negative_cost_under_percent",
+        reference(
+            {"ce": {"map": 50, COST: -4}, "cam": {"map": 60, COST: 20}},
+            "percent",
+            ["map", COST],
+        ),
+        [],
+        [
+            f"config key tables.t.reference.values.ce.{COST}: -4 is below 0, the least value of {COST}"
+        ],
+    ),
+    (
+        "published_negative_recall",
+        reference(
+            {"ce": {"recall@1": 0.5}, "cam": {"recall@1": -0.5}}, None, ["recall@1"]
+        )
+        | {"evaluation": {"recall_at": [1]}},
+        [],
+        [
+            "config key tables.t.reference.values.cam.recall@1: -0.5 is below 0, the least value of recall@1"
+        ],
+    ),
 ]
 
 
 @pytest.fixture(scope="module")
 def ranking_config_runs(tmp_path_factory) -> dict:
     """``snakemake -n`` for every case, two at a time, in one workspace."""
-    return dry_runs(make_workspace(tmp_path_factory.mktemp("ranking_config_cases"), BASE), RANKING_CONFIG_CASES, workers=2)
+    return dry_runs(
+        make_workspace(tmp_path_factory.mktemp("ranking_config_cases"), BASE),
+        RANKING_CONFIG_CASES,
+        workers=2,
+    )
 
 
-@pytest.mark.parametrize("case", RANKING_CONFIG_CASES, ids=[c[0] for c in RANKING_CONFIG_CASES])
+@pytest.mark.parametrize(
+    "case", RANKING_CONFIG_CASES, ids=[c[0] for c in RANKING_CONFIG_CASES]
+)
 def test_ranking_config_error(ranking_config_runs, case):
     name, _, _, fragments = case
     assert_config_error(ranking_config_runs, name, fragments)
 
 
-@pytest.mark.parametrize("case", RANKING_IN_PROCESS_CASES, ids=[c[0] for c in RANKING_IN_PROCESS_CASES])
+@pytest.mark.parametrize(
+    "case", RANKING_IN_PROCESS_CASES, ids=[c[0] for c in RANKING_IN_PROCESS_CASES]
+)
 def test_ranking_config_error_in_process(case):
     _, config, _, fragments = case
     assert_config_error_in_process(config, fragments)
@@ -137,14 +293,35 @@ def test_the_good_neighbours_of_the_cases_pass():
 
     for config in [
         ranking(select={"distance": "euclidean"}),
-        ranking({**BASE, "losses": {"cam": {"impl": "cam"}, "lm": {"impl": "lm"}}}, select={"retrieval": "two_stage_c1"}),
+        ranking(
+            {**BASE, "losses": {"cam": {"impl": "cam"}, "lm": {"impl": "lm"}}},
+            select={"retrieval": "two_stage_c1"},
+        ),
         ranking(changed(("training",), {"epochs": 3}), select={"epochs": 3}),
-        ranking({**BASE, "evaluation": {"distances": ["own", "cosine"]}}, select={"distance": "cosine"}),
-        reference({"ce": {"map": 55.8, "top1_error": 0.8}, "cam": {"map": 60, "top1_error": 3}}, "percent",
-                  ["map", "top1_error"]),
-        reference({"ce": {"map": 55.8, COST: 40}, "cam": {"map": 60, COST: 20}}, "percent", ["map", COST]),
+        ranking(
+            {**BASE, "evaluation": {"distances": ["own", "cosine"]}},
+            select={"distance": "cosine"},
+        ),
+        reference(
+            {
+                "ce": {"map": 55.8, "top1_error": 0.8},
+                "cam": {"map": 60, "top1_error": 3},
+            },
+            "percent",
+            ["map", "top1_error"],
+        ),
+        reference(
+            {"ce": {"map": 55.8, COST: 40}, "cam": {"map": 60, COST: 20}},
+            "percent",
+            ["map", COST],
+        ),
         reference({"ce": {"map": 0.558}, "cam": {"map": 0.6}}),
-        {**BASE, "tables": {"t": {**TABLE, "select": {"retrieval": "two_stage_c1", "loss": "cam"}}}},
+        {
+            **BASE,
+            "tables": {
+                "t": {**TABLE, "select": {"retrieval": "two_stage_c1", "loss": "cam"}}
+            },
+        },
         {**BASE, "tables": {"t": {**TABLE, "columns": ["retrieval"]}}},
     ]:
         check_config(load_config(config))
@@ -153,25 +330,57 @@ def test_the_good_neighbours_of_the_cases_pass():
 # ---------------------------------------------------------------- ranking and table jobs (a real run)
 
 # Text that Markdown reads as markup: a table's row labels, captions and sources.
-NASTY = ["CE | pre-trained", "CAM *new* _v2_", "<b>LM</b> & [x](y)", "two\nlines `code` ~~x~~ \\"]
-LOSSES = ["cam", "lm", "center"]  # each exports anchors: two-stage retrieval passes the dry run
+NASTY = [
+    "CE | pre-trained",
+    "CAM *new* _v2_",
+    "<b>LM</b> & [x](y)",
+    "two\nlines `code` ~~x~~ \\",
+]
+LOSSES = [
+    "cam",
+    "lm",
+    "center",
+]  # each exports anchors: two-stage retrieval passes the dry run
 TWO_STAGE = {**RANKING, "select": {"retrieval": "two_stage_c1"}}
 JOB_CONFIG = {
     **BASE,
     "losses": {loss: {"impl": loss} for loss in LOSSES},
     "rankings": {
         "named_loss_without_rows": {**TWO_STAGE, "losses": ["cam", "lm"]},
-        "selected_loss_without_rows": {**TWO_STAGE, "select": {"retrieval": "two_stage_c1", "loss": ["cam", "center"]}},
+        "selected_loss_without_rows": {
+            **TWO_STAGE,
+            "select": {"retrieval": "two_stage_c1", "loss": ["cam", "center"]},
+        },
         "every_loss": TWO_STAGE,
-        "escaped": {**RANKING, "metric": "top1_error", "caption": "Ranks | of *all* <b>"},
+        "escaped": {
+            **RANKING,
+            "metric": "top1_error",
+            "caption": "Ranks | of *all* <b>",
+        },
     },
     "tables": {
-        "escaped": {"caption": "Costs | 50% *of* _all_ <i>", "metrics": ["top1_error", COST], "baseline": NASTY[0],
-                    "rows": [{"label": label, "loss": loss} for label, loss in zip(NASTY, LOSSES + ["cam"])]},
+        "escaped": {
+            "caption": "Costs | 50% *of* _all_ <i>",
+            "metrics": ["top1_error", COST],
+            "baseline": NASTY[0],
+            "rows": [
+                {"label": label, "loss": loss}
+                for label, loss in zip(NASTY, LOSSES + ["cam"])
+            ],
+        },
         "escaped_reference": {
-            "caption": "Paper | ours", "metrics": ["top1_error", COST], "rows": ["loss"],
-            "reference": {"source": "LM paper | Table *1*", "scale": "percent",
-                          "values": {loss: {"top1_error": 40.0 + i, COST: 40.0} for i, loss in enumerate(LOSSES)}}},
+            "caption": "Paper | ours",
+            "metrics": ["top1_error", COST],
+            "rows": ["loss"],
+            "reference": {
+                "source": "LM paper | Table *1*",
+                "scale": "percent",
+                "values": {
+                    loss: {"top1_error": 40.0 + i, COST: 40.0}
+                    for i, loss in enumerate(LOSSES)
+                },
+            },
+        },
     },
 }
 
@@ -183,26 +392,59 @@ def planted_metrics() -> pd.DataFrame:
     rows = []
     for seed in range(3):
         for i, loss in enumerate(LOSSES):
-            base = dict(dataset="digits", regime="full", backbone="small_cnn", loss=loss, seed=seed,
-                        geometry="euclidean", distance="euclidean", retrieval="exact")
+            base = dict(
+                dataset="digits",
+                regime="full",
+                backbone="small_cnn",
+                loss=loss,
+                seed=seed,
+                geometry="euclidean",
+                distance="euclidean",
+                retrieval="exact",
+            )
             rows.append({**base, "metric": "map", "value": 0.5 + 0.1 * i + 0.01 * seed})
-            rows.append({**base, "metric": "top1_error", "value": 0.4 - 0.05 * i - 0.01 * seed})
+            rows.append(
+                {**base, "metric": "top1_error", "value": 0.4 - 0.05 * i - 0.01 * seed}
+            )
             rows.append({**base, "metric": COST, "value": 40.0})
             if loss != "cam":
-                rows.append({**base, "retrieval": "two_stage_c1", "metric": "map", "value": 0.4 + 0.1 * i})
+                rows.append(
+                    {
+                        **base,
+                        "retrieval": "two_stage_c1",
+                        "metric": "map",
+                        "value": 0.4 + 0.1 * i,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 # (id, the ranking, fragments of its job log): once the losses came from
 # the rows, and the others were ranked alone (exit status 0).
 RANKING_JOB_CASES = [
-    ("ranking_of_a_named_loss_without_rows", "named_loss_without_rows",
-     ["config key rankings.named_loss_without_rows.losses: no values of map for cam",
-      "cannot be ranked with the others", "change rankings.named_loss_without_rows.select"]),
-    ("ranking_whose_select_keeps_a_loss_without_rows", "selected_loss_without_rows",
-     ["config key rankings.selected_loss_without_rows.losses: no values of map for cam"]),
-    ("ranking_of_every_configured_loss_one_without_rows", "every_loss",
-     ["config key rankings.every_loss.losses: no values of map for cam among the rows"]),
+    (
+        "ranking_of_a_named_loss_without_rows",
+        "named_loss_without_rows",
+        [
+            "config key rankings.named_loss_without_rows.losses: no values of map for cam",
+            "cannot be ranked with the others",
+            "change rankings.named_loss_without_rows.select",
+        ],
+    ),
+    (
+        "ranking_whose_select_keeps_a_loss_without_rows",
+        "selected_loss_without_rows",
+        [
+            "config key rankings.selected_loss_without_rows.losses: no values of map for cam"
+        ],
+    ),
+    (
+        "ranking_of_every_configured_loss_one_without_rows",
+        "every_loss",
+        [
+            "config key rankings.every_loss.losses: no values of map for cam among the rows"
+        ],
+    ),
 ]
 
 
@@ -212,14 +454,27 @@ def job_run(tmp_path_factory) -> dict:
     workdir = make_workspace(tmp_path_factory.mktemp("ranking_jobs"), JOB_CONFIG)
     (workdir / "results").mkdir()
     planted_metrics().to_csv(workdir / "results/metrics.csv", index=False)
-    targets = [f"results/rankings/{name}/average_ranks.md" for name in JOB_CONFIG["rankings"]]
+    targets = [
+        f"results/rankings/{name}/average_ranks.md" for name in JOB_CONFIG["rankings"]
+    ]
     targets += [f"results/tables/{name}.md" for name in JOB_CONFIG["tables"]]
-    result = snakemake(workdir, "--cores", "2", "--keep-going", *targets,
-                       "--allowed-rules", "ranking", "declared_table", check=False)
+    result = snakemake(
+        workdir,
+        "--cores",
+        "2",
+        "--keep-going",
+        *targets,
+        "--allowed-rules",
+        "ranking",
+        "declared_table",
+        check=False,
+    )
     return {"workdir": workdir, "result": result}
 
 
-@pytest.mark.parametrize("case", RANKING_JOB_CASES, ids=[c[0] for c in RANKING_JOB_CASES])
+@pytest.mark.parametrize(
+    "case", RANKING_JOB_CASES, ids=[c[0] for c in RANKING_JOB_CASES]
+)
 def test_ranking_job_error(job_run, case):
     name, ranking_name, fragments = case
     workdir, result = job_run["workdir"], job_run["result"]
@@ -285,11 +540,20 @@ def written_markdown_keeps_every_row_whole(tmp_path, run=None):
     header, *rows = table[0]
     assert [len(row) for row in rows] == [len(header)] * len(NASTY)
     assert [row[0] for row in rows] == [label.replace("\n", " ") for label in NASTY]
-    assert text.startswith("Costs | 50% *of* _all_ <i> (") and f"differs from {NASTY[0]} by" in text
-    table, text = markdown_tables((workdir / "results/tables/escaped_reference.md").read_text())
+    assert (
+        text.startswith("Costs | 50% *of* _all_ <i> (")
+        and f"differs from {NASTY[0]} by" in text
+    )
+    table, text = markdown_tables(
+        (workdir / "results/tables/escaped_reference.md").read_text()
+    )
     header, *rows = table[0]
-    assert [len(row) for row in rows] == [len(header)] * 3 and "published: LM paper | Table *1*" in text
-    ranks, text = markdown_tables((workdir / "results/rankings/escaped/average_ranks.md").read_text())
+    assert [len(row) for row in rows] == [
+        len(header)
+    ] * 3 and "published: LM paper | Table *1*" in text
+    ranks, text = markdown_tables(
+        (workdir / "results/rankings/escaped/average_ranks.md").read_text()
+    )
     assert [len(row) for table_ in ranks for row in table_] == [2] * 4 + [4] * 4
     assert text.startswith("Ranks | of *all* <b> (3 losses ranked")
 
@@ -301,26 +565,48 @@ def cost_metric_keeps_its_value_under_percent(tmp_path, run=None):
     workdir = run["workdir"]
     frame = pd.read_csv(workdir / "results/tables/escaped_reference.csv")
     cost = frame[frame["metric"] == COST]
-    assert (cost["published"] == 40.0).all() and (cost["mean"] == 40.0).all() and (cost["published_diff"] == 0).all()
+    assert (
+        (cost["published"] == 40.0).all()
+        and (cost["mean"] == 40.0).all()
+        and (cost["published_diff"] == 0).all()
+    )
     error = frame[(frame["metric"] == "top1_error") & (frame["row"] == "cam")].iloc[0]
-    assert error["published"] == pytest.approx(0.40) and error["mean"] == pytest.approx(0.39)
-    table, _ = markdown_tables((workdir / "results/tables/escaped_reference.md").read_text())
+    assert error["published"] == pytest.approx(0.40) and error["mean"] == pytest.approx(
+        0.39
+    )
+    table, _ = markdown_tables(
+        (workdir / "results/tables/escaped_reference.md").read_text()
+    )
     header, *rows = table[0]
     cam = dict(zip(header, rows[0]))
-    assert cam[f"{COST} published"] == "40.00" and cam[f"{COST} ours"].startswith("40.00")
-    assert cam["top1_error published"] == "40.00" and cam["top1_error ours"].startswith("39.00")
+    assert cam[f"{COST} published"] == "40.00" and cam[f"{COST} ours"].startswith(
+        "40.00"
+    )
+    assert cam["top1_error published"] == "40.00" and cam["top1_error ours"].startswith(
+        "39.00"
+    )
 
 
 OUTCOME_CASES = [
     ("written_markdown_keeps_every_row_whole", written_markdown_keeps_every_row_whole),
-    ("cost_metric_keeps_its_value_under_percent", cost_metric_keeps_its_value_under_percent),
+    (
+        "cost_metric_keeps_its_value_under_percent",
+        cost_metric_keeps_its_value_under_percent,
+    ),
 ]
 
 
 @pytest.mark.parametrize("case", OUTCOME_CASES, ids=[c[0] for c in OUTCOME_CASES])
 def test_outcome(job_run, tmp_path, case):
-    assert job_run["result"].returncode == 1  # the ranking cases above fail; these jobs do not
+    assert (
+        job_run["result"].returncode == 1
+    )  # the ranking cases above fail; these jobs do not
     case[1](tmp_path, run=job_run)
 
 
-CATALOGUE = [RANKING_CONFIG_CASES, RANKING_IN_PROCESS_CASES, RANKING_JOB_CASES, OUTCOME_CASES]
+CATALOGUE = [
+    RANKING_CONFIG_CASES,
+    RANKING_IN_PROCESS_CASES,
+    RANKING_JOB_CASES,
+    OUTCOME_CASES,
+]

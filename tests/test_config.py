@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from conftest import TINY_CONFIG, make_workspace, snakemake
+
 from workflow.config import (
     Cell,
     ConfigError,
@@ -21,7 +21,10 @@ from workflow.losses import LOSSES
 
 
 def test_list_parameters_expand_into_named_entries():
-    losses = {"ce": {"impl": "ce"}, "cam": {"impl": "cam", "params": {"margin": [1, 2.5], "min_norm": 1}}}
+    losses = {
+        "ce": {"impl": "ce"},
+        "cam": {"impl": "cam", "params": {"margin": [1, 2.5], "min_norm": 1}},
+    }
     expanded = expand_losses(losses)
     assert list(expanded) == ["ce", "cam-margin1", "cam-margin2.5"]
     assert expanded["cam-margin2.5"]["params"] == {"margin": 2.5, "min_norm": 1}
@@ -29,7 +32,9 @@ def test_list_parameters_expand_into_named_entries():
 
 
 def test_two_lists_expand_to_their_product():
-    expanded = expand_losses({"cam": {"impl": "cam", "params": {"margin": [1, 2], "min_norm": [0.5, 1]}}})
+    expanded = expand_losses(
+        {"cam": {"impl": "cam", "params": {"margin": [1, 2], "min_norm": [0.5, 1]}}}
+    )
     assert len(expanded) == 4 and "cam-margin2-min_norm0.5" in expanded
 
 
@@ -56,28 +61,76 @@ def test_training_overrides_per_backbone_then_loss():
 
 @pytest.mark.parametrize(
     "section, key, value",
-    [("losses", "impl", "no_such_loss"), ("backbones", "arch", "resnet9000"), ("datasets", "source", "mnist_typo")],
+    [
+        ("losses", "impl", "no_such_loss"),
+        ("backbones", "arch", "resnet9000"),
+        ("datasets", "source", "mnist_typo"),
+    ],
 )
 def test_unregistered_names_are_rejected_naming_the_key(section, key, value):
     config = copy.deepcopy(TINY_CONFIG)
     name = next(iter(config[section]))
     config[section][name][key] = value
-    with pytest.raises(ConfigError, match=rf"{section}\.{name}\.{key}: unknown .*'{value}'; registered: "):
+    with pytest.raises(
+        ConfigError,
+        match=rf"{section}\.{name}\.{key}: unknown .*'{value}'; registered: ",
+    ):
         prepare_config(config)
 
 
 BAD_VALUES = [
     # (path in the config, bad value, words the message must contain)
-    (("losses", "cam", "impl"), "camm", ["config key losses.cam.impl: unknown loss 'camm'", "registered: " + ", ".join(LOSSES.names())]),
-    (("datasets", "digits", "source"), "cifar", ["config key datasets.digits.source: unknown dataset 'cifar'"]),
-    (("backbones", "small_cnn", "arch"), "vit_huge", ["config key backbones.small_cnn.arch: unknown backbone 'vit_huge'"]),
-    (("regimes", "fewshot5", "train_per_class"), -5, ["config key regimes.fewshot5.train_per_class: -5 is less than the minimum of 1"]),
-    (("training", "epochs"), "ten", ["config key training.epochs: 'ten' is not of type 'integer'"]),
-    (("training", "optimizer"), "adamax", ["config key training.optimizer: 'adamax' is not one of"]),
+    (
+        ("losses", "cam", "impl"),
+        "camm",
+        [
+            "config key losses.cam.impl: unknown loss 'camm'",
+            "registered: " + ", ".join(LOSSES.names()),
+        ],
+    ),
+    (
+        ("datasets", "digits", "source"),
+        "cifar",
+        ["config key datasets.digits.source: unknown dataset 'cifar'"],
+    ),
+    (
+        ("backbones", "small_cnn", "arch"),
+        "vit_huge",
+        ["config key backbones.small_cnn.arch: unknown backbone 'vit_huge'"],
+    ),
+    (
+        ("regimes", "fewshot5", "train_per_class"),
+        -5,
+        [
+            "config key regimes.fewshot5.train_per_class: -5 is less than the minimum of 1"
+        ],
+    ),
+    (
+        ("training", "epochs"),
+        "ten",
+        ["config key training.epochs: 'ten' is not of type 'integer'"],
+    ),
+    (
+        ("training", "optimizer"),
+        "adamax",
+        ["config key training.optimizer: 'adamax' is not one of"],
+    ),
     (("seeds",), [0, "one"], ["config key seeds.1: 'one' is not of type 'integer'"]),
-    (("datasets", "digits", "query_per_class"), 0, ["config key datasets.digits.query_per_class: 0 is less than"]),
-    (("losses", "ce", "lr"), 0.1, ["config key losses.ce:", "'lr' was unexpected"]),  # misplaced key
-    (("backbones", "small_cnn", "embedding_size"), 1.5, ["config key backbones.small_cnn.embedding_size: 1.5 is not of type 'integer'"]),
+    (
+        ("datasets", "digits", "query_per_class"),
+        0,
+        ["config key datasets.digits.query_per_class: 0 is less than"],
+    ),
+    (
+        ("losses", "ce", "lr"),
+        0.1,
+        ["config key losses.ce:", "'lr' was unexpected"],
+    ),  # misplaced key
+    (
+        ("backbones", "small_cnn", "embedding_size"),
+        1.5,
+        ["config key backbones.small_cnn.embedding_size: 1.5 is not of type 'integer'"],
+    ),
 ]
 
 
@@ -100,7 +153,9 @@ def test_bad_config_stops_snakemake_before_any_job(tmp_path, path, value, words)
 def test_names_that_would_escape_results_are_rejected():
     config = copy.deepcopy(TINY_CONFIG)
     config["losses"]["../../etc"] = {"impl": "ce"}
-    with pytest.raises(ConfigError, match=r"config key losses: '\.\./\.\./etc' does not match"):
+    with pytest.raises(
+        ConfigError, match=r"config key losses: '\.\./\.\./etc' does not match"
+    ):
         load_config(config)
 
 
@@ -124,7 +179,11 @@ def test_evaluation_defaults_follow_the_dataset_protocol():
         "cub": {"source": "cub200", "protocol": "class_disjoint"},
         "sop": {"source": "sop", "protocol": "class_disjoint"},
         "shop": {"source": "inshop", "protocol": "class_disjoint"},
-        "cifar": {"source": "cifar100", "protocol": "class_disjoint", "train_classes": 50},
+        "cifar": {
+            "source": "cifar100",
+            "protocol": "class_disjoint",
+            "train_classes": 50,
+        },
         "digits": {"source": "sklearn_digits"},
     }
     config = load_config({**TINY_CONFIG, "datasets": datasets})
@@ -132,14 +191,28 @@ def test_evaluation_defaults_follow_the_dataset_protocol():
     assert got["cub"]["recall_at"] == [1, 2, 4, 8] and got["cub"]["clustering"] is True
     assert got["sop"]["recall_at"] == [1, 10, 100, 1000]
     assert got["shop"]["recall_at"] == [1, 10, 20, 30, 50]
-    assert got["cifar"]["recall_at"] == [1, 2, 4, 8] and got["cifar"]["clustering"] is True
+    assert (
+        got["cifar"]["recall_at"] == [1, 2, 4, 8] and got["cifar"]["clustering"] is True
+    )
     assert {"recall@1", "nmi", "ami"} <= set(METRICS.names(got["cifar"]))
-    assert got["digits"] == {"precision_at": [1, 5, 10], "top_k_error": [1, 5], "recall_at": [],
-                             "clustering": False, **{k: v for k, v in got["digits"].items()
-                                                     if k not in ("precision_at", "top_k_error", "recall_at",
-                                                                  "clustering")}}
+    assert got["digits"] == {
+        "precision_at": [1, 5, 10],
+        "top_k_error": [1, 5],
+        "recall_at": [],
+        "clustering": False,
+        **{
+            k: v
+            for k, v in got["digits"].items()
+            if k not in ("precision_at", "top_k_error", "recall_at", "clustering")
+        },
+    }
     assert "speedup_precision_at" not in got["digits"]
-    explicit = load_config({**TINY_CONFIG, "datasets": datasets,
-                            "evaluation": {"recall_at": [1], "clustering": False}})
+    explicit = load_config(
+        {
+            **TINY_CONFIG,
+            "datasets": datasets,
+            "evaluation": {"recall_at": [1], "clustering": False},
+        }
+    )
     assert dataset_evaluation(explicit, "sop")["recall_at"] == [1]
     assert dataset_evaluation(explicit, "cub")["clustering"] is False

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, make_workspace, snakemake
 
 CELL = "results/cells/digits/full/small_cnn/{loss}/seed0"
@@ -22,7 +21,9 @@ CELL = "results/cells/digits/full/small_cnn/{loss}/seed0"
 def default_run(tmp_path_factory):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     workdir = make_workspace(tmp_path_factory.mktemp("default"), config)
-    shutil.copy2(REPO / "config.yaml", workdir / "config.yaml")  # byte for byte the shipped file
+    shutil.copy2(
+        REPO / "config.yaml", workdir / "config.yaml"
+    )  # byte for byte the shipped file
     targets = [f"{CELL.format(loss=loss)}/metrics.csv" for loss in ["cam", "triplet"]]
     # The declared ranking over the seeds of digits (every cell of the grid).
     targets += [f"results/rankings/digits_seeds/{name}" for name in RANKING_FILES]
@@ -30,8 +31,13 @@ def default_run(tmp_path_factory):
     return workdir
 
 
-RANKING_FILES = ["average_ranks.csv", "average_ranks.md", "blocks.csv", "critical_difference.png",
-                 "critical_difference.pdf"]
+RANKING_FILES = [
+    "average_ranks.csv",
+    "average_ranks.md",
+    "blocks.csv",
+    "critical_difference.png",
+    "critical_difference.pdf",
+]
 
 
 def test_default_run_ranks_the_losses_over_its_one_seed_without_a_test(default_run):
@@ -41,8 +47,11 @@ def test_default_run_ranks_the_losses_over_its_one_seed_without_a_test(default_r
 
     ranking = default_run / "results/rankings/digits_seeds"
     metrics = pd.read_csv(default_run / "results/metrics.csv")
-    maps = metrics[(metrics["metric"] == "map") & (metrics["retrieval"] == "exact")
-                   & (metrics["distance"] == metrics["geometry"])].set_index("loss")["value"]
+    maps = metrics[
+        (metrics["metric"] == "map")
+        & (metrics["retrieval"] == "exact")
+        & (metrics["distance"] == metrics["geometry"])
+    ].set_index("loss")["value"]
     ranks = pd.read_csv(ranking / "average_ranks.csv").set_index("loss")
     assert len(ranks) == 10 and (ranks["blocks"] == 1).all()
     assert ranks["average_rank"].to_dict() == maps.rank(ascending=False).to_dict()
@@ -57,17 +66,26 @@ def test_default_run_ranks_the_losses_over_its_one_seed_without_a_test(default_r
 def test_default_run_writes_tensorboard_logs_equal_to_the_history(default_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    history = torch.load(default_run / CELL.format(loss="cam") / "model.pt", weights_only=True)["history"]
-    events = EventAccumulator(str(default_run / "results/tensorboard/digits/full/small_cnn/cam/seed0"))
+    history = torch.load(
+        default_run / CELL.format(loss="cam") / "model.pt", weights_only=True
+    )["history"]
+    events = EventAccumulator(
+        str(default_run / "results/tensorboard/digits/full/small_cnn/cam/seed0")
+    )
     events.Reload()
-    assert [e.value for e in events.Scalars("loss")] == [np.float32(r["loss"]) for r in history]
+    assert [e.value for e in events.Scalars("loss")] == [
+        np.float32(r["loss"]) for r in history
+    ]
     assert [e.value for e in events.Scalars("diagnostics/pairs_within_margin")] == [
-        np.float32(r["diagnostics"]["pairs_within_margin"]) for r in history]
+        np.float32(r["diagnostics"]["pairs_within_margin"]) for r in history
+    ]
     assert [e.value for e in events.Scalars("lr")] == [np.float32(0.001)] * len(history)
 
 
 def test_default_cam_run_has_every_term_acting_in_epoch_one(default_run):
-    model = torch.load(default_run / CELL.format(loss="cam") / "model.pt", weights_only=True)
+    model = torch.load(
+        default_run / CELL.format(loss="cam") / "model.pt", weights_only=True
+    )
     first = model["history"][0]
     assert first["terms"]["attractor"] > 0
     assert first["terms"]["repeller"] > 0
@@ -81,5 +99,7 @@ def test_default_run_retrieves_each_loss_in_its_own_geometry(default_run):
     for loss, geometry in [("cam", "euclidean"), ("triplet", "cosine")]:
         metrics = pd.read_csv(default_run / CELL.format(loss=loss) / "metrics.csv")
         assert set(metrics["geometry"]) == {geometry}, loss
-        assert set(metrics["distance"]) == {geometry}, loss  # evaluation.distances: [own]
+        assert set(metrics["distance"]) == {geometry}, (
+            loss
+        )  # evaluation.distances: [own]
         assert metrics.loc[metrics["metric"] == "map", "value"].notna().all()

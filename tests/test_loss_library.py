@@ -14,15 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import TINY_CONFIG, make_workspace, snakemake
+
 from workflow.config import Cell, ConfigError, cell_settings, load_config
 from workflow.datasets import load_dataset
 from workflow.embedding import compute_embeddings
 from workflow.evaluate import classification_accuracy
 from workflow.losses import LOSSES, build_loss
-from workflow.tables import build_table, regime_declaration, render
 from workflow.samplers import MPerClassBatches, ShuffledBatches, make_batches
+from workflow.tables import build_table, regime_declaration, render
 from workflow.training import (
     build_models,
     make_optimizer,
@@ -32,7 +32,15 @@ from workflow.training import (
     train_cell,
 )
 
-LIBRARY = ["center", "island", "contrastive", "triplet", "arcface", "proxy_anchor", "supcon"]
+LIBRARY = [
+    "center",
+    "island",
+    "contrastive",
+    "triplet",
+    "arcface",
+    "proxy_anchor",
+    "supcon",
+]
 WITH_ANCHORS = ["center", "island", "arcface", "proxy_anchor"]
 WITHOUT_PARAMETERS = ["contrastive", "triplet", "supcon"]
 
@@ -62,17 +70,23 @@ def test_center_hand_computed():
 
 
 def test_island_hand_computed():
-    loss = build_loss("island", num_classes=3, embedding_size=2, lambda_il=0.5, lambda_1=10.0).double()
+    loss = build_loss(
+        "island", num_classes=3, embedding_size=2, lambda_il=0.5, lambda_1=10.0
+    ).double()
     with torch.no_grad():
         loss.classifier.weight.zero_()
         loss.classifier.bias.zero_()  # CE = log 3
-        loss.centres.copy_(t([[1, 0], [0, 2], [-3, 0]]))  # directions (1,0) (0,1) (-1,0)
+        loss.centres.copy_(
+            t([[1, 0], [0, 2], [-3, 0]])
+        )  # directions (1,0) (0,1) (-1,0)
     f = t([[1, 0], [0, 0]])
     y = torch.tensor([0, 1])
     # L_C = 1/2 * mean(0, 4) = 1. Ordered pairs, cos + 1: (0,1) and (1,2) are
     # orthogonal -> 1 each, twice; (0,2) opposite -> 0. Sum 4.
     assert loss.pair_term().item() == pytest.approx(4.0)
-    assert loss(f, y).item() == pytest.approx(math.log(3) + 0.5 * (1 + 10 * 4), rel=1e-12)
+    assert loss(f, y).item() == pytest.approx(
+        math.log(3) + 0.5 * (1 + 10 * 4), rel=1e-12
+    )
 
 
 def test_contrastive_hand_computed():
@@ -101,7 +115,9 @@ def triplet_example():
 
 def test_triplet_semihard_hand_computed():
     f, y, d = triplet_example()
-    loss = build_loss("triplet", num_classes=2, embedding_size=2, margin=0.2, mining="semihard")
+    loss = build_loss(
+        "triplet", num_classes=2, embedding_size=2, margin=0.2, mining="semihard"
+    )
     # semi-hard: d(a,p) < d(a,n) <= d(a,p) + 0.2. Of the 8 triplets only
     # (0,1,2) (0.121 < 0.268) and (3,2,1) (3.732 < 3.879) qualify.
     expected = [d(0, 1) - d(0, 2) + 0.2, d(3, 2) - d(3, 1) + 0.2]
@@ -110,7 +126,9 @@ def test_triplet_semihard_hand_computed():
 
 def test_triplet_batch_hard_hand_computed():
     f, y, d = triplet_example()
-    loss = build_loss("triplet", num_classes=2, embedding_size=2, margin=0.2, mining="batch_hard")
+    loss = build_loss(
+        "triplet", num_classes=2, embedding_size=2, margin=0.2, mining="batch_hard"
+    )
     # per anchor: its only positive and its nearest negative
     expected = [
         d(0, 1) - min(d(0, 2), d(0, 3)) + 0.2,
@@ -129,9 +147,13 @@ def test_triplet_rejects_unknown_mining():
 
 def test_arcface_hand_computed():
     s, m = 2.0, 0.5
-    loss = build_loss("arcface", num_classes=2, embedding_size=2, margin=m, scale=s).double()
+    loss = build_loss(
+        "arcface", num_classes=2, embedding_size=2, margin=m, scale=s
+    ).double()
     with torch.no_grad():
-        loss.loss.W.copy_(t([[1, 0], [0, 1]]))  # (D, C): class 0 along x, class 1 along y
+        loss.loss.W.copy_(
+            t([[1, 0], [0, 1]])
+        )  # (D, C): class 0 along x, class 1 along y
     f = t([[2 * c for c in unit(30)], [0, -3]])
     y = torch.tensor([0, 1])
     # sample 0: theta_0 = 30 deg gets the margin, theta_1 = 60 deg does not
@@ -141,12 +163,16 @@ def test_arcface_hand_computed():
     target = s * (-1 - m * math.sin(m))
     l1 = -target + math.log(math.exp(target) + math.exp(s * 0.0))
     assert loss(f, y).item() == pytest.approx((l0 + l1) / 2, rel=1e-9)
-    assert torch.allclose(loss.predict(f), t([[math.cos(math.radians(30)), 0.5], [0, -1]]))
+    assert torch.allclose(
+        loss.predict(f), t([[math.cos(math.radians(30)), 0.5], [0, -1]])
+    )
 
 
 def test_proxy_anchor_hand_computed():
     alpha, delta = 2.0, 0.1
-    loss = build_loss("proxy_anchor", num_classes=2, embedding_size=2, alpha=alpha, margin=delta).double()
+    loss = build_loss(
+        "proxy_anchor", num_classes=2, embedding_size=2, alpha=alpha, margin=delta
+    ).double()
     with torch.no_grad():
         loss.loss.proxies.copy_(t([[3, 0], [0, 1]]))
     f = t([[1, 0], [1, 1], [0, -2]])
@@ -160,8 +186,12 @@ def test_proxy_anchor_hand_computed():
     expected = (pos0 + pos1) / 2 + (neg0 + neg1) / 2
     assert loss(f, y).item() == pytest.approx(expected, rel=1e-9)
     # only class 0 in the batch: P+ = {proxy 0}, negatives of proxy 0 none
-    pos_only = math.log(1 + math.exp(-alpha * (1 - delta)) + math.exp(-alpha * (r - delta)))
-    neg_only = (0 + math.log(1 + math.exp(alpha * delta) + math.exp(alpha * (r + delta)))) / 2
+    pos_only = math.log(
+        1 + math.exp(-alpha * (1 - delta)) + math.exp(-alpha * (r - delta))
+    )
+    neg_only = (
+        0 + math.log(1 + math.exp(alpha * delta) + math.exp(alpha * (r + delta)))
+    ) / 2
     assert loss(f[:2], y[:2]).item() == pytest.approx(pos_only + neg_only, rel=1e-9)
     assert torch.allclose(loss.class_anchors(), t([[1, 0], [0, 1]]))
 
@@ -197,7 +227,9 @@ def test_interface(name):
         assert not list(loss.parameters())
 
 
-@pytest.mark.parametrize("name, params", [(n, {}) for n in LIBRARY] + [("triplet", {"mining": "batch_hard"})])
+@pytest.mark.parametrize(
+    "name, params", [(n, {}) for n in LIBRARY] + [("triplet", {"mining": "batch_hard"})]
+)
 def test_gradients_reach_every_parameter(name, params):
     torch.manual_seed(2)
     loss = build_loss(name, num_classes=4, embedding_size=6, **params)
@@ -232,7 +264,9 @@ def test_repeated_images_give_finite_gradients(name):
 # ----------------------------------------------------------- optimisation
 
 
-@pytest.mark.parametrize("name, params", [(n, {}) for n in LIBRARY] + [("triplet", {"mining": "batch_hard"})])
+@pytest.mark.parametrize(
+    "name, params", [(n, {}) for n in LIBRARY] + [("triplet", {"mining": "batch_hard"})]
+)
 def test_adam_lowers_loss_on_separable_toy(name, params):
     # three separable but noisy clusters in 8-d (in 2-d, angular losses can
     # trap a point behind another class's sector)
@@ -252,7 +286,9 @@ def test_adam_lowers_loss_on_separable_toy(name, params):
     assert values[-1] < 0.7 * values[0], values[::10]
     with torch.no_grad():
         dist = torch.cdist(f, f) + torch.diag(torch.full((30,), float("inf")))
-        assert torch.equal(y[dist.argmin(1)], y)  # every nearest neighbour shares the class
+        assert torch.equal(
+            y[dist.argmin(1)], y
+        )  # every nearest neighbour shares the class
         if hasattr(loss, "predict"):
             assert torch.equal(loss.predict(f).argmax(1), y)
 
@@ -270,7 +306,9 @@ def balanced_labels(classes=10, per_class=12):
 
 def test_m_per_class_batches_have_m_images_of_distinct_classes():
     labels = balanced_labels()
-    sampler = MPerClassBatches(labels, m=4, batch_size=24, generator=torch.Generator().manual_seed(0))
+    sampler = MPerClassBatches(
+        labels, m=4, batch_size=24, generator=torch.Generator().manual_seed(0)
+    )
     for _ in range(3):
         for batch in sampler.epoch():
             assert len(batch) == 24
@@ -281,7 +319,9 @@ def test_m_per_class_batches_have_m_images_of_distinct_classes():
 
 def test_m_per_class_epoch_covers_balanced_data_exactly_once():
     labels = balanced_labels()
-    sampler = MPerClassBatches(labels, m=4, batch_size=24, generator=torch.Generator().manual_seed(1))
+    sampler = MPerClassBatches(
+        labels, m=4, batch_size=24, generator=torch.Generator().manual_seed(1)
+    )
     for _ in range(3):
         batches = sampler.epoch()
         assert len(batches) == 5  # ceil(120 / 24), as a shuffled pass
@@ -290,13 +330,18 @@ def test_m_per_class_epoch_covers_balanced_data_exactly_once():
 
 def test_m_per_class_covers_imbalanced_data_over_epochs():
     labels = torch.tensor([0] * 30 + [1] * 5 + [2] * 3 + [3] * 12)
-    sampler = MPerClassBatches(labels, m=4, batch_size=8, generator=torch.Generator().manual_seed(2))
+    sampler = MPerClassBatches(
+        labels, m=4, batch_size=8, generator=torch.Generator().manual_seed(2)
+    )
     seen = set()
     for _ in range(6):
         for batch in sampler.epoch():
             assert len(batch) == 8
             counts = torch.bincount(labels[batch], minlength=4)
-            assert sorted(counts[counts > 0].tolist()) == [4, 4]  # class 2 repeats images
+            assert sorted(counts[counts > 0].tolist()) == [
+                4,
+                4,
+            ]  # class 2 repeats images
             seen |= set(batch.tolist())
     assert seen == set(range(len(labels)))
 
@@ -325,16 +370,22 @@ def test_shuffled_batches_are_one_pass_and_never_one_image():
 def test_sampler_errors_name_the_key():
     labels = balanced_labels(classes=4)
     g = torch.Generator()
-    with pytest.raises(ValueError, match=r"losses\.tri\.sampler\.m_per_class = 5 must divide"):
+    with pytest.raises(
+        ValueError, match=r"losses\.tri\.sampler\.m_per_class = 5 must divide"
+    ):
         make_batches(labels, 24, {"m_per_class": 5}, g, key="losses.tri.sampler")
-    with pytest.raises(ValueError, match=r"needs 6 classes per batch, but the training set has 4"):
+    with pytest.raises(
+        ValueError, match=r"needs 6 classes per batch, but the training set has 4"
+    ):
         make_batches(labels, 24, {"m_per_class": 4}, g, key="losses.tri.sampler")
 
 
 def test_config_rejects_sampler_not_dividing_batch_size():
     config = copy.deepcopy(TINY_CONFIG)
     config["losses"]["triplet"] = {"impl": "triplet", "sampler": {"m_per_class": 6}}
-    with pytest.raises(ConfigError, match=r"losses\.triplet\.sampler\.m_per_class: 6 must divide"):
+    with pytest.raises(
+        ConfigError, match=r"losses\.triplet\.sampler\.m_per_class: 6 must divide"
+    ):
         load_config(config)
 
 
@@ -343,7 +394,9 @@ def test_new_loss_keys_enter_the_cell_settings():
     config["losses"]["triplet"] = {"impl": "triplet", "sampler": {"m_per_class": 8}}
     config["losses"]["proxy_anchor"] = {"impl": "proxy_anchor", "lr_multiplier": 100}
     loaded = load_config(config)
-    cell = lambda loss: cell_settings(loaded, Cell("digits", "full", "small_cnn", loss, 0))  # noqa: E731
+    cell = lambda loss: cell_settings(
+        loaded, Cell("digits", "full", "small_cnn", loss, 0)
+    )  # noqa: E731
     assert cell("triplet")["sampler"] == {"m_per_class": 8}
     assert cell("triplet")["loss_lr_multiplier"] == 1.0
     assert cell("proxy_anchor")["sampler"] is None
@@ -357,8 +410,16 @@ def test_new_loss_keys_enter_the_cell_settings():
 def test_lr_multiplier_gives_the_loss_its_own_param_group(optimizer):
     backbone = torch.nn.Linear(3, 4)
     loss = build_loss("proxy_anchor", num_classes=5, embedding_size=4)
-    cfg = {"optimizer": optimizer, "lr": 0.01, "weight_decay": 0.0, "momentum": 0.9,
-           "lr_schedule": "step", "lr_step_epochs": 1, "lr_gamma": 0.5, "epochs": 3}
+    cfg = {
+        "optimizer": optimizer,
+        "lr": 0.01,
+        "weight_decay": 0.0,
+        "momentum": 0.9,
+        "lr_schedule": "step",
+        "lr_step_epochs": 1,
+        "lr_gamma": 0.5,
+        "epochs": 3,
+    }
     opt = make_optimizer(parameter_groups(backbone, loss, cfg["lr"], 100.0), cfg)
     assert [g["lr"] for g in opt.param_groups] == [0.01, pytest.approx(1.0)]
     assert opt.param_groups[0]["params"] == list(backbone.parameters())
@@ -380,7 +441,9 @@ def test_losses_without_parameters_get_one_group():
 
 def tiny_cell(loss, sampler=None, lr_multiplier=1.0, seed=0):
     config = copy.deepcopy(TINY_CONFIG)
-    config["losses"] = {loss: {"impl": loss, "sampler": sampler, "lr_multiplier": lr_multiplier}}
+    config["losses"] = {
+        loss: {"impl": loss, "sampler": sampler, "lr_multiplier": lr_multiplier}
+    }
     config["training"] = {"epochs": 2, "batch_size": 40}
     loaded = load_config(config)
     return cell_settings(loaded, Cell("digits", "full", "small_cnn", loss, seed))
@@ -426,19 +489,31 @@ def test_loss_without_classifier_gives_nan_accuracy_and_tables_still_work(digits
     settings = tiny_cell("supcon", sampler={"m_per_class": 4})
     checkpoint = train(digits, settings)
     query = np.arange(len(data.labels))[-50:]
-    _, predictions, anchors = compute_embeddings(checkpoint, settings, data.images, query)
+    _, predictions, anchors = compute_embeddings(
+        checkpoint, settings, data.images, query
+    )
     assert (predictions == -1).all() and anchors is None
     queries = pd.DataFrame({"label": data.labels[query], "prediction": predictions})
     assert math.isnan(classification_accuracy(queries, pd.DataFrame({"label": []})))
 
-    metrics = pd.DataFrame({
-        "dataset": "digits", "regime": "full",
-        "backbone": "small_cnn", "loss": ["supcon", "supcon", "ce", "ce"], "seed": [0, 1, 0, 1],
-        "geometry": "euclidean", "distance": "euclidean",
-        "retrieval": "exact", "metric": "accuracy", "value": [float("nan"), float("nan"), 0.8, 0.9],
-    })
+    metrics = pd.DataFrame(
+        {
+            "dataset": "digits",
+            "regime": "full",
+            "backbone": "small_cnn",
+            "loss": ["supcon", "supcon", "ce", "ce"],
+            "seed": [0, 1, 0, 1],
+            "geometry": "euclidean",
+            "distance": "euclidean",
+            "retrieval": "exact",
+            "metric": "accuracy",
+            "value": [float("nan"), float("nan"), 0.8, 0.9],
+        }
+    )
     decl = regime_declaration(metrics, "digits", "full")
-    csv, markdown, latex = render("digits/full", decl, build_table("digits/full", decl, metrics))
+    csv, markdown, latex = render(
+        "digits/full", decl, build_table("digits/full", decl, metrics)
+    )
     assert "supcon" in markdown and "0.850 ± 0.071" in markdown
     assert "nan" in markdown.split("| supcon")[1].split("\n")[0]
     assert "supcon" in latex
@@ -453,7 +528,9 @@ def test_pipeline_runs_library_losses_end_to_end(tmp_path):
         "triplet": {"impl": "triplet", "sampler": {"m_per_class": 8}},
         "proxy_anchor": {"impl": "proxy_anchor", "lr_multiplier": 100},
     }
-    config["tables"] = {}  # TINY_CONFIG's table compares with ce, which this config lacks
+    config[
+        "tables"
+    ] = {}  # TINY_CONFIG's table compares with ce, which this config lacks
     workdir = make_workspace(tmp_path / "run", config)
     snakemake(workdir, "--cores", "2")
     metrics = pd.read_csv(workdir / "results/metrics.csv")
@@ -462,5 +539,8 @@ def test_pipeline_runs_library_losses_end_to_end(tmp_path):
     assert 0 <= accuracy["proxy_anchor"] <= 1
     table = pd.read_csv(workdir / "results/tables/digits/full.csv")
     assert list(dict.fromkeys(table["row"])) == ["triplet", "proxy_anchor"]
-    anchors = pd.read_parquet(workdir / "results/cells/digits/full/small_cnn/proxy_anchor/seed0/anchors.parquet")
+    anchors = pd.read_parquet(
+        workdir
+        / "results/cells/digits/full/small_cnn/proxy_anchor/seed0/anchors.parquet"
+    )
     assert len(anchors) == 10

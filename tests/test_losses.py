@@ -129,7 +129,9 @@ def test_cam_matches_loop_values_and_gradients(reduction):
     params = dict(
         margin=0.8, min_norm=1.2, w_attractor=0.7, w_repeller=1.3, w_min_norm=0.9
     )
-    loss = ClassAnchorMarginLoss(num_classes=5, embedding_size=3, reduction=reduction, **params).double()
+    loss = ClassAnchorMarginLoss(
+        num_classes=5, embedding_size=3, reduction=reduction, **params
+    ).double()
     with torch.no_grad():
         loss.anchors.copy_(0.6 * torch.randn(5, 3, dtype=torch.float64))
     f = torch.randn(12, 3, dtype=torch.float64, requires_grad=True)
@@ -195,7 +197,9 @@ def cam(anchors, **params):
 
 def test_cam_min_norm_pushes_small_anchors_out():
     torch.manual_seed(3)
-    loss = cam(1e-3 * torch.randn(4, 3, dtype=torch.float64), min_norm=1.0, reduction="sum")
+    loss = cam(
+        1e-3 * torch.randn(4, 3, dtype=torch.float64), min_norm=1.0, reduction="sum"
+    )
     l_n = loss.min_norm_term()
     norms = loss.anchors.norm(dim=1)
     assert l_n.item() == pytest.approx((1.0 - norms).sum().item())
@@ -248,7 +252,9 @@ def test_lm_finite_gradient_when_embedding_hits_centre():
 
 @pytest.mark.parametrize("embedding_size", [2, 32, 512])
 @pytest.mark.parametrize("num_classes", [2, 10, 100])
-def test_cam_default_constructor_starts_with_every_term_acting(num_classes, embedding_size):
+def test_cam_default_constructor_starts_with_every_term_acting(
+    num_classes, embedding_size
+):
     # No hand-made anchors: the default initialisation itself must put every
     # anchor below p and every pair within 2m, whatever D and C, and each
     # term's gradient must reach the anchors.
@@ -267,11 +273,16 @@ def test_cam_default_constructor_starts_with_every_term_acting(num_classes, embe
         assert grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("margin, min_norm", [(1.0, 1.0), (0.5, 0.5), (4.0, 1.0), (1.0, 0.2), (0.3, 2.0), (2.0, 0.0)])
+@pytest.mark.parametrize(
+    "margin, min_norm",
+    [(1.0, 1.0), (0.5, 0.5), (4.0, 1.0), (1.0, 0.2), (0.3, 2.0), (2.0, 0.0)],
+)
 def test_cam_default_initialisation_follows_margin_and_minimum_norm(margin, min_norm):
     # A sweep of m and p (config/fair_digits.yaml) must not start a term idle.
     torch.manual_seed(9)
-    loss = build_loss("cam", num_classes=20, embedding_size=16, margin=margin, min_norm=min_norm)
+    loss = build_loss(
+        "cam", num_classes=20, embedding_size=16, margin=margin, min_norm=min_norm
+    )
     loss(torch.randn(8, 16), torch.arange(8))
     assert loss.last_diagnostics["pairs_within_margin"].item() == 1.0
     expected_short = 1.0 if min_norm > 0 else 0.0
@@ -286,11 +297,22 @@ def test_cam_diagnostics_count_active_pairs_and_short_anchors():
     loss = cam(t([[0.5, 0], [2, 0], [0, 3]]), margin=1.0, min_norm=1.0)
     loss(t([[0, 0]]), torch.tensor([0]))
     assert loss.last_diagnostics["pairs_within_margin"].item() == pytest.approx(2 / 6)
-    assert loss.last_diagnostics["anchors_below_min_norm"].item() == pytest.approx(1 / 3)
+    assert loss.last_diagnostics["anchors_below_min_norm"].item() == pytest.approx(
+        1 / 3
+    )
 
 
-@pytest.mark.parametrize("params", [{"margin": -1.0}, {"margin": 0.0}, {"min_norm": -0.5}, {"init_norm": 0.0},
-                                    {"w_repeller": -1.0}, {"reduction": "max"}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"margin": -1.0},
+        {"margin": 0.0},
+        {"min_norm": -0.5},
+        {"init_norm": 0.0},
+        {"w_repeller": -1.0},
+        {"reduction": "max"},
+    ],
+)
 def test_cam_rejects_parameters_out_of_range(params):
     with pytest.raises(ValueError, match="cam"):
         build_loss("cam", num_classes=3, embedding_size=4, **params)
@@ -391,7 +413,11 @@ def test_no_code_probes_a_loss_for_its_methods():
 
     repo = Path(__file__).resolve().parents[1]
     probe = re.compile(r"hasattr\([^)]*[\"'](predict|class_anchors)[\"']")
-    files = [*(repo / "workflow").rglob("*.py"), *(repo / "rules").glob("*.smk"), *(repo / "benchmarks").glob("*.py")]
+    files = [
+        *(repo / "workflow").rglob("*.py"),
+        *(repo / "rules").glob("*.smk"),
+        *(repo / "benchmarks").glob("*.py"),
+    ]
     found = [str(p.relative_to(repo)) for p in files if probe.search(p.read_text())]
     assert not found, found
 
@@ -401,8 +427,12 @@ def test_no_code_probes_a_loss_for_its_methods():
 
 def test_cam_terms_match_loop_and_sum_to_loss():
     torch.manual_seed(5)
-    params = dict(margin=0.8, min_norm=1.2, w_attractor=0.7, w_repeller=1.3, w_min_norm=0.9)
-    loss = ClassAnchorMarginLoss(num_classes=5, embedding_size=3, reduction="sum", **params).double()
+    params = dict(
+        margin=0.8, min_norm=1.2, w_attractor=0.7, w_repeller=1.3, w_min_norm=0.9
+    )
+    loss = ClassAnchorMarginLoss(
+        num_classes=5, embedding_size=3, reduction="sum", **params
+    ).double()
     with torch.no_grad():
         loss.anchors.copy_(0.6 * torch.randn(5, 3, dtype=torch.float64))
     f = torch.randn(12, 3, dtype=torch.float64)
@@ -438,7 +468,9 @@ def test_center_and_island_terms_match_formulas_and_sum_to_loss():
     torch.manual_seed(7)
     f = torch.randn(10, 4, dtype=torch.float64)
     y = torch.arange(10) % 3
-    center = build_loss("center", num_classes=3, embedding_size=4, lambda_c=0.2).double()
+    center = build_loss(
+        "center", num_classes=3, embedding_size=4, lambda_c=0.2
+    ).double()
     total = center(f, y)
     ce = F.cross_entropy(center.classifier(f), y)
     l_c = sum(0.5 * ((f[i] - center.centres[y[i]]) ** 2).sum() for i in range(10)) / 10
@@ -447,11 +479,16 @@ def test_center_and_island_terms_match_formulas_and_sum_to_loss():
     assert torch.allclose(center.last_terms["center"], 0.2 * l_c)
     assert torch.allclose(sum(center.last_terms.values()), total)
 
-    island = build_loss("island", num_classes=3, embedding_size=4, lambda_il=0.5, lambda_1=2.0).double()
+    island = build_loss(
+        "island", num_classes=3, embedding_size=4, lambda_il=0.5, lambda_1=2.0
+    ).double()
     total = island(f, y)
     c = island.centres
     pairs = sum(
-        (c[j] @ c[k]) / (c[j].norm() * c[k].norm()) + 1 for j in range(3) for k in range(3) if j != k
+        (c[j] @ c[k]) / (c[j].norm() * c[k].norm()) + 1
+        for j in range(3)
+        for k in range(3)
+        if j != k
     )
     l_c = sum(0.5 * ((f[i] - c[y[i]]) ** 2).sum() for i in range(10)) / 10
     terms = island.last_terms
@@ -484,6 +521,8 @@ def test_the_papers_losses_compile_to_one_graph(name):
     learning losses mine pairs with data-dependent shapes and do break.)"""
     torch._dynamo.reset()
     loss = build_loss(name, num_classes=10, embedding_size=16)
-    explanation = torch._dynamo.explain(loss)(torch.randn(32, 16, requires_grad=True), torch.arange(32) % 10)
+    explanation = torch._dynamo.explain(loss)(
+        torch.randn(32, 16, requires_grad=True), torch.arange(32) % 10
+    )
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1

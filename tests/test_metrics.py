@@ -22,7 +22,12 @@ from sklearn.metrics import auc, average_precision_score
 
 import workflow.retrieval.kernel as kernel
 from workflow.retrieval.accumulate import MetricAccumulator, metrics_from_positive_ranks
-from workflow.retrieval.exact import evaluate_retrieval, positive_ranks, pr_curve, retrieval_metrics
+from workflow.retrieval.exact import (
+    evaluate_retrieval,
+    positive_ranks,
+    pr_curve,
+    retrieval_metrics,
+)
 from workflow.retrieval.inputs import queries_without_positives
 from workflow.retrieval.kernel import count_at_or_before, sort_thresholds
 
@@ -73,7 +78,9 @@ def grid_data(seed, n_classes, query_counts, n_db=120, coarse=False):
 def reference(q, ql, db, dl):
     """Brute force: float64 squared distances, full stable argsort (ties by
     database index), relevance of every rank position."""
-    d = ((q[:, None, :].astype(np.float64) - db[None, :, :].astype(np.float64)) ** 2).sum(-1)
+    d = (
+        (q[:, None, :].astype(np.float64) - db[None, :, :].astype(np.float64)) ** 2
+    ).sum(-1)
     order = np.argsort(d, axis=1, kind="stable")
     relevant = dl[order] == ql[:, None]
     return d, order, relevant
@@ -208,7 +215,9 @@ def test_matches_pml_on_unbalanced_query_classes():
     # ... while top1_error, r_precision and map@r are per-query means.
     assert 1 - got["top1_error"] == pytest.approx(micro["precision_at_1"], abs=1e-12)
     assert got["r_precision"] == pytest.approx(micro["r_precision"], abs=1e-12)
-    assert got["map@r"] == pytest.approx(micro["mean_average_precision_at_r"], abs=1e-12)
+    assert got["map@r"] == pytest.approx(
+        micro["mean_average_precision_at_r"], abs=1e-12
+    )
 
 
 def test_matches_pml_with_ties():
@@ -217,8 +226,11 @@ def test_matches_pml_with_ties():
     d, _, _ = reference(q, ql, db, dl)
     assert pos_neg_ties(d, ql, dl) > len(ql) // 2
     got = retrieval_metrics(q, ql, db, dl)
-    keys = {"precision@1": "precision_at_1", "r_precision": "r_precision",
-            "map@r": "mean_average_precision_at_r"}
+    keys = {
+        "precision@1": "precision_at_1",
+        "r_precision": "r_precision",
+        "map@r": "mean_average_precision_at_r",
+    }
 
     # (a) PML's metric code, ranked by a stable sort (our tie-break).
     ref = pml(q, ql, db, dl, knn_func=StableKNN())
@@ -250,7 +262,8 @@ def test_precision_and_topk_error_match_brute_force(coarse):
     ks = (1, 3, 5, 10, 50)
     got = retrieval_metrics(q, ql, db, dl, {"precision_at": ks, "top_k_error": ks})
     assert set(got) == (
-        {f"precision@{k}" for k in ks} | {f"top{k}_error" for k in ks}
+        {f"precision@{k}" for k in ks}
+        | {f"top{k}_error" for k in ks}
         | {"map", "map@r", "r_precision", "pr_auc"}
     )
     macro_differs = False
@@ -284,7 +297,9 @@ def test_pr_curve_and_auc_match_brute_force(coarse):
 @pytest.mark.parametrize("coarse", [False, True])
 def test_chunking_does_not_change_results(coarse):
     q, ql, db, dl = grid_data(10, 5, query_counts=[9, 8, 7, 6, 3], coarse=coarse)
-    runs = [evaluate_retrieval(q, ql, db, dl, chunk_size=c) for c in (1, 7, len(q), 1000)]
+    runs = [
+        evaluate_retrieval(q, ql, db, dl, chunk_size=c) for c in (1, 7, len(q), 1000)
+    ]
     m0, c0 = runs[0]
     for m, c in runs[1:]:
         assert m.keys() == m0.keys()
@@ -307,8 +322,11 @@ def test_positive_ranks_and_torch_inputs():
     metrics, curve = metrics_from_positive_ranks(ranks, counts, ql, len(db))
     from_numpy = retrieval_metrics(q, ql, db, dl)
     from_torch = retrieval_metrics(
-        torch.from_numpy(q), torch.from_numpy(ql), torch.from_numpy(db),
-        torch.from_numpy(dl), device="cpu",
+        torch.from_numpy(q),
+        torch.from_numpy(ql),
+        torch.from_numpy(db),
+        torch.from_numpy(dl),
+        device="cpu",
     )
     assert from_torch == from_numpy
     assert metrics == pytest.approx(from_numpy, rel=1e-12)
@@ -329,7 +347,9 @@ def test_queries_whose_class_is_absent_from_the_database_are_left_out():
     assert all(np.isfinite(v) for v in metrics.values())
     ref = pml(q, ql, db, dl)  # PML's own handling of the absent class
     assert metrics["r_precision"] == pytest.approx(ref["r_precision"], abs=1e-12)
-    assert metrics["map@r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-12)
+    assert metrics["map@r"] == pytest.approx(
+        ref["mean_average_precision_at_r"], abs=1e-12
+    )
     ranks, counts = positive_ranks(q, ql, db, dl)
     assert counts[0] == counts[5] == 0 and counts.sum() == len(ranks)
 
@@ -349,10 +369,14 @@ def test_query_class_with_a_single_database_item():
     assert (relevant[ql == 3].sum(axis=1) == 1).all()
     ranks, counts = positive_ranks(q, ql, db, dl, chunk_size=2)
     np.testing.assert_array_equal(ranks, np.nonzero(relevant)[1] + 1)
-    got = retrieval_metrics(q, ql, db, dl, {"precision_at": (1, 5), "top_k_error": (1, 5)})
+    got = retrieval_metrics(
+        q, ql, db, dl, {"precision_at": (1, 5), "top_k_error": (1, 5)}
+    )
     rank1 = np.argmax(relevant, axis=1) + 1  # the first (for class 3: only) positive
     # For R = 1: AP = map@r's term = 1/r, r_precision = [r == 1].
-    ap = np.array([np.mean(np.arange(1, r.sum() + 1) / (np.nonzero(r)[0] + 1)) for r in relevant])
+    ap = np.array(
+        [np.mean(np.arange(1, r.sum() + 1) / (np.nonzero(r)[0] + 1)) for r in relevant]
+    )
     assert np.allclose(ap[ql == 3], 1 / rank1[ql == 3])
     assert got["map"] == pytest.approx(ap.mean(), abs=1e-12)
     assert got["top5_error"] == pytest.approx(np.mean(rank1 > 5), abs=1e-12)
@@ -389,7 +413,9 @@ def test_chunked_ranks_equal_brute_force(kind, bins, threads, request, torch_thr
         request.getfixturevalue("small_blocks")
     # (With 2 threads the blocks are counted in parallel Python threads.)
     torch.set_num_threads(threads)
-    q, ql, db, dl = grid_data(15, 5, query_counts=[9, 8, 7, 6, 3], coarse=kind == "coarse")
+    q, ql, db, dl = grid_data(
+        15, 5, query_counts=[9, 8, 7, 6, 3], coarse=kind == "coarse"
+    )
     if kind == "duplicates":  # many database items at exactly one point
         db = db.copy()
         db[::3] = db[0]
@@ -422,7 +448,8 @@ def test_count_at_or_before_against_loops(small_blocks):
             expected = 0
             if k < n_thr[r]:
                 expected = sum(
-                    (float(dist[r, j]), int(item_index[j])) <= (float(thr[r, k]), int(thr_index[r, k]))
+                    (float(dist[r, j]), int(item_index[j]))
+                    <= (float(thr[r, k]), int(thr_index[r, k]))
                     for j in range(k_items)
                 )
             assert got[r, k] == expected, (r, k)
@@ -438,7 +465,9 @@ def test_unretrieved_positives_rank_at_infinity():
     assert metrics["precision@5"] == pytest.approx((2 / 5 + 0) / 2)
     assert metrics["top1_error"] == 1.0 and metrics["top5_error"] == 0.5
     assert metrics["map"] == pytest.approx(((1 / 2 + 2 / 5) / 3 + 0) / 2)
-    assert metrics["map@r"] == pytest.approx((1 / 2 / 3 + 0) / 2)  # R = 3: only rank 2 counts
+    assert metrics["map@r"] == pytest.approx(
+        (1 / 2 / 3 + 0) / 2
+    )  # R = 3: only rank 2 counts
     assert metrics["r_precision"] == pytest.approx((1 / 3 + 0) / 2)
     assert curve["recall"].iloc[-1] == pytest.approx((2 / 3 + 0) / 2)  # never reaches 1
     assert np.isfinite(metrics["pr_auc"]) and 0 < metrics["pr_auc"] < 1
@@ -446,7 +475,10 @@ def test_unretrieved_positives_rank_at_infinity():
 
 def test_cutoff_larger_than_database_raises():
     q, ql, db, dl = grid_data(13, 2, query_counts=3, n_db=20)
-    with pytest.raises(ValueError, match="evaluation.precision_at: cutoff 21 exceeds the database of this cell"):
+    with pytest.raises(
+        ValueError,
+        match="evaluation.precision_at: cutoff 21 exceeds the database of this cell",
+    ):
         retrieval_metrics(q, ql, db, dl, {"precision_at": (21,)})
 
 
@@ -469,11 +501,19 @@ def test_every_registered_metric_has_a_direction_kind_and_definition():
 def test_the_registry_gives_the_direction_label_and_order_of_concrete_names():
     from workflow.retrieval.metrics import METRICS
 
-    assert not METRICS.lower_is_better("precision@7") and METRICS.lower_is_better("top3_error")
-    assert METRICS.lower_is_better("distance_computations_per_query") and not METRICS.lower_is_better("map@r")
-    assert METRICS.label("top5_error") == "top-5 error" and METRICS.label("precision@10") == "precision@10"
-    assert METRICS.order(["map", "top5_error", "precision@10", "top1_error", "precision@5", "accuracy"]) == [
-        "precision@5", "precision@10", "top1_error", "top5_error", "map", "accuracy"]
+    assert not METRICS.lower_is_better("precision@7") and METRICS.lower_is_better(
+        "top3_error"
+    )
+    assert METRICS.lower_is_better(
+        "distance_computations_per_query"
+    ) and not METRICS.lower_is_better("map@r")
+    assert (
+        METRICS.label("top5_error") == "top-5 error"
+        and METRICS.label("precision@10") == "precision@10"
+    )
+    assert METRICS.order(
+        ["map", "top5_error", "precision@10", "top1_error", "precision@5", "accuracy"]
+    ) == ["precision@5", "precision@10", "top1_error", "top5_error", "map", "accuracy"]
     with pytest.raises(KeyError, match="unknown metric 'mAP'.*registered"):
         METRICS.lower_is_better("mAP")
     with pytest.raises(KeyError, match="unknown metric 'precision@0'"):
@@ -484,9 +524,14 @@ def test_evaluate_retrieval_writes_exactly_the_registered_metrics_in_order():
     from workflow.retrieval.metrics import METRICS
 
     q, ql, db, dl = grid_data(21, 4, query_counts=3, n_db=40)
-    metrics = retrieval_metrics(q, ql, db, dl, {"precision_at": (5, 1), "top_k_error": (2,)})
-    expected = [name for name in METRICS.names({"precision_at": [5, 1], "top_k_error": [2]})
-                if METRICS.get(name)[0].source != "written"]
+    metrics = retrieval_metrics(
+        q, ql, db, dl, {"precision_at": (5, 1), "top_k_error": (2,)}
+    )
+    expected = [
+        name
+        for name in METRICS.names({"precision_at": [5, 1], "top_k_error": [2]})
+        if METRICS.get(name)[0].source != "written"
+    ]
     assert list(metrics) == expected
 
 
@@ -497,15 +542,23 @@ def test_a_metric_is_one_registered_function(monkeypatch):
     from workflow.retrieval.two_stage import evaluate_retrieval_methods
 
     monkeypatch.setattr(registry.METRICS, "_metrics", dict(registry.METRICS._metrics))
-    registry.register_metric("mean_first_rank", direction="lower", kind="per query",
-                             definition="rank of the first positive")(lambda q: q.first_rank.double())
+    registry.register_metric(
+        "mean_first_rank",
+        direction="lower",
+        kind="per query",
+        definition="rank of the first positive",
+    )(lambda q: q.first_rank.double())
     q, ql, db, dl = grid_data(22, 4, query_counts=3, n_db=40)
     _, _, relevant = reference(q, ql, db, dl)
     first = np.argmax(relevant, axis=1) + 1
-    assert retrieval_metrics(q, ql, db, dl)["mean_first_rank"] == pytest.approx(first.mean())
+    assert retrieval_metrics(q, ql, db, dl)["mean_first_rank"] == pytest.approx(
+        first.mean()
+    )
     centres = np.stack([db[dl == c].mean(0) for c in range(4)])
     results = evaluate_retrieval_methods(q, ql, db, dl, anchors=centres, classes=[4])
-    assert results["two_stage_c4"].metrics["mean_first_rank"] == pytest.approx(first.mean())
+    assert results["two_stage_c4"].metrics["mean_first_rank"] == pytest.approx(
+        first.mean()
+    )
 
 
 def test_readme_metric_table_is_the_registry():
@@ -515,7 +568,9 @@ def test_readme_metric_table_is_the_registry():
     start = "<!-- metric table: generated by python -m workflow.retrieval.metrics -->\n"
     assert start in readme, "README lost the marker of its generated metric table"
     table = readme.split(start, 1)[1].split("<!-- end of metric table -->", 1)[0]
-    assert table == METRICS.markdown(), "run python -m workflow.retrieval.metrics and paste its output into README"
+    assert table == METRICS.markdown(), (
+        "run python -m workflow.retrieval.metrics and paste its output into README"
+    )
 
 
 def test_retrieval_modules_import_no_private_names_and_the_registry_no_torch():
@@ -527,15 +582,28 @@ def test_retrieval_modules_import_no_private_names_and_the_registry_no_torch():
     root = Path(__file__).resolve().parents[1] / "workflow"
     for path in sorted((root / "retrieval").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("workflow"):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "workflow"
+            ):
                 private = [a.name for a in node.names if a.name.startswith("_")]
                 assert not private, f"{path.name} imports {private} from {node.module}"
     for path in [root / "retrieval" / "__init__.py", root / "retrieval" / "metrics.py"]:
-        imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(path.read_text()))
-                    if isinstance(node, (ast.Import, ast.ImportFrom))
-                    for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+        imported = {
+            alias.name.split(".")[0]
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for alias in (
+                node.names
+                if isinstance(node, ast.Import)
+                else [ast.alias(node.module or "")]
+            )
+        }
         # (scikit-learn, in both environments, for the clustering metrics.)
         allowed = {"__future__", "re", "dataclasses", "typing", "numpy", "sklearn"}
         assert "torch" not in imported and not (imported - allowed), path
-    expansions = [p.name for p in root.rglob("*.py") for _ in range(p.read_text().count("alpha=-2.0"))]
+    expansions = [
+        p.name
+        for p in root.rglob("*.py")
+        for _ in range(p.read_text().count("alpha=-2.0"))
+    ]
     assert expansions == ["kernel.py"], expansions

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, make_workspace, snakemake
+
 from workflow.config import cells, load_config, training_settings
 from workflow.tables import build_table, render
 
@@ -22,7 +22,17 @@ CONFIGS = ["lm_places365", "lm_places365_hard5", "cam_grid", "mlrc"]
 # Losses that export anchors or centres (README, "Two-stage retrieval").
 WITH_ANCHORS = {"cam", "lm", "center", "island", "arcface", "proxy_anchor"}
 # Sources whose files are downloaded (sklearn_digits and imagefolder need none).
-DOWNLOADED = {"cifar100", "svhn", "tiny_imagenet", "food101", "places365", "cub200", "cars196", "sop", "inshop"}
+DOWNLOADED = {
+    "cifar100",
+    "svhn",
+    "tiny_imagenet",
+    "food101",
+    "places365",
+    "cub200",
+    "cars196",
+    "sop",
+    "inshop",
+}
 # Network access would fail fast through this proxy (nothing listens on port 9).
 DEAD_PROXY = "http://127.0.0.1:9"
 
@@ -33,36 +43,66 @@ def load(name: str) -> dict:
 
 def expected_jobs(config: dict) -> dict[str, int]:
     """Jobs per rule, from the config's structure alone."""
-    n = {key: len(config[key]) for key in ["datasets", "regimes", "backbones", "losses", "seeds"]}
+    n = {
+        key: len(config[key])
+        for key in ["datasets", "regimes", "backbones", "losses", "seeds"]
+    }
     anchored = sum(entry["impl"] in WITH_ANCHORS for entry in config["losses"].values())
     downloads = {
         (spec["source"], json.dumps(spec.get("params", {}), sort_keys=True))
-        for spec in config["datasets"].values() if spec["source"] in DOWNLOADED
+        for spec in config["datasets"].values()
+        if spec["source"] in DOWNLOADED
     }
     per_regime = n["datasets"] * n["regimes"]
     n_cells = per_regime * n["backbones"] * n["losses"] * n["seeds"]
     jpeg = sum(spec.get("storage") == "jpeg" for spec in config["datasets"].values())
     jobs = {
-        "download": len(downloads), "prepare": n["datasets"] - jpeg, "prepare_jpeg": jpeg,
+        "download": len(downloads),
+        "prepare": n["datasets"] - jpeg,
+        "prepare_jpeg": jpeg,
         # Training images per (dataset, regime, seed); query and database per (dataset, seed).
-        "train_split": per_regime * n["seeds"], "evaluation_split": n["datasets"] * n["seeds"],
-        "train": n_cells, "embed": n_cells, "evaluate": n_cells,
-        "aggregate": 1, "cost_table": 1, "table": per_regime, "pr_figure": per_regime,
+        "train_split": per_regime * n["seeds"],
+        "evaluation_split": n["datasets"] * n["seeds"],
+        "train": n_cells,
+        "embed": n_cells,
+        "evaluate": n_cells,
+        "aggregate": 1,
+        "cost_table": 1,
+        "table": per_regime,
+        "pr_figure": per_regime,
         "speedup_figure": per_regime,  # two-stage retrieval is on by default
-        "tsne_figure": per_regime * n["backbones"], "examples_figure": per_regime * n["backbones"],
+        "tsne_figure": per_regime * n["backbones"],
+        "examples_figure": per_regime * n["backbones"],
         "training_figure": per_regime * n["backbones"],
         "anchor_figure": per_regime * n["backbones"] * anchored,  # first seed only
-        "declared_table": len(config.get("tables", {})), "ranking": len(config.get("rankings", {})), "all": 1,
+        "declared_table": len(config.get("tables", {})),
+        "ranking": len(config.get("rankings", {})),
+        "all": 1,
     }
-    if config.get("selection"):  # README "Selection": every loss gets exactly `budget` trials per selection seed
+    if config.get(
+        "selection"
+    ):  # README "Selection": every loss gets exactly `budget` trials per selection seed
         selection = config["selection"]
-        selected = per_regime * n["backbones"] * n["losses"]  # one select per (dataset, regime, backbone, loss)
-        trials = selected * selection["budget"] * len(selection.get("seeds") or config["seeds"][:1])
-        jobs.update({
-            "validation_split": per_regime * len(selection.get("seeds") or config["seeds"][:1]),
-            "train_trial": trials, "embed_trial": trials, "evaluate_trial": trials,
-            "select": selected, "sensitivity_figure": selected, "selection_table": 1,
-        })
+        selected = (
+            per_regime * n["backbones"] * n["losses"]
+        )  # one select per (dataset, regime, backbone, loss)
+        trials = (
+            selected
+            * selection["budget"]
+            * len(selection.get("seeds") or config["seeds"][:1])
+        )
+        jobs.update(
+            {
+                "validation_split": per_regime
+                * len(selection.get("seeds") or config["seeds"][:1]),
+                "train_trial": trials,
+                "embed_trial": trials,
+                "evaluate_trial": trials,
+                "select": selected,
+                "sensitivity_figure": selected,
+                "selection_table": 1,
+            }
+        )
     jobs = {rule: count for rule, count in jobs.items() if count}
     jobs["total"] = sum(jobs.values())
     return jobs
@@ -78,10 +118,19 @@ def test_dry_run_lists_the_expected_jobs_offline(name, tmp_path, monkeypatch):
         monkeypatch.setenv(var, DEAD_PROXY)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     config = load(name)
-    workdir = make_workspace(tmp_path / "ws", {"datasets": {}})  # config.yaml is replaced
+    workdir = make_workspace(
+        tmp_path / "ws", {"datasets": {}}
+    )  # config.yaml is replaced
     path = REPO / "config" / f"{name}.yaml"
-    out = snakemake(workdir, "-n", "--configfile", str(path), "--replace-workflow-config").stdout
-    counts = {rule: int(c) for rule, c in re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1], flags=re.M)}
+    out = snakemake(
+        workdir, "-n", "--configfile", str(path), "--replace-workflow-config"
+    ).stdout
+    counts = {
+        rule: int(c)
+        for rule, c in re.findall(
+            r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1], flags=re.M
+        )
+    }
     assert counts == expected_jobs(config)
     trained = set(re.findall(r"rule train:.*?wildcards: ([^\n]+)", out, flags=re.S))
     planned = {
@@ -123,7 +172,9 @@ def test_pretrained_backbones_see_their_weights_input(name):
             continue
         pretrained += 1
         for dataset, spec in config["datasets"].items():
-            stored = spec["image_size"] or grid_cost_module().NATIVE_SIZE[spec["source"]]
+            stored = (
+                spec["image_size"] or grid_cost_module().NATIVE_SIZE[spec["source"]]
+            )
             settings = training_settings(config, backbone, next(iter(config["losses"])))
             size, fraction = input_view(settings, stored, stored)
             assert size == record.input_size, (backbone, dataset)
@@ -134,32 +185,70 @@ def test_pretrained_backbones_see_their_weights_input(name):
 
 def test_lm_configs_hold_the_papers_protocols():
     t1 = load_config(load("lm_places365"))
-    for key, value in {"optimizer": "adam", "lr": 1e-4, "lr_schedule": "step", "lr_step_epochs": 30,
-                       "lr_gamma": 0.1, "epochs": 90, "batch_size": 128, **CSAIL_INPUT,
-                       "data_on_device": False}.items():
+    for key, value in {
+        "optimizer": "adam",
+        "lr": 1e-4,
+        "lr_schedule": "step",
+        "lr_step_epochs": 30,
+        "lr_gamma": 0.1,
+        "epochs": 90,
+        "batch_size": 128,
+        **CSAIL_INPUT,
+        "data_on_device": False,
+    }.items():
         assert t1["training"][key] == value, key
     places = t1["datasets"]["places365"]
     assert places["image_size"] == 256  # Places365's official small images
-    assert places["storage"] == "jpeg"  # decoded, train-standard at 256 would take 355 GB
-    assert (places["query_per_class"], places["database_per_class"], places["database_from"]) == (8, 80, "test")
+    assert (
+        places["storage"] == "jpeg"
+    )  # decoded, train-standard at 256 would take 355 GB
+    assert (
+        places["query_per_class"],
+        places["database_per_class"],
+        places["database_from"],
+    ) == (8, 80, "test")
     assert t1["regimes"] == {"full": {"train_per_class": None}}
     backbones = t1["backbones"]
-    assert all(b["arch"] == "resnet18" and b["embedding_size"] == 512 for b in backbones.values())
+    assert all(
+        b["arch"] == "resnet18" and b["embedding_size"] == 512
+        for b in backbones.values()
+    )
     assert "pretrained" not in backbones["r18_scratch"].get("params", {})
     # The CSAIL Places365 ResNet-18's record (address, normalisation; workflow/backbones/weights.py).
-    assert backbones["r18_frozen"]["params"] == {"pretrained": "resnet18_places365", "freeze_trunk": True}
+    assert backbones["r18_frozen"]["params"] == {
+        "pretrained": "resnet18_places365",
+        "freeze_trunk": True,
+    }
     assert t1["losses"]["lm"]["params"] == {"beta": 0.01}
 
     t2 = load_config(load("lm_places365_hard5"))
-    for key, value in {"optimizer": "adam", "lr": 1e-4, "lr_schedule": "constant", "epochs": 25,
-                       "batch_size": 128, **CSAIL_INPUT}.items():
+    for key, value in {
+        "optimizer": "adam",
+        "lr": 1e-4,
+        "lr_schedule": "constant",
+        "epochs": 25,
+        "batch_size": 128,
+        **CSAIL_INPUT,
+    }.items():
         assert t2["training"][key] == value, key
     hard5 = t2["datasets"]["places365_hard5"]
     assert hard5["image_size"] == 256
-    assert hard5["classes"] == ["roof_garden", "tree_farm", "vegetable_garden", "yard", "zen_garden"]
-    assert (hard5["database_from"], hard5["database_per_class"], hard5["query_per_class"]) == ("train", 1000, 100)
+    assert hard5["classes"] == [
+        "roof_garden",
+        "tree_farm",
+        "vegetable_garden",
+        "yard",
+        "zen_garden",
+    ]
+    assert (
+        hard5["database_from"],
+        hard5["database_per_class"],
+        hard5["query_per_class"],
+    ) == ("train", 1000, 100)
     assert t2["regimes"] == {"train1000": {"train_per_class": 1000}}
-    assert t2["backbones"]["r18_places_pretrained"]["params"] == {"pretrained": "resnet18_places365"}
+    assert t2["backbones"]["r18_places_pretrained"]["params"] == {
+        "pretrained": "resnet18_places365"
+    }
     assert t2["losses"]["lm"]["params"] == {"beta": 0.01}
 
 
@@ -172,9 +261,19 @@ def fake_metrics(config: dict, retrievals=("exact", "two_stage_c1")) -> pd.DataF
     metrics += ["map", "pr_auc", "accuracy", "distance_computations_per_query"]
     rng = np.random.default_rng(0)
     rows = [
-        {"dataset": c.dataset, "regime": c.regime, "backbone": c.backbone, "loss": c.loss, "seed": c.seed,
-         "retrieval": r, "metric": m, "value": rng.uniform()}
-        for c in cells(config) for r in retrievals for m in metrics
+        {
+            "dataset": c.dataset,
+            "regime": c.regime,
+            "backbone": c.backbone,
+            "loss": c.loss,
+            "seed": c.seed,
+            "retrieval": r,
+            "metric": m,
+            "value": rng.uniform(),
+        }
+        for c in cells(config)
+        for r in retrievals
+        for m in metrics
     ]
     return pd.DataFrame(rows)
 
@@ -182,11 +281,36 @@ def fake_metrics(config: dict, retrievals=("exact", "two_stage_c1")) -> pd.DataF
 @pytest.mark.parametrize(
     "name, table, rows, metrics",
     [
-        ("lm_places365", "lm_table1",
-         ["CE pre-trained", "LM fine-tuned (frozen conv. layers)", "LM from scratch"],
-         ["precision@5", "precision@8", "top1_error", "top5_error", "accuracy", "pr_auc"]),
-        ("lm_places365_hard5", "lm_table2", ["CE", "LM"],
-         ["precision@5", "precision@10", "top1_error", "top5_error", "accuracy", "pr_auc"]),
+        (
+            "lm_places365",
+            "lm_table1",
+            [
+                "CE pre-trained",
+                "LM fine-tuned (frozen conv. layers)",
+                "LM from scratch",
+            ],
+            [
+                "precision@5",
+                "precision@8",
+                "top1_error",
+                "top5_error",
+                "accuracy",
+                "pr_auc",
+            ],
+        ),
+        (
+            "lm_places365_hard5",
+            "lm_table2",
+            ["CE", "LM"],
+            [
+                "precision@5",
+                "precision@10",
+                "top1_error",
+                "top5_error",
+                "accuracy",
+                "pr_auc",
+            ],
+        ),
     ],
 )
 def test_lm_tables_have_the_papers_rows_and_columns(name, table, rows, metrics):
@@ -199,7 +323,9 @@ def test_lm_tables_have_the_papers_rows_and_columns(name, table, rows, metrics):
     # Each row is one (backbone, loss) cell over the seeds, never a mix.
     assert (frame["n"] == len(config["seeds"])).all()
     if name == "lm_places365":
-        chosen = frame[(frame["row"] == "LM from scratch") & (frame["metric"] == "pr_auc")]["mean"].item()
+        chosen = frame[
+            (frame["row"] == "LM from scratch") & (frame["metric"] == "pr_auc")
+        ]["mean"].item()
         cell = metrics_frame.query(
             "backbone == 'r18_scratch' and loss == 'lm' and metric == 'pr_auc' and retrieval == 'exact'"
         )
@@ -210,22 +336,42 @@ def test_lm_tables_have_the_papers_rows_and_columns(name, table, rows, metrics):
 
 def test_cam_grid_covers_the_papers_grid_and_its_table_layout():
     config = load_config(load("cam_grid"))
-    assert {d["source"] for d in config["datasets"].values()} == {"cifar100", "food101", "svhn", "tiny_imagenet"}
-    assert {b["arch"] for b in config["backbones"].values()} == {"cifar_resnet18", "resnet50", "swin_t"}
+    assert {d["source"] for d in config["datasets"].values()} == {
+        "cifar100",
+        "food101",
+        "svhn",
+        "tiny_imagenet",
+    }
+    assert {b["arch"] for b in config["backbones"].values()} == {
+        "cifar_resnet18",
+        "resnet50",
+        "swin_t",
+    }
     # From scratch at the stored size, and an ImageNet-pretrained block at 224.
     assert "pretrained" not in config["backbones"]["cifar_resnet18"].get("params", {})
     assert "input_size" not in config["backbones"]["cifar_resnet18"].get("training", {})
-    for name, weights in [("resnet50", "ResNet50_Weights.IMAGENET1K_V1"), ("swin_t", "Swin_T_Weights.IMAGENET1K_V1")]:
+    for name, weights in [
+        ("resnet50", "ResNet50_Weights.IMAGENET1K_V1"),
+        ("swin_t", "Swin_T_Weights.IMAGENET1K_V1"),
+    ]:
         assert config["backbones"][name]["params"] == {"pretrained": weights}
         assert config["backbones"][name]["training"]["input_size"] == 224
     # The leak of Tiny ImageNet's test images into ImageNet weights is said where the block is.
-    assert "Tiny ImageNet's images come from ImageNet" in (REPO / "config" / "cam_grid.yaml").read_text()
+    assert (
+        "Tiny ImageNet's images come from ImageNet"
+        in (REPO / "config" / "cam_grid.yaml").read_text()
+    )
     from workflow.losses import LOSSES
 
     assert {entry["impl"] for entry in config["losses"].values()} == set(LOSSES.names())
-    assert sorted(r["train_per_class"] is None for r in config["regimes"].values()) == [False, True]
+    assert sorted(r["train_per_class"] is None for r in config["regimes"].values()) == [
+        False,
+        True,
+    ]
 
-    frame = build_table("cam_grid", config["tables"]["cam_grid"], fake_metrics(load("cam_grid")))
+    frame = build_table(
+        "cam_grid", config["tables"]["cam_grid"], fake_metrics(load("cam_grid"))
+    )
     blocks = frame[["dataset", "backbone"]].drop_duplicates()
     assert len(blocks) == len(config["datasets"]) * len(config["backbones"])
     per_block = frame.groupby(["dataset", "backbone"])
@@ -236,7 +382,9 @@ def test_cam_grid_covers_the_papers_grid_and_its_table_layout():
 
 
 def grid_cost_module():
-    spec = importlib.util.spec_from_file_location("grid_cost", REPO / "benchmarks" / "grid_cost.py")
+    spec = importlib.util.spec_from_file_location(
+        "grid_cost", REPO / "benchmarks" / "grid_cost.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -248,7 +396,10 @@ def test_grid_cost_counts_image_passes(capsys):
     t1 = grid_cost.grid_cost(load("lm_places365"))
     assert t1["image_passes"].sum() == 4 * 1_803_460 * 90
     # Table 2: 6 cells of 5 classes x 1,000 images, 25 epochs.
-    assert grid_cost.grid_cost(load("lm_places365_hard5"))["image_passes"].sum() == 6 * 5_000 * 25
+    assert (
+        grid_cost.grid_cost(load("lm_places365_hard5"))["image_passes"].sum()
+        == 6 * 5_000 * 25
+    )
     # CAM grid: per (backbone, loss, seed) the few-shot (10 per class) and full pools, 100 epochs.
     fewshot = 10 * (100 + 101 + 10 + 200)
     full = 50_000 + 75_750 + 73_257 + 100_000
@@ -266,7 +417,10 @@ def test_grid_cost_counts_image_passes(capsys):
     assert grid_cost.grid_cost(c100)["image_passes"].sum() == per_regime * n
     grid_cost.main([str(REPO / "config" / "cam_grid.yaml")])
     out = capsys.readouterr().out
-    assert "training image passes: 2,728,053,000" in out and "swin_t at 224x224: 909,351,000" in out
+    assert (
+        "training image passes: 2,728,053,000" in out
+        and "swin_t at 224x224: 909,351,000" in out
+    )
 
 
 def test_mlrc_holds_the_reality_check_protocol():
@@ -278,23 +432,59 @@ def test_mlrc_holds_the_reality_check_protocol():
     raw = load("mlrc")
     config = load_config(raw)
     assert {name: spec["source"] for name, spec in config["datasets"].items()} == {
-        "cub200": "cub200", "cars196": "cars196", "sop": "sop"}
-    assert all(spec["protocol"] == "class_disjoint" for spec in config["datasets"].values())
-    assert raw["backbones"] == {"resnet50": {
-        "arch": "resnet50", "embedding_size": 128, "params": {"pretrained": "ResNet50_Weights.IMAGENET1K_V1"}}}
+        "cub200": "cub200",
+        "cars196": "cars196",
+        "sop": "sop",
+    }
+    assert all(
+        spec["protocol"] == "class_disjoint" for spec in config["datasets"].values()
+    )
+    assert raw["backbones"] == {
+        "resnet50": {
+            "arch": "resnet50",
+            "embedding_size": 128,
+            "params": {"pretrained": "ResNet50_Weights.IMAGENET1K_V1"},
+        }
+    }
     for key, value in {"batch_size": 32, **CSAIL_INPUT}.items():
         assert config["training"][key] == value, key
     assert {entry["impl"] for entry in raw["losses"].values()} == {
-        "contrastive", "triplet", "supcon", "arcface", "proxy_anchor", "ce", "cam", "lm"}
-    assert all(entry["sampler"] == {"m_per_class": 4} for entry in raw["losses"].values())
-    assert config["selection"]["metric"] == "map@r" and len(config["selection"]["seeds"]) == 4
+        "contrastive",
+        "triplet",
+        "supcon",
+        "arcface",
+        "proxy_anchor",
+        "ce",
+        "cam",
+        "lm",
+    }
+    assert all(
+        entry["sampler"] == {"m_per_class": 4} for entry in raw["losses"].values()
+    )
+    assert (
+        config["selection"]["metric"] == "map@r"
+        and len(config["selection"]["seeds"]) == 4
+    )
     assert config["validation"]["class_fraction"] == 0.25
     # Every loss has exactly `budget` settings, so every setting is tried.
-    assert all(len(trials) == config["selection"]["budget"] for trials in config["trials"].values())
+    assert all(
+        len(trials) == config["selection"]["budget"]
+        for trials in config["trials"].values()
+    )
     recall = set(config["evaluation"]["recall_at"])
-    assert {1, 2, 4, 8} <= recall and {1, 10, 100, 1000} <= recall and config["evaluation"]["clustering"]
+    assert (
+        {1, 2, 4, 8} <= recall
+        and {1, 10, 100, 1000} <= recall
+        and config["evaluation"]["clustering"]
+    )
     header = (REPO / "config" / "mlrc.yaml").read_text()
-    for said in ["BN-Inception", "no k-fold", "no ensemble", "RMSprop", "normalised softmax"]:
+    for said in [
+        "BN-Inception",
+        "no k-fold",
+        "no ensemble",
+        "RMSprop",
+        "normalised softmax",
+    ]:
         assert said in header, said
 
 
@@ -306,22 +496,40 @@ def test_mlrc_tables_have_the_papers_metrics_per_dataset():
     names = ["map@r", "r_precision", "precision@1", "nmi", "ami"]
     names += [f"recall@{k}" for k in resolved["evaluation"]["recall_at"]]
     rng = np.random.default_rng(0)
-    metrics = pd.DataFrame([
-        {"dataset": c.dataset, "regime": c.regime, "backbone": c.backbone, "loss": c.loss, "seed": c.seed,
-         "retrieval": "exact", "metric": m, "value": rng.uniform()}
-        for c in cells(resolved) for m in names
-    ])
+    metrics = pd.DataFrame(
+        [
+            {
+                "dataset": c.dataset,
+                "regime": c.regime,
+                "backbone": c.backbone,
+                "loss": c.loss,
+                "seed": c.seed,
+                "retrieval": "exact",
+                "metric": m,
+                "value": rng.uniform(),
+            }
+            for c in cells(resolved)
+            for m in names
+        ]
+    )
     usual = {"cub200": [2, 4, 8], "cars196": [2, 4, 8], "sop": [10, 100, 1000]}
     for dataset, cutoffs in usual.items():
         table = f"mlrc_{dataset}"
         frame = build_table(table, resolved["tables"][table], metrics)
         assert list(dict.fromkeys(frame["row"])) == list(config["losses"])
         assert list(dict.fromkeys(frame["metric"])) == (
-            ["map@r", "r_precision", "precision@1"] + [f"recall@{k}" for k in cutoffs] + ["nmi", "ami"])
+            ["map@r", "r_precision", "precision@1"]
+            + [f"recall@{k}" for k in cutoffs]
+            + ["nmi", "ami"]
+        )
         assert (frame["n"] == len(config["seeds"])).all()
         # Each row is its dataset's cells only.
-        chosen = frame[(frame["row"] == "cam") & (frame["metric"] == "map@r")]["mean"].item()
-        cell = metrics.query(f"dataset == '{dataset}' and loss == 'cam' and metric == 'map@r'")
+        chosen = frame[(frame["row"] == "cam") & (frame["metric"] == "map@r")][
+            "mean"
+        ].item()
+        cell = metrics.query(
+            f"dataset == '{dataset}' and loss == 'cam' and metric == 'map@r'"
+        )
         assert np.isclose(chosen, cell["value"].mean())
 
 
@@ -336,7 +544,15 @@ def test_grid_cost_counts_selection_trials():
     trials = cost[cost["kind"] == "trial"]
     assert len(cells_) == 3 * 8 * 5 and len(trials) == 3 * 8 * 8 * 4
     assert cells_.groupby("dataset")["train_images"].first().to_dict() == {
-        "cub200": 5_864, "cars196": 8_054, "sop": 59_551}
+        "cub200": 5_864,
+        "cars196": 8_054,
+        "sop": 59_551,
+    }
     assert trials.groupby("dataset")["train_images"].first().to_dict() == {
-        "cub200": round(5_864 * 75 / 100), "cars196": round(8_054 * 74 / 98), "sop": round(59_551 * 8_488 / 11_318)}
-    assert cost["image_passes"].sum() == 511_645_680 and set(cost["input_size"]) == {224}
+        "cub200": round(5_864 * 75 / 100),
+        "cars196": round(8_054 * 74 / 98),
+        "sop": round(59_551 * 8_488 / 11_318),
+    }
+    assert cost["image_passes"].sum() == 511_645_680 and set(cost["input_size"]) == {
+        224
+    }

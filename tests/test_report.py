@@ -87,25 +87,47 @@ def ensure_chromium() -> str:
     if found:
         return found
     if os.geteuid() != 0:
-        raise RuntimeError(f"{BROWSER} is missing and this is not root: run `apt-get install -y {BROWSER}` as root")
+        raise RuntimeError(
+            f"{BROWSER} is missing and this is not root: run `apt-get install -y {BROWSER}` as root"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     wait = ["-o", "DPkg::Lock::Timeout=300"]
-    for command in (["apt-get", *wait, "update", "-qq"], ["apt-get", *wait, "install", "-y", "-qq", BROWSER]):
-        result = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    for command in (
+        ["apt-get", *wait, "update", "-qq"],
+        ["apt-get", *wait, "install", "-y", "-qq", BROWSER],
+    ):
+        result = subprocess.run(
+            command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True
+        )
         if result.returncode != 0:
-            raise RuntimeError(f"`{' '.join(command)}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+            raise RuntimeError(
+                f"`{' '.join(command)}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
     found = shutil.which(BROWSER)
     if not found:
-        raise RuntimeError(f"after apt-get install {BROWSER}, `{BROWSER}` is still not on PATH")
+        raise RuntimeError(
+            f"after apt-get install {BROWSER}, `{BROWSER}` is still not on PATH"
+        )
     return found
 
 
 def browse(browser: str, page, tmp_path) -> dict:
     """The probe's findings on ``page`` in headless Chromium."""
     result = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=60000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=60000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     found = re.search(r'<pre id="report-probe">(.*?)</pre>', result.stdout, flags=re.S)
@@ -133,14 +155,23 @@ def test_report_lists_and_shows_every_table_and_figure(tiny_run, browser, tmp_pa
 
     results = tiny_run / "results"
     figures = {str(p.relative_to(tiny_run)) for p in results.glob("figures/**/*.png")}
-    tables = {str(p.relative_to(tiny_run)) for p in results.glob("tables/**/*.md")} | {"results/cost.md"}
+    tables = {str(p.relative_to(tiny_run)) for p in results.glob("tables/**/*.md")} | {
+        "results/cost.md"
+    }
     expected = figures | tables | {"results/metrics.csv"}
-    assert len(figures) >= 10 and len(tables) >= 4  # pr, speedup, t-SNE, examples, training, anchors ...
+    assert (
+        len(figures) >= 10 and len(tables) >= 4
+    )  # pr, speedup, t-SNE, examples, training, anchors ...
     listed = [path for paths in seen["listed"].values() for path in paths]
     assert sorted(listed) == sorted(expected)  # every output once, nothing else
     assert {k.split("/")[0] for k in seen["listed"]} == {"Figures", "Tables", "Metrics"}
-    assert all(seen["captions"][path] for path in expected), "every result has a caption"
-    assert "t-SNE maps of the database embeddings" in seen["captions"]["results/figures/digits/full/tsne_small_cnn.png"]
+    assert all(seen["captions"][path] for path in expected), (
+        "every result has a caption"
+    )
+    assert (
+        "t-SNE maps of the database embeddings"
+        in seen["captions"]["results/figures/digits/full/tsne_small_cnn.png"]
+    )
 
     assert set(seen["images"]) == figures
     for path in figures:

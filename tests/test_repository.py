@@ -35,12 +35,22 @@ def env_files():
 
 
 def test_requirements_are_all_pinned():
-    lines = [l for l in (REPO / "requirements.txt").read_text().splitlines() if l.strip() and not l.startswith("#")]
-    assert lines and len(pins(lines)) == len(lines), "every requirement must be pinned with =="
+    lines = [
+        l
+        for l in (REPO / "requirements.txt").read_text().splitlines()
+        if l.strip() and not l.startswith("#")
+    ]
+    assert lines and len(pins(lines)) == len(lines), (
+        "every requirement must be pinned with =="
+    )
 
 
 # conda-forge names that differ from the pip names in requirements.txt.
-CONDA_TO_PIP = {"matplotlib-base": "matplotlib", "seaborn-base": "seaborn", "pytorch": "torch"}
+CONDA_TO_PIP = {
+    "matplotlib-base": "matplotlib",
+    "seaborn-base": "seaborn",
+    "pytorch": "torch",
+}
 CONDA_PIN = re.compile(r"^([A-Za-z0-9_.\-]+)=([0-9][^=\s]*)$")
 
 
@@ -53,7 +63,10 @@ def test_conda_env_pins_agree_with_pip_pins(env):
     assert spec["channels"] == ["conda-forge", "nodefaults"], f"{env.name}: channels"
     conda = [d for d in spec["dependencies"] if isinstance(d, str)]
     pip_sections = [d["pip"] for d in spec["dependencies"] if isinstance(d, dict)]
-    assert len(conda) + len(pip_sections) == len(spec["dependencies"]) and len(pip_sections) <= 1
+    assert (
+        len(conda) + len(pip_sections) == len(spec["dependencies"])
+        and len(pip_sections) <= 1
+    )
     assert "python=3.11" in conda, f"{env.name}: python=3.11 (as requirements.txt)"
 
     found = {}
@@ -70,13 +83,19 @@ def test_conda_env_pins_agree_with_pip_pins(env):
         found[pip_name] = "conda"
     for entry in pip_sections[0] if pip_sections else []:
         env_pin = pins([entry])
-        assert len(env_pin) == 1, f"{env.name}: pip entry {entry!r} is not pinned `name==version`"
+        assert len(env_pin) == 1, (
+            f"{env.name}: pip entry {entry!r} is not pinned `name==version`"
+        )
         ((name, version),) = env_pin.items()
-        assert requirements.get(name) == version, f"{env.name}: {entry} but requirements.txt has {name}=={requirements.get(name)}"
+        assert requirements.get(name) == version, (
+            f"{env.name}: {entry} but requirements.txt has {name}=={requirements.get(name)}"
+        )
         assert name not in found, f"{env.name}: {name} both as a conda and a pip entry"
         found[name] = "pip"
     if pip_sections:
-        assert any(e.startswith("pip=") for e in conda), f"{env.name}: a pip section needs `pip=<version>`"
+        assert any(e.startswith("pip=") for e in conda), (
+            f"{env.name}: a pip section needs `pip=<version>`"
+        )
     assert found, f"{env.name} pins nothing"
 
 
@@ -109,7 +128,9 @@ def third_party_imports(path: Path, seen: set[Path] | None = None) -> set[str]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            names = [node.module] + [
+                f"{node.module}.{alias.name}" for alias in node.names
+            ]
         else:
             continue
         for name in names:
@@ -118,7 +139,10 @@ def third_party_imports(path: Path, seen: set[Path] | None = None) -> set[str]:
                 for k in range(1, len(parts) + 1):
                     if (sub := module_path(".".join(parts[:k]))) is not None:
                         found |= third_party_imports(sub, seen)
-            elif parts[0] not in sys.stdlib_module_names and parts[0] not in ("_repo_path", "__future__"):
+            elif parts[0] not in sys.stdlib_module_names and parts[0] not in (
+                "_repo_path",
+                "__future__",
+            ):
                 found.add(parts[0])
     if path.name == "__init__.py" and ("pkgutil" in text or "import_module" in text):
         for sub in sorted(path.parent.glob("*.py")):
@@ -151,9 +175,15 @@ def test_every_rule_env_has_what_its_script_imports():
         script = re.search(r'script:\s*"\.\./([^"]+\.py)"', body)
         if not (env and script):
             continue
-        needed = {dist.lower() for module in third_party_imports(REPO / script.group(1)) for dist in distributions.get(module, [module])}
+        needed = {
+            dist.lower()
+            for module in third_party_imports(REPO / script.group(1))
+            for dist in distributions.get(module, [module])
+        }
         missing = needed - env_packages(REPO / env.group(1)) - with_snakemake
-        assert not missing, f"rule {name}: {env.group(1)} lacks {sorted(missing)}, which {script.group(1)} imports"
+        assert not missing, (
+            f"rule {name}: {env.group(1)} lacks {sorted(missing)}, which {script.group(1)} imports"
+        )
         checked += 1
     assert checked >= 5
 
@@ -179,23 +209,36 @@ def rule_blocks() -> dict[str, str]:
         for name, body in RULE.findall(path.read_text() + "\n"):
             blocks[name] = body
         derived += USE_RULE.findall(path.read_text() + "\n")
-    for parent, name, body in derived:  # `use rule a as b with:` inherits a's directives
+    for (
+        parent,
+        name,
+        body,
+    ) in derived:  # `use rule a as b with:` inherits a's directives
         blocks[name] = blocks[parent] + body
     return blocks
 
 
 @pytest.fixture(scope="module")
 def rule_names() -> set[str]:
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules"], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--list-rules"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return set(result.stdout.split())
 
 
 def test_every_rule_that_runs_something_has_log_and_conda(rule_names):
     blocks = rule_blocks()
-    assert set(blocks) == rule_names, "rules parsed from the files differ from `snakemake --list-rules`"
+    assert set(blocks) == rule_names, (
+        "rules parsed from the files differ from `snakemake --list-rules`"
+    )
     for name, body in blocks.items():
-        directives = {line.strip().split()[0] for line in body.splitlines() if line.strip()}
+        directives = {
+            line.strip().split()[0] for line in body.splitlines() if line.strip()
+        }
         if directives.isdisjoint(ACTIONS):
             continue  # a target rule such as `all` runs nothing
         assert "log:" in directives, f"rule {name} has no log:"
@@ -205,7 +248,16 @@ def test_every_rule_that_runs_something_has_log_and_conda(rule_names):
 
 PROFILES = ["local", "slurm"]
 # Resources Snakemake itself defines (the rest must be read by the plugin).
-STANDARD_RESOURCES = {"mem", "mem_mb", "mem_mib", "disk", "disk_mb", "disk_mib", "runtime", "tmpdir"}
+STANDARD_RESOURCES = {
+    "mem",
+    "mem_mb",
+    "mem_mib",
+    "disk",
+    "disk_mb",
+    "disk_mib",
+    "runtime",
+    "tmpdir",
+}
 DRY_RUN_JOB = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)", re.M)
 
 
@@ -220,7 +272,10 @@ def plugin_resource_names() -> set[str]:
     import snakemake_executor_plugin_slurm_jobstep
 
     names = set()
-    for module in (snakemake_executor_plugin_slurm, snakemake_executor_plugin_slurm_jobstep):
+    for module in (
+        snakemake_executor_plugin_slurm,
+        snakemake_executor_plugin_slurm_jobstep,
+    ):
         for path in Path(module.__file__).parent.glob("*.py"):
             text = path.read_text()
             names |= set(re.findall(r"resources\.get\(\s*[\"'](\w+)[\"']", text))
@@ -233,8 +288,14 @@ def dry_run_jobs(output: str) -> dict[str, dict[str, str]]:
     in a dry run's output."""
     jobs = {}
     for rule, body in DRY_RUN_JOB.findall(output):
-        fields = dict(line.strip().split(": ", 1) for line in body.splitlines() if ": " in line)
-        resources = dict(item.split("=", 1) for item in fields.get("resources", "").split(", ") if "=" in item)
+        fields = dict(
+            line.strip().split(": ", 1) for line in body.splitlines() if ": " in line
+        )
+        resources = dict(
+            item.split("=", 1)
+            for item in fields.get("resources", "").split(", ")
+            if "=" in item
+        )
         jobs.setdefault(rule, {"threads": fields.get("threads", "1"), **resources})
     return jobs
 
@@ -256,7 +317,9 @@ def test_profile_parses_and_every_key_is_commented(name):
     lines = path.read_text().splitlines()
     for i, line in enumerate(lines):
         if re.match(r"^[A-Za-z]", line):  # a top-level key
-            assert "#" in line or lines[i - 1].lstrip().startswith("#"), f"{path}: `{line}` has no comment"
+            assert "#" in line or lines[i - 1].lstrip().startswith("#"), (
+                f"{path}: `{line}` has no comment"
+            )
 
 
 @pytest.fixture(scope="module")
@@ -268,8 +331,19 @@ def dry_run(profile_workspace):
     def run(name: str) -> subprocess.CompletedProcess:
         if name not in outputs:
             outputs[name] = subprocess.run(
-                [sys.executable, "-m", "snakemake", "--workflow-profile", f"profiles/{name}", "-n", "--cores", "64"],
-                cwd=profile_workspace, capture_output=True, text=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "snakemake",
+                    "--workflow-profile",
+                    f"profiles/{name}",
+                    "-n",
+                    "--cores",
+                    "64",
+                ],
+                cwd=profile_workspace,
+                capture_output=True,
+                text=True,
             )
         return outputs[name]
 
@@ -292,23 +366,47 @@ def test_slurm_profile_resources_are_known_and_reach_the_jobs(dry_run, rule_name
     assert spec["slurm-status-command"] == "squeue"
     known = STANDARD_RESOURCES | plugin_resource_names()
     assert {"slurm_partition", "slurm_account", "gpu", "cpus_per_task"} <= known
-    for rule, resources in [("default", spec["default-resources"]), *spec["set-resources"].items()]:
-        assert rule == "default" or rule in rule_names, f"set-resources names unknown rule {rule}"
+    for rule, resources in [
+        ("default", spec["default-resources"]),
+        *spec["set-resources"].items(),
+    ]:
+        assert rule == "default" or rule in rule_names, (
+            f"set-resources names unknown rule {rule}"
+        )
         unknown = set(resources) - known
-        assert not unknown, f"{rule}: resources {unknown} are read neither by Snakemake nor by the SLURM plugin"
+        assert not unknown, (
+            f"{rule}: resources {unknown} are read neither by Snakemake nor by the SLURM plugin"
+        )
     assert set(spec["set-threads"]) <= rule_names
     assert {"slurm_partition", "slurm_account"} <= set(spec["default-resources"])
 
     result = dry_run("slurm")
     jobs = dry_run_jobs(result.stdout + result.stderr)
-    assert {"prepare", "train_split", "evaluation_split", "train", "embed", "evaluate"} <= set(jobs), result.stdout
+    assert {
+        "prepare",
+        "train_split",
+        "evaluation_split",
+        "train",
+        "embed",
+        "evaluate",
+    } <= set(jobs), result.stdout
     for rule, job in jobs.items():
-        wanted = spec["set-resources"].get(rule, {}).get("slurm_partition", spec["default-resources"]["slurm_partition"])
+        wanted = (
+            spec["set-resources"]
+            .get(rule, {})
+            .get("slurm_partition", spec["default-resources"]["slurm_partition"])
+        )
         assert job["slurm_partition"] == wanted, (rule, job)
-        assert job["slurm_account"] == spec["default-resources"]["slurm_account"], (rule, job)
+        assert job["slurm_account"] == spec["default-resources"]["slurm_account"], (
+            rule,
+            job,
+        )
         # Expressions (by backbone, scaled by attempt) evaluated to minutes / MB.
         assert job["runtime"].isdigit() and job["mem_mb"].isdigit(), (rule, job)
-        assert job["threads"] == str(spec["set-threads"].get(rule, job["threads"])), (rule, job)
+        assert job["threads"] == str(spec["set-threads"].get(rule, job["threads"])), (
+            rule,
+            job,
+        )
     for rule in ("train", "embed"):
         assert jobs[rule]["gpu"] == "1", jobs[rule]  # the plugin's `--gpus=1`
     assert jobs["train"]["runtime"] == "60"  # small_cnn's entry in the profile
@@ -322,7 +420,9 @@ def test_every_shipped_backbone_has_a_slurm_time_limit_of_its_own():
     limits = eval(re.search(r"dict\([^)]*\)", runtime).group(0))
     for path in [REPO / "config.yaml", *sorted((REPO / "config").glob("*.yaml"))]:
         for backbone in yaml.safe_load(path.read_text())["backbones"]:
-            assert backbone in limits, f"{path.name}: backbone {backbone} has no time limit in profiles/slurm"
+            assert backbone in limits, (
+                f"{path.name}: backbone {backbone} has no time limit in profiles/slurm"
+            )
     assert min(limits["r18_scratch"], limits["r18_frozen"]) >= 11 * 60
 
 
@@ -336,27 +436,63 @@ def test_selection_trials_get_the_resources_of_the_cells(profile_workspace):
     config["losses"] = {"ce": {"impl": "ce", "training": {"lr": [0.01, 0.001]}}}
     config["selection"] = {"budget": 2}
     config["tables"] = {}
-    (profile_workspace / "selection.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (profile_workspace / "selection.yaml").write_text(
+        yaml.safe_dump(config, sort_keys=False)
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/slurm", "-n", "--cores", "64",
-         "--configfile", "selection.yaml", "--replace-workflow-config"],
-        cwd=profile_workspace, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--workflow-profile",
+            "profiles/slurm",
+            "-n",
+            "--cores",
+            "64",
+            "--configfile",
+            "selection.yaml",
+            "--replace-workflow-config",
+        ],
+        cwd=profile_workspace,
+        capture_output=True,
+        text=True,
     )
     jobs = dry_run_jobs(result.stdout + result.stderr)
-    assert result.returncode == 0 and {"train_trial", "embed_trial", "evaluate_trial"} <= set(jobs), result.stdout
+    assert result.returncode == 0 and {
+        "train_trial",
+        "embed_trial",
+        "evaluate_trial",
+    } <= set(jobs), result.stdout
     for rule in ("train", "embed", "evaluate"):
-        assert jobs[f"{rule}_trial"] == jobs[rule], (rule, jobs[f"{rule}_trial"], jobs[rule])
+        assert jobs[f"{rule}_trial"] == jobs[rule], (
+            rule,
+            jobs[f"{rule}_trial"],
+            jobs[rule],
+        )
 
 
 def test_snakemake_lint_is_clean():
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "good condition" in output, output
 
 
 def test_rule_files_are_snakefmt_formatted():
-    files = ["Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "rules").glob("*.smk"))]
-    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *files], cwd=REPO, capture_output=True, text=True)
+    files = [
+        "Snakefile",
+        *sorted(str(p.relative_to(REPO)) for p in (REPO / "rules").glob("*.smk")),
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", *files],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -365,7 +501,11 @@ def test_the_cell_path_pattern_is_written_once():
     their logs, benchmarks and checkpoints) is made from
     workflow.config.CELL_PATTERN (in rules/ through common.smk's cell_path)."""
     cell_folder = re.compile(r"(\{[^{}]*\}/){4}seed\{")
-    files = [*(REPO / "rules").glob("*.smk"), REPO / "Snakefile", *(REPO / "workflow").rglob("*.py")]
+    files = [
+        *(REPO / "rules").glob("*.smk"),
+        REPO / "Snakefile",
+        *(REPO / "workflow").rglob("*.py"),
+    ]
     places = [
         f"{path.relative_to(REPO)}:{number}"
         for path in files
@@ -381,7 +521,9 @@ def schema_keys(schema: dict, prefix: str = "") -> list[str]:
     for name, sub in schema.get("properties", {}).items():
         path = f"{prefix}{name}"
         keys.append(path)
-        if "additionalProperties" in sub and isinstance(sub["additionalProperties"], dict):
+        if "additionalProperties" in sub and isinstance(
+            sub["additionalProperties"], dict
+        ):
             keys += schema_keys(sub["additionalProperties"], f"{path}.<name>.")
         keys += schema_keys(sub, f"{path}.")
     return keys
@@ -406,11 +548,35 @@ def test_the_readme_gives_the_size_of_the_default_grid(tmp_path):
 
     workdir = make_workspace(tmp_path, {})
     shutil.copy2(REPO / "config.yaml", workdir / "config.yaml")
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--nolock"], cwd=workdir,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--nolock"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     stats = result.stdout.split("Job stats:")[1].split("\n\n")[0]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.M))
     readme = (REPO / "README.md").read_text()
-    cells, jobs = re.search(r"the default grid\s+\(every loss on digits[^)]*: (\d+) cells, (\d+) jobs\)", readme).groups()
-    assert (int(cells), int(jobs)) == (int(counts["train"]), int(counts["total"])), stats
+    cells, jobs = re.search(
+        r"the default grid\s+\(every loss on digits[^)]*: (\d+) cells, (\d+) jobs\)",
+        readme,
+    ).groups()
+    assert (int(cells), int(jobs)) == (int(counts["train"]), int(counts["total"])), (
+        stats
+    )
+
+
+@pytest.mark.parametrize(
+    "command", [["check"], ["format", "--check"]], ids=["lint", "format"]
+)
+def test_python_is_ruff_clean(command):
+    """Issue 28: ruff's lint and format, as configured in pyproject.toml
+    (Snakemake's injected `snakemake` declared as a builtin)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", *command, "."],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -20,7 +20,6 @@ import time
 
 import pytest
 import torch
-
 from conftest import digits_training_set, make_workspace, snakemake, training_settings
 
 
@@ -47,43 +46,82 @@ def assert_same_model(a: dict, b: dict) -> None:
 
 @pytest.mark.parametrize(
     "loss, sampler, augment",
-    [("ce", None, "none"), ("triplet", {"m_per_class": 4}, "crop_flip"), ("ce", None, "crop_flip")],
+    [
+        ("ce", None, "none"),
+        ("triplet", {"m_per_class": 4}, "crop_flip"),
+        ("ce", None, "crop_flip"),
+    ],
     ids=["shuffled", "m_per_class+augment", "shuffled+augment"],
 )
-def test_interrupted_then_resumed_equals_uninterrupted_bit_for_bit(tmp_path, digits, loss, sampler, augment):
+def test_interrupted_then_resumed_equals_uninterrupted_bit_for_bit(
+    tmp_path, digits, loss, sampler, augment
+):
     from workflow.training import train_cell
 
     data, train = digits
     s = training_settings(loss, sampler, augment=augment, augment_padding=1)
     whole = train_cell(data.images, data.labels, train, 10, s, progress=False)
     path = tmp_path / "last.pt"
-    assert train_cell(data.images, data.labels, train, 10, s, progress=False,
-                      checkpoint_path=path, stop_after_epoch=1) is None
+    assert (
+        train_cell(
+            data.images,
+            data.labels,
+            train,
+            10,
+            s,
+            progress=False,
+            checkpoint_path=path,
+            stop_after_epoch=1,
+        )
+        is None
+    )
     state = torch.load(path, weights_only=True)
     assert state["epoch"] == 1 and len(state["history"]) == 1
-    resumed = train_cell(data.images, data.labels, train, 10, s, progress=False, checkpoint_path=path)
+    resumed = train_cell(
+        data.images, data.labels, train, 10, s, progress=False, checkpoint_path=path
+    )
     assert resumed["stats"]["resumed_from_epoch"] == 1
     assert_same_model(whole, resumed)
     # Resuming from the middle is not the same as starting over at the end:
     # the run differs from one that skips the checkpointed optimiser/RNG state.
-    fresh_after_one = train_cell(data.images, data.labels, train, 10, training_settings(loss, sampler, epochs=3,
-                                 augment=augment, augment_padding=1), progress=False)
+    fresh_after_one = train_cell(
+        data.images,
+        data.labels,
+        train,
+        10,
+        training_settings(loss, sampler, epochs=3, augment=augment, augment_padding=1),
+        progress=False,
+    )
     assert fresh_after_one["history"] != resumed["history"][1:]
 
 
-def test_checkpoint_of_other_settings_is_ignored_with_a_log_line(tmp_path, digits, capfd):
+def test_checkpoint_of_other_settings_is_ignored_with_a_log_line(
+    tmp_path, digits, capfd
+):
     from workflow.training import train_cell
 
     data, train = digits
     path = tmp_path / "last.pt"
-    train_cell(data.images, data.labels, train, 10, training_settings(lr=0.01), progress=False,
-               checkpoint_path=path, stop_after_epoch=2)
+    train_cell(
+        data.images,
+        data.labels,
+        train,
+        10,
+        training_settings(lr=0.01),
+        progress=False,
+        checkpoint_path=path,
+        stop_after_epoch=2,
+    )
     capfd.readouterr()
     s = training_settings()
-    model = train_cell(data.images, data.labels, train, 10, s, progress=False, checkpoint_path=path)
+    model = train_cell(
+        data.images, data.labels, train, 10, s, progress=False, checkpoint_path=path
+    )
     assert "ignoring checkpoint" in capfd.readouterr().err
     assert model["stats"]["resumed_from_epoch"] == 0
-    assert_same_model(model, train_cell(data.images, data.labels, train, 10, s, progress=False))
+    assert_same_model(
+        model, train_cell(data.images, data.labels, train, 10, s, progress=False)
+    )
 
 
 # Tolerances (weights rtol, atol; loss rel) between 1 and 2 threads. bf16
@@ -110,7 +148,9 @@ def test_training_on_one_and_two_threads_agrees_but_not_bit_for_bit(digits, prec
     assert two["stats"]["threads"] == 2 and two["stats"]["precision"] == precision
     rtol, atol, loss_rel = THREAD_TOLERANCES[precision]
     for key, value in one["backbone"].items():
-        assert torch.allclose(value.float(), two["backbone"][key].float(), rtol=rtol, atol=atol), key
+        assert torch.allclose(
+            value.float(), two["backbone"][key].float(), rtol=rtol, atol=atol
+        ), key
     for a, b in zip(one["history"], two["history"]):
         assert a["loss"] == pytest.approx(b["loss"], rel=loss_rel)
 
@@ -120,10 +160,21 @@ def test_training_on_one_and_two_threads_agrees_but_not_bit_for_bit(digits, prec
 RESUME_CONFIG = {
     "datasets": {"digits": {"source": "sklearn_digits", "query_per_class": 5}},
     "regimes": {"full": {"train_per_class": None}},
-    "backbones": {"small_cnn": {"arch": "small_cnn", "embedding_size": 16, "params": {"widths": [8, 16]}}},
+    "backbones": {
+        "small_cnn": {
+            "arch": "small_cnn",
+            "embedding_size": 16,
+            "params": {"widths": [8, 16]},
+        }
+    },
     "losses": {"cam": {"impl": "cam"}},
     "seeds": [0],
-    "training": {"epochs": 25, "batch_size": 64, "augment": "crop", "augment_padding": 1},
+    "training": {
+        "epochs": 25,
+        "batch_size": 64,
+        "augment": "crop",
+        "augment_padding": 1,
+    },
 }
 CELL = "digits/full/small_cnn/cam/seed0"
 TARGETS = [f"results/cells/{CELL}/metrics.csv"]
@@ -137,15 +188,20 @@ def deterministic_files(results) -> dict:
     files = {}
     for path in sorted(results.rglob("*")):
         relative = path.relative_to(results).as_posix()
-        if (not path.is_file() or relative.startswith(("logs/", "benchmarks/", "tensorboard/"))
-                or path.name == "train_stats.json"):
+        if (
+            not path.is_file()
+            or relative.startswith(("logs/", "benchmarks/", "tensorboard/"))
+            or path.name == "train_stats.json"
+        ):
             continue
         files[relative] = path.read_bytes()
     return files
 
 
 @pytest.mark.parametrize("storage", ["array", "jpeg"])
-def test_snakemake_run_killed_during_training_resumes_to_identical_outputs(tmp_path, storage):
+def test_snakemake_run_killed_during_training_resumes_to_identical_outputs(
+    tmp_path, storage
+):
     """The killed-and-resumed run is also a second run of the same config:
     its splits, model.pt, Parquet files and metrics equal the first run's.
     With ``storage: jpeg`` the images are decoded batch by batch by
@@ -157,9 +213,14 @@ def test_snakemake_run_killed_during_training_resumes_to_identical_outputs(tmp_p
 
     killed = make_workspace(tmp_path / "killed", config)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", *TARGETS],
-                               cwd=killed, env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "1", *TARGETS],
+        cwd=killed,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoint = killed / f"results/checkpoints/{CELL}/last.pt"
     deadline = time.monotonic() + 300
     while not checkpoint.exists():
@@ -179,9 +240,15 @@ def test_snakemake_run_killed_during_training_resumes_to_identical_outputs(tmp_p
     assert not checkpoint.exists()  # removed once model.pt is written
 
     expected = deterministic_files(reference / "results")
-    assert {"splits/digits/full/seed0.train.parquet", "splits/digits/seed0.evaluation.parquet", f"cells/{CELL}/model.pt", f"cells/{CELL}/embeddings.parquet",
-            f"cells/{CELL}/anchors.parquet", f"cells/{CELL}/metrics.csv",
-            f"data/digits/images.{'jpegs' if storage == 'jpeg' else 'npy'}"} <= expected.keys()
+    assert {
+        "splits/digits/full/seed0.train.parquet",
+        "splits/digits/seed0.evaluation.parquet",
+        f"cells/{CELL}/model.pt",
+        f"cells/{CELL}/embeddings.parquet",
+        f"cells/{CELL}/anchors.parquet",
+        f"cells/{CELL}/metrics.csv",
+        f"data/digits/images.{'jpegs' if storage == 'jpeg' else 'npy'}",
+    } <= expected.keys()
     resumed = deterministic_files(killed / "results")
     assert resumed.keys() == expected.keys()
     different = [path for path in expected if resumed[path] != expected[path]]
@@ -194,12 +261,16 @@ def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_pa
     only temporaries of that path)."""
     from workflow.io import atomic_path, save_json
 
-    target = tmp_path / "metrics[1].json"  # glob characters in the name are taken literally
+    target = (
+        tmp_path / "metrics[1].json"
+    )  # glob characters in the name are taken literally
     with pytest.raises(KeyboardInterrupt):
         with atomic_path(target) as tmp:
             tmp.write_text("{")
             left = tmp_path / f".{target.name}.killed.tmp"
-            tmp.rename(left)  # what a killed writer leaves: the finally clause never runs
+            tmp.rename(
+                left
+            )  # what a killed writer leaves: the finally clause never runs
             raise KeyboardInterrupt
     other = tmp_path / ".other.json.x.tmp"
     other.write_text("")
@@ -209,17 +280,27 @@ def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_pa
     assert json.loads(target.read_text()) == {"map": 0.5}
 
 
-def test_snakemake_killed_alone_its_train_job_stops_and_the_rerun_trains_the_new_settings(tmp_path):
+def test_snakemake_killed_alone_its_train_job_stops_and_the_rerun_trains_the_new_settings(
+    tmp_path,
+):
     """kill -9 of Snakemake alone leaves its train job running; that job
     stops within seconds without writing model.pt, so README's recovery
     (--unlock, --rerun-incomplete) after a changed setting trains the new
     setting and nothing of the old run's lands in model.pt."""
-    config = {**RESUME_CONFIG, "training": {**RESUME_CONFIG["training"], "epochs": 2000, "augment": "none"}}
+    config = {
+        **RESUME_CONFIG,
+        "training": {**RESUME_CONFIG["training"], "epochs": 2000, "augment": "none"},
+    }
     workdir = make_workspace(tmp_path / "run", config)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", *TARGETS],
-                               cwd=workdir, env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "1", *TARGETS],
+        cwd=workdir,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoint = workdir / f"results/checkpoints/{CELL}/last.pt"
     model = workdir / f"results/cells/{CELL}/model.pt"
     try:
@@ -234,21 +315,29 @@ def test_snakemake_killed_alone_its_train_job_stops_and_the_rerun_trains_the_new
         process.wait()
         deadline = time.monotonic() + 30
         while running(job[0]):
-            assert time.monotonic() < deadline, "the orphaned train job still runs 30 s after its Snakemake ended"
+            assert time.monotonic() < deadline, (
+                "the orphaned train job still runs 30 s after its Snakemake ended"
+            )
             time.sleep(0.1)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
     assert not model.exists()
     log = (workdir / f"results/logs/train/{CELL}.log").read_text()
-    assert f"stopping: the Snakemake process that started this job (PID {process.pid}) has ended" in log
+    assert (
+        f"stopping: the Snakemake process that started this job (PID {process.pid}) has ended"
+        in log
+    )
 
     config["training"]["epochs"] = 2  # a changed setting before resuming
     (workdir / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
     snakemake(workdir, "--unlock")
     snakemake(workdir, "--cores", "1", "--rerun-incomplete", *TARGETS)
     assert len(torch.load(model, weights_only=True)["history"]) == 2
-    assert "ignoring checkpoint" in (workdir / f"results/logs/train/{CELL}.log").read_text()
+    assert (
+        "ignoring checkpoint"
+        in (workdir / f"results/logs/train/{CELL}.log").read_text()
+    )
     assert not checkpoint.exists() and not checkpoint.with_name("last.pt.lock").exists()
 
 
@@ -260,7 +349,11 @@ def _stat(pid: int) -> list[str]:
 
 
 def children(pid: int) -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _stat(int(p))[1:2] == [str(pid)]]
+    return [
+        int(p)
+        for p in os.listdir("/proc")
+        if p.isdigit() and _stat(int(p))[1:2] == [str(pid)]
+    ]
 
 
 def command_line(pid: int) -> str:

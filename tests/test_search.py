@@ -7,9 +7,9 @@ import copy
 import math
 
 import pytest
+from conftest import TINY_CONFIG
 from scipy.stats import qmc
 
-from conftest import TINY_CONFIG
 from workflow.config import ConfigError, load_config
 from workflow.losses import LOSSES, loss_has_parameters
 from workflow.registry import ParameterError
@@ -26,13 +26,21 @@ def test_every_declared_space_passes_the_loss_parameter_checks():
         assert set(COMMON) <= set(space), impl
         assert ("lr_multiplier" in space) == loss_has_parameters(impl), impl
         for key, dim in space.items():
-            assert dim.source and ("paper" in dim.source or "ours" in dim.source or "code" in dim.source), (impl, key)
-            values = dim.values if isinstance(dim, Choice) else (dim.low, dim.high, dim.centre)
+            assert dim.source and (
+                "paper" in dim.source or "ours" in dim.source or "code" in dim.source
+            ), (impl, key)
+            values = (
+                dim.values
+                if isinstance(dim, Choice)
+                else (dim.low, dim.high, dim.centre)
+            )
             for value in values:
                 if key.startswith("params."):
                     LOSSES.check_params(impl, {key.split(".", 1)[1]: value})
                 else:
-                    assert isinstance(value, float) and value > 0 and math.isfinite(value), (impl, key)
+                    assert (
+                        isinstance(value, float) and value > 0 and math.isfinite(value)
+                    ), (impl, key)
     # The loss's own keyword arguments: every params.* key is one of them.
     import inspect
 
@@ -51,19 +59,29 @@ def test_a_check_catches_a_bad_declared_range():
 
 
 def test_the_design_is_the_centre_then_scrambled_sobol_points():
-    space = {"params.margin": Range(0.25, 4.0, 1.0, "ours"),
-             "params.reduction": Choice(("mean", "sum"), "mean", "ours"),
-             "training.lr": Range(1.0e-4, 1.0e-2, 1.0e-3, "ours", scale="log")}
+    space = {
+        "params.margin": Range(0.25, 4.0, 1.0, "ours"),
+        "params.reduction": Choice(("mean", "sum"), "mean", "ours"),
+        "training.lr": Range(1.0e-4, 1.0e-2, 1.0e-3, "ours", scale="log"),
+    }
     settings = design(space, 12, seed=3)
     assert len(settings) == 12
-    assert settings[0] == {"params.margin": 1.0, "params.reduction": "mean", "training.lr": 1.0e-3}
+    assert settings[0] == {
+        "params.margin": 1.0,
+        "params.reduction": "mean",
+        "training.lr": 1.0e-3,
+    }
     # The other 11: scipy's scrambled Sobol points (seeded), mapped on each scale.
     with pytest.warns(UserWarning, match="power of 2"):
         points = qmc.Sobol(3, scramble=True, rng=3).random(11)
     for setting, (u_margin, u_reduction, u_lr) in zip(settings[1:], points):
-        assert setting["params.margin"] == pytest.approx(0.25 * 16**u_margin, rel=5e-3)  # 3 significant digits
+        assert setting["params.margin"] == pytest.approx(
+            0.25 * 16**u_margin, rel=5e-3
+        )  # 3 significant digits
         assert setting["params.reduction"] == ("mean" if u_reduction < 0.5 else "sum")
-        assert setting["training.lr"] == pytest.approx(1.0e-4 * 100**u_lr, rel=5e-3)  # 3 significant digits
+        assert setting["training.lr"] == pytest.approx(
+            1.0e-4 * 100**u_lr, rel=5e-3
+        )  # 3 significant digits
     assert design(space, 12, seed=3) == settings  # reproducible
     assert design(space, 12, seed=4) != settings
     # Spread: every value inside its range, both choices drawn.
@@ -75,8 +93,14 @@ SEARCHED = {
     **TINY_CONFIG,
     "losses": {
         "ce": {"impl": "ce", "search": "default"},
-        "cam": {"impl": "cam", "search": {"params.reduction": None, "params.margin": {"range": [0.5, 2.0]}},
-                "params": {"min_norm": 2.0}},
+        "cam": {
+            "impl": "cam",
+            "search": {
+                "params.reduction": None,
+                "params.margin": {"range": [0.5, 2.0]},
+            },
+            "params": {"min_norm": 2.0},
+        },
         "lm": {"impl": "lm", "search": "default"},
     },
     "selection": {"budget": 12, "seed": 0},
@@ -85,38 +109,74 @@ SEARCHED = {
 
 def test_search_gives_every_loss_the_budget_and_fixes_what_the_entry_sets():
     config = load_config(copy.deepcopy(SEARCHED))
-    assert {base: len(trials) for base, trials in config["trials"].items()} == {"ce": 12, "cam": 12, "lm": 12}
+    assert {base: len(trials) for base, trials in config["trials"].items()} == {
+        "ce": 12,
+        "cam": 12,
+        "lm": 12,
+    }
     assert list(config["trials"]["cam"])[:2] == ["cam-t00", "cam-t01"]
     cam = config["trials"]["cam"]
     values = [config["sweeps"][name]["values"] for name in cam]
     # min_norm fixed by the entry, reduction dropped by the override, the
     # margin's range replaced (centre: the geometric middle, 1.0).
     assert all(entry["params"]["min_norm"] == 2.0 for entry in cam.values())
-    assert all("params.reduction" not in v and "params.min_norm" not in v for v in values)
+    assert all(
+        "params.reduction" not in v and "params.min_norm" not in v for v in values
+    )
     assert values[0]["params.margin"] == 1.0
     assert all(0.5 <= v["params.margin"] <= 2.0 for v in values)
-    assert set(values[0]) == {"params.margin", "params.init_norm", "lr_multiplier", "training.lr",
-                              "training.weight_decay"}
+    assert set(values[0]) == {
+        "params.margin",
+        "params.init_norm",
+        "lr_multiplier",
+        "training.lr",
+        "training.weight_decay",
+    }
     # Trial values reach the trial's settings: lr, weight decay, lr multiplier.
     t03 = cam["cam-t03"]
     assert t03["training"]["lr"] == values[3]["training.lr"]
     assert t03["lr_multiplier"] == values[3]["lr_multiplier"]
     # CE: lr multiplier of its classifier, lr and weight decay only.
-    assert set(config["sweeps"]["ce-t05"]["values"]) == {"lr_multiplier", "training.lr", "training.weight_decay"}
+    assert set(config["sweeps"]["ce-t05"]["values"]) == {
+        "lr_multiplier",
+        "training.lr",
+        "training.weight_decay",
+    }
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda c: c.pop("selection"), "config key losses.ce.search: a search needs selection.budget"),
-    (lambda c: c["losses"]["ce"].update(search="wide"), "config key losses.ce.search: 'default'"),
-    (lambda c: c["losses"]["ce"].update(search={"margin": {"range": [1, 2]}}),
-     "config key losses.ce.search.margin: a dimension is params.<name>, training.<name> or lr_multiplier"),
-    (lambda c: c["losses"]["ce"].update(search={"training.lr": {"range": [0.1]}}),
-     "config key losses.ce.search.training.lr: range must be two numbers [low, high], got [0.1]"),
-    (lambda c: c["losses"]["ce"].update(search={"training.lr": {"range": [-1.0, 1.0], "scale": "log"}}),
-     "config key losses.ce.search.training.lr: a log range needs positive ends"),
-    (lambda c: c["losses"]["lm"].update(params={"beta": [0.1, 0.2]}),
-     "config key losses.lm.params.beta: a sweep cannot be combined with losses.lm.search"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda c: c.pop("selection"),
+            "config key losses.ce.search: a search needs selection.budget",
+        ),
+        (
+            lambda c: c["losses"]["ce"].update(search="wide"),
+            "config key losses.ce.search: 'default'",
+        ),
+        (
+            lambda c: c["losses"]["ce"].update(search={"margin": {"range": [1, 2]}}),
+            "config key losses.ce.search.margin: a dimension is params.<name>, training.<name> or lr_multiplier",
+        ),
+        (
+            lambda c: c["losses"]["ce"].update(
+                search={"training.lr": {"range": [0.1]}}
+            ),
+            "config key losses.ce.search.training.lr: range must be two numbers [low, high], got [0.1]",
+        ),
+        (
+            lambda c: c["losses"]["ce"].update(
+                search={"training.lr": {"range": [-1.0, 1.0], "scale": "log"}}
+            ),
+            "config key losses.ce.search.training.lr: a log range needs positive ends",
+        ),
+        (
+            lambda c: c["losses"]["lm"].update(params={"beta": [0.1, 0.2]}),
+            "config key losses.lm.params.beta: a sweep cannot be combined with losses.lm.search",
+        ),
+    ],
+)
 def test_search_errors_name_the_key(change, message):
     config = copy.deepcopy(SEARCHED)
     change(config)
@@ -131,8 +191,17 @@ def test_python_m_workflow_lists_every_loss_search_space():
 
     from conftest import REPO
 
-    out = subprocess.run([sys.executable, "-m", "workflow"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "workflow"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = search_table()
     assert {r["loss"] for r in rows} == set(LOSSES.names())
     for row in rows:
-        assert f"{row['loss']:<13} {row['key']:<22} {row['values']:<40} {row['source']}" in out
+        assert (
+            f"{row['loss']:<13} {row['key']:<22} {row['values']:<40} {row['source']}"
+            in out
+        )

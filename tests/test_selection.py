@@ -9,14 +9,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import TINY_CONFIG, make_workspace, snakemake
 from official_formats import SHARED_DATASETS
+
 from workflow.config import (
     Cell,
     ConfigError,
     cells,
-    expand_sweeps,
     load_config,
     settings_hash,
     sweep_values,
@@ -27,12 +26,15 @@ from workflow.io import read_metadata
 from workflow.selection import select_trial
 from workflow.splits import make_split, make_validation_split
 
-
 # --- sweeps ---------------------------------------------------------------
 
 
 def test_ranges_expand_to_points():
-    assert sweep_values("k", {"range": [1e-4, 1e-2], "points": 3, "scale": "log"}) == [1e-4, 1e-3, 1e-2]
+    assert sweep_values("k", {"range": [1e-4, 1e-2], "points": 3, "scale": "log"}) == [
+        1e-4,
+        1e-3,
+        1e-2,
+    ]
     assert sweep_values("k", {"range": [0.1, 0.3], "points": 3}) == [0.1, 0.2, 0.3]
     assert sweep_values("k", {"range": [2, 10], "points": 3}) == [2, 6, 10]
     assert sweep_values("k", 0.5) is None and sweep_values("k", {"margin": 1}) is None
@@ -82,7 +84,9 @@ def test_a_top_level_sweep_clashes_with_a_backbone_override():
     config = copy.deepcopy(TINY_CONFIG)
     config["training"]["lr"] = [0.1, 0.01]
     config["backbones"]["small_cnn"]["training"] = {"lr": 0.5}
-    with pytest.raises(ConfigError, match="training.lr: a sweep of every loss cannot be combined"):
+    with pytest.raises(
+        ConfigError, match="training.lr: a sweep of every loss cannot be combined"
+    ):
         load_config(config)
 
 
@@ -103,12 +107,20 @@ def test_every_loss_gets_the_same_budget_of_trials():
     loaded = load_config(selection_config())
     assert list(loaded["losses"]) == ["ce", "cam"]  # reported under the base names
     assert {base: len(t) for base, t in loaded["trials"].items()} == {"ce": 2, "cam": 2}
-    assert set(loaded["trials"]["cam"]) < {"cam-margin0.5", "cam-margin1", "cam-margin2"}
-    assert load_config(selection_config())["trials"] == loaded["trials"]  # seeded subset
+    assert set(loaded["trials"]["cam"]) < {
+        "cam-margin0.5",
+        "cam-margin1",
+        "cam-margin2",
+    }
+    assert (
+        load_config(selection_config())["trials"] == loaded["trials"]
+    )  # seeded subset
     trials = trial_cells(loaded)
     assert len(trials) == 2 * 4  # 2 regimes x 4 trials, first seed only
     assert {c.seed for c in trials} == {0}
-    settings = trial_settings(loaded, Cell("digits", "full", "small_cnn", "ce-lr0.001", 0))
+    settings = trial_settings(
+        loaded, Cell("digits", "full", "small_cnn", "ce-lr0.001", 0)
+    )
     assert settings["training"]["lr"] == 0.001 and settings["loss"] == "ce-lr0.001"
 
 
@@ -123,7 +135,9 @@ def test_a_loss_with_fewer_settings_than_the_budget_stops():
 def test_a_table_mixing_a_fixed_factor_stops_naming_it():
     config = copy.deepcopy(TINY_CONFIG)
     config["losses"]["cam"]["training"] = {"epochs": 5}
-    with pytest.raises(ConfigError, match=r"tables.tiny_grid: the compared cells differ in epochs"):
+    with pytest.raises(
+        ConfigError, match=r"tables.tiny_grid: the compared cells differ in epochs"
+    ):
         load_config(config)
     config["tables"]["tiny_grid"]["columns"] = ["regime", "epochs"]  # declared: allowed
     load_config(config)
@@ -151,26 +165,41 @@ def test_backbones_may_differ_across_blocks():
 def labels_and_split(train_per_class, seed=0):
     labels = np.repeat(np.arange(5), 60)
     official = np.where(np.tile(np.arange(60) < 40, 5), "train", "test")
-    split = make_split(labels, official, seed, query_per_class=4, train_per_class=train_per_class)
+    split = make_split(
+        labels, official, seed, query_per_class=4, train_per_class=train_per_class
+    )
     return labels, official, split
 
 
 def test_validation_holds_only_training_pool_images_and_keeps_few_shot_training():
     labels, official, split = labels_and_split(train_per_class=5)
-    val = make_validation_split(labels, official, split, 0, query_per_class=3, database_per_class=6)
+    val = make_validation_split(
+        labels, official, split, 0, query_per_class=3, database_per_class=6
+    )
     test_images = set(split.loc[split["split"] != "train", "index"])
-    assert not test_images & set(val["index"]) and (official[val["index"]] == "train").all()
+    assert (
+        not test_images & set(val["index"])
+        and (official[val["index"]] == "train").all()
+    )
     train = split.loc[split["split"] == "train", "index"].to_numpy()
-    assert np.array_equal(np.sort(val.loc[val["split"] == "train", "index"]), np.sort(train))
-    counts = val.groupby("split")["index"].apply(lambda i: np.bincount(labels[i]).tolist())
+    assert np.array_equal(
+        np.sort(val.loc[val["split"] == "train", "index"]), np.sort(train)
+    )
+    counts = val.groupby("split")["index"].apply(
+        lambda i: np.bincount(labels[i]).tolist()
+    )
     assert counts["query"] == [3] * 5 and counts["database"] == [6] * 5
-    again = make_validation_split(labels, official, split, 0, query_per_class=3, database_per_class=6)
+    again = make_validation_split(
+        labels, official, split, 0, query_per_class=3, database_per_class=6
+    )
     assert again.equals(val)
 
 
 def test_full_regime_validation_comes_out_of_the_training_images():
     labels, official, split = labels_and_split(train_per_class=None)
-    val = make_validation_split(labels, official, split, 0, query_per_class=3, database_per_class=6)
+    val = make_validation_split(
+        labels, official, split, 0, query_per_class=3, database_per_class=6
+    )
     train = set(split.loc[split["split"] == "train", "index"])
     held = set(val.loc[val["split"] != "train", "index"])
     assert held <= train
@@ -180,18 +209,30 @@ def test_full_regime_validation_comes_out_of_the_training_images():
 def test_class_disjoint_validation_trains_on_the_other_classes():
     labels, official, split = labels_and_split(train_per_class=None)
     val = make_validation_split(
-        labels, official, split, 0, query_per_class=3, database_per_class=6, class_disjoint=True
+        labels,
+        official,
+        split,
+        0,
+        query_per_class=3,
+        database_per_class=6,
+        class_disjoint=True,
     )
     val_classes = set(labels[val.loc[val["split"] != "train", "index"]])
     train_classes = set(labels[val.loc[val["split"] == "train", "index"]])
     assert len(val_classes) == 2 or len(val_classes) == 3  # round(0.5 * 5)
-    assert not val_classes & train_classes and val_classes | train_classes == set(range(5))
+    assert not val_classes & train_classes and val_classes | train_classes == set(
+        range(5)
+    )
 
 
 def test_too_large_a_validation_split_names_the_keys():
     labels, official, split = labels_and_split(train_per_class=None)
-    with pytest.raises(ConfigError, match="validation.query_per_class/database_per_class"):
-        make_validation_split(labels, official, split, 0, query_per_class=10, database_per_class=30)
+    with pytest.raises(
+        ConfigError, match="validation.query_per_class/database_per_class"
+    ):
+        make_validation_split(
+            labels, official, split, 0, query_per_class=10, database_per_class=30
+        )
 
 
 # --- selection ------------------------------------------------------------
@@ -222,7 +263,10 @@ def selection_run(tmp_path_factory):
     targets = [
         "results/metrics.csv",
         "results/selection/table.csv",
-        *[f"results/figures/digits/full/small_cnn/sensitivity_{loss}.png" for loss in ("ce", "cam")],
+        *[
+            f"results/figures/digits/full/small_cnn/sensitivity_{loss}.png"
+            for loss in ("ce", "cam")
+        ],
     ]
     # Targets first: `--resources` takes every following word as a resource.
     snakemake(workdir, *targets, "--cores", "2", "--resources", "gpu=1")
@@ -231,37 +275,66 @@ def selection_run(tmp_path_factory):
 
 def test_selection_picks_the_best_validation_value_and_trains_it(selection_run):
     results = selection_run / "results"
-    for loss, trials in [("ce", ["ce-lr0.03", "ce-lr0.0001"]), ("cam", ["cam-margin0.5", "cam-margin4.0"])]:
-        record = json.loads((results / f"selection/digits/full/small_cnn/{loss}.json").read_text())
+    for loss, trials in [
+        ("ce", ["ce-lr0.03", "ce-lr0.0001"]),
+        ("cam", ["cam-margin0.5", "cam-margin4.0"]),
+    ]:
+        record = json.loads(
+            (results / f"selection/digits/full/small_cnn/{loss}.json").read_text()
+        )
         scores = {}
         for trial in trials:
-            metrics = pd.read_csv(results / f"trials/digits/full/small_cnn/{trial}/seed0/metrics.csv")
-            row = metrics[(metrics["retrieval"] == "exact") & (metrics["metric"] == "map@r")]
+            metrics = pd.read_csv(
+                results / f"trials/digits/full/small_cnn/{trial}/seed0/metrics.csv"
+            )
+            row = metrics[
+                (metrics["retrieval"] == "exact") & (metrics["metric"] == "map@r")
+            ]
             scores[trial] = float(row["value"].iloc[0])
         assert record["selected"] == max(scores, key=scores.get)
-        assert record["trials"] == 2 and record["score"] == pytest.approx(max(scores.values()))
+        assert record["trials"] == 2 and record["score"] == pytest.approx(
+            max(scores.values())
+        )
         # The final cells (every seed) are trained with the selected setting.
         loaded = load_config(SELECTION_RUN)
-        chosen = trial_settings(loaded, Cell("digits", "full", "small_cnn", record["selected"], 0))
+        chosen = trial_settings(
+            loaded, Cell("digits", "full", "small_cnn", record["selected"], 0)
+        )
         for seed in (0, 1):
-            path = results / f"cells/digits/full/small_cnn/{loss}/seed{seed}/embeddings.parquet"
+            path = (
+                results
+                / f"cells/digits/full/small_cnn/{loss}/seed{seed}/embeddings.parquet"
+            )
             expected = {**chosen, "loss": loss, "seed": seed}
-            assert read_metadata(path)["config_hash"] == settings_hash(expected), (loss, seed)
+            assert read_metadata(path)["config_hash"] == settings_hash(expected), (
+                loss,
+                seed,
+            )
     metrics = pd.read_csv(results / "metrics.csv")
     assert set(metrics["loss"]) == {"ce", "cam"}
     table = pd.read_csv(results / "selection/table.csv")
     assert list(table["trials"]) == [2, 2] and set(table["loss"]) == {"ce", "cam"}
     for loss in ("ce", "cam"):
-        assert (results / f"figures/digits/full/small_cnn/sensitivity_{loss}.png").stat().st_size > 1000
+        assert (
+            results / f"figures/digits/full/small_cnn/sensitivity_{loss}.png"
+        ).stat().st_size > 1000
 
 
 # --- selection never reads test data ----------------------------------------
 
 NOISE_CONFIG = {
     "data_mirror": str(SHARED_DATASETS),
-    "datasets": {"c100": {"source": "cifar100", "query_per_class": 2, "database_per_class": 5}},
+    "datasets": {
+        "c100": {"source": "cifar100", "query_per_class": 2, "database_per_class": 5}
+    },
     "regimes": {"fewshot3": {"train_per_class": 3}},
-    "backbones": {"small_cnn": {"arch": "small_cnn", "embedding_size": 16, "params": {"widths": [8, 16]}}},
+    "backbones": {
+        "small_cnn": {
+            "arch": "small_cnn",
+            "embedding_size": 16,
+            "params": {"widths": [8, 16]},
+        }
+    },
     "losses": {"cam": {"impl": "cam", "params": {"margin": [0.5, 2.0]}}},
     "seeds": [0],
     "training": {"epochs": 2, "batch_size": 64},
@@ -290,15 +363,27 @@ def test_selection_is_unchanged_when_the_test_labels_are_noise(tmp_path):
             labels.to_parquet(path)
         # The evaluation split too: the selection does not read it, the
         # comparison below does.
-        snakemake(workdir, "--cores", "2", *NOISE_TARGETS, "results/splits/c100/seed0.evaluation.parquet")
+        snakemake(
+            workdir,
+            "--cores",
+            "2",
+            *NOISE_TARGETS,
+            "results/splits/c100/seed0.evaluation.parquet",
+        )
         runs[name] = workdir
     clean, noise = runs["clean"] / "results", runs["noise"] / "results"
     split = lambda root, name: pd.read_parquet(root / "splits/c100" / name)  # noqa: E731
     evaluation, train = "seed0.evaluation.parquet", "fewshot3/seed0.train.parquet"
-    assert not split(clean, evaluation).equals(split(noise, evaluation))  # test queries and database changed
-    assert split(clean, train).equals(split(noise, train))  # the training images did not
+    assert not split(clean, evaluation).equals(
+        split(noise, evaluation)
+    )  # test queries and database changed
+    assert split(clean, train).equals(
+        split(noise, train)
+    )  # the training images did not
     for target in NOISE_TARGETS:
-        assert json.loads((clean.parent / target).read_text()) == json.loads((noise.parent / target).read_text())
+        assert json.loads((clean.parent / target).read_text()) == json.loads(
+            (noise.parent / target).read_text()
+        )
     for trial in ("cam-margin0.5", "cam-margin2.0"):
         relative = f"trials/c100/fewshot3/small_cnn/{trial}/seed0/metrics.csv"
         assert (clean / relative).read_bytes() == (noise / relative).read_bytes()
@@ -309,7 +394,10 @@ def test_an_unknown_selection_metric_stops_naming_the_key():
 
     config = selection_config()
     config["selection"]["metric"] = "mAP@R"
-    with pytest.raises(ConfigError, match="config key selection.metric: no metric 'mAP@R'.*did you mean 'map@r'"):
+    with pytest.raises(
+        ConfigError,
+        match="config key selection.metric: no metric 'mAP@R'.*did you mean 'map@r'",
+    ):
         check_config(load_config(config))
 
 
@@ -319,16 +407,31 @@ def test_the_shipped_fair_comparison_config_plans_equal_budgets(tmp_path):
     import re
 
     import yaml
-
     from conftest import REPO
 
     path = REPO / "config" / "fair_digits.yaml"
     config = yaml.safe_load(path.read_text())
     workdir = make_workspace(tmp_path / "ws", config)
-    out = snakemake(workdir, "-n", "--configfile", str(path), "--replace-workflow-config").stdout
-    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M)}
-    losses, budget, seeds = len(config["losses"]), config["selection"]["budget"], len(config["seeds"])
-    assert counts["train_trial"] == counts["embed_trial"] == counts["evaluate_trial"] == losses * budget
+    out = snakemake(
+        workdir, "-n", "--configfile", str(path), "--replace-workflow-config"
+    ).stdout
+    counts = {
+        rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M)
+    }
+    losses, budget, seeds = (
+        len(config["losses"]),
+        config["selection"]["budget"],
+        len(config["seeds"]),
+    )
+    assert (
+        counts["train_trial"]
+        == counts["embed_trial"]
+        == counts["evaluate_trial"]
+        == losses * budget
+    )
     assert counts["train"] == counts["evaluate"] == losses * seeds
     assert counts["select"] == counts["sensitivity_figure"] == losses
-    assert counts["validation_split"] == 1 and counts["train_split"] == counts["evaluation_split"] == seeds
+    assert (
+        counts["validation_split"] == 1
+        and counts["train_split"] == counts["evaluation_split"] == seeds
+    )

@@ -37,20 +37,35 @@ SLURM_CONFIG = copy.deepcopy(TINY_CONFIG)
 SLURM_CONFIG["regimes"] = {"fewshot5": {"train_per_class": 5}}
 SLURM_CONFIG["losses"] = {"ce": {"impl": "ce"}, "cam": {"impl": "cam"}}
 SLURM_CONFIG["seeds"] = [0]
-TARGETS = [f"results/cells/digits/fewshot5/small_cnn/{loss}/seed0/metrics.csv" for loss in SLURM_CONFIG["losses"]]
-EXPECTED_RULES = {"prepare": 1, "train_split": 1, "evaluation_split": 1, "train": 2, "embed": 2, "evaluate": 2}
+TARGETS = [
+    f"results/cells/digits/fewshot5/small_cnn/{loss}/seed0/metrics.csv"
+    for loss in SLURM_CONFIG["losses"]
+]
+EXPECTED_RULES = {
+    "prepare": 1,
+    "train_split": 1,
+    "evaluation_split": 1,
+    "train": 2,
+    "embed": 2,
+    "evaluate": 2,
+}
 GPU_RULES = {"train", "embed"}
 
 THREADS = ["--set-threads", "train=1", "embed=1", "evaluate=1"]
 # Status checks 5 s after a submission, then 15, 25 s... apart (the plugin
 # adds 10 s while no job finishes): jobs here take 15-45 s.
 TEST_ONLY = [
-    "--slurm-init-seconds-before-status-checks", "5",
-    "--seconds-between-status-checks", "5",
+    "--slurm-init-seconds-before-status-checks",
+    "5",
+    "--seconds-between-status-checks",
+    "5",
     "--slurm-keep-successful-logs",
-    "--latency-wait", "5",
+    "--latency-wait",
+    "5",
 ]
-SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (.+?)\)\.")
+SUBMITTED = re.compile(
+    r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (.+?)\)\."
+)
 TIMEOUT_S = 600
 
 
@@ -70,10 +85,16 @@ def partitions_of(profile: dict) -> list[str]:
 def resource(profile: dict, rule: str, name: str, backbone: str):
     """A resource of ``rule`` as Snakemake evaluates the profile's expression
     (first attempt)."""
-    value = profile.get("set-resources", {}).get(rule, {}).get(name, profile["default-resources"][name])
+    value = (
+        profile.get("set-resources", {})
+        .get(rule, {})
+        .get(name, profile["default-resources"][name])
+    )
     if isinstance(value, str):
         try:
-            return eval(value, {"attempt": 1, "wildcards": SimpleNamespace(backbone=backbone)})
+            return eval(
+                value, {"attempt": 1, "wildcards": SimpleNamespace(backbone=backbone)}
+            )
         except NameError:
             return value
     return value
@@ -87,9 +108,13 @@ def workspace(path: Path) -> Path:
 
 def start_snakemake(workdir: Path, env: dict, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "snakemake", *args], cwd=workdir,
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
         env={k: v for k, v in env.items() if k != "PYTHONPATH"},
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -132,12 +157,19 @@ def stale_daemons() -> dict[int, str]:
     partitions = partitions_of(slurm_profile())
     result = subprocess.run(
         [sys.executable, "-c", ABORTED_RUN, str(Path(__file__).parent), *partitions],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert result.returncode == -9 and result.stdout.strip(), result.stdout + result.stderr
+    assert result.returncode == -9 and result.stdout.strip(), (
+        result.stdout + result.stderr
+    )
     pids = json.loads(result.stdout.strip().splitlines()[-1]).values()
     alive = {pid: start_time(pid) for pid in pids}
-    assert set(alive) and None not in alive.values(), f"the aborted run's daemons are not running: {alive}"
+    assert set(alive) and None not in alive.values(), (
+        f"the aborted run's daemons are not running: {alive}"
+    )
     return alive
 
 
@@ -150,27 +182,50 @@ def cluster(stale_daemons):
 def test_daemons_left_by_an_aborted_run_are_stopped_first(stale_daemons, cluster):
     states = cluster.command("sinfo", "-h", "-N", "-o", "%R %T").splitlines()
     assert sorted(states) == sorted(f"{name} idle" for name in cluster.partitions)
-    still_running = {pid for pid, started in stale_daemons.items() if start_time(pid) == started}
+    still_running = {
+        pid for pid, started in stale_daemons.items() if start_time(pid) == started
+    }
     assert not still_running, f"daemons of the aborted run still run: {still_running}"
 
 
-def test_pipeline_runs_as_slurm_jobs_with_the_profile_and_matches_a_local_run(cluster, tmp_path):
+def test_pipeline_runs_as_slurm_jobs_with_the_profile_and_matches_a_local_run(
+    cluster, tmp_path
+):
     profile = slurm_profile()
     on_slurm = workspace(tmp_path / "slurm")
     local = workspace(tmp_path / "local")
 
     # The local run goes on while the SLURM run waits for its jobs.
     start = time.monotonic()
-    local_run = start_snakemake(local, dict(os.environ), "--workflow-profile", "profiles/local", *TARGETS, *THREADS)
+    local_run = start_snakemake(
+        local,
+        dict(os.environ),
+        "--workflow-profile",
+        "profiles/local",
+        *TARGETS,
+        *THREADS,
+    )
     try:
-        output = finish(start_snakemake(on_slurm, cluster.env, "--workflow-profile", "profiles/slurm", *TARGETS, *THREADS, *TEST_ONLY))
+        output = finish(
+            start_snakemake(
+                on_slurm,
+                cluster.env,
+                "--workflow-profile",
+                "profiles/slurm",
+                *TARGETS,
+                *THREADS,
+                *TEST_ONLY,
+            )
+        )
         slurm_seconds = time.monotonic() - start
         finish(local_run)
     finally:
         if local_run.poll() is None:
             local_run.kill()
             local_run.wait()
-    print(f"SLURM run: {slurm_seconds:.0f} s; both runs: {time.monotonic() - start:.0f} s")
+    print(
+        f"SLURM run: {slurm_seconds:.0f} s; both runs: {time.monotonic() - start:.0f} s"
+    )
 
     # Every job went through sbatch and completed as the profile asked.
     submissions = SUBMITTED.findall(output)
@@ -181,26 +236,43 @@ def test_pipeline_runs_as_slurm_jobs_with_the_profile_and_matches_a_local_run(cl
         rule = re.fullmatch(r"rule_(\w+?)(_wildcards_.*)?", job["Comment"]).group(1)
         rules[rule] = rules.get(rule, 0) + 1
         assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (rule, job)
-        assert job["Partition"] == resource(profile, rule, "slurm_partition", "small_cnn"), (rule, job)
-        assert job["Account"] == resource(profile, rule, "slurm_account", "small_cnn"), (rule, job)
-        assert job["MinMemoryNode"] == f"{resource(profile, rule, 'mem_mb', 'small_cnn')}M", (rule, job)
+        assert job["Partition"] == resource(
+            profile, rule, "slurm_partition", "small_cnn"
+        ), (rule, job)
+        assert job["Account"] == resource(
+            profile, rule, "slurm_account", "small_cnn"
+        ), (rule, job)
+        assert (
+            job["MinMemoryNode"] == f"{resource(profile, rule, 'mem_mb', 'small_cnn')}M"
+        ), (rule, job)
         minutes = resource(profile, rule, "runtime", "small_cnn")
-        assert job["TimeLimit"] == f"{minutes // 60:02d}:{minutes % 60:02d}:00", (rule, job)
+        assert job["TimeLimit"] == f"{minutes // 60:02d}:{minutes % 60:02d}:00", (
+            rule,
+            job,
+        )
         gpus = "gres:gpu:1" if rule in GPU_RULES else None
         assert job.get("TresPerJob") == gpus, (rule, job)
         # The SLURM log (kept by --slurm-keep-successful-logs) is the job's
         # output file, named by its job id, and shows the rule that ran.
         log_path = on_slurm / log
-        assert job["StdOut"] == str(log_path) and log_path.name == f"{job_id}.log", (log, job)
+        assert job["StdOut"] == str(log_path) and log_path.name == f"{job_id}.log", (
+            log,
+            job,
+        )
         assert f"rule {rule}:" in log_path.read_text(), log_path.read_text()
     assert rules == EXPECTED_RULES, output
 
     # The same outputs as the local run.
     slurm_results, local_results = on_slurm / "results", local / "results"
-    parquet = sorted(p.relative_to(local_results) for p in (local_results / "cells").rglob("*.parquet"))
+    parquet = sorted(
+        p.relative_to(local_results)
+        for p in (local_results / "cells").rglob("*.parquet")
+    )
     assert len(parquet) == 3 * 2  # embeddings, anchors, pr_curve per cell
     for name in parquet:
-        assert pq.read_table(slurm_results / name).equals(pq.read_table(local_results / name), check_metadata=True), name
+        assert pq.read_table(slurm_results / name).equals(
+            pq.read_table(local_results / name), check_metadata=True
+        ), name
     for target in TARGETS:
         metrics, expected = (pd.read_csv(d / target) for d in (on_slurm, local))
         assert len(metrics) > 0 and metrics["value"].notna().all(), target

@@ -7,14 +7,22 @@ import pytest
 
 from workflow.config import ConfigError
 from workflow.datasets import load_dataset
-from workflow.splits import make_evaluation_split, make_split, make_training_split, make_validation_split
+from workflow.splits import (
+    make_evaluation_split,
+    make_split,
+    make_training_split,
+    make_validation_split,
+)
 
 DIGITS = load_dataset("sklearn_digits")
 NONE = np.full(len(DIGITS.labels), "none")
 
 
 def split_sets(frame):
-    return {name: set(frame.loc[frame["split"] == name, "index"]) for name in ["train", "database", "query"]}
+    return {
+        name: set(frame.loc[frame["split"] == name, "index"])
+        for name in ["train", "database", "query"]
+    }
 
 
 def per_class(frame, name, labels):
@@ -34,12 +42,21 @@ def test_splits_are_disjoint_and_cover_the_dataset():
 
 def test_splits_are_stratified():
     labels = DIGITS.labels
-    frame = make_split(labels, NONE, seed=3, query_per_class=7, database_per_class=20, test_fraction=0.3)
+    frame = make_split(
+        labels,
+        NONE,
+        seed=3,
+        query_per_class=7,
+        database_per_class=20,
+        test_fraction=0.3,
+    )
     assert (per_class(frame, "query", labels) == 7).all()
     assert (per_class(frame, "database", labels) == 20).all()
     # The evaluation pool is 30% of every class; the rest trains.
     class_sizes = np.bincount(labels)
-    assert np.array_equal(per_class(frame, "train", labels), class_sizes - np.rint(0.3 * class_sizes))
+    assert np.array_equal(
+        per_class(frame, "train", labels), class_sizes - np.rint(0.3 * class_sizes)
+    )
 
 
 def test_few_shot_takes_k_per_class_and_keeps_query_and_database():
@@ -72,7 +89,14 @@ def test_official_division_is_respected():
 
 def test_asking_for_too_many_images_names_the_key():
     with pytest.raises(ConfigError, match=r"regimes\.fewshot500\.train_per_class"):
-        make_split(DIGITS.labels, NONE, seed=0, query_per_class=10, train_per_class=500, regime="fewshot500")
+        make_split(
+            DIGITS.labels,
+            NONE,
+            seed=0,
+            query_per_class=10,
+            train_per_class=500,
+            regime="fewshot500",
+        )
     with pytest.raises(ConfigError, match=r"datasets\.digits\.query_per_class"):
         make_split(DIGITS.labels, NONE, seed=0, query_per_class=60, name="digits")
 
@@ -80,8 +104,15 @@ def test_asking_for_too_many_images_names_the_key():
 def test_database_from_train_draws_the_database_from_the_training_pool():
     labels = np.repeat(np.arange(3), 30)
     official = np.tile(np.array(["train"] * 24 + ["test"] * 6), 3)
-    frame = make_split(labels, official, seed=2, query_per_class=6, database_per_class=10,
-                       database_from="train", train_per_class=5)
+    frame = make_split(
+        labels,
+        official,
+        seed=2,
+        query_per_class=6,
+        database_per_class=10,
+        database_from="train",
+        train_per_class=5,
+    )
     sets = split_sets(frame)
     train_side = set(np.flatnonzero(official == "train"))
     assert sets["query"] == set(np.flatnonzero(official == "test"))
@@ -90,7 +121,14 @@ def test_database_from_train_draws_the_database_from_the_training_pool():
     assert (per_class(frame, "database", labels) == 10).all()
     assert (per_class(frame, "train", labels) == 5).all()
     # The database is the same for every regime of a seed.
-    full = make_split(labels, official, seed=2, query_per_class=6, database_per_class=10, database_from="train")
+    full = make_split(
+        labels,
+        official,
+        seed=2,
+        query_per_class=6,
+        database_per_class=10,
+        database_from="train",
+    )
     assert split_sets(full)["database"] == sets["database"]
     assert split_sets(full)["train"] == train_side - sets["database"]
 
@@ -98,21 +136,55 @@ def test_database_from_train_draws_the_database_from_the_training_pool():
 def test_database_from_train_needs_a_database_size_and_enough_images():
     labels = np.repeat(np.arange(2), 10)
     official = np.tile(np.array(["train"] * 8 + ["test"] * 2), 2)
-    with pytest.raises(ConfigError, match=r"datasets\.d\.database_per_class: must be a number"):
-        make_split(labels, official, seed=0, query_per_class=1, database_from="train", name="d")
-    with pytest.raises(ConfigError, match=r"class 0 \(cat\) has 8 training images, not more than the 8"):
-        make_split(labels, official, seed=0, query_per_class=1, database_per_class=8, database_from="train",
-                   name="d", class_names=["cat", "dog"])
+    with pytest.raises(
+        ConfigError, match=r"datasets\.d\.database_per_class: must be a number"
+    ):
+        make_split(
+            labels, official, seed=0, query_per_class=1, database_from="train", name="d"
+        )
+    with pytest.raises(
+        ConfigError, match=r"class 0 \(cat\) has 8 training images, not more than the 8"
+    ):
+        make_split(
+            labels,
+            official,
+            seed=0,
+            query_per_class=1,
+            database_per_class=8,
+            database_from="train",
+            name="d",
+            class_names=["cat", "dog"],
+        )
 
 
 def test_errors_name_the_class_by_its_name():
     labels = np.repeat(np.arange(2), 10)
     official = np.tile(np.array(["train"] * 8 + ["test"] * 2), 2)
-    with pytest.raises(ConfigError, match=r"regimes\.k9\.train_per_class: .*class 0 \(cat\) of d has 8"):
-        make_split(labels, official, seed=0, query_per_class=1, train_per_class=9, name="d", regime="k9",
-                   class_names=["cat", "dog"])
-    with pytest.raises(ConfigError, match=r"class 0 \(cat\) has 2 evaluation images, fewer than 3 queries"):
-        make_split(labels, official, seed=0, query_per_class=3, name="d", class_names=["cat", "dog"])
+    with pytest.raises(
+        ConfigError, match=r"regimes\.k9\.train_per_class: .*class 0 \(cat\) of d has 8"
+    ):
+        make_split(
+            labels,
+            official,
+            seed=0,
+            query_per_class=1,
+            train_per_class=9,
+            name="d",
+            regime="k9",
+            class_names=["cat", "dog"],
+        )
+    with pytest.raises(
+        ConfigError,
+        match=r"class 0 \(cat\) has 2 evaluation images, fewer than 3 queries",
+    ):
+        make_split(
+            labels,
+            official,
+            seed=0,
+            query_per_class=3,
+            name="d",
+            class_names=["cat", "dog"],
+        )
 
 
 # --- training and evaluation split apart; nested few-shot regimes ----------
@@ -129,7 +201,10 @@ def test_few_shot_regimes_of_one_seed_are_nested(seed):
     its 20-shot ones, those among its full training pool (per class)."""
     labels = DIGITS.labels
     sets = [
-        train_per_class_sets(make_split(labels, NONE, seed=seed, query_per_class=10, train_per_class=k), labels)
+        train_per_class_sets(
+            make_split(labels, NONE, seed=seed, query_per_class=10, train_per_class=k),
+            labels,
+        )
         for k in [1, 5, 20, None]
     ]
     for c in range(10):
@@ -143,7 +218,9 @@ def test_few_shot_regimes_are_nested_with_the_database_from_the_training_pool():
     official = np.tile(np.array(["train"] * 30 + ["test"] * 10), 3)
     kwargs = dict(query_per_class=4, database_per_class=8, database_from="train")
     five, twenty = (
-        train_per_class_sets(make_split(labels, official, seed=4, train_per_class=k, **kwargs), labels)
+        train_per_class_sets(
+            make_split(labels, official, seed=4, train_per_class=k, **kwargs), labels
+        )
         for k in [5, 20]
     )
     assert all(five[c] < twenty[c] for c in range(3))
@@ -156,7 +233,14 @@ def test_training_split_depends_only_on_the_training_pool_keys():
     labels = DIGITS.labels
     train = make_training_split(labels, NONE, seed=2, train_per_class=5)
     for query, database in [(10, None), (3, 20), (20, 5)]:
-        both = make_split(labels, NONE, seed=2, query_per_class=query, database_per_class=database, train_per_class=5)
+        both = make_split(
+            labels,
+            NONE,
+            seed=2,
+            query_per_class=query,
+            database_per_class=database,
+            train_per_class=5,
+        )
         assert both[both["split"] == "train"].reset_index(drop=True).equals(train)
     assert set(train["split"]) == {"train"} and train["index"].is_monotonic_increasing
     # The evaluation split is one for every regime.
@@ -174,13 +258,21 @@ def test_training_and_evaluation_files_are_disjoint(database_from):
     labels = np.repeat(np.arange(4), 50)
     official = np.tile(np.array(["train"] * 35 + ["test"] * 15), 4)
     pool = dict(database_from=database_from, database_per_class=6)
-    evaluation = make_evaluation_split(labels, official, seed=3, query_per_class=5, **pool)
+    evaluation = make_evaluation_split(
+        labels, official, seed=3, query_per_class=5, **pool
+    )
     query = set(evaluation.loc[evaluation["split"] == "query", "index"])
     database = set(evaluation.loc[evaluation["split"] == "database", "index"])
     assert query and database and not query & database
-    assert (np.bincount(labels[list(query)]) == 5).all() and (np.bincount(labels[list(database)]) == 6).all()
+    assert (np.bincount(labels[list(query)]) == 5).all() and (
+        np.bincount(labels[list(database)]) == 6
+    ).all()
     for k in [None, 1, 5, 20]:
-        train = set(make_training_split(labels, official, seed=3, train_per_class=k, **pool)["index"])
+        train = set(
+            make_training_split(labels, official, seed=3, train_per_class=k, **pool)[
+                "index"
+            ]
+        )
         assert train and not train & (query | database), k
         if k is None:
             side = set(np.flatnonzero(official == "train"))
@@ -192,12 +284,32 @@ def test_validation_split_from_the_training_file_leaves_a_training_pool_database
     official = np.tile(np.array(["train"] * 50 + ["test"] * 10), 3)
     pool = dict(database_from="train", database_per_class=10)
     train = make_training_split(labels, official, seed=0, train_per_class=5, **pool)
-    evaluation = make_evaluation_split(labels, official, seed=0, query_per_class=4, **pool)
-    val = make_validation_split(labels, official, train, 0, query_per_class=3, database_per_class=6,
-                                database_from="train", dataset_database_per_class=10)
+    evaluation = make_evaluation_split(
+        labels, official, seed=0, query_per_class=4, **pool
+    )
+    val = make_validation_split(
+        labels,
+        official,
+        train,
+        0,
+        query_per_class=3,
+        database_per_class=6,
+        database_from="train",
+        dataset_database_per_class=10,
+    )
     assert not set(val["index"]) & set(evaluation["index"])
     assert set(val.loc[val["split"] == "train", "index"]) == set(train["index"])
     # The same frame as from make_split's combined frame.
-    both = make_split(labels, official, seed=0, query_per_class=4, train_per_class=5, **pool)
-    assert make_validation_split(labels, official, both, 0, query_per_class=3, database_per_class=6,
-                                 database_from="train", dataset_database_per_class=10).equals(val)
+    both = make_split(
+        labels, official, seed=0, query_per_class=4, train_per_class=5, **pool
+    )
+    assert make_validation_split(
+        labels,
+        official,
+        both,
+        0,
+        query_per_class=3,
+        database_per_class=6,
+        database_from="train",
+        dataset_database_per_class=10,
+    ).equals(val)

@@ -16,8 +16,16 @@ from workflow.retrieval.inputs import prepare
 from workflow.retrieval.metrics import speedup_k
 from workflow.retrieval.two_stage import build_anchor_index, evaluate_retrieval_methods
 
-QUALITY = ("precision@1", "precision@5", "top1_error", "top5_error", "map", "map@r",
-           "r_precision", "pr_auc")
+QUALITY = (
+    "precision@1",
+    "precision@5",
+    "top1_error",
+    "top5_error",
+    "map",
+    "map@r",
+    "r_precision",
+    "pr_auc",
+)
 
 
 def grid_problem(seed, n_classes=4, n_db=90, n_queries=24, hi=3, dim=3):
@@ -26,7 +34,9 @@ def grid_problem(seed, n_classes=4, n_db=90, n_queries=24, hi=3, dim=3):
     db = rng.integers(0, hi + 1, (n_db, dim)).astype(np.float32)
     q = rng.integers(0, hi + 1, (n_queries, dim)).astype(np.float32)
     anchors = rng.integers(0, hi + 1, (n_classes, dim)).astype(np.float32)
-    dl = np.concatenate([np.arange(n_classes), rng.integers(0, n_classes, n_db - n_classes)])
+    dl = np.concatenate(
+        [np.arange(n_classes), rng.integers(0, n_classes, n_db - n_classes)]
+    )
     ql = rng.integers(0, n_classes, n_queries)
     return q, ql, db, dl, anchors
 
@@ -37,7 +47,9 @@ def separated_clusters(seed, n_classes=5, per_class=30, n_queries=40, dim=8):
     centres = rng.integers(-1000, 1000, (n_classes, dim)).astype(np.float32)
 
     def points(labels):
-        return (centres[labels] + rng.integers(-20, 21, (len(labels), dim))).astype(np.float32)
+        return (centres[labels] + rng.integers(-20, 21, (len(labels), dim))).astype(
+            np.float32
+        )
 
     dl = rng.permutation(np.repeat(np.arange(n_classes), per_class))
     ql = rng.integers(0, n_classes, n_queries)
@@ -47,7 +59,9 @@ def separated_clusters(seed, n_classes=5, per_class=30, n_queries=40, dim=8):
 def reference_lists(q, ql, db, dl, anchors, c, rest):
     """Per query: the ranked list of database indices of two-stage retrieval,
     by brute force; and the number of distances it computed."""
-    sq = lambda a, b: ((a[:, None, :].astype(np.float64) - b[None].astype(np.float64)) ** 2).sum(-1)
+    sq = lambda a, b: (
+        (a[:, None, :].astype(np.float64) - b[None].astype(np.float64)) ** 2
+    ).sum(-1)
     assignment = np.argmin(sq(db, anchors), axis=1)  # first minimum: lower anchor index
     kept = np.argsort(sq(q, anchors), axis=1, kind="stable")[:, :c]
     d = sq(q, db)
@@ -57,7 +71,9 @@ def reference_lists(q, ql, db, dl, anchors, c, rest):
         index = np.arange(len(db))
         ranked = index[cand][np.argsort(d[i, cand], kind="stable")]
         if rest == "follow":
-            ranked = np.concatenate([ranked, index[~cand][np.argsort(d[i, ~cand], kind="stable")]])
+            ranked = np.concatenate(
+                [ranked, index[~cand][np.argsort(d[i, ~cand], kind="stable")]]
+            )
         lists.append(ranked)
         computed.append(len(anchors) + cand.sum())
     return lists, np.array(computed, dtype=float)
@@ -105,8 +121,15 @@ def metrics_of_lists(lists, ql, dl, n_db, ks=(1, 5)):
 
 def run(q, ql, db, dl, anchors, classes, rest, **kwargs):
     return evaluate_retrieval_methods(
-        q, ql, db, dl, anchors=anchors, classes=classes, rest=rest,
-        evaluation={"precision_at": (1, 5), "top_k_error": (1, 5)}, **kwargs,
+        q,
+        ql,
+        db,
+        dl,
+        anchors=anchors,
+        classes=classes,
+        rest=rest,
+        evaluation={"precision_at": (1, 5), "top_k_error": (1, 5)},
+        **kwargs,
     )
 
 
@@ -122,7 +145,10 @@ def test_metrics_and_costs_match_brute_force(seed, rest):
         for name in QUALITY:
             assert got[name] == pytest.approx(expected[name], abs=1e-12), (c, name)
         assert got["distance_computations_per_query"] == pytest.approx(computed.mean())
-        assert "seconds_per_query" not in got and results[f"two_stage_c{c}"].seconds_per_query > 0
+        assert (
+            "seconds_per_query" not in got
+            and results[f"two_stage_c{c}"].seconds_per_query > 0
+        )
     assert results["exact"].metrics["distance_computations_per_query"] == len(db)
 
 
@@ -135,7 +161,9 @@ def test_small_blocks_and_bins_change_nothing(monkeypatch):
     after = run(q, ql, db, dl, anchors, [1, 2], "follow", chunk_size=3)
     for method in before:
         for name in QUALITY:
-            assert after[method].metrics[name] == pytest.approx(before[method].metrics[name], rel=1e-12)
+            assert after[method].metrics[name] == pytest.approx(
+                before[method].metrics[name], rel=1e-12
+            )
 
 
 @pytest.mark.parametrize("rest", ["follow", "cut"])
@@ -143,7 +171,9 @@ def test_all_classes_give_exactly_the_exact_ranking(rest):
     q, ql, db, dl, anchors = grid_problem(4, hi=2)  # coarse: ties everywhere
     n_classes = len(anchors)
     results = run(q, ql, db, dl, anchors, [n_classes, n_classes + 3], rest)
-    exact, exact_curve = evaluate_retrieval(q, ql, db, dl, {"precision_at": (1, 5), "top_k_error": (1, 5)})
+    exact, exact_curve = evaluate_retrieval(
+        q, ql, db, dl, {"precision_at": (1, 5), "top_k_error": (1, 5)}
+    )
     for c in (n_classes, n_classes + 3):
         result = results[f"two_stage_c{c}"]
         for name in QUALITY:
@@ -177,8 +207,13 @@ def test_cut_differs_from_follow_when_positives_lie_outside_the_kept_classes():
     follow = run(q, ql, db, dl, anchors, [1], "follow")["two_stage_c1"].metrics
     cut = run(q, ql, db, dl, anchors, [1], "cut")["two_stage_c1"].metrics
     assert cut["map"] < follow["map"]
-    assert cut["precision@1"] == follow["precision@1"]  # the top of the list is the same
-    assert cut["distance_computations_per_query"] == follow["distance_computations_per_query"]
+    assert (
+        cut["precision@1"] == follow["precision@1"]
+    )  # the top of the list is the same
+    assert (
+        cut["distance_computations_per_query"]
+        == follow["distance_computations_per_query"]
+    )
 
 
 def test_assignment_and_stage_one_break_ties_by_anchor_index():
@@ -204,7 +239,9 @@ def test_queries_without_positives_and_empty_groups():
         lists, _ = reference_lists(q, ql, db, dl, anchors, 1, rest)
         expected = metrics_of_lists(lists, ql, dl, len(db))
         for name in QUALITY:
-            assert results["two_stage_c1"].metrics[name] == pytest.approx(expected[name], abs=1e-12)
+            assert results["two_stage_c1"].metrics[name] == pytest.approx(
+                expected[name], abs=1e-12
+            )
 
 
 def test_bad_arguments_are_named():
@@ -219,18 +256,39 @@ def test_bad_arguments_are_named():
 
 def test_evaluate_cell_rows():
     q, ql, db, dl, anchors = grid_problem(9)
-    frame = pd.DataFrame({
-        "split": ["query"] * len(q) + ["database"] * len(db),
-        "label": np.concatenate([ql, dl]),
-        "prediction": -1,
-        "embedding": list(np.vstack([q, db])),
-    })
-    anchor_frame = pd.DataFrame({"label": np.arange(len(anchors)), "anchor": list(anchors)})
-    metrics, curve = evaluate_cell(frame, anchor_frame, {"precision_at": (1, 5), "top_k_error": (1,),
-                                   "two_stage": {"classes": [1, 2], "rest": "cut"}})
-    assert list(metrics.columns) == ["geometry", "distance", "retrieval", "metric", "value"]
+    frame = pd.DataFrame(
+        {
+            "split": ["query"] * len(q) + ["database"] * len(db),
+            "label": np.concatenate([ql, dl]),
+            "prediction": -1,
+            "embedding": list(np.vstack([q, db])),
+        }
+    )
+    anchor_frame = pd.DataFrame(
+        {"label": np.arange(len(anchors)), "anchor": list(anchors)}
+    )
+    metrics, curve = evaluate_cell(
+        frame,
+        anchor_frame,
+        {
+            "precision_at": (1, 5),
+            "top_k_error": (1,),
+            "two_stage": {"classes": [1, 2], "rest": "cut"},
+        },
+    )
+    assert list(metrics.columns) == [
+        "geometry",
+        "distance",
+        "retrieval",
+        "metric",
+        "value",
+    ]
     assert set(metrics["distance"]) == {"euclidean"}  # the default geometry
-    assert list(dict.fromkeys(metrics["retrieval"])) == ["exact", "two_stage_c1", "two_stage_c2"]
+    assert list(dict.fromkeys(metrics["retrieval"])) == [
+        "exact",
+        "two_stage_c1",
+        "two_stage_c2",
+    ]
     exact = metrics[metrics["retrieval"] == "exact"].set_index("metric")["value"]
     assert exact["distance_computations_per_query"] == len(db)
     assert exact["queries_without_positives"] == 0
@@ -239,8 +297,15 @@ def test_evaluate_cell_rows():
     assert len(curve) == len(db)
     # Without anchors (e.g. ce): exact only.
     no_anchors = anchor_frame.iloc[:0]
-    metrics, _ = evaluate_cell(frame, no_anchors, {"precision_at": (1,), "top_k_error": (1,),
-                               "two_stage": {"classes": [1, 2], "rest": "cut"}})
+    metrics, _ = evaluate_cell(
+        frame,
+        no_anchors,
+        {
+            "precision_at": (1,),
+            "top_k_error": (1,),
+            "two_stage": {"classes": [1, 2], "rest": "cut"},
+        },
+    )
     assert set(metrics["retrieval"]) == {"exact"}
 
 
@@ -248,7 +313,9 @@ def test_speedup_k_and_points():
     assert speedup_k({"precision_at": [1, 5, 10]}) == speedup_k({}) == 10
     assert speedup_k({"precision_at": [1, 5]}) == 1
     assert speedup_k({"precision_at": [1, 5], "speedup_precision_at": 5}) == 5
-    with pytest.raises(ValueError, match="evaluation.speedup_precision_at: 3 is not among"):
+    with pytest.raises(
+        ValueError, match="evaluation.speedup_precision_at: 3 is not among"
+    ):
         speedup_k({"precision_at": [1, 5], "speedup_precision_at": 3})
     rows = []
     for seed, (p_exact, p_two) in enumerate([(0.8, 0.7), (0.6, 0.5)]):
@@ -256,9 +323,17 @@ def test_speedup_k_and_points():
             ("cam", seed, "exact", "precision@10", p_exact),
             ("cam", seed, "exact", "distance_computations_per_query", 1000.0),
             ("cam", seed, "two_stage_c1", "precision@10", p_two),
-            ("cam", seed, "two_stage_c1", "distance_computations_per_query", 100.0 * (seed + 1)),
+            (
+                "cam",
+                seed,
+                "two_stage_c1",
+                "distance_computations_per_query",
+                100.0 * (seed + 1),
+            ),
         ]
-    metrics = pd.DataFrame(rows, columns=["loss", "seed", "retrieval", "metric", "value"])
+    metrics = pd.DataFrame(
+        rows, columns=["loss", "seed", "retrieval", "metric", "value"]
+    )
     metrics["backbone"] = "cnn"
     metrics["geometry"] = metrics["distance"] = "euclidean"
     points = speedup_points(metrics, 10).set_index("retrieval")
@@ -284,14 +359,18 @@ def test_both_stage_two_rankers_match_brute_force(monkeypatch, ranker, rest):
     # positive) or by counting (many): force each.
     import workflow.retrieval.two_stage as two_stage
 
-    monkeypatch.setattr(two_stage, "_SORT_WIDTH_PER_POSITIVE", 10**9 if ranker == "sort" else 0)
+    monkeypatch.setattr(
+        two_stage, "_SORT_WIDTH_PER_POSITIVE", 10**9 if ranker == "sort" else 0
+    )
     q, ql, db, dl, anchors = grid_problem(11, hi=2)  # coarse: ties everywhere
     results = run(q, ql, db, dl, anchors, [1, 2], rest)
     for c in (1, 2):
         lists, _ = reference_lists(q, ql, db, dl, anchors, c, rest)
         expected = metrics_of_lists(lists, ql, dl, len(db))
         for name in QUALITY:
-            assert results[f"two_stage_c{c}"].metrics[name] == pytest.approx(expected[name], abs=1e-12)
+            assert results[f"two_stage_c{c}"].metrics[name] == pytest.approx(
+                expected[name], abs=1e-12
+            )
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -309,4 +388,6 @@ def test_parallel_parts_change_nothing(threads):
         lists, _ = reference_lists(q, ql, db, dl, anchors, c, "follow")
         expected = metrics_of_lists(lists, ql, dl, len(db))
         for name in QUALITY:
-            assert results[f"two_stage_c{c}"].metrics[name] == pytest.approx(expected[name], abs=1e-12)
+            assert results[f"two_stage_c{c}"].metrics[name] == pytest.approx(
+                expected[name], abs=1e-12
+            )

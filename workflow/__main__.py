@@ -6,10 +6,14 @@ from workflow.datasets import DATASETS
 from workflow.losses import LOSSES
 from workflow.retrieval.metrics import METRICS
 
-for title, registry in [("datasets", DATASETS), ("backbones", BACKBONES), ("losses", LOSSES)]:
+for title, registry in [
+    ("datasets", DATASETS),
+    ("backbones", BACKBONES),
+    ("losses", LOSSES),
+]:
     print(f"{title}: {', '.join(registry.names())}")
 print(f"metrics: {', '.join(m.name for m in METRICS)}")
-print("\nsearch spaces (losses.<name>.search: default; README \"Fair comparisons\"):")
+print('\nsearch spaces (losses.<name>.search: default; README "Fair comparisons"):')
 from workflow.search import search_table  # noqa: E402
 
 print(f"{'loss':<13} {'key':<22} {'values':<40} source")

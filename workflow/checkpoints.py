@@ -31,7 +31,9 @@ def load_error_reason(error: Exception) -> str:
     return reason.split(". ", 1)[0].rstrip(".")[:300] or type(error).__name__
 
 
-def load_checkpoint(path, kind: str, keys=(), advice: str = "Delete or replace it.") -> object:
+def load_checkpoint(
+    path, kind: str, keys=(), advice: str = "Delete or replace it."
+) -> object:
     """The object in ``path``, read with ``torch.load(weights_only=True)``.
 
     A file torch cannot read that way, or (with ``keys``) anything but a
@@ -41,17 +43,25 @@ def load_checkpoint(path, kind: str, keys=(), advice: str = "Delete or replace i
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many kinds for a bad file
-        reason = "the file is empty" if path.is_file() and path.stat().st_size == 0 else load_error_reason(error)
+        reason = (
+            "the file is empty"
+            if path.is_file() and path.stat().st_size == 0
+            else load_error_reason(error)
+        )
         raise CheckpointError(
             f"{path}: not a valid {kind}: torch.load(weights_only=True) cannot read it ({reason}). {advice}"
         ) from None
     if keys:
         if not isinstance(state, dict):
-            raise CheckpointError(f"{path}: not a valid {kind}: it holds a {type(state).__name__}, "
-                                  f"not a dict with {', '.join(keys)}. {advice}")
+            raise CheckpointError(
+                f"{path}: not a valid {kind}: it holds a {type(state).__name__}, "
+                f"not a dict with {', '.join(keys)}. {advice}"
+            )
         missing = [key for key in keys if key not in state]
         if missing:
             found = sorted(str(key) for key in state)[:8]
-            raise CheckpointError(f"{path}: not a valid {kind}: it lacks {', '.join(missing)} "
-                                  f"(it holds {', '.join(found) or 'nothing'}). {advice}")
+            raise CheckpointError(
+                f"{path}: not a valid {kind}: it lacks {', '.join(missing)} "
+                f"(it holds {', '.join(found) or 'nothing'}). {advice}"
+            )
     return state

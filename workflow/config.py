@@ -58,29 +58,43 @@ def sweep_values(key: str, value) -> list | None:
     """
     if isinstance(value, list):
         if not value:
-            raise ConfigError(f"config key {key}: an empty list sweeps nothing; give at least one value")
+            raise ConfigError(
+                f"config key {key}: an empty list sweeps nothing; give at least one value"
+            )
         return _distinct(key, value)
     if not (isinstance(value, dict) and "range" in value):
         return None
     extra = set(value) - {"range", "points", "scale"}
-    ends, points, scale = value.get("range"), value.get("points"), value.get("scale", "linear")
+    ends, points, scale = (
+        value.get("range"),
+        value.get("points"),
+        value.get("scale", "linear"),
+    )
     if (
         extra
         or not (isinstance(ends, list) and len(ends) == 2)
-        or not all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in ends)
+        or not all(
+            isinstance(e, (int, float)) and not isinstance(e, bool) for e in ends
+        )
         or not (isinstance(points, int) and points >= 2)
         or scale not in ("linear", "log")
     ):
         raise ConfigError(
             f"config key {key}: a range is {{range: [low, high], points: n >= 2, "
             f"scale: linear or log}}; got {value!r}"
-            + "".join(dict.fromkeys(number_hint(e) for e in (ends if isinstance(ends, list) else [])))
+            + "".join(
+                dict.fromkeys(
+                    number_hint(e) for e in (ends if isinstance(ends, list) else [])
+                )
+            )
         )
     import numpy as np
 
     if scale == "log":
         if min(ends) <= 0:
-            raise ConfigError(f"config key {key}: a log-scale range needs positive ends, got {ends}")
+            raise ConfigError(
+                f"config key {key}: a log-scale range needs positive ends, got {ends}"
+            )
         grid = np.geomspace(ends[0], ends[1], points)
     else:
         grid = np.linspace(ends[0], ends[1], points)
@@ -93,6 +107,7 @@ def _same_value(a, b) -> bool:
     """Two swept values are the same setting: equal numbers whatever their
     type (``1`` and ``1.0``; booleans are not numbers here), or equal
     values of one type."""
+
     def number(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -111,7 +126,11 @@ def _distinct(key: str, values: list) -> list:
             if _same_value(value, earlier):
                 raise ConfigError(
                     f"config key {key}: the sweep has the value {earlier!r} twice"
-                    + (f" (as {earlier!r} and {value!r})" if repr(earlier) != repr(value) else "")
+                    + (
+                        f" (as {earlier!r} and {value!r})"
+                        if repr(earlier) != repr(value)
+                        else ""
+                    )
                     + f" in {values!r}; these are one setting, so remove one of them "
                     "(a range: fewer points, or ends further apart)"
                 )
@@ -143,7 +162,9 @@ def expand_sweeps(config: dict) -> tuple[dict, dict]:
             if values is None:
                 continue
             for name, backbone in (config.get("backbones") or {}).items():
-                if isinstance(backbone, dict) and key in (backbone.get("training") or {}):
+                if isinstance(backbone, dict) and key in (
+                    backbone.get("training") or {}
+                ):
                     raise ConfigError(
                         f"config key training.{key}: a sweep of every loss cannot be combined "
                         f"with backbones.{name}.training.{key}; sweep it per loss instead"
@@ -161,7 +182,9 @@ def expand_sweeps(config: dict) -> tuple[dict, dict]:
             sweeps[name] = {"base": name, "values": {}}
             continue
         if "search" in entry:
-            for new_name, new, values in search_trials(name, entry, config.get("selection")):
+            for new_name, new, values in search_trials(
+                name, entry, config.get("selection")
+            ):
                 expanded[new_name] = new
                 sweeps[new_name] = {"base": name, "values": values}
             continue
@@ -182,7 +205,9 @@ def expand_sweeps(config: dict) -> tuple[dict, dict]:
             new = copy.deepcopy(entry)
             for (section, key), value in zip(swept, combination):
                 new[section][key] = value
-            tag = "-".join(f"{key}{_value_tag(v)}" for (_, key), v in zip(swept, combination))
+            tag = "-".join(
+                f"{key}{_value_tag(v)}" for (_, key), v in zip(swept, combination)
+            )
             new_name = f"{name}-{tag}"
             if new_name in losses or new_name in expanded:
                 raise ConfigError(
@@ -192,7 +217,10 @@ def expand_sweeps(config: dict) -> tuple[dict, dict]:
             expanded[new_name] = new
             sweeps[new_name] = {
                 "base": name,
-                "values": {f"{section}.{key}": v for (section, key), v in zip(swept, combination)},
+                "values": {
+                    f"{section}.{key}": v
+                    for (section, key), v in zip(swept, combination)
+                },
             }
     config["losses"] = expanded
     return config, sweeps
@@ -287,20 +315,32 @@ def check_integers(config: dict) -> None:
     schema = yaml.safe_load(SCHEMA.read_text())
     base = jsonschema.validators.validator_for(schema)
     strict = base.TYPE_CHECKER.redefine(
-        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+        "integer",
+        lambda _, value: isinstance(value, int) and not isinstance(value, bool),
     )
     validator = jsonschema.validators.extend(base, type_checker=strict)(schema)
     floats = [
-        error for error in validator.iter_errors(config)
-        if error.validator == "type" and isinstance(error.instance, float)
-        and "integer" in (error.validator_value if isinstance(error.validator_value, list) else [error.validator_value])
+        error
+        for error in validator.iter_errors(config)
+        if error.validator == "type"
+        and isinstance(error.instance, float)
+        and "integer"
+        in (
+            error.validator_value
+            if isinstance(error.validator_value, list)
+            else [error.validator_value]
+        )
     ]
     if floats:  # the first by key, whatever order the validator walked in
         error = min(floats, key=lambda e: [str(part) for part in e.absolute_path])
         key = ".".join(str(part) for part in error.absolute_path)
         raise ConfigError(
             f"config key {key}: {error.instance!r} is not an integer; write {int(error.instance)}"
-            + (f"\n  {key}: {error.schema['description']}" if error.schema.get("description") else "")
+            + (
+                f"\n  {key}: {error.schema['description']}"
+                if error.schema.get("description")
+                else ""
+            )
         )
 
 
@@ -318,8 +358,12 @@ def describe_schema_error(error: Exception) -> str:
     message = f"config key {key}: {inner.message}"
     if inner.validator == "type":
         message += number_hint(inner.instance)
-    description = inner.schema.get("description") if isinstance(inner.schema, dict) else None
-    if inner.validator == "pattern" and description:  # the description says the form; the regex would not
+    description = (
+        inner.schema.get("description") if isinstance(inner.schema, dict) else None
+    )
+    if (
+        inner.validator == "pattern" and description
+    ):  # the description says the form; the regex would not
         message = f"config key {key}: {inner.instance!r} does not match the form it takes (below)"
     if description:
         message += f"\n  {key}: {description}"
@@ -339,7 +383,9 @@ def number_hint(value) -> str:
     if match is None:
         return ""
     mantissa, sign, exponent = match.groups()
-    written = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{sign or '+'}{exponent}"
+    written = (
+        f"{mantissa if '.' in mantissa else mantissa + '.0'}e{sign or '+'}{exponent}"
+    )
     return (
         f" (YAML 1.1, which Snakemake reads, takes {value} for a string: "
         f"write {written}, with a dot and a signed exponent)"
@@ -355,7 +401,13 @@ def check_finite(config, key: str = "") -> None:
             f"config key {key or '(top level)'}: {config} is not a finite number; every number in "
             "the config must be finite: write a number"
         )
-    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else []
+    items = (
+        config.items()
+        if isinstance(config, dict)
+        else enumerate(config)
+        if isinstance(config, list)
+        else []
+    )
     for name, value in items:
         check_finite(value, f"{key}.{name}" if key else str(name))
 
@@ -435,14 +487,23 @@ FIXED_FACTORS = {
 # and retrieval, then the fixed factors that results/metrics.csv carries
 # as columns (a table that compares cells differing in a factor must lay
 # that factor out). Checked before any job (workflow.guards).
-TABLE_ATTRIBUTES = ["dataset", "regime", "backbone", "loss", "distance", "retrieval",
-                    *[factor for factor in FIXED_FACTORS if factor != "backbone"]]
+TABLE_ATTRIBUTES = [
+    "dataset",
+    "regime",
+    "backbone",
+    "loss",
+    "distance",
+    "retrieval",
+    *[factor for factor in FIXED_FACTORS if factor != "backbone"],
+]
 
 
 def cell_factors(config: dict, cell: Cell) -> dict:
     """The fixed factors of a cell (columns of results/metrics.csv)."""
     settings = cell_settings(config, cell)
-    return {name: get(settings) for name, get in FIXED_FACTORS.items() if name != "backbone"}
+    return {
+        name: get(settings) for name, get in FIXED_FACTORS.items() if name != "backbone"
+    }
 
 
 # Recall@k cutoffs of a class-disjoint dataset that registers none.
@@ -460,10 +521,16 @@ def dataset_evaluation(config: dict, dataset: str) -> dict:
     from workflow.datasets import DATASETS
 
     spec = config["datasets"][dataset]
-    evaluation = {key: value for key, value in config["evaluation"].items() if key != "speedup_precision_at"}
+    evaluation = {
+        key: value
+        for key, value in config["evaluation"].items()
+        if key != "speedup_precision_at"
+    }
     disjoint = spec.get("protocol", "closed_set") == "class_disjoint"
     if evaluation.get("recall_at") is None:
-        registered = DATASETS.metadata(spec["source"]).get("recall_at") or DEFAULT_RECALL_AT
+        registered = (
+            DATASETS.metadata(spec["source"]).get("recall_at") or DEFAULT_RECALL_AT
+        )
         evaluation["recall_at"] = list(registered) if disjoint else []
     if evaluation.get("clustering") is None:
         evaluation["clustering"] = disjoint
@@ -479,7 +546,10 @@ def candidate_settings(config: dict, cell: Cell) -> dict[str, dict]:
     trials = config["trials"].get(cell.loss)
     if not trials:
         return {cell.loss: cell_settings(config, cell)}
-    return {name: cell_settings(config, cell, loss_entry=entry) for name, entry in trials.items()}
+    return {
+        name: cell_settings(config, cell, loss_entry=entry)
+        for name, entry in trials.items()
+    }
 
 
 def laid_out(decl: dict) -> set[str]:
@@ -513,17 +583,38 @@ def check_fixed_factors(config: dict) -> None:
     one of the ranking's ``blocks``."""
     grid = cells(config)
     for table, decl in (config.get("tables") or {}).items():
-        _check_fixed_within(config, grid, f"tables.{table}", decl.get("select") or {},
-                            decl.get("columns", []) + decl.get("blocks", []), laid_out(decl),
-                            "declare {factor!r} in the table's rows, columns or blocks")
+        _check_fixed_within(
+            config,
+            grid,
+            f"tables.{table}",
+            decl.get("select") or {},
+            decl.get("columns", []) + decl.get("blocks", []),
+            laid_out(decl),
+            "declare {factor!r} in the table's rows, columns or blocks",
+        )
     for name, decl in (config.get("rankings") or {}).items():
-        _check_fixed_within(config, grid, f"rankings.{name}", decl.get("select") or {}, decl["blocks"],
-                            set(decl["blocks"]), "make {factor!r} one of the ranking's blocks",
-                            losses=decl.get("losses"))
+        _check_fixed_within(
+            config,
+            grid,
+            f"rankings.{name}",
+            decl.get("select") or {},
+            decl["blocks"],
+            set(decl["blocks"]),
+            "make {factor!r} one of the ranking's blocks",
+            losses=decl.get("losses"),
+        )
 
 
-def _check_fixed_within(config: dict, grid: list[Cell], key: str, select: dict, grouping: list,
-                        layout: set, hint: str, losses: list | None = None) -> None:
+def _check_fixed_within(
+    config: dict,
+    grid: list[Cell],
+    key: str,
+    select: dict,
+    grouping: list,
+    layout: set,
+    hint: str,
+    losses: list | None = None,
+) -> None:
     """The cells that ``select`` (and ``losses``) keep, grouped by the cell
     attributes of ``grouping``, agree in every fixed factor not in
     ``layout`` (``backbone`` there allows its embedding size too). A
@@ -536,18 +627,35 @@ def _check_fixed_within(config: dict, grid: list[Cell], key: str, select: dict, 
         return [str(v) for v in (value if isinstance(value, list) else [value])]
 
     chosen = [
-        c for c in grid
-        if all(str(getattr(c, a)) in wanted(a) for a in select if a in ("dataset", "regime", "backbone", "loss"))
+        c
+        for c in grid
+        if all(
+            str(getattr(c, a)) in wanted(a)
+            for a in select
+            if a in ("dataset", "regime", "backbone", "loss")
+        )
         and (not losses or c.loss in losses)
     ]
     groups: dict[tuple, list[Cell]] = {}
     for c in chosen:
-        groups.setdefault(tuple(getattr(c, a) for a in grouping if a in ("dataset", "regime", "backbone")),
-                          []).append(c)
+        groups.setdefault(
+            tuple(
+                getattr(c, a)
+                for a in grouping
+                if a in ("dataset", "regime", "backbone")
+            ),
+            [],
+        ).append(c)
     for group in groups.values():
         settings = [
-            (c, s) for c in group for s in candidate_settings(config, c).values()
-            if all(str(get(s)) in wanted(f) for f, get in FIXED_FACTORS.items() if f in select)
+            (c, s)
+            for c in group
+            for s in candidate_settings(config, c).values()
+            if all(
+                str(get(s)) in wanted(f)
+                for f, get in FIXED_FACTORS.items()
+                if f in select
+            )
         ]
         for factor, get in FIXED_FACTORS.items():
             if factor in layout:
@@ -587,7 +695,10 @@ def check_augment_ranges(config: dict) -> None:
     above ``max`` (the schema checks each bound), wherever they are set."""
     places = [("training", config["training"])]
     for kind in ("backbones", "losses"):
-        places += [(f"{kind}.{name}.training", entry.get("training") or {}) for name, entry in config[kind].items()]
+        places += [
+            (f"{kind}.{name}.training", entry.get("training") or {})
+            for name, entry in config[kind].items()
+        ]
     for where, training in places:
         for key in ("augment_scale", "augment_ratio"):
             bounds = training.get(key)
@@ -624,7 +735,12 @@ def training_settings(config: dict, backbone: str, loss: str | dict) -> dict:
 
 # Schema defaults of the dataset keys the splits read (configs checked by
 # the schema have them filled in already).
-SPLIT_DEFAULTS = {"test_fraction": 0.3, "query_per_class": 10, "database_per_class": None, "database_from": "test"}
+SPLIT_DEFAULTS = {
+    "test_fraction": 0.3,
+    "query_per_class": 10,
+    "database_per_class": None,
+    "database_from": "test",
+}
 
 
 def _split_key(spec: dict, key: str):
@@ -646,7 +762,10 @@ def training_pool_spec(spec: dict) -> dict:
 def evaluation_spec(spec: dict) -> dict:
     """The keys of a dataset's config entry that decide its query and
     database images (the evaluation split)."""
-    return {**{key: _split_key(spec, key) for key in SPLIT_DEFAULTS}, **protocol_spec(spec)}
+    return {
+        **{key: _split_key(spec, key) for key in SPLIT_DEFAULTS},
+        **protocol_spec(spec),
+    }
 
 
 def protocol_spec(spec: dict) -> dict:
@@ -659,13 +778,20 @@ def protocol_spec(spec: dict) -> dict:
         return {}
     train_classes = spec.get("train_classes")
     if train_classes is None and protocol == "class_disjoint":
-        from workflow.datasets import DATASETS  # here: the loaders import workflow.download, which imports this
+        from workflow.datasets import (
+            DATASETS,  # here: the loaders import workflow.download, which imports this
+        )
 
         train_classes = DATASETS.metadata(spec["source"]).get("train_classes")
     return {"protocol": protocol, "train_classes": train_classes}
 
 
-PREPARE_DEFAULTS = {"params": {}, "image_size": None, "classes": None, "skip_undecodable": False}
+PREPARE_DEFAULTS = {
+    "params": {},
+    "image_size": None,
+    "classes": None,
+    "skip_undecodable": False,
+}
 
 
 def prepare_settings(spec: dict) -> dict:
@@ -673,7 +799,10 @@ def prepare_settings(spec: dict) -> dict:
     (so changing, e.g., ``query_per_class`` does not decode again).
     ``storage`` only when it is not the default ``array``: the settings
     (and hashes) of datasets prepared before the key existed stay the same."""
-    settings = {"source": spec["source"], **{k: spec.get(k, v) for k, v in PREPARE_DEFAULTS.items()}}
+    settings = {
+        "source": spec["source"],
+        **{k: spec.get(k, v) for k, v in PREPARE_DEFAULTS.items()},
+    }
     if spec.get("storage", "array") != "array":
         settings["storage"] = spec["storage"]
     return settings
@@ -727,7 +856,9 @@ def trial_cells(config: dict) -> list[Cell]:
     names = [name for trials in config["trials"].values() for name in trials]
     return [
         Cell(*values)
-        for values in itertools.product(config["datasets"], config["regimes"], config["backbones"], names, seeds)
+        for values in itertools.product(
+            config["datasets"], config["regimes"], config["backbones"], names, seeds
+        )
     ]
 
 
@@ -735,7 +866,9 @@ def trial_settings(config: dict, cell: Cell) -> dict:
     """A trial cell's settings (its loss is a trial name)."""
     base = config["sweeps"][cell.loss]["base"]
     final = Cell(cell.dataset, cell.regime, cell.backbone, base, cell.seed)
-    settings = cell_settings(config, final, loss_entry=config["trials"][base][cell.loss])
+    settings = cell_settings(
+        config, final, loss_entry=config["trials"][base][cell.loss]
+    )
     settings["loss"] = cell.loss
     return settings
 

@@ -18,30 +18,45 @@ def read_benchmark(path) -> pd.Series:
     return pd.read_csv(path, sep="\t").iloc[-1]
 
 
-def cost_table(cells: list[Cell], checkpoints, train_benchmarks, evaluate_benchmarks,
-               evaluate_timings) -> pd.DataFrame:
+def cost_table(
+    cells: list[Cell],
+    checkpoints,
+    train_benchmarks,
+    evaluate_benchmarks,
+    evaluate_timings,
+) -> pd.DataFrame:
     rows = []
-    for cell, ckpt_path, train_b, eval_b, timing_path in zip(cells, checkpoints, train_benchmarks,
-                                                             evaluate_benchmarks, evaluate_timings):
+    for cell, ckpt_path, train_b, eval_b, timing_path in zip(
+        cells, checkpoints, train_benchmarks, evaluate_benchmarks, evaluate_timings
+    ):
         # Device, images seen and loop time are in train_stats.json beside
         # model.pt (kept out of model.pt so that it is reproducible).
-        checkpoint = json.loads((Path(ckpt_path).parent / "train_stats.json").read_text())
+        checkpoint = json.loads(
+            (Path(ckpt_path).parent / "train_stats.json").read_text()
+        )
         train, evaluate = read_benchmark(train_b), read_benchmark(eval_b)
         images = checkpoint.get("images_seen")
         loop_seconds = checkpoint.get("train_seconds")
         # The exact search in the loss's own geometry.
         timing = json.loads(Path(timing_path).read_text())
         search = timing["search"][timing["geometry"]]["exact"]
-        rows.append({
-            "dataset": cell.dataset, "regime": cell.regime, "backbone": cell.backbone,
-            "loss": cell.loss, "seed": cell.seed,
-            "device": checkpoint.get("device", "unknown"),
-            "train_wall_s": float(train["s"]),
-            "train_peak_rss_mb": float(train["max_rss"]),
-            # Images per second of the training loop itself (no start-up).
-            "train_images_per_s": images / loop_seconds if images and loop_seconds else float("nan"),
-            "evaluate_wall_s": float(evaluate["s"]),
-            "evaluate_peak_rss_mb": float(evaluate["max_rss"]),
-            "search_s_per_query": search["seconds_per_query"],
-        })
+        rows.append(
+            {
+                "dataset": cell.dataset,
+                "regime": cell.regime,
+                "backbone": cell.backbone,
+                "loss": cell.loss,
+                "seed": cell.seed,
+                "device": checkpoint.get("device", "unknown"),
+                "train_wall_s": float(train["s"]),
+                "train_peak_rss_mb": float(train["max_rss"]),
+                # Images per second of the training loop itself (no start-up).
+                "train_images_per_s": images / loop_seconds
+                if images and loop_seconds
+                else float("nan"),
+                "evaluate_wall_s": float(evaluate["s"]),
+                "evaluate_peak_rss_mb": float(evaluate["max_rss"]),
+                "search_s_per_query": search["seconds_per_query"],
+            }
+        )
     return pd.DataFrame(rows)

@@ -64,7 +64,11 @@ def lock_dir() -> Path:
 def visible_devices() -> list[str]:
     """The ids of the GPUs this job may use: the entries of
     ``CUDA_VISIBLE_DEVICES`` when set (numbers or UUIDs), else 0 .. n-1."""
-    count = int(os.environ[SIMULATED]) if os.environ.get(SIMULATED) else torch.cuda.device_count()
+    count = (
+        int(os.environ[SIMULATED])
+        if os.environ.get(SIMULATED)
+        else torch.cuda.device_count()
+    )
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         ids = [entry.strip() for entry in listed.split(",") if entry.strip()]
@@ -93,7 +97,9 @@ def claim_device(requested: str, jobs_per_gpu: int = 1, job: str = "job", log=No
     log = log or (lambda line: print(line, file=sys.stderr))
     if requested == "cpu" or re.fullmatch(r"cuda:\d+", requested):
         device = torch.device(requested)
-        if device.type == "cuda" and (not torch.cuda.is_available() or device.index >= torch.cuda.device_count()):
+        if device.type == "cuda" and (
+            not torch.cuda.is_available() or device.index >= torch.cuda.device_count()
+        ):
             raise RuntimeError(
                 f"training.device is {requested!r} but this machine has {torch.cuda.device_count()} CUDA "
                 "device(s); pin one that exists, or use auto"
@@ -104,10 +110,15 @@ def claim_device(requested: str, jobs_per_gpu: int = 1, job: str = "job", log=No
     simulated = bool(os.environ.get(SIMULATED))
     if not devices:
         if requested == "cuda":
-            raise RuntimeError("training.device is 'cuda' but no CUDA device is available")
+            raise RuntimeError(
+                "training.device is 'cuda' but no CUDA device is available"
+            )
         yield Claim(torch.device("cpu"))
         return
-    if os.environ.get("SLURM_JOB_ID") and os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+    if (
+        os.environ.get("SLURM_JOB_ID")
+        and os.environ.get("CUDA_VISIBLE_DEVICES") is not None
+    ):
         log(f"device: GPU {devices[0]}, given to this SLURM job by the scheduler")
         yield Claim(torch.device("cpu" if simulated else "cuda:0"), devices[0])
         return
@@ -123,14 +134,23 @@ def claim_device(requested: str, jobs_per_gpu: int = 1, job: str = "job", log=No
                 if fd is None:
                     continue
                 try:
-                    log(f"device: GPU {device_id} (slot {slot + 1} of {jobs_per_gpu}"
-                        + (", simulated: computing on the CPU" if simulated else "") + ")")
-                    yield Claim(torch.device("cpu" if simulated else f"cuda:{position}"), device_id, slot)
+                    log(
+                        f"device: GPU {device_id} (slot {slot + 1} of {jobs_per_gpu}"
+                        + (", simulated: computing on the CPU" if simulated else "")
+                        + ")"
+                    )
+                    yield Claim(
+                        torch.device("cpu" if simulated else f"cuda:{position}"),
+                        device_id,
+                        slot,
+                    )
                 finally:
                     os.close(fd)  # releases the lock
                 return
         if not waited:
-            log(f"device: all {len(devices)} GPU(s) x {jobs_per_gpu} job(s) per GPU are held by other jobs "
-                f"(locks in {folder}); waiting for one to end")
+            log(
+                f"device: all {len(devices)} GPU(s) x {jobs_per_gpu} job(s) per GPU are held by other jobs "
+                f"(locks in {folder}); waiting for one to end"
+            )
             waited = True
         time.sleep(RETRY_SECONDS)

@@ -80,7 +80,7 @@ class OfficialFile:
     official: str = ""
 
     @classmethod
-    def from_dict(cls, data: dict) -> "OfficialFile":
+    def from_dict(cls, data: dict) -> OfficialFile:
         data = dict(data)
         data["members"] = tuple(Member(**m) for m in data.get("members", ()))
         return cls(**data)
@@ -91,7 +91,9 @@ class OfficialFile:
     def checksums(self) -> str:
         if not self.md5 and not self.sha256:
             return "no published checksum"
-        return describe_checksums(self.md5, self.sha256) + (" pinned in the config" if self.pinned else "")
+        return describe_checksums(self.md5, self.sha256) + (
+            " pinned in the config" if self.pinned else ""
+        )
 
     def wanted(self) -> str:
         """What the file must be, for messages."""
@@ -128,9 +130,13 @@ class _Hashes:
         return None
 
 
-CHECKSUM = re.compile(r"^(?:(md5):)?([0-9a-fA-F]{32})$|^(?:(sha256):)?([0-9a-fA-F]{64})$")
-CHECKSUM_FORM = ("'sha256:<64 hex digits>' or 'md5:<32 hex digits>' (either case, the prefix may be left out; "
-                 "sha256sum FILE or md5sum FILE prints it)")
+CHECKSUM = re.compile(
+    r"^(?:(md5):)?([0-9a-fA-F]{32})$|^(?:(sha256):)?([0-9a-fA-F]{64})$"
+)
+CHECKSUM_FORM = (
+    "'sha256:<64 hex digits>' or 'md5:<32 hex digits>' (either case, the prefix may be left out; "
+    "sha256sum FILE or md5sum FILE prints it)"
+)
 
 
 def parse_checksum(value) -> tuple[str, str] | None:
@@ -140,7 +146,11 @@ def parse_checksum(value) -> tuple[str, str] | None:
     match = CHECKSUM.match(value) if isinstance(value, str) else None
     if match is None:
         return None
-    return ("md5", match.group(2).lower()) if match.group(2) else ("sha256", match.group(4).lower())
+    return (
+        ("md5", match.group(2).lower())
+        if match.group(2)
+        else ("sha256", match.group(4).lower())
+    )
 
 
 def describe_checksums(md5: str | None, sha256: str | None) -> str:
@@ -202,17 +212,30 @@ def download_url(
     for attempt in range(retries):
         if attempt:
             time.sleep(pause * 2 ** (attempt - 1))
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        fd, tmp = tempfile.mkstemp(
+            dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"
+        )
         os.chmod(tmp, ordinary_mode())
         try:
             hashes = _Hashes(sha256 is not None)
-            request = urllib.request.Request(url, headers={"User-Agent": "cbir-benchmark"})
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
+            request = urllib.request.Request(
+                url, headers={"User-Agent": "cbir-benchmark"}
+            )
+            with (
+                os.fdopen(fd, "wb") as out,
+                urllib.request.urlopen(request, timeout=timeout) as response,
+            ):
                 total = response.headers.get("Content-Length")
                 total = int(total) if total else None
                 received = 0
-                with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}",
-                          file=sys.stderr, mininterval=5) as bar:
+                with tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    desc=f"download {dest.name}",
+                    file=sys.stderr,
+                    mininterval=5,
+                ) as bar:
                     while chunk := response.read(CHUNK):
                         out.write(chunk)
                         hashes.update(chunk)
@@ -248,11 +271,18 @@ def extract(archive, folder) -> None:
     archive = Path(archive)
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as z:
-            for member in tqdm(z.infolist(), desc=f"extract {archive.name}", file=sys.stderr, mininterval=5):
+            for member in tqdm(
+                z.infolist(),
+                desc=f"extract {archive.name}",
+                file=sys.stderr,
+                mininterval=5,
+            ):
                 z.extract(member, folder)  # zipfile drops '..' and absolute parts
         return
     with tarfile.open(archive, "r:*") as tar:
-        for member in tqdm(tar, desc=f"extract {archive.name}", file=sys.stderr, mininterval=5):
+        for member in tqdm(
+            tar, desc=f"extract {archive.name}", file=sys.stderr, mininterval=5
+        ):
             tar.extract(member, folder, filter="data")
 
 
@@ -261,7 +291,9 @@ def extract(archive, folder) -> None:
 
 def _mismatch_message(path, problem: str, f: OfficialFile, where: str) -> str:
     url = f" (official source: {f.url})" if f.url else ""
-    what = "the copy pinned in the config" if f.pinned else f"the official {f.name}{url}"
+    what = (
+        "the copy pinned in the config" if f.pinned else f"the official {f.name}{url}"
+    )
     return f"{path}: {problem}. It is not {what}. Put {f.wanted()} into {where}. {f.hint}".rstrip()
 
 
@@ -277,7 +309,11 @@ def _from_mirror(f: OfficialFile, mirror: Path, folder: Path) -> tuple[str, bool
         else:
             problem = copy_verified(archive, folder / f.name, f.md5, f.sha256)
         if problem:
-            raise DownloadError(_mismatch_message(archive, problem, f, f"the data_mirror folder {mirror}"))
+            raise DownloadError(
+                _mismatch_message(
+                    archive, problem, f, f"the data_mirror folder {mirror}"
+                )
+            )
         return f"mirror {archive}", False
     if f.members and all((mirror / m.path).is_file() for m in f.members):
         for m in f.members:
@@ -305,7 +341,11 @@ def _from_mirror(f: OfficialFile, mirror: Path, folder: Path) -> tuple[str, bool
 
 def _from_url(f: OfficialFile, cache: Path, folder: Path, **download_options) -> str:
     if f.url is None or f.pinned:
-        reason = "has no public download address" if f.url is None else "is your own copy (checksum pinned)"
+        reason = (
+            "has no public download address"
+            if f.url is None
+            else "is your own copy (checksum pinned)"
+        )
         raise DownloadError(
             f"{f.name} {reason}; put it ({f.checksums()}) into a "
             f"folder and name that folder in the config key data_mirror. {f.hint}".rstrip()
@@ -324,7 +364,7 @@ def _from_url(f: OfficialFile, cache: Path, folder: Path, **download_options) ->
         except OSError:
             problem = copy_verified(cached, folder / f.name, f.md5, f.sha256)
             if problem:
-                raise DownloadError(f"{cached}: {problem}")
+                raise DownloadError(f"{cached}: {problem}") from None
     return how
 
 
@@ -350,7 +390,9 @@ def fetch_files(
     for stale in parent.glob(f".{destination.name}.partial-*"):
         shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; never trusted
     work = Path(tempfile.mkdtemp(dir=parent, prefix=f".{destination.name}.partial-"))
-    os.chmod(work, ordinary_mode(0o777))  # mkdtemp makes it private; the result is an ordinary folder
+    os.chmod(
+        work, ordinary_mode(0o777)
+    )  # mkdtemp makes it private; the result is an ordinary folder
     record = {"files": []}
     # Inside the job's watch (workflow/job_guard.py): the folder is removed
     # should the job's Snakemake end, and renamed only while it runs.
@@ -365,13 +407,26 @@ def fetch_files(
                 if mirror is not None:
                     how, members_copied = _from_mirror(f, mirror, work)
                 else:
-                    how, members_copied = _from_url(f, Path(cache), work, **download_options), False
+                    how, members_copied = (
+                        _from_url(f, Path(cache), work, **download_options),
+                        False,
+                    )
                 if f.extract and not members_copied:
-                    for m in f.members:  # what the verified archive unpacked is as published
-                        problem = file_mismatch(work / m.path, m.md5) if (work / m.path).is_file() else "missing"
+                    for m in (
+                        f.members
+                    ):  # what the verified archive unpacked is as published
+                        problem = (
+                            file_mismatch(work / m.path, m.md5)
+                            if (work / m.path).is_file()
+                            else "missing"
+                        )
                         if problem:
-                            raise DownloadError(f"{f.name}: extracted {m.path}: {problem}")
-                print(f"{f.name}: {f.checksums()} verified, from {how}", file=sys.stderr)
+                            raise DownloadError(
+                                f"{f.name}: extracted {m.path}: {problem}"
+                            )
+                print(
+                    f"{f.name}: {f.checksums()} verified, from {how}", file=sys.stderr
+                )
                 entry = {"name": f.name, "md5": f.md5, "from": how}
                 if f.sha256:
                     entry["sha256"] = f.sha256
@@ -382,8 +437,10 @@ def fetch_files(
                         "the official dataset's",
                         file=sys.stderr,
                     )
-                    entry.update(checksum="USER-PINNED (config key checksums), not the published one",
-                                 official=f.official)
+                    entry.update(
+                        checksum="USER-PINNED (config key checksums), not the published one",
+                        official=f.official,
+                    )
                 record["files"].append(entry)
             (work / "download.json").write_text(json.dumps(record, indent=2) + "\n")
             with writing():
@@ -407,7 +464,9 @@ def official_files(source: str, params: dict) -> list[OfficialFile]:
     return dataset_files(source, params)
 
 
-def pin_checksums(files: list[OfficialFile], checksums: dict, name: str) -> list[OfficialFile]:
+def pin_checksums(
+    files: list[OfficialFile], checksums: dict, name: str
+) -> list[OfficialFile]:
     """``files`` with the checksums a dataset's config pins (``checksums:
     {<official file name>: <md5 or sha256>}``, a user's own re-packed copy
     or subset) in place of the published ones. The published checksums of
@@ -435,10 +494,16 @@ def pin_checksums(files: list[OfficialFile], checksums: dict, name: str) -> list
             continue
         parsed = parse_checksum(value)
         if parsed is None:
-            raise ConfigError(f"config key datasets.{name}.checksums.{f.name}: {value!r} is not {CHECKSUM_FORM}")
+            raise ConfigError(
+                f"config key datasets.{name}.checksums.{f.name}: {value!r} is not {CHECKSUM_FORM}"
+            )
         md5, sha256 = (parsed[1], None) if parsed[0] == "md5" else (None, parsed[1])
         official = f.checksums() if (f.md5 or f.sha256) else "none published"
-        pinned.append(replace(f, md5=md5, sha256=sha256, members=(), pinned=True, official=official))
+        pinned.append(
+            replace(
+                f, md5=md5, sha256=sha256, members=(), pinned=True, official=official
+            )
+        )
     return pinned
 
 
@@ -449,13 +514,19 @@ def download_key(source: str, files: list[OfficialFile]) -> str:
     download."""
     from workflow.datasets import dataset_files
 
-    if [(f.md5, f.sha256) for f in files] == [(f.md5, f.sha256) for f in dataset_files(source, {})]:
+    if [(f.md5, f.sha256) for f in files] == [
+        (f.md5, f.sha256) for f in dataset_files(source, {})
+    ]:
         return source
-    digest = hashlib.sha256(" ".join(str(f.md5 or f.sha256) for f in files).encode()).hexdigest()[:8]
+    digest = hashlib.sha256(
+        " ".join(str(f.md5 or f.sha256) for f in files).encode()
+    ).hexdigest()[:8]
     return f"{source}-{digest}"
 
 
-def plan_downloads(datasets: dict) -> tuple[dict[str, str | None], dict[str, list[dict]]]:
+def plan_downloads(
+    datasets: dict,
+) -> tuple[dict[str, str | None], dict[str, list[dict]]]:
     """For the config's datasets: the download key of each (None when it
     needs no files) and, per key, the files (as plain dicts for Snakemake
     params)."""

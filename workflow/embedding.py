@@ -16,18 +16,27 @@ import pyarrow as pa
 import torch
 
 import workflow
+from workflow.augment import resize_centre_crop
 from workflow.checkpoints import CheckpointError, load_checkpoint
 from workflow.config import settings_hash
 from workflow.io import git_commit, save_parquet
 from workflow.jpeg_store import JpegStore, pad
 from workflow.losses import loss_classifies, loss_has_anchors
-from workflow.augment import resize_centre_crop
-from workflow.training import build_models, input_view, normalise, resolve_speed, select_device, to_tensor
+from workflow.training import (
+    build_models,
+    input_view,
+    normalise,
+    resolve_speed,
+    select_device,
+    to_tensor,
+)
 
 
 def _fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+    return pa.FixedSizeListArray.from_arrays(
+        pa.array(matrix.reshape(-1)), matrix.shape[1]
+    )
 
 
 def embedding_matrix(frame: pd.DataFrame, column: str = "embedding") -> np.ndarray:
@@ -37,8 +46,13 @@ def embedding_matrix(frame: pd.DataFrame, column: str = "embedding") -> np.ndarr
 
 @torch.no_grad()
 def compute_embeddings(
-    checkpoint: dict, settings: dict, images: np.ndarray, index: np.ndarray, batch_size: int = 512,
-    source: str = "the model", device: torch.device | None = None,
+    checkpoint: dict,
+    settings: dict,
+    images: np.ndarray,
+    index: np.ndarray,
+    batch_size: int = 512,
+    source: str = "the model",
+    device: torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Embeddings, predictions (-1 if the loss cannot classify) and anchors.
 
@@ -51,19 +65,38 @@ def compute_embeddings(
     device = device or select_device(settings["training"]["device"])
     speed = resolve_speed(settings["training"], device)
     backbone, loss_fn = load_models(checkpoint, settings, device, speed, source)
-    if isinstance(images, JpegStore):  # images of their own sizes: always to the trained input side
+    if isinstance(
+        images, JpegStore
+    ):  # images of their own sizes: always to the trained input side
         side = checkpoint["image_size"]
         size, fraction = input_view(settings["training"], side, side)
         view = (size or side, fraction)
     else:
-        size, fraction = input_view(settings["training"], images.shape[1], images.shape[2])
+        size, fraction = input_view(
+            settings["training"], images.shape[1], images.shape[2]
+        )
         view = None if size is None else (size, fraction)
     impl = settings["loss_impl"]
-    embeddings, predictions = embed_images(backbone, loss_fn, checkpoint, speed, images, index, batch_size, view,
-                                           classifies=loss_classifies(impl))
+    embeddings, predictions = embed_images(
+        backbone,
+        loss_fn,
+        checkpoint,
+        speed,
+        images,
+        index,
+        batch_size,
+        view,
+        classifies=loss_classifies(impl),
+    )
     # The loss predicts among its own classes: back to the dataset's labels.
-    predictions = np.where(predictions >= 0, class_ids(checkpoint)[np.maximum(predictions, 0)], -1)
-    anchors = loss_fn.class_anchors().detach().float().cpu().numpy() if loss_has_anchors(impl) else None
+    predictions = np.where(
+        predictions >= 0, class_ids(checkpoint)[np.maximum(predictions, 0)], -1
+    )
+    anchors = (
+        loss_fn.class_anchors().detach().float().cpu().numpy()
+        if loss_has_anchors(impl)
+        else None
+    )
     return embeddings, predictions, anchors
 
 
@@ -73,11 +106,22 @@ def class_ids(checkpoint: dict) -> np.ndarray:
     training classes (:func:`workflow.training.training_classes`). A model.pt
     written before they were recorded trained on the dataset's labels as
     they are: the identity."""
-    return np.asarray(checkpoint.get("class_ids", range(checkpoint["num_classes"])), dtype=np.int64)
+    return np.asarray(
+        checkpoint.get("class_ids", range(checkpoint["num_classes"])), dtype=np.int64
+    )
 
 
 # What model.pt holds (scripts/train.py writes train_cell's dict without its stats).
-MODEL_KEYS = ("backbone", "loss", "mean", "std", "in_channels", "image_size", "num_classes", "settings_hash")
+MODEL_KEYS = (
+    "backbone",
+    "loss",
+    "mean",
+    "std",
+    "in_channels",
+    "image_size",
+    "num_classes",
+    "settings_hash",
+)
 MODEL_ADVICE = "Delete it and run Snakemake again: the train rule writes it anew."
 
 
@@ -85,7 +129,9 @@ def read_model(path, settings: dict) -> dict:
     """The trained model in ``path`` (a cell's ``model.pt``), checked to be
     one the train rule wrote for these settings (their hash): anything else
     is a :class:`workflow.checkpoints.CheckpointError` naming the file."""
-    checkpoint = load_checkpoint(path, "model.pt of the train rule", keys=MODEL_KEYS, advice=MODEL_ADVICE)
+    checkpoint = load_checkpoint(
+        path, "model.pt of the train rule", keys=MODEL_KEYS, advice=MODEL_ADVICE
+    )
     expected = settings_hash(settings)
     if checkpoint["settings_hash"] != expected:
         raise CheckpointError(
@@ -95,19 +141,32 @@ def read_model(path, settings: dict) -> dict:
     return checkpoint
 
 
-def load_models(checkpoint: dict, settings: dict, device: torch.device, speed: dict, source: str = "the model"):
+def load_models(
+    checkpoint: dict,
+    settings: dict,
+    device: torch.device,
+    speed: dict,
+    source: str = "the model",
+):
     """The trained backbone and loss of a checkpoint, on ``device``, in eval mode.
     The checkpoint holds every weight (and the input mean and std), so
     pretrained weights are not fetched again."""
     params = {k: v for k, v in settings["backbone_params"].items() if k != "pretrained"}
     backbone, loss_fn = build_models(
         {**settings, "backbone_params": params},
-        checkpoint["in_channels"], checkpoint["image_size"], checkpoint["num_classes"],
+        checkpoint["in_channels"],
+        checkpoint["image_size"],
+        checkpoint["num_classes"],
     )
-    for part, module, name in [("backbone", backbone, settings["arch"]), ("loss", loss_fn, settings["loss_impl"])]:
+    for part, module, name in [
+        ("backbone", backbone, settings["arch"]),
+        ("loss", loss_fn, settings["loss_impl"]),
+    ]:
         try:
             module.load_state_dict(checkpoint[part])
-        except RuntimeError as error:  # torch lists missing and unexpected keys, and shapes
+        except (
+            RuntimeError
+        ) as error:  # torch lists missing and unexpected keys, and shapes
             detail = " ".join(str(error).split())[:500]
             raise CheckpointError(
                 f"{source}: its {part} weights do not fit {part} {name!r} of this cell ({detail}). {MODEL_ADVICE}"
@@ -120,9 +179,18 @@ def load_models(checkpoint: dict, settings: dict, device: torch.device, speed: d
 
 
 @torch.no_grad()
-def embed_images(backbone, loss_fn, checkpoint: dict, speed: dict, images: np.ndarray, index: np.ndarray,
-                 batch_size: int = 512, view: tuple[int, float] | None = None, *,
-                 classifies: bool) -> tuple[np.ndarray, np.ndarray]:
+def embed_images(
+    backbone,
+    loss_fn,
+    checkpoint: dict,
+    speed: dict,
+    images: np.ndarray,
+    index: np.ndarray,
+    batch_size: int = 512,
+    view: tuple[int, float] | None = None,
+    *,
+    classifies: bool,
+) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings (float32) and predictions of ``images[index]``, batch by
     batch; predictions are -1 unless the loss ``classifies``
     (:func:`workflow.losses.loss_classifies`). ``view``: (input side, crop fraction) of
@@ -132,18 +200,34 @@ def embed_images(backbone, loss_fn, checkpoint: dict, speed: dict, images: np.nd
     embeddings, predictions = [], []
     for start in range(0, len(index), batch_size):
         part = index[start : start + batch_size]
-        if isinstance(images, JpegStore):  # decoded here: on the CPU, or with nvJPEG on a GPU
-            x, heights, widths = pad(images.decode(part, device if device.type == "cuda" else "cpu"))
+        if isinstance(
+            images, JpegStore
+        ):  # decoded here: on the CPU, or with nvJPEG on a GPU
+            x, heights, widths = pad(
+                images.decode(part, device if device.type == "cuda" else "cpu")
+            )
             x = resize_centre_crop(x.to(device), *view, heights=heights, widths=widths)
             x = normalise(x, checkpoint["mean"], checkpoint["std"])
         elif view is None:
-            x = to_tensor(np.asarray(images[part]), checkpoint["mean"], checkpoint["std"], device)
+            x = to_tensor(
+                np.asarray(images[part]), checkpoint["mean"], checkpoint["std"], device
+            )
         else:
-            x = torch.as_tensor(np.ascontiguousarray(images[part]), device=device).permute(0, 3, 1, 2)
-            x = normalise(resize_centre_crop(x, *view), checkpoint["mean"], checkpoint["std"])
+            x = torch.as_tensor(
+                np.ascontiguousarray(images[part]), device=device
+            ).permute(0, 3, 1, 2)
+            x = normalise(
+                resize_centre_crop(x, *view), checkpoint["mean"], checkpoint["std"]
+            )
         # to_tensor's permute leaves NHWC strides: pick the layout explicitly.
-        x = x.contiguous(memory_format=torch.channels_last if speed["channels_last"] else torch.contiguous_format)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=speed["precision"] == "bf16"):
+        x = x.contiguous(
+            memory_format=torch.channels_last
+            if speed["channels_last"]
+            else torch.contiguous_format
+        )
+        with torch.autocast(
+            device.type, dtype=torch.bfloat16, enabled=speed["precision"] == "bf16"
+        ):
             emb = backbone(x)
         emb = emb.float()
         embeddings.append(emb.cpu())
@@ -170,8 +254,15 @@ def provenance(settings: dict, config_hash: str) -> dict:
 
 
 def write_embeddings(
-    path, anchors_path, split: pd.DataFrame, labels: np.ndarray, embeddings: np.ndarray,
-    predictions: np.ndarray, anchors: np.ndarray | None, metadata: dict, anchor_labels: np.ndarray | None = None,
+    path,
+    anchors_path,
+    split: pd.DataFrame,
+    labels: np.ndarray,
+    embeddings: np.ndarray,
+    predictions: np.ndarray,
+    anchors: np.ndarray | None,
+    metadata: dict,
+    anchor_labels: np.ndarray | None = None,
 ) -> None:
     """``anchor_labels``: the dataset label of each anchor (:func:`class_ids`;
     default 0..len(anchors)-1)."""
@@ -186,10 +277,16 @@ def write_embeddings(
     )
     save_parquet(path, table, metadata)
     if anchors is None:
-        anchors, anchor_labels = np.zeros((0, embeddings.shape[1]), dtype=np.float32), None
+        anchors, anchor_labels = (
+            np.zeros((0, embeddings.shape[1]), dtype=np.float32),
+            None,
+        )
     anchor_table = pa.table(
         {
-            "label": pa.array(np.arange(len(anchors)) if anchor_labels is None else anchor_labels, pa.int64()),
+            "label": pa.array(
+                np.arange(len(anchors)) if anchor_labels is None else anchor_labels,
+                pa.int64(),
+            ),
             "anchor": _fixed_size_list(anchors),
         }
     )

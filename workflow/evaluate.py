@@ -71,7 +71,9 @@ def read_cell_files(embeddings_path, anchors_path) -> tuple[pd.DataFrame, pd.Dat
     return embeddings, anchors
 
 
-def query_and_database(embeddings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def query_and_database(
+    embeddings: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The queries and the database of a cell's embeddings, by their
     ``split``: ``query`` and ``database`` rows, or, all against all,
     :data:`~workflow.splits.ALL_AGAINST_ALL` rows (every test image a query
@@ -88,10 +90,14 @@ def query_and_database(embeddings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataF
                 "(delete results/splits/<dataset>/) and run Snakemake again"
             )
         return embeddings, None
-    return embeddings[embeddings["split"] == "query"], embeddings[embeddings["split"] == "database"]
+    return embeddings[embeddings["split"] == "query"], embeddings[
+        embeddings["split"] == "database"
+    ]
 
 
-def classification_accuracy(queries: pd.DataFrame, anchors: pd.DataFrame, distance: str = "euclidean") -> float:
+def classification_accuracy(
+    queries: pd.DataFrame, anchors: pd.DataFrame, distance: str = "euclidean"
+) -> float:
     """Accuracy of the query images: by the loss's own prediction (classifier
     head, or nearest anchor for CAM), else by the nearest exported anchor in
     ``distance``."""
@@ -103,7 +109,9 @@ def classification_accuracy(queries: pd.DataFrame, anchors: pd.DataFrame, distan
     q = in_geometry(embedding_matrix(queries), distance)
     a = in_geometry(embedding_matrix(anchors, "anchor"), distance)
     nearest = ((q[:, None, :] - a[None, :, :]) ** 2).sum(-1).argmin(1)
-    return float(np.mean(anchors["label"].to_numpy()[nearest] == queries["label"].to_numpy()))
+    return float(
+        np.mean(anchors["label"].to_numpy()[nearest] == queries["label"].to_numpy())
+    )
 
 
 def evaluate_cell(
@@ -142,18 +150,28 @@ def evaluate_cell(
     evaluation = dict(evaluation or {})
     queries, database = query_and_database(embeddings)
     two_stage = evaluation.get("two_stage") or {}
-    classes = list(two_stage.get("classes", [])) if len(anchors) and database is not None else []
+    classes = (
+        list(two_stage.get("classes", []))
+        if len(anchors) and database is not None
+        else []
+    )
     if database is None and len(anchors) and two_stage.get("classes"):
-        print("all against all: two-stage retrieval is not evaluated (it needs a database apart "
-              "from the queries)")
+        print(
+            "all against all: two-stage retrieval is not evaluated (it needs a database apart "
+            "from the queries)"
+        )
     rows, curve = [], None
     for distance in resolve_distances(evaluation.get("distances", ["own"]), geometry):
         results = evaluate_retrieval_methods(
             in_geometry(embedding_matrix(queries), distance),
             queries["label"].to_numpy(),
-            None if database is None else in_geometry(embedding_matrix(database), distance),
+            None
+            if database is None
+            else in_geometry(embedding_matrix(database), distance),
             None if database is None else database["label"].to_numpy(),
-            anchors=in_geometry(embedding_matrix(anchors, "anchor"), distance) if classes else None,
+            anchors=in_geometry(embedding_matrix(anchors, "anchor"), distance)
+            if classes
+            else None,
             classes=classes,
             rest=two_stage.get("rest", "follow"),
             evaluation=evaluation,
@@ -163,15 +181,22 @@ def evaluate_cell(
         for method, result in results.items():
             if timing is not None:
                 timing.setdefault(distance, {})[method] = {
-                    "seconds_per_query": result.seconds_per_query, "index_seconds": result.index_seconds}
+                    "seconds_per_query": result.seconds_per_query,
+                    "index_seconds": result.index_seconds,
+                }
             values = dict(result.metrics)
             if method == "exact":
                 values["accuracy"] = (
-                    float("nan") if database is None else classification_accuracy(queries, anchors, distance)
+                    float("nan")
+                    if database is None
+                    else classification_accuracy(queries, anchors, distance)
                 )
-                values["queries_without_positives"] = float(queries_without_positives(
-                    queries["label"], None if database is None else database["label"]
-                ))
+                values["queries_without_positives"] = float(
+                    queries_without_positives(
+                        queries["label"],
+                        None if database is None else database["label"],
+                    )
+                )
             names = METRICS.names(evaluation, retrieval=method)
             if set(values) != set(names):
                 raise RuntimeError(

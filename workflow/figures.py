@@ -43,22 +43,40 @@ def set_style() -> None:
     sns.set_theme(style="whitegrid", context="paper", palette="tab10")
 
 
-def tsne_figure(panels: dict[str, tuple[np.ndarray, np.ndarray]], seed: int = 0, max_points: int = 2000, title: str = ""):
+def tsne_figure(
+    panels: dict[str, tuple[np.ndarray, np.ndarray]],
+    seed: int = 0,
+    max_points: int = 2000,
+    title: str = "",
+):
     """``panels``: loss name -> (embeddings (N, D), labels (N,)). The same
     subsample of points (chosen by ``seed``) is used in every panel."""
     from sklearn.manifold import TSNE  # only this figure needs scikit-learn
 
     set_style()
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), dpi=150, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.2 * len(panels), 3.4), dpi=150, squeeze=False
+    )
     for ax, (name, (emb, labels)) in zip(axes[0], panels.items()):
         rng = np.random.default_rng(seed)
-        keep = np.sort(rng.choice(len(emb), size=min(max_points, len(emb)), replace=False))
+        keep = np.sort(
+            rng.choice(len(emb), size=min(max_points, len(emb)), replace=False)
+        )
         perplexity = float(min(30, max(2, (len(keep) - 1) / 3)))
-        xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(emb[keep])
+        xy = TSNE(
+            n_components=2, perplexity=perplexity, init="pca", random_state=seed
+        ).fit_transform(emb[keep])
         n_classes = len(np.unique(labels))
         palette = "tab10" if n_classes <= 10 else "husl"
         sns.scatterplot(
-            x=xy[:, 0], y=xy[:, 1], hue=labels[keep], palette=palette, s=6, linewidth=0, legend=False, ax=ax
+            x=xy[:, 0],
+            y=xy[:, 1],
+            hue=labels[keep],
+            palette=palette,
+            s=6,
+            linewidth=0,
+            legend=False,
+            ax=ax,
         )
         ax.set(title=name, xticks=[], yticks=[])
     if title:
@@ -68,7 +86,9 @@ def tsne_figure(panels: dict[str, tuple[np.ndarray, np.ndarray]], seed: int = 0,
 
 
 def _show(ax, image: np.ndarray, colour: str | None = None) -> None:
-    ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255)
+    ax.imshow(
+        image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=255
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
@@ -92,7 +112,13 @@ def retrieval_examples_figure(
     set_style()
     losses = list(results)
     rows = len(query_index) * len(losses)
-    fig, axes = plt.subplots(rows, top + 1, figsize=(1.2 * (top + 1) + 1.2, 1.25 * rows), dpi=150, squeeze=False)
+    fig, axes = plt.subplots(
+        rows,
+        top + 1,
+        figsize=(1.2 * (top + 1) + 1.2, 1.25 * rows),
+        dpi=150,
+        squeeze=False,
+    )
     for qi, q in enumerate(query_index):
         for li, loss in enumerate(losses):
             row = axes[qi * len(losses) + li]
@@ -101,7 +127,9 @@ def retrieval_examples_figure(
             if li == 0:
                 row[0].set_title(f"query: {class_names[labels[q]]}", fontsize=7)
             for k, db in enumerate(results[loss][q][:top]):
-                _show(row[k + 1], images[db], RIGHT if labels[db] == labels[q] else WRONG)
+                _show(
+                    row[k + 1], images[db], RIGHT if labels[db] == labels[q] else WRONG
+                )
                 if qi == 0 and li == 0:
                     row[k + 1].set_title(f"top {k + 1}", fontsize=7)
     fig.tight_layout()
@@ -128,10 +156,14 @@ def history_frame(histories: list[tuple[str, int, list]]) -> pd.DataFrame:
             for name, value in record.items():
                 if name in ("terms", "diagnostics"):
                     for term, term_value in value.items():
-                        rows.append((loss, seed, epoch, term, float(term_value), name[:-1]))
+                        rows.append(
+                            (loss, seed, epoch, term, float(term_value), name[:-1])
+                        )
                 elif name in TOTALS:
                     rows.append((loss, seed, epoch, name, float(value), "total"))
-    return pd.DataFrame(rows, columns=["loss", "seed", "epoch", "term", "value", "part"])
+    return pd.DataFrame(
+        rows, columns=["loss", "seed", "epoch", "term", "value", "part"]
+    )
 
 
 def training_curves_figure(history: pd.DataFrame, title: str = ""):
@@ -148,22 +180,32 @@ def training_curves_figure(history: pd.DataFrame, title: str = ""):
     if "part" not in history:
         history = history.assign(part="total")
     totals = history[history["part"] == "total"]
-    panels = [(name, totals[totals["term"] == name], "loss", "total") for name in dict.fromkeys(totals["term"])]
+    panels = [
+        (name, totals[totals["term"] == name], "loss", "total")
+        for name in dict.fromkeys(totals["term"])
+    ]
     for part, label in [("term", "terms"), ("diagnostic", "diagnostics")]:
         rows = history[history["part"] == part]
-        panels += [(f"{loss}: {label}", rows[rows["loss"] == loss], "term", part) for loss in dict.fromkeys(rows["loss"])]
+        panels += [
+            (f"{loss}: {label}", rows[rows["loss"] == loss], "term", part)
+            for loss in dict.fromkeys(rows["loss"])
+        ]
     # A grid of at most PANELS_PER_ROW panels a row (a grid with 13 losses
     # has 17 panels: one row would be unreadably wide).
     ncols = min(PANELS_PER_ROW, len(panels))
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.0 * nrows), dpi=150, squeeze=False)
-    for ax in axes.flat[len(panels):]:
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.4 * ncols, 3.0 * nrows), dpi=150, squeeze=False
+    )
+    for ax in axes.flat[len(panels) :]:
         fig.delaxes(ax)
     for ax, (name, data, hue, part) in zip(axes.flat, panels):
         sns.lineplot(data=data, x="epoch", y="value", hue=hue, errorbar="sd", ax=ax)
         ax.set(title=name, ylabel="")
         handles, labels = ax.get_legend_handles_labels()
-        if len(labels) > 6:  # many losses: a compact legend that leaves the curves visible
+        if (
+            len(labels) > 6
+        ):  # many losses: a compact legend that leaves the curves visible
             ax.legend(handles, labels, fontsize="xx-small", ncol=2, framealpha=0.6)
         if part == "term":
             ax.set_yscale("symlog", linthresh=1e-3)
@@ -175,7 +217,9 @@ def training_curves_figure(history: pd.DataFrame, title: str = ""):
     return fig
 
 
-def anchor_distance_figure(anchors: np.ndarray, class_names: list[str], title: str = ""):
+def anchor_distance_figure(
+    anchors: np.ndarray, class_names: list[str], title: str = ""
+):
     """Heatmap of L2 distances between the learned anchors (or centres)."""
     set_style()
     dist = np.sqrt(((anchors[:, None, :] - anchors[None, :, :]) ** 2).sum(-1))
@@ -183,8 +227,13 @@ def anchor_distance_figure(anchors: np.ndarray, class_names: list[str], title: s
     fig, ax = plt.subplots(figsize=(size + 1, size), dpi=150)
     show_names = len(class_names) <= 30
     sns.heatmap(
-        dist, ax=ax, cmap="viridis", square=True, cbar_kws={"label": "L2 distance"},
-        xticklabels=class_names if show_names else False, yticklabels=class_names if show_names else False,
+        dist,
+        ax=ax,
+        cmap="viridis",
+        square=True,
+        cbar_kws={"label": "L2 distance"},
+        xticklabels=class_names if show_names else False,
+        yticklabels=class_names if show_names else False,
     )
     ax.set_title(title)
     fig.tight_layout()
@@ -195,17 +244,26 @@ def pr_figure(curves: pd.DataFrame, title: str):
     """Mean precision-recall curve per (backbone, loss), averaged over seeds
     at each cutoff. ``curves`` has columns backbone, loss, seed, cutoff,
     precision, recall."""
-    mean = curves.groupby(["backbone", "loss", "cutoff"], as_index=False)[["precision", "recall"]].mean()
+    mean = curves.groupby(["backbone", "loss", "cutoff"], as_index=False)[
+        ["precision", "recall"]
+    ].mean()
     sns.set_theme(style="whitegrid", context="paper")
     fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=150)
     multiple_backbones = mean["backbone"].nunique() > 1
     sns.lineplot(
-        data=mean, x="recall", y="precision", hue="loss",
+        data=mean,
+        x="recall",
+        y="precision",
+        hue="loss",
         hue_order=list(dict.fromkeys(curves["loss"])),  # config order
         style="backbone" if multiple_backbones else None,
-        estimator=None, sort=False, ax=ax,
+        estimator=None,
+        sort=False,
+        ax=ax,
     )
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=title)
+    ax.set(
+        xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=title
+    )
     fig.tight_layout()
     return fig
 
@@ -219,15 +277,25 @@ def speedup_points(metrics: pd.DataFrame, k: int) -> pd.DataFrame:
     metrics = own_distance_rows(metrics)
     rows = metrics[metrics["metric"].isin([precision, cost])]
     wide = rows.pivot_table(
-        index=["backbone", "loss", "seed", "retrieval"], columns="metric", values="value", sort=False
+        index=["backbone", "loss", "seed", "retrieval"],
+        columns="metric",
+        values="value",
+        sort=False,
     ).reset_index()
     exact = wide.loc[wide["retrieval"] == "exact", ["backbone", "loss", "seed", cost]]
-    wide = wide.merge(exact.rename(columns={cost: "exact_cost"}), on=["backbone", "loss", "seed"])
+    wide = wide.merge(
+        exact.rename(columns={cost: "exact_cost"}), on=["backbone", "loss", "seed"]
+    )
     wide["speedup"] = wide["exact_cost"] / wide[cost]
     points = (
         wide.groupby(["backbone", "loss", "retrieval"], sort=False)
-        .agg(precision=(precision, "mean"), precision_std=(precision, "std"),
-             speedup=("speedup", "mean"), speedup_std=("speedup", "std"), seeds=("seed", "count"))
+        .agg(
+            precision=(precision, "mean"),
+            precision_std=(precision, "std"),
+            speedup=("speedup", "mean"),
+            speedup_std=("speedup", "std"),
+            seeds=("seed", "count"),
+        )
         .reset_index()
     )
     return points
@@ -249,15 +317,27 @@ def speedup_figure(metrics: pd.DataFrame, k: int, title: str):
         group = group.sort_values("speedup")
         label = loss if len(backbones) == 1 else f"{loss} ({backbone})"
         ax.errorbar(
-            group["speedup"], group["precision"], yerr=group["precision_std"].fillna(0),
-            color=colours[loss], marker=markers[backbone], markersize=4, capsize=2,
-            linewidth=1, label=label,
+            group["speedup"],
+            group["precision"],
+            yerr=group["precision_std"].fillna(0),
+            color=colours[loss],
+            marker=markers[backbone],
+            markersize=4,
+            capsize=2,
+            linewidth=1,
+            label=label,
         )
         for _, point in group.iterrows():
             if point["retrieval"] != "exact":
                 c = point["retrieval"].removeprefix("two_stage_c")
-                ax.annotate(f"c={c}", (point["speedup"], point["precision"]), fontsize=6,
-                            xytext=(3, 3), textcoords="offset points", color=colours[loss])
+                ax.annotate(
+                    f"c={c}",
+                    (point["speedup"], point["precision"]),
+                    fontsize=6,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                    color=colours[loss],
+                )
     ax.set_xscale("log")
     # Plain "2x" labels; on the minor ticks too when the range is under a
     # decade (it may then hold no major tick).
@@ -266,11 +346,21 @@ def speedup_figure(metrics: pd.DataFrame, k: int, title: str):
     low, high = ax.get_xlim()
     ax.xaxis.set_minor_formatter(times if high / low < 10 else NullFormatter())
     ax.tick_params(axis="x", which="both", labelsize=6)
-    ax.set(xlabel="speed-up over exact retrieval (distance computations)",
-           ylabel=METRICS.label(f"precision@{k}"), title=title)
+    ax.set(
+        xlabel="speed-up over exact retrieval (distance computations)",
+        ylabel=METRICS.label(f"precision@{k}"),
+        title=title,
+    )
     if not (points["retrieval"] != "exact").any():
-        ax.text(0.5, 0.5, "no loss with class anchors:\nno two-stage retrieval",
-                transform=ax.transAxes, ha="center", va="center", fontsize=8)
+        ax.text(
+            0.5,
+            0.5,
+            "no loss with class anchors:\nno two-stage retrieval",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=8,
+        )
     ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
     return fig
@@ -281,16 +371,29 @@ def sensitivity_figure(record: dict, title: str):
     against that parameter's value (log axis for positive values spanning
     more than a factor 10); the selected trial is marked."""
     keys = list(record["scores"][0]["values"]) or ["(no sweep)"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False
+    )
     for ax, key in zip(axes[0], keys):
         x = [s["values"].get(key, 0) for s in record["scores"]]
         y = [s["score"] for s in record["scores"]]
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x)
+        numeric = all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in x
+        )
         positions = x if numeric else list(range(len(x)))
         ax.scatter(positions, y, color="tab:blue", zorder=2)
-        chosen = next(i for i, s in enumerate(record["scores"]) if s["values"] == record["values"])
-        ax.scatter([positions[chosen]], [y[chosen]], s=120, facecolors="none", edgecolors="tab:red",
-                   zorder=3, label="selected")
+        chosen = next(
+            i for i, s in enumerate(record["scores"]) if s["values"] == record["values"]
+        )
+        ax.scatter(
+            [positions[chosen]],
+            [y[chosen]],
+            s=120,
+            facecolors="none",
+            edgecolors="tab:red",
+            zorder=3,
+            label="selected",
+        )
         if numeric and min(x) > 0 and max(x) / min(x) > 10:
             ax.set_xscale("log")
         if not numeric:
@@ -304,8 +407,13 @@ def sensitivity_figure(record: dict, title: str):
     return fig
 
 
-def critical_difference_figure(average: pd.Series, posthoc: pd.DataFrame, title: str, note: str,
-                               alpha: float = 0.05):
+def critical_difference_figure(
+    average: pd.Series,
+    posthoc: pd.DataFrame,
+    title: str,
+    note: str,
+    alpha: float = 0.05,
+):
     """Critical-difference diagram (Demšar 2006) of a ranking
     (:mod:`workflow.rankings`), drawn by scikit-posthocs: each loss at its
     average rank (1 = best, on the left), a bar joining the losses whose

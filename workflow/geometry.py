@@ -23,7 +23,9 @@ def resolve_distances(distances, geometry: str) -> list[str]:
     """The distances to evaluate: the loss's ``geometry`` first, then those of
     ``distances`` (``own`` is the geometry), each once."""
     if geometry not in DISTANCES:
-        raise ValueError(f"unknown geometry {geometry!r}; one of {', '.join(DISTANCES)}")
+        raise ValueError(
+            f"unknown geometry {geometry!r}; one of {', '.join(DISTANCES)}"
+        )
     resolved = [geometry]
     for name in distances:
         if name != "own" and name not in DISTANCES:

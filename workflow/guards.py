@@ -101,7 +101,8 @@ def check_config_file(path) -> None:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
-            f"config file {path}: " + ("is a folder" if path.is_dir() else "no such file")
+            f"config file {path}: "
+            + ("is a folder" if path.is_dir() else "no such file")
             + "; give the path of a YAML or JSON config file (relative to the folder Snakemake runs in)"
         )
     loader_class = type("Loader", (_UniqueKeyLoader,), {"path": str(path)})
@@ -114,24 +115,30 @@ def check_config_file(path) -> None:
                 loader.dispose()
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        context = f" ({error.context}, line {error.context_mark.line + 1})" if error.context and error.context_mark else ""
+        context = (
+            f" ({error.context}, line {error.context_mark.line + 1})"
+            if error.context and error.context_mark
+            else ""
+        )
         raise ConfigError(
             f"config file {path}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML: "
             f"{error.problem}{context}; fix the file there (YAML indents with spaces, never tabs; "
             "a value holding ': ' or starting with a special character needs quotes)"
         ) from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ConfigError(f"config file {path}: not a YAML or JSON text file ({error})") from None
+        raise ConfigError(
+            f"config file {path}: not a YAML or JSON text file ({error})"
+        ) from None
     if data is None:
         raise ConfigError(
             f"config file {path} is empty (or only comments); a config is a mapping of keys "
-            "(datasets:, regimes:, backbones:, losses:, seeds:, ...): see README \"Configuration\""
+            '(datasets:, regimes:, backbones:, losses:, seeds:, ...): see README "Configuration"'
         )
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"the single value {data!r}"
         raise ConfigError(
             f"config file {path} holds {kind}, not a mapping of keys; a config is a mapping at its top "
-            "level (datasets:, regimes:, backbones:, losses:, seeds:, ...): see README \"Configuration\""
+            'level (datasets:, regimes:, backbones:, losses:, seeds:, ...): see README "Configuration"'
         )
 
 
@@ -162,7 +169,10 @@ def check_user_files(config: dict) -> None:
     from workflow.datasets import DATASETS
 
     for name, spec in config["datasets"].items():
-        param, params = DATASETS.metadata(spec["source"]).get("user_files"), spec.get("params") or {}
+        param, params = (
+            DATASETS.metadata(spec["source"]).get("user_files"),
+            spec.get("params") or {},
+        )
         if param not in params:
             continue
         key, value = f"config key datasets.{name}.params.{param}", params[param]
@@ -185,11 +195,17 @@ def check_names(config: dict) -> None:
                     "wildcard, so it may hold only 1 to 100 letters, digits, '_', '.' and '-', "
                     "starting with a letter or digit and not ending in a piece repeated 20 times; "
                     "rename it"
-                    + (" (a swept parameter's value is part of the name)" if section == "losses" else "")
+                    + (
+                        " (a swept parameter's value is part of the name)"
+                        if section == "losses"
+                        else ""
+                    )
                 )
 
 
-def _check_arguments(key: str, kind: str, builder, params: dict, reserved: set[str]) -> None:
+def _check_arguments(
+    key: str, kind: str, builder, params: dict, reserved: set[str]
+) -> None:
     signature = inspect.signature(builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
         return  # takes anything
@@ -198,10 +214,16 @@ def _check_arguments(key: str, kind: str, builder, params: dict, reserved: set[s
         if name in reserved:
             raise ConfigError(
                 f"config key {key}.{name}: the pipeline sets {name!r} itself; remove it from params"
-                + (" (embedding_size belongs to the backbone entry)" if name == "embedding_size" else "")
+                + (
+                    " (embedding_size belongs to the backbone entry)"
+                    if name == "embedding_size"
+                    else ""
+                )
             )
         if name not in accepted:
-            raise ConfigError(f"config key {key}.{name}: {kind} {unknown_parameter(name, accepted)}")
+            raise ConfigError(
+                f"config key {key}.{name}: {kind} {unknown_parameter(name, accepted)}"
+            )
 
 
 def _check_ranges(key: str, kind: str, registry, name: str, params: dict) -> None:
@@ -229,7 +251,11 @@ def _loss_entries(config: dict):
     for name, entry in named:
         base = sweeps.get(name, {}).get("base", name)
         swept = sweeps.get(name, {}).get("values") or {}
-        where = f" (the sweep's setting {', '.join(f'{k}={v!r}' for k, v in swept.items())})" if swept else ""
+        where = (
+            f" (the sweep's setting {', '.join(f'{k}={v!r}' for k, v in swept.items())})"
+            if swept
+            else ""
+        )
         yield f"losses.{base}.params", entry, where
 
 
@@ -246,7 +272,9 @@ def check_parameters(config: dict) -> None:
     for key, entry, where in _loss_entries(config):
         impl, params = entry["impl"], entry.get("params") or {}
         kind = f"loss {impl!r}"
-        _check_arguments(key, kind, LOSSES.get(impl), params, PIPELINE_ARGUMENTS["losses"])
+        _check_arguments(
+            key, kind, LOSSES.get(impl), params, PIPELINE_ARGUMENTS["losses"]
+        )
         _check_ranges(key, kind, LOSSES, impl, params)
         try:
             build_loss(impl, num_classes=2, embedding_size=2, **params)
@@ -256,8 +284,18 @@ def check_parameters(config: dict) -> None:
                 "change the value"
             ) from None
     for name, entry in config["backbones"].items():
-        key, kind, params = f"backbones.{name}.params", f"backbone {entry['arch']!r}", entry.get("params") or {}
-        _check_arguments(key, kind, BACKBONES.get(entry["arch"]), params, PIPELINE_ARGUMENTS["backbones"])
+        key, kind, params = (
+            f"backbones.{name}.params",
+            f"backbone {entry['arch']!r}",
+            entry.get("params") or {},
+        )
+        _check_arguments(
+            key,
+            kind,
+            BACKBONES.get(entry["arch"]),
+            params,
+            PIPELINE_ARGUMENTS["backbones"],
+        )
         _check_ranges(key, kind, BACKBONES, entry["arch"], params)
 
 
@@ -267,25 +305,35 @@ def check_pretrained(config: dict) -> None:
     for name, entry in config["backbones"].items():
         params = entry.get("params") or {}
         if params.get("pretrained") is not None:
-            resolve(params["pretrained"], entry["arch"], f"backbones.{name}.params.pretrained")
+            resolve(
+                params["pretrained"],
+                entry["arch"],
+                f"backbones.{name}.params.pretrained",
+            )
 
 
 def check_table_metrics(config: dict) -> None:
-    from workflow.retrieval.metrics import METRICS
-
     from workflow.config import dataset_evaluation
+    from workflow.retrieval.metrics import METRICS
 
     # What some dataset's cells compute (the datasets' protocols fill in
     # their own Recall@k and clustering defaults).
-    known = list(dict.fromkeys(
-        name for dataset in config["datasets"] for name in METRICS.names(dataset_evaluation(config, dataset))
-    ))
+    known = list(
+        dict.fromkeys(
+            name
+            for dataset in config["datasets"]
+            for name in METRICS.names(dataset_evaluation(config, dataset))
+        )
+    )
     named = [
         (f"tables.{table}.metrics", metric)
         for table, declaration in (config.get("tables") or {}).items()
         for metric in declaration.get("metrics", [])
     ]
-    named += [(f"rankings.{name}.metric", decl["metric"]) for name, decl in (config.get("rankings") or {}).items()]
+    named += [
+        (f"rankings.{name}.metric", decl["metric"])
+        for name, decl in (config.get("rankings") or {}).items()
+    ]
     if config.get("selection"):
         named.append(("selection.metric", config["selection"]["metric"]))
     for key, metric in named:
@@ -296,14 +344,29 @@ def check_table_metrics(config: dict) -> None:
                 f"config key {key}: no metric {metric!r} is computed"
                 + (f" (did you mean {close[0]!r}?)" if close else "")
                 + f"; with these evaluation settings the metrics are: {', '.join(known)} ("
-                + ", ".join([f"{m.name} exists for the k in evaluation.{m.cutoffs}" for m in METRICS if m.cutoffs]
-                               + [f"{m.name} with evaluation.{m.enabled_by}: true" for m in METRICS if m.enabled_by])
+                + ", ".join(
+                    [
+                        f"{m.name} exists for the k in evaluation.{m.cutoffs}"
+                        for m in METRICS
+                        if m.cutoffs
+                    ]
+                    + [
+                        f"{m.name} with evaluation.{m.enabled_by}: true"
+                        for m in METRICS
+                        if m.enabled_by
+                    ]
+                )
                 + "; python -m workflow lists the registered metrics)"
             )
 
 
 # Cell attributes whose values the config names, and the section naming them.
-CELL_SECTIONS = {"dataset": "datasets", "regime": "regimes", "backbone": "backbones", "loss": "losses"}
+CELL_SECTIONS = {
+    "dataset": "datasets",
+    "regime": "regimes",
+    "backbone": "backbones",
+    "loss": "losses",
+}
 
 
 def _table_values(config: dict) -> dict[str, list]:
@@ -311,16 +374,29 @@ def _table_values(config: dict) -> dict[str, list]:
     whose values are known before any job)."""
     from workflow.geometry import DISTANCES
 
-    values = {attribute: [str(n) for n in config[section]] for attribute, section in CELL_SECTIONS.items()}
-    classes = ((config.get("evaluation") or {}).get("two_stage") or {}).get("classes", [1, 2])
+    values = {
+        attribute: [str(n) for n in config[section]]
+        for attribute, section in CELL_SECTIONS.items()
+    }
+    classes = ((config.get("evaluation") or {}).get("two_stage") or {}).get(
+        "classes", [1, 2]
+    )
     values["retrieval"] = ["exact", *(f"two_stage_c{c}" for c in classes)]
     values["distance"] = list(DISTANCES)
     return values
 
 
 def _swept_hint(config: dict, value) -> str:
-    names = [n for n, sweep in (config.get("sweeps") or {}).items() if sweep["base"] == value and n != value]
-    return f"; its sweep made {', '.join(names)}" if names and not config.get("trials") else ""
+    names = [
+        n
+        for n, sweep in (config.get("sweeps") or {}).items()
+        if sweep["base"] == value and n != value
+    ]
+    return (
+        f"; its sweep made {', '.join(names)}"
+        if names and not config.get("trials")
+        else ""
+    )
 
 
 def _check_selectors(config: dict, key: str, selectors: dict, values: dict) -> None:
@@ -346,7 +422,9 @@ def _check_attributes(table: str, decl: dict) -> None:
     for key in ["rows", "columns", "blocks"]:
         for i, entry in enumerate(decl.get(key) or []):
             if isinstance(entry, dict):
-                named += [(f"tables.{table}.{key}[{i}].{a}", a) for a in entry if a != "label"]
+                named += [
+                    (f"tables.{table}.{key}[{i}].{a}", a) for a in entry if a != "label"
+                ]
             else:
                 named.append((f"tables.{table}.{key}", entry))
     for key, attribute in named:
@@ -356,8 +434,12 @@ def _check_attributes(table: str, decl: dict) -> None:
                 f"{did_you_mean(str(attribute), TABLE_ATTRIBUTES)}; a table selects by and lays out "
                 f"{', '.join(TABLE_ATTRIBUTES)}"
             )
-    layout = [(key, entry) for key in ["rows", "columns", "blocks"] for entry in decl.get(key) or []
-              if not isinstance(entry, dict)]
+    layout = [
+        (key, entry)
+        for key in ["rows", "columns", "blocks"]
+        for entry in decl.get(key) or []
+        if not isinstance(entry, dict)
+    ]
     _check_laid_out_once(f"tables.{table}", layout)
 
 
@@ -369,8 +451,11 @@ def _check_laid_out_once(key: str, layout: list[tuple[str, str]]) -> None:
     seen: dict[str, str] = {}
     for place, attribute in layout:
         if attribute in seen:
-            where = f"twice in {key}.{place}" if seen[attribute] == place else \
-                f"in both {key}.{seen[attribute]} and {key}.{place}"
+            where = (
+                f"twice in {key}.{place}"
+                if seen[attribute] == place
+                else f"in both {key}.{seen[attribute]} and {key}.{place}"
+            )
             raise ConfigError(
                 f"config key {key}.{place}: {attribute!r} is laid out {where}, which would repeat its value in "
                 "every row and block; name each attribute once"
@@ -392,10 +477,14 @@ def _has_two_stage_rows(spec: dict) -> bool:
 
     if spec.get("protocol", "closed_set") != "class_disjoint":
         return True
-    return spec.get("train_classes") is None and bool(DATASETS.metadata(spec["source"]).get("query_database"))
+    return spec.get("train_classes") is None and bool(
+        DATASETS.metadata(spec["source"]).get("query_database")
+    )
 
 
-def _check_two_stage(config: dict, key: str, selectors: dict, losses: list | None = None) -> None:
+def _check_two_stage(
+    config: dict, key: str, selectors: dict, losses: list | None = None
+) -> None:
     """A selection of only two-stage retrievals (``selectors``: a table's or
     ranking's ``select``, or an explicit row with its table's ``select``)
     keeps a dataset that can have two-stage rows and a loss that learns
@@ -406,9 +495,15 @@ def _check_two_stage(config: dict, key: str, selectors: dict, losses: list | Non
     wanted = _as_strings(selectors["retrieval"]) if "retrieval" in selectors else []
     if not wanted or not all(w.startswith("two_stage_") for w in wanted):
         return
-    datasets = _as_strings(selectors["dataset"]) if "dataset" in selectors else list(map(str, config["datasets"]))
+    datasets = (
+        _as_strings(selectors["dataset"])
+        if "dataset" in selectors
+        else list(map(str, config["datasets"]))
+    )
     datasets = [d for d in datasets if d in config["datasets"]]
-    if datasets and not any(_has_two_stage_rows(config["datasets"][d]) for d in datasets):
+    if datasets and not any(
+        _has_two_stage_rows(config["datasets"][d]) for d in datasets
+    ):
         raise ConfigError(
             f"config key {key}.retrieval: {', '.join(wanted)} can never match: dataset "
             f"{', '.join(datasets)} {'is' if len(datasets) == 1 else 'are'} of protocol class_disjoint, whose "
@@ -416,9 +511,15 @@ def _check_two_stage(config: dict, key: str, selectors: dict, losses: list | Non
             "the test classes), so evaluate writes no two-stage rows; select retrieval exact, or a dataset of "
             "protocol closed_set"
         )
-    kept = losses or (_as_strings(selectors["loss"]) if "loss" in selectors else list(map(str, config["losses"])))
+    kept = losses or (
+        _as_strings(selectors["loss"])
+        if "loss" in selectors
+        else list(map(str, config["losses"]))
+    )
     kept = [loss for loss in kept if loss in config["losses"]]
-    if kept and not any(loss_has_anchors(config["losses"][loss]["impl"]) for loss in kept):
+    if kept and not any(
+        loss_has_anchors(config["losses"][loss]["impl"]) for loss in kept
+    ):
         raise ConfigError(
             f"config key {key}.retrieval: {', '.join(wanted)} can never match: no loss selected "
             f"({', '.join(kept)}) learns class anchors, and two-stage retrieval runs only for losses that do "
@@ -442,7 +543,10 @@ def check_tables(config: dict) -> None:
         select = decl.get("select") or {}
         _check_selectors(config, f"tables.{table}.select", select, values)
         _check_two_stage(config, f"tables.{table}.select", select)
-        shown = {a: [str(v) for v in (w if isinstance(w, list) else [w])] for a, w in select.items()}
+        shown = {
+            a: [str(v) for v in (w if isinstance(w, list) else [w])]
+            for a, w in select.items()
+        }
         rows = decl.get("rows") or []
         explicit = [row for row in rows if isinstance(row, dict)]
         labels: dict[str, int] = {}
@@ -452,7 +556,9 @@ def check_tables(config: dict) -> None:
             _check_selectors(config, key, selectors, values)
             _check_two_stage(config, key, {**select, **selectors})
             for attribute, wanted in selectors.items():
-                wanted = [str(v) for v in (wanted if isinstance(wanted, list) else [wanted])]
+                wanted = [
+                    str(v) for v in (wanted if isinstance(wanted, list) else [wanted])
+                ]
                 if attribute in shown and not set(wanted) & set(shown[attribute]):
                     raise ConfigError(
                         f"config key {key}.{attribute}: {', '.join(wanted)} is not among what "
@@ -479,17 +585,27 @@ def check_tables(config: dict) -> None:
         baseline = decl.get("baseline")
         if baseline is None or str(baseline) in labels:
             continue
-        losses = [loss for loss in values["loss"] if "loss" not in shown or loss in shown["loss"]]
+        losses = [
+            loss
+            for loss in values["loss"]
+            if "loss" not in shown or loss in shown["loss"]
+        ]
         if str(baseline) not in losses:
             raise ConfigError(
                 f"config key tables.{table}.baseline: {baseline!r} is "
-                + (f"no row label ({', '.join(map(repr, labels))}) and " if explicit else "")
+                + (
+                    f"no row label ({', '.join(map(repr, labels))}) and "
+                    if explicit
+                    else ""
+                )
                 + f"no loss this table shows ({', '.join(losses)}){_swept_hint(config, baseline)}, so "
                 "nothing would be compared with it; name one of those, or null for no significance marker"
             )
 
 
-def _check_reference(table: str, decl: dict, explicit: list, labels: dict, shown: dict, values: dict) -> None:
+def _check_reference(
+    table: str, decl: dict, explicit: list, labels: dict, shown: dict, values: dict
+) -> None:
     """Every row and metric of a table with ``reference`` has a published
     value (``workflow.tables.reference_problem``). The rows are known here
     when they are explicit, or laid out by dataset, regime, backbone and
@@ -529,7 +645,9 @@ def check_rankings(config: dict) -> None:
                     f"config key {key}.blocks: {attribute!r} cannot make blocks{did_you_mean(str(attribute), allowed)}"
                     f"; blocks are combinations of {', '.join(allowed)} (the losses are what is ranked)"
                 )
-        _check_laid_out_once(key, [("blocks", attribute) for attribute in decl["blocks"]])
+        _check_laid_out_once(
+            key, [("blocks", attribute) for attribute in decl["blocks"]]
+        )
         for attribute in decl.get("select") or {}:
             if attribute not in TABLE_ATTRIBUTES:
                 raise ConfigError(
@@ -548,9 +666,13 @@ def check_rankings(config: dict) -> None:
                     f"{_swept_hint(config, loss)}; name one of those"
                 )
         if len(set(losses)) != len(losses):
-            raise ConfigError(f"config key {key}.losses: {losses} names a loss twice; name each once")
+            raise ConfigError(
+                f"config key {key}.losses: {losses} names a loss twice; name each once"
+            )
         if len(losses) < 2:
-            raise ConfigError(f"config key {key}: only {', '.join(losses)} would be ranked; a ranking needs 2 losses or more")
+            raise ConfigError(
+                f"config key {key}: only {', '.join(losses)} would be ranked; a ranking needs 2 losses or more"
+            )
         for loss in losses:
             problem = _loss_rows_problem(config, loss, select, decl["metric"])
             if problem:
@@ -561,58 +683,98 @@ def check_rankings(config: dict) -> None:
                 )
 
 
-def _loss_rows_problem(config: dict, loss: str, select: dict, metric: str | None = None) -> str | None:
+def _loss_rows_problem(
+    config: dict, loss: str, select: dict, metric: str | None = None
+) -> str | None:
     """Why ``select`` would leave ``loss`` without a row (of ``metric``) in
     results/metrics.csv, as far as the config tells before any job: a
     distance it is not evaluated in, a retrieval it has not (two-stage
     needs anchors), a fixed factor (epochs, ...) that no setting of the
     loss has; with ``metric``, also a metric that retrieval does not write
     or accuracy of a loss that cannot classify. None when it may have rows."""
-    from workflow.config import FIXED_FACTORS, candidate_settings, cells, dataset_evaluation
+    from workflow.config import (
+        FIXED_FACTORS,
+        candidate_settings,
+        cells,
+        dataset_evaluation,
+    )
     from workflow.geometry import resolve_distances
     from workflow.losses import loss_classifies, loss_geometry, loss_has_anchors
     from workflow.retrieval.metrics import METRICS
 
     def wanted(attribute: str) -> list[str] | None:
         value = select.get(attribute)
-        return None if value is None else [str(v) for v in (value if isinstance(value, list) else [value])]
+        return (
+            None
+            if value is None
+            else [str(v) for v in (value if isinstance(value, list) else [value])]
+        )
 
     impl = config["losses"][loss]["impl"]
     evaluation = config.get("evaluation") or {}
-    distances = resolve_distances(evaluation.get("distances", ["own"]), loss_geometry(impl))
+    distances = resolve_distances(
+        evaluation.get("distances", ["own"]), loss_geometry(impl)
+    )
     if wanted("distance") and not set(wanted("distance")) & set(distances):
-        return (f"it is evaluated in {', '.join(distances)} only (its geometry and evaluation.distances), "
-                f"not in {', '.join(wanted('distance'))}")
+        return (
+            f"it is evaluated in {', '.join(distances)} only (its geometry and evaluation.distances), "
+            f"not in {', '.join(wanted('distance'))}"
+        )
     classes = (evaluation.get("two_stage") or {}).get("classes", [1, 2])
-    retrievals = ["exact"] + ([f"two_stage_c{c}" for c in classes] if loss_has_anchors(impl) else [])
+    retrievals = ["exact"] + (
+        [f"two_stage_c{c}" for c in classes] if loss_has_anchors(impl) else []
+    )
     kept = [r for r in wanted("retrieval") or ["exact"] if r in retrievals]
     if not kept:
         asked = ", ".join(wanted("retrieval"))
-        return (f"{impl} exports no anchors, so its only retrieval is exact, not {asked}"
-                if not loss_has_anchors(impl) else
-                f"its retrievals are {', '.join(retrievals)} (evaluation.two_stage.classes), not {asked}")
+        return (
+            f"{impl} exports no anchors, so its only retrieval is exact, not {asked}"
+            if not loss_has_anchors(impl)
+            else f"its retrievals are {', '.join(retrievals)} (evaluation.two_stage.classes), not {asked}"
+        )
     # The metrics of the datasets the select keeps (their protocols fill in
     # recall_at and clustering).
-    evaluations = [dataset_evaluation(config, d) for d in wanted("dataset") or config["datasets"]
-                   if d in config["datasets"]]
-    if metric and not any(metric in METRICS.names(e, retrieval=r) for e in evaluations for r in kept):
-        return f"{metric} is written for exact retrieval only, not for {', '.join(kept)}"
+    evaluations = [
+        dataset_evaluation(config, d)
+        for d in wanted("dataset") or config["datasets"]
+        if d in config["datasets"]
+    ]
+    if metric and not any(
+        metric in METRICS.names(e, retrieval=r) for e in evaluations for r in kept
+    ):
+        return (
+            f"{metric} is written for exact retrieval only, not for {', '.join(kept)}"
+        )
     if metric == "accuracy" and not (loss_classifies(impl) or loss_has_anchors(impl)):
         return f"{impl} neither classifies nor exports anchors, so its accuracy is NaN"
     factors = [f for f in FIXED_FACTORS if f != "backbone" and wanted(f)]
     if factors:
-        grid = [c for c in cells(config) if c.loss == loss
-                and all(str(getattr(c, a)) in (wanted(a) or [str(getattr(c, a))])
-                        for a in ("dataset", "regime", "backbone"))]
+        grid = [
+            c
+            for c in cells(config)
+            if c.loss == loss
+            and all(
+                str(getattr(c, a)) in (wanted(a) or [str(getattr(c, a))])
+                for a in ("dataset", "regime", "backbone")
+            )
+        ]
         settings = [s for c in grid for s in candidate_settings(config, c).values()]
-        if not any(all(str(FIXED_FACTORS[f](s)) in wanted(f) for f in factors) for s in settings):
-            has = "; ".join(f"{f} {', '.join(sorted({str(FIXED_FACTORS[f](s)) for s in settings}))}" for f in factors)
+        if not any(
+            all(str(FIXED_FACTORS[f](s)) in wanted(f) for f in factors)
+            for s in settings
+        ):
+            has = "; ".join(
+                f"{f} {', '.join(sorted({str(FIXED_FACTORS[f](s)) for s in settings}))}"
+                for f in factors
+            )
             asked = "; ".join(f"{f} {', '.join(wanted(f))}" for f in factors)
             return f"it is trained with {has}, not {asked}"
     return None
 
 
-def example_queries_problem(wanted: int, dataset: str, queries: int, how: str = "") -> str | None:
+def example_queries_problem(
+    wanted: int, dataset: str, queries: int, how: str = ""
+) -> str | None:
     """Why ``figures.example_queries`` (``wanted``) cannot be drawn from the
     ``queries`` queries of ``dataset`` (``how``: how that number is known),
     or None. The figure itself also asks (for the other datasets)."""
@@ -664,7 +826,11 @@ def check_class_counts(config: dict) -> None:
     class-balanced sampler, at most those trained on. The split jobs check the same with the
     prepared labels (``workflow.splits``)."""
     from workflow.config import protocol_spec
-    from workflow.splits import class_disjoint_boundary_problem, class_fraction_problem, held_out_classes
+    from workflow.splits import (
+        class_disjoint_boundary_problem,
+        class_fraction_problem,
+        held_out_classes,
+    )
 
     validation = config.get("validation") or {}
     for name, spec in config["datasets"].items():
@@ -672,13 +838,24 @@ def check_class_counts(config: dict) -> None:
         protocol = protocol_spec(spec)
         train_classes = protocol.get("train_classes")
         if protocol.get("protocol") == "class_disjoint":
-            default = "" if spec.get("train_classes") is not None else (
-                f" (the official boundary of {spec['source']!r}, taken while the key is not set)")
+            default = (
+                ""
+                if spec.get("train_classes") is not None
+                else (
+                    f" (the official boundary of {spec['source']!r}, taken while the key is not set)"
+                )
+            )
             if known and train_classes is not None:
-                problem = class_disjoint_boundary_problem(train_classes, known[0], name, f" ({known[1]})", default)
+                problem = class_disjoint_boundary_problem(
+                    train_classes, known[0], name, f" ({known[1]})", default
+                )
                 if problem:
                     raise ConfigError(problem)
-            trained = (train_classes, f"datasets.{name}.train_classes") if train_classes is not None else None
+            trained = (
+                (train_classes, f"datasets.{name}.train_classes")
+                if train_classes is not None
+                else None
+            )
         else:
             trained = known
         if trained is None:
@@ -686,24 +863,37 @@ def check_class_counts(config: dict) -> None:
         _check_classes_per_batch(config, name, "its cells", *trained)
         if not config.get("selection"):
             continue
-        if protocol.get("protocol") == "class_disjoint" or validation.get("class_disjoint"):
+        if protocol.get("protocol") == "class_disjoint" or validation.get(
+            "class_disjoint"
+        ):
             fraction = validation.get("class_fraction", 0.5)
-            problem = class_fraction_problem(fraction, trained[0], f" of dataset {name} ({trained[1]})")
+            problem = class_fraction_problem(
+                fraction, trained[0], f" of dataset {name} ({trained[1]})"
+            )
             if problem:
                 raise ConfigError(problem)
             held = held_out_classes(fraction, trained[0])
-            trained = (trained[0] - held, f"{trained[1]}, less {held} held out by validation.class_fraction")
+            trained = (
+                trained[0] - held,
+                f"{trained[1]}, less {held} held out by validation.class_fraction",
+            )
         _check_classes_per_batch(config, name, "its selection trials", *trained)
 
 
-def _check_classes_per_batch(config: dict, dataset: str, what: str, classes: int, how: str) -> None:
+def _check_classes_per_batch(
+    config: dict, dataset: str, what: str, classes: int, how: str
+) -> None:
     """A class-balanced sampler's batch_size / m_per_class classes per batch
     are at most the ``classes`` that ``what`` of ``dataset`` train on (the
     sampler checks the same when training starts)."""
     from workflow.config import training_settings
 
     entries = [(name, entry) for name, entry in config["losses"].items()]
-    entries += [(base, entry) for base, trials in config["trials"].items() for entry in trials.values()]
+    entries += [
+        (base, entry)
+        for base, trials in config["trials"].items()
+        for entry in trials.values()
+    ]
     for loss, entry in entries:
         m = (entry.get("sampler") or {}).get("m_per_class")
         for backbone in config["backbones"] if m else []:
@@ -734,11 +924,22 @@ def _known_databases(config: dict):
         per_class = spec.get("database_per_class")
         if per_class is not None:
             key = f"datasets.{name}.database_per_class"
-            yield name, name, per_class * n, f"{per_class} per class x {n} classes; {how}", key
+            yield (
+                name,
+                name,
+                per_class * n,
+                f"{per_class} per class x {n} classes; {how}",
+                key,
+            )
         if config.get("selection") and not validation.get("class_disjoint"):
             per_class = validation.get("database_per_class", 20)
-            yield (name, f"{name} (the validation split, on which selection trials are scored)", per_class * n,
-                   f"{per_class} per class x {n} classes; {how}", "validation.database_per_class")
+            yield (
+                name,
+                f"{name} (the validation split, on which selection trials are scored)",
+                per_class * n,
+                f"{per_class} per class x {n} classes; {how}",
+                "validation.database_per_class",
+            )
 
 
 def check_cutoffs(config: dict) -> None:
@@ -751,7 +952,9 @@ def check_cutoffs(config: dict) -> None:
 
     for dataset, label, size, how, key in _known_databases(config):
         # The dataset's own cutoffs (its protocol fills in recall_at).
-        for evaluation_key, ks in METRICS.cutoffs(dataset_evaluation(config, dataset)).items():
+        for evaluation_key, ks in METRICS.cutoffs(
+            dataset_evaluation(config, dataset)
+        ).items():
             if ks and max(ks) > size:
                 raise ConfigError(
                     f"config key evaluation.{evaluation_key}: cutoff {max(ks)} exceeds the database of dataset "
@@ -791,6 +994,8 @@ if __name__ == "__main__":
     try:
         for config_file in sys.argv[1:]:
             check_config_file(config_file)
-            print(f"config file {config_file}: a mapping of keys; `snakemake -n` checks its values")
+            print(
+                f"config file {config_file}: a mapping of keys; `snakemake -n` checks its values"
+            )
     except ConfigError as error:
         sys.exit(str(error))

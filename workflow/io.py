@@ -88,7 +88,10 @@ def disk_full_named(folder):
         yield
     except OSError as error:
         # pyarrow's IOError carries no errno, only the system's message.
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT) and "No space left on device" not in str(error):
+        if error.errno not in (
+            errno.ENOSPC,
+            errno.EDQUOT,
+        ) and "No space left on device" not in str(error):
             raise
         raise OutputPathError(
             f"{folder}: its file system ran out of space while this job wrote there ({error.strerror or error}). "
@@ -185,7 +188,9 @@ def save_text(path, text: str) -> None:
         tmp.write_text(text)
 
 
-def save_parquet(path, table: pa.Table | pd.DataFrame, metadata: dict | None = None) -> None:
+def save_parquet(
+    path, table: pa.Table | pd.DataFrame, metadata: dict | None = None
+) -> None:
     """Write Parquet atomically; ``metadata`` goes to the file's key-value
     metadata under ``cbir`` as JSON."""
     if isinstance(table, pd.DataFrame):
@@ -212,9 +217,13 @@ def read_csv(path, columns: list[str]) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:
-        raise ValueError(f"{path}: empty file, not a complete CSV; delete it and run Snakemake again") from None
+        raise ValueError(
+            f"{path}: empty file, not a complete CSV; delete it and run Snakemake again"
+        ) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not a readable CSV file ({error}); delete it and run Snakemake again") from None
+        raise ValueError(
+            f"{path}: not a readable CSV file ({error}); delete it and run Snakemake again"
+        ) from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(
@@ -222,7 +231,9 @@ def read_csv(path, columns: list[str]) -> pd.DataFrame:
             "written by this version of the pipeline, or is cut short. Delete it and run Snakemake again"
         )
     if frame.empty:
-        raise ValueError(f"{path}: a header but no rows, not a complete file; delete it and run Snakemake again")
+        raise ValueError(
+            f"{path}: a header but no rows, not a complete file; delete it and run Snakemake again"
+        )
     return frame
 
 
@@ -241,11 +252,18 @@ def git_commit() -> str:
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -59,7 +59,10 @@ def cell_lock(path, cell: str):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").split() or ["unknown", "unknown"]
+            holder = os.read(fd, 200).decode(errors="replace").split() or [
+                "unknown",
+                "unknown",
+            ]
             os.close(fd)
             pid, host = (holder + ["unknown"])[:2]
             raise CellBusyError(
@@ -121,9 +124,12 @@ class ParentWatch:
             else:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
-        print(f"stopping: the Snakemake process that started this job (PID {self.parent}) has ended, so this "
-              "job writes nothing more. Run Snakemake again (after snakemake --unlock, with --rerun-incomplete).",
-              file=sys.stderr, flush=True)
+        print(
+            f"stopping: the Snakemake process that started this job (PID {self.parent}) has ended, so this "
+            "job writes nothing more. Run Snakemake again (after snakemake --unlock, with --rerun-incomplete).",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(1)  # from any thread, at once; the lock goes with the process
 
 

@@ -60,7 +60,9 @@ def _quiet():
     deprecated in favour of TorchCodec; they work, and are what the GPU
     machines' torchvision 0.26 has."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities")
+        warnings.filterwarnings(
+            "ignore", message="The image decoding and encoding capabilities"
+        )
         yield
 
 
@@ -77,7 +79,9 @@ def encode_image(image, size: int | None) -> tuple[bytes, int, int]:
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as TF
 
-        image = TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        image = TF.resize(
+            image, size, interpolation=InterpolationMode.BILINEAR, antialias=True
+        )
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=QUALITY)
     return buffer.getvalue(), image.height, image.width
@@ -99,7 +103,11 @@ def frame_of(data: bytes) -> tuple[int, int] | None:
         if marker == 0xFF:  # fill byte
             i += 1
             continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # not DHT, JPG, DAC
+        if 0xC0 <= marker <= 0xCF and marker not in (
+            0xC4,
+            0xC8,
+            0xCC,
+        ):  # not DHT, JPG, DAC
             return marker, data[i + 4]
         if marker in (0xDA, 0xD9):  # a scan or the end before any frame
             return None
@@ -118,7 +126,10 @@ def decodes_everywhere(data: bytes) -> bool:
         return False
     with _quiet():
         try:
-            decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            decode_jpeg(
+                torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                mode=ImageReadMode.RGB,
+            )
         except RuntimeError:
             return False
     return True
@@ -139,13 +150,21 @@ def file_jpeg(path, size: int | None, box=None) -> tuple[bytes, int, int]:
         if box is not None:
             from workflow.prepare import crop_to_box
 
-            return encode_image(crop_to_box(image, box, image.width, image.height), size)
-        if image.format == "JPEG" and image.mode in ("RGB", "L") and (size is None or min(image.size) <= size):
+            return encode_image(
+                crop_to_box(image, box, image.width, image.height), size
+            )
+        if (
+            image.format == "JPEG"
+            and image.mode in ("RGB", "L")
+            and (size is None or min(image.size) <= size)
+        ):
             image.load()  # decodes: a broken JPEG fails here, in prepare, not in training
             data = path.read_bytes()
             if decodes_everywhere(data):
                 return data, image.height, image.width
-            return encode_image(image, size)  # e.g. arithmetic-coded: encoded again at QUALITY
+            return encode_image(
+                image, size
+            )  # e.g. arithmetic-coded: encoded again at QUALITY
         if size is not None:
             image.draft("RGB", (size, size))
         return encode_image(image, size)
@@ -155,7 +174,9 @@ def array_jpeg(pixels: np.ndarray, size: int | None) -> tuple[bytes, int, int]:
     """A uint8 (H, W, C) array image -> (JPEG bytes, height, width)."""
     from PIL import Image
 
-    return encode_image(Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels), size)
+    return encode_image(
+        Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels), size
+    )
 
 
 class StoreWriter:
@@ -186,7 +207,12 @@ class StoreWriter:
         self.file.write(np.asarray(self.offsets, dtype="<u8").tobytes())
         for column in (self.heights, self.widths, self.crcs):
             self.file.write(np.asarray(column, dtype="<u4").tobytes())
-        self.file.write(np.asarray([len(self.heights), start, self.size or 0], dtype="<u8").tobytes() + MAGIC)
+        self.file.write(
+            np.asarray(
+                [len(self.heights), start, self.size or 0], dtype="<u8"
+            ).tobytes()
+            + MAGIC
+        )
         self.file.close()
 
 
@@ -204,23 +230,41 @@ class JpegStore:
         self.dataset = dataset or self.path.parent.name
         self.data = np.memmap(self.path, dtype=np.uint8, mode="r")
         data = self.data
-        if len(data) < len(MAGIC) + FOOTER or bytes(data[: len(MAGIC)]) != MAGIC or bytes(data[-len(MAGIC):]) != MAGIC:
+        if (
+            len(data) < len(MAGIC) + FOOTER
+            or bytes(data[: len(MAGIC)]) != MAGIC
+            or bytes(data[-len(MAGIC) :]) != MAGIC
+        ):
             raise DamagedStoreError(
                 f"{self.path}: the JPEG store of dataset {self.dataset} is cut short or is no JPEG store "
                 f"({len(data)} bytes; it does not begin and end with {MAGIC!r}). {ADVICE}"
             )
-        n, start, size = np.frombuffer(data[-FOOTER:-len(MAGIC)].tobytes(), dtype="<u8").tolist()
+        n, start, size = np.frombuffer(
+            data[-FOOTER : -len(MAGIC)].tobytes(), dtype="<u8"
+        ).tolist()
         index = data[start:-FOOTER]
         if len(index) != 8 * (n + 1) + 12 * n:
-            raise DamagedStoreError(f"{self.path}: the index of dataset {self.dataset}'s JPEG store is damaged. "
-                                    f"{ADVICE}")
-        self.offsets = np.frombuffer(index[: 8 * (n + 1)], dtype="<u8").astype(np.int64) + len(MAGIC)
-        heights, widths, crcs = np.frombuffer(index[8 * (n + 1):], dtype="<u4").reshape(3, n)
-        self.heights, self.widths, self.crcs = heights.astype(np.int64), widths.astype(np.int64), crcs
+            raise DamagedStoreError(
+                f"{self.path}: the index of dataset {self.dataset}'s JPEG store is damaged. "
+                f"{ADVICE}"
+            )
+        self.offsets = np.frombuffer(index[: 8 * (n + 1)], dtype="<u8").astype(
+            np.int64
+        ) + len(MAGIC)
+        heights, widths, crcs = np.frombuffer(
+            index[8 * (n + 1) :], dtype="<u4"
+        ).reshape(3, n)
+        self.heights, self.widths, self.crcs = (
+            heights.astype(np.int64),
+            widths.astype(np.int64),
+            crcs,
+        )
         self.size = int(size) or None
         if self.offsets[-1] != start:
-            raise DamagedStoreError(f"{self.path}: the index of dataset {self.dataset}'s JPEG store does not "
-                                    f"match its data. {ADVICE}")
+            raise DamagedStoreError(
+                f"{self.path}: the index of dataset {self.dataset}'s JPEG store does not "
+                f"match its data. {ADVICE}"
+            )
 
     def __len__(self) -> int:
         return len(self.heights)
@@ -234,22 +278,29 @@ class JpegStore:
         try:
             import pandas as pd
 
-            name = pd.read_parquet(self.path.parent / "labels.parquet", columns=["file_id"])["file_id"].iloc[i]
+            name = pd.read_parquet(
+                self.path.parent / "labels.parquet", columns=["file_id"]
+            )["file_id"].iloc[i]
         except Exception:  # noqa: BLE001 - the name is a courtesy; the index is enough
             name = None
         return f"image {i}" + (f" (file {name})" if name else "")
 
     def damaged(self, i: int, what: str) -> DamagedStoreError:
-        return DamagedStoreError(f"{self.path}: {self.image_name(i)} of dataset {self.dataset} {what}. {ADVICE}")
+        return DamagedStoreError(
+            f"{self.path}: {self.image_name(i)} of dataset {self.dataset} {what}. {ADVICE}"
+        )
 
     def read(self, rows) -> list[torch.Tensor]:
         """The encoded bytes of images ``rows`` (uint8 1-D tensors, in
         ``rows``' order), each checked against its CRC-32."""
         out = []
         for i in np.asarray(rows).tolist():
-            data = bytearray(self.data[self.offsets[i]:self.offsets[i + 1]])
+            data = bytearray(self.data[self.offsets[i] : self.offsets[i + 1]])
             if zlib.crc32(data) != self.crcs[i]:
-                raise self.damaged(i, "is corrupt (its bytes do not match the checksum written by prepare)")
+                raise self.damaged(
+                    i,
+                    "is corrupt (its bytes do not match the checksum written by prepare)",
+                )
             out.append(torch.frombuffer(data, dtype=torch.uint8))
         return out
 
@@ -261,8 +312,12 @@ class JpegStore:
         return self.decode([int(i)])[0].permute(1, 2, 0).numpy()
 
 
-def decode(encoded: list[torch.Tensor], device="cpu", store: JpegStore | None = None,
-           rows: np.ndarray | None = None) -> list[torch.Tensor]:
+def decode(
+    encoded: list[torch.Tensor],
+    device="cpu",
+    store: JpegStore | None = None,
+    rows: np.ndarray | None = None,
+) -> list[torch.Tensor]:
     """``torchvision.io.decode_jpeg`` of a batch (its list form, one call),
     as RGB, on the CPU or with nvJPEG on a CUDA ``device``. An image that
     does not decode is found by decoding one by one and named (``store``
@@ -292,8 +347,11 @@ def pad(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.T
     widths = torch.tensor([im.shape[2] for im in images])
     first = images[0]
     # Channels-last memory: what the CPU's per-image resize reads fastest.
-    x = torch.zeros((len(images), int(heights.max()), int(widths.max()), first.shape[0]), dtype=first.dtype,
-                    device=first.device).permute(0, 3, 1, 2)
+    x = torch.zeros(
+        (len(images), int(heights.max()), int(widths.max()), first.shape[0]),
+        dtype=first.dtype,
+        device=first.device,
+    ).permute(0, 3, 1, 2)
     for i, im in enumerate(images):
         x[i, :, : im.shape[1], : im.shape[2]] = im
     return x, heights, widths
@@ -319,15 +377,24 @@ class BatchDecoder(torch.utils.data.Dataset):
     ``decode=False`` their encoded bytes and the seed (for nvJPEG in the
     training process)."""
 
-    def __init__(self, store: JpegStore, order: np.ndarray, transform=None, decode: bool = True):
-        self.store, self.order, self.transform, self.decode = store, order, transform, decode
+    def __init__(
+        self, store: JpegStore, order: np.ndarray, transform=None, decode: bool = True
+    ):
+        self.store, self.order, self.transform, self.decode = (
+            store,
+            order,
+            transform,
+            decode,
+        )
 
     def __getitem__(self, item):
         positions, seed = item
         rows = self.order[positions]
         if not self.decode:
             return self.store.read(rows), seed
-        return self.transform(*pad(self.store.decode(rows)), torch.Generator().manual_seed(seed))
+        return self.transform(
+            *pad(self.store.decode(rows)), torch.Generator().manual_seed(seed)
+        )
 
     def __len__(self) -> int:
         return len(self.order)
@@ -355,9 +422,20 @@ class JpegImages:
     products. ``shape``: (n, 3, S, S) with S the storage size (or
     ``size`` when the store has none)."""
 
-    def __init__(self, store: JpegStore, order: np.ndarray, device: torch.device, workers: int = 0,
-                 size: int | None = None):
-        self.store, self.order, self.device, self.workers = store, order, device, workers
+    def __init__(
+        self,
+        store: JpegStore,
+        order: np.ndarray,
+        device: torch.device,
+        workers: int = 0,
+        size: int | None = None,
+    ):
+        self.store, self.order, self.device, self.workers = (
+            store,
+            order,
+            device,
+            workers,
+        )
         side = store.size or size
         self.shape = (len(order), 3, side, side)
         self.decode_on_device = device.type == "cuda"
@@ -366,14 +444,24 @@ class JpegImages:
 
     def prefetch(self, batches: list[torch.Tensor]) -> None:
         """Draw the epoch's batch seeds; with workers, start reading ahead."""
-        seeds = torch.randint(0, 2**62, (len(batches),), generator=self.generator, device=self.generator.device)
+        seeds = torch.randint(
+            0,
+            2**62,
+            (len(batches),),
+            generator=self.generator,
+            device=self.generator.device,
+        )
         items = [(b.numpy(), seed) for b, seed in zip(batches, seeds.tolist())]
         if self.workers == 0:
             self.pending = iter([(b, item) for b, item in zip(batches, items)])
             return
         loader = torch.utils.data.DataLoader(
-            BatchDecoder(self.store, self.order, self.transform, decode=not self.decode_on_device),
-            batch_size=None, sampler=items, num_workers=min(self.workers, len(os.sched_getaffinity(0))),
+            BatchDecoder(
+                self.store, self.order, self.transform, decode=not self.decode_on_device
+            ),
+            batch_size=None,
+            sampler=items,
+            num_workers=min(self.workers, len(os.sched_getaffinity(0))),
             pin_memory=self.device.type == "cuda",
         )
         self.pending = zip(batches, loader)
@@ -381,33 +469,55 @@ class JpegImages:
     def __getitem__(self, batch: torch.Tensor) -> torch.Tensor:
         positions = batch.cpu()
         if self.pending is None:
-            raise RuntimeError("JpegImages: prefetch the epoch's batches first (its seeds are drawn there)")
+            raise RuntimeError(
+                "JpegImages: prefetch the epoch's batches first (its seeds are drawn there)"
+            )
         expected, item = next(self.pending)
         if not torch.equal(expected, positions):
-            raise RuntimeError("JpegImages: batches asked for out of the prefetched order")
+            raise RuntimeError(
+                "JpegImages: batches asked for out of the prefetched order"
+            )
         if self.workers == 0:  # read here, as a worker would
-            item = BatchDecoder(self.store, self.order, self.transform, not self.decode_on_device)[item]
+            item = BatchDecoder(
+                self.store, self.order, self.transform, not self.decode_on_device
+            )[item]
         if self.decode_on_device:
             encoded, seed = item
-            x, heights, widths = pad(decode(encoded, self.device, self.store, self.order[positions.numpy()]))
-            return self.transform(x, heights, widths, torch.Generator().manual_seed(seed))
+            x, heights, widths = pad(
+                decode(encoded, self.device, self.store, self.order[positions.numpy()])
+            )
+            return self.transform(
+                x, heights, widths, torch.Generator().manual_seed(seed)
+            )
         if self.device.type == "cuda":
-            item = (item if item.is_pinned() else item.pin_memory()).to(self.device, non_blocking=True)
+            item = (item if item.is_pinned() else item.pin_memory()).to(
+                self.device, non_blocking=True
+            )
         return item
 
-    def channel_statistics(self, limit: int = 10_000, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    def channel_statistics(
+        self, limit: int = 10_000, chunk: int = 256
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std (ddof 1) of the pixels in [0, 1], in
         float64, over at most ``limit`` training images evenly spaced in
         the store (all when fewer): decoding every image of a large store
         would cost an epoch's decoding before the first step."""
-        picked = self.order[np.unique(np.linspace(0, len(self.order) - 1, min(limit, len(self.order))).astype(int))]
+        picked = self.order[
+            np.unique(
+                np.linspace(0, len(self.order) - 1, min(limit, len(self.order))).astype(
+                    int
+                )
+            )
+        ]
         total, squares, count = np.zeros(3), np.zeros(3), 0
         for start in range(0, len(picked), chunk):
-            for image in self.store.decode(picked[start:start + chunk]):
+            for image in self.store.decode(picked[start : start + chunk]):
                 pixels = image.reshape(3, -1).numpy().astype(np.float64) / 255.0
                 total += pixels.sum(axis=1)
                 squares += (pixels * pixels).sum(axis=1)
                 count += pixels.shape[1]
         mean = total / count
         std = np.sqrt(np.maximum((squares - count * mean * mean) / (count - 1), 0.0))
-        return torch.from_numpy(mean).float(), torch.from_numpy(std).clamp_min(1e-3).float()
+        return torch.from_numpy(mean).float(), torch.from_numpy(std).clamp_min(
+            1e-3
+        ).float()

@@ -44,7 +44,11 @@ def check_fits(needed: int, what: str, advice: str, device=None) -> None:
     available = available_bytes(device)
     if available is None or needed <= available:
         return
-    place = "the host" if device is None or getattr(device, "type", str(device)) != "cuda" else f"device {device}"
+    place = (
+        "the host"
+        if device is None or getattr(device, "type", str(device)) != "cuda"
+        else f"device {device}"
+    )
     raise ConfigError(
         f"{what} take {needed / GIB:.3g} GiB, more than the {available / GIB:.3g} GiB of memory available on "
         f"{place}; {advice}"

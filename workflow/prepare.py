@@ -61,7 +61,9 @@ def resize_square(image: Image.Image, size: int) -> Image.Image:
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
 
-    image = TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+    image = TF.resize(
+        image, size, interpolation=InterpolationMode.BILINEAR, antialias=True
+    )
     return TF.center_crop(image, [size, size])
 
 
@@ -80,9 +82,13 @@ def to_8bit(image: Image.Image) -> Image.Image:
     guessing a range would silently change the image.
     (Pillow itself reads 16-bit RGB PNGs as 8-bit RGB.)"""
     mode = image.mode
-    if mode in SIXTEEN_BIT_MODES or (mode == "I" and image.format == "PNG"):  # PNG stores I as 16 bits
+    if mode in SIXTEEN_BIT_MODES or (
+        mode == "I" and image.format == "PNG"
+    ):  # PNG stores I as 16 bits
         values = np.asarray(image).astype(np.float64)
-        return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), mode="L")
+        return Image.fromarray(
+            np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), mode="L"
+        )
     if mode in {"I", "F"} or mode.startswith(("I;", "F;")):
         raise ValueError(
             f"{'32-bit integer' if mode.startswith('I') else 'floating-point'} pixels (Pillow mode {mode}) "
@@ -99,14 +105,27 @@ def crop_to_box(image, box, width: int, height: int):
     left, top = max(0.0, box[0]) * sx, max(0.0, box[1]) * sy
     right, bottom = min(float(width), box[2]) * sx, min(float(height), box[3]) * sy
     if right - left < 1 or bottom - top < 1:
-        raise ValueError(f"its bounding box {tuple(float(v) for v in box)} lies outside the "
-                         f"{width}x{height} image")
-    return image.crop((round(left), round(top), max(round(right), round(left) + 1),
-                       max(round(bottom), round(top) + 1)))
+        raise ValueError(
+            f"its bounding box {tuple(float(v) for v in box)} lies outside the "
+            f"{width}x{height} image"
+        )
+    return image.crop(
+        (
+            round(left),
+            round(top),
+            max(round(right), round(left) + 1),
+            max(round(bottom), round(top) + 1),
+        )
+    )
 
 
-NOT_REGULAR = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
-               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]
+NOT_REGULAR = [
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+]
 
 
 def check_image_file(path: Path) -> None:
@@ -118,8 +137,12 @@ def check_image_file(path: Path) -> None:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image file is missing") from None
     if not stat.S_ISREG(mode):
-        kind = next((what for test, what in NOT_REGULAR if test(mode)), "no regular file")
-        raise ValueError(f"{path}: {kind}, not a regular image file; replace it with the image file or remove it")
+        kind = next(
+            (what for test, what in NOT_REGULAR if test(mode)), "no regular file"
+        )
+        raise ValueError(
+            f"{path}: {kind}, not a regular image file; replace it with the image file or remove it"
+        )
 
 
 def decode_image(path, image_size: int | None, box=None) -> np.ndarray:
@@ -136,9 +159,26 @@ def decode_image(path, image_size: int | None, box=None) -> np.ndarray:
             width, height = image.size
             if image_size is not None:
                 # Drafting shrinks the whole image: ask for a size at which the box still has S pixels a side.
-                box_w, box_h = (1, 1) if box is None else (max(box[2] - box[0], 1), max(box[3] - box[1], 1))
-                image.draft("RGB", (int(np.ceil(image_size * width / (width if box is None else box_w))),
-                                    int(np.ceil(image_size * height / (height if box is None else box_h)))))
+                box_w, box_h = (
+                    (1, 1)
+                    if box is None
+                    else (max(box[2] - box[0], 1), max(box[3] - box[1], 1))
+                )
+                image.draft(
+                    "RGB",
+                    (
+                        int(
+                            np.ceil(
+                                image_size * width / (width if box is None else box_w)
+                            )
+                        ),
+                        int(
+                            np.ceil(
+                                image_size * height / (height if box is None else box_h)
+                            )
+                        ),
+                    ),
+                )
             image = to_8bit(image).convert("RGB")
             if box is not None:
                 image = crop_to_box(image, box, width, height)
@@ -146,7 +186,9 @@ def decode_image(path, image_size: int | None, box=None) -> np.ndarray:
                 image = resize_square(image, image_size)
             return np.asarray(image, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise UndecodableImageError(f"{path}: cannot decode the image ({error})") from error
+        raise UndecodableImageError(
+            f"{path}: cannot decode the image ({error})"
+        ) from error
 
 
 def _resize_array(images: np.ndarray, size: int) -> np.ndarray:
@@ -192,7 +234,9 @@ def select_classes(data, classes: list[str] | None, name: str):
     )
     if isinstance(data, RawDataset):
         return RawDataset(images=data.images[keep], **common)
-    return ImageFiles(paths=[data.paths[i] for i in keep], boxes=pick(data.boxes), **common)
+    return ImageFiles(
+        paths=[data.paths[i] for i in keep], boxes=pick(data.boxes), **common
+    )
 
 
 # ---------------------------------------------------------------- writing
@@ -200,7 +244,11 @@ def select_classes(data, classes: list[str] | None, name: str):
 
 def _labels_table(labels, official_split, file_ids) -> pa.Table:
     n = len(labels)
-    official = np.full(n, "none", dtype=object) if official_split is None else np.asarray(official_split, dtype=object)
+    official = (
+        np.full(n, "none", dtype=object)
+        if official_split is None
+        else np.asarray(official_split, dtype=object)
+    )
     ids = [None] * n if file_ids is None else [str(f) for f in file_ids]
     return pa.table(
         {
@@ -238,7 +286,9 @@ def _memmap(tmp: Path, shape: tuple, name: str) -> np.memmap:
     return out
 
 
-def _decode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, threads: int, name: str) -> np.ndarray:
+def _decode_into(
+    files: ImageFiles, images_tmp: Path, image_size, skip: bool, threads: int, name: str
+) -> np.ndarray:
     """Decode every file into a .npy memmap at ``images_tmp``; return the
     boolean mask of the rows kept (all, unless ``skip`` dropped some)."""
     n = len(files.paths)
@@ -253,11 +303,15 @@ def _decode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, th
         except UndecodableImageError as error:
             return error
 
-    bar = tqdm(total=n, desc=f"decode {name}", unit="img", file=sys.stderr, mininterval=5)
+    bar = tqdm(
+        total=n, desc=f"decode {name}", unit="img", file=sys.stderr, mininterval=5
+    )
     with bar, ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for start in range(0, n, BLOCK):
             block = files.paths[start : start + BLOCK]
-            for offset, result in enumerate(pool.map(work, range(start, start + len(block)))):
+            for offset, result in enumerate(
+                pool.map(work, range(start, start + len(block)))
+            ):
                 i = start + offset
                 if _skipped(result, skip, name):
                     continue
@@ -275,7 +329,9 @@ def _decode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, th
                 kept[i] = True
             bar.update(len(block))
     if out is None:
-        raise UndecodableImageError(f"dataset {name}: none of its {n} images could be decoded")
+        raise UndecodableImageError(
+            f"dataset {name}: none of its {n} images could be decoded"
+        )
     out.flush()
     del out
     if row < n:  # skipped images: copy the decoded rows into a file of the right length
@@ -294,7 +350,9 @@ def _decode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, th
     return kept
 
 
-def _encode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, threads: int, name: str) -> np.ndarray:
+def _encode_into(
+    files: ImageFiles, images_tmp: Path, image_size, skip: bool, threads: int, name: str
+) -> np.ndarray:
     """Write every file's JPEG bytes (:func:`workflow.jpeg_store.file_jpeg`)
     into a JPEG store at ``images_tmp``; return the mask of the rows kept."""
     n = len(files.paths)
@@ -307,15 +365,24 @@ def _encode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, th
         check_image_file(Path(path))
         try:
             return file_jpeg(path, image_size, boxes[i])
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        except (
+            OSError,
+            ValueError,
+            SyntaxError,
+            Image.DecompressionBombError,
+        ) as error:
             return UndecodableImageError(f"{path}: cannot decode the image ({error})")
 
     writer = StoreWriter(images_tmp, image_size)
-    bar = tqdm(total=n, desc=f"encode {name}", unit="img", file=sys.stderr, mininterval=5)
+    bar = tqdm(
+        total=n, desc=f"encode {name}", unit="img", file=sys.stderr, mininterval=5
+    )
     with bar, ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for start in range(0, n, BLOCK):
             block = files.paths[start : start + BLOCK]
-            for offset, result in enumerate(pool.map(work, range(start, start + len(block)))):
+            for offset, result in enumerate(
+                pool.map(work, range(start, start + len(block)))
+            ):
                 if _skipped(result, skip, name):
                     continue
                 writer.add(*result)
@@ -323,7 +390,9 @@ def _encode_into(files: ImageFiles, images_tmp: Path, image_size, skip: bool, th
             bar.update(len(block))
     writer.close()
     if not kept.any():
-        raise UndecodableImageError(f"dataset {name}: none of its {n} images could be decoded")
+        raise UndecodableImageError(
+            f"dataset {name}: none of its {n} images could be decoded"
+        )
     return kept
 
 
@@ -345,9 +414,15 @@ def write_prepared(
     decoded uint8 ``images.npy``) or ``jpeg`` (a JPEG store,
     :mod:`workflow.jpeg_store`)."""
     check_classes(data.labels, data.class_names, name)
-    if image_size is not None:  # every path decodes or resizes images one by one at this size
-        check_fits(threads * image_size**2 * 3, f"config key datasets.{name}.image_size: {threads} image(s) in "
-                   f"flight at {image_size} x {image_size} x 3 (uint8)", f"lower datasets.{name}.image_size")
+    if (
+        image_size is not None
+    ):  # every path decodes or resizes images one by one at this size
+        check_fits(
+            threads * image_size**2 * 3,
+            f"config key datasets.{name}.image_size: {threads} image(s) in "
+            f"flight at {image_size} x {image_size} x 3 (uint8)",
+            f"lower datasets.{name}.image_size",
+        )
     with contextlib.ExitStack() as stack:
         # Renamed in reverse order on success (classes, labels, images); after
         # an error no temporary file survives and no output appears.
@@ -356,7 +431,9 @@ def write_prepared(
         classes_tmp = stack.enter_context(atomic_path(classes_path))
         if storage == "jpeg" and isinstance(data, RawDataset):
             writer = StoreWriter(images_tmp, image_size)
-            for pixels in tqdm(data.images, desc=f"encode {name}", file=sys.stderr, mininterval=5):
+            for pixels in tqdm(
+                data.images, desc=f"encode {name}", file=sys.stderr, mininterval=5
+            ):
                 writer.add(*array_jpeg(np.asarray(pixels), image_size))
             writer.close()
             table = _labels_table(data.labels, data.official_split, data.file_ids)
@@ -364,11 +441,13 @@ def write_prepared(
             images = data.images
             if image_size is not None and images.shape[1:3] != (image_size, image_size):
                 channels = images.shape[3]
-                check_fits(len(images) * image_size**2 * channels,
-                           f"config key datasets.{name}.image_size: {len(images)} images resized in memory to "
-                           f"{image_size} x {image_size} x {channels} (uint8)",
-                           f"lower datasets.{name}.image_size, or set datasets.{name}.storage: jpeg (the images "
-                           "are then encoded one by one)")
+                check_fits(
+                    len(images) * image_size**2 * channels,
+                    f"config key datasets.{name}.image_size: {len(images)} images resized in memory to "
+                    f"{image_size} x {image_size} x {channels} (uint8)",
+                    f"lower datasets.{name}.image_size, or set datasets.{name}.storage: jpeg (the images "
+                    "are then encoded one by one)",
+                )
                 images = _resize_array(images, image_size)
             check_free_space(images_tmp, images.nbytes, f"the images of dataset {name}")
             with open(images_tmp, "wb") as f:
@@ -379,10 +458,17 @@ def write_prepared(
             kept = write(data, images_tmp, image_size, skip_undecodable, threads, name)
             skipped = int((~kept).sum())
             if skipped:
-                print(f"dataset {name}: skipped {skipped} undecodable image(s) of {len(kept)}", file=sys.stderr)
+                print(
+                    f"dataset {name}: skipped {skipped} undecodable image(s) of {len(kept)}",
+                    file=sys.stderr,
+                )
             check_classes(data.labels[kept], data.class_names, name)
-            official = None if data.official_split is None else data.official_split[kept]
-            table = _labels_table(data.labels[kept], official, np.asarray(data.file_ids)[kept])
+            official = (
+                None if data.official_split is None else data.official_split[kept]
+            )
+            table = _labels_table(
+                data.labels[kept], official, np.asarray(data.file_ids)[kept]
+            )
         save_parquet(labels_tmp, table)
         save_json(classes_tmp, list(data.class_names))
         with writing():  # the three renames: none once the job's Snakemake has ended
@@ -390,20 +476,37 @@ def write_prepared(
 
 
 def prepare(
-    spec: dict, images_path, labels_path, classes_path, root=None, threads: int = 1, name: str = "dataset"
+    spec: dict,
+    images_path,
+    labels_path,
+    classes_path,
+    root=None,
+    threads: int = 1,
+    name: str = "dataset",
 ) -> None:
     """Load the dataset of a config entry (``prepare_settings``) and write it."""
     spec = prepare_settings(spec)
     params = dict(spec["params"])
     if needs_download(spec["source"]):
         if root is None:
-            raise ValueError(f"dataset {name}: source {spec['source']} needs its downloaded folder (root)")
+            raise ValueError(
+                f"dataset {name}: source {spec['source']} needs its downloaded folder (root)"
+            )
         params["root"] = root
     data = select_classes(load_dataset(spec["source"], **params), spec["classes"], name)
-    print(f"dataset {name}: {len(data.labels)} images, {len(data.class_names)} classes", file=sys.stderr)
+    print(
+        f"dataset {name}: {len(data.labels)} images, {len(data.class_names)} classes",
+        file=sys.stderr,
+    )
     write_prepared(
-        data, images_path, labels_path, classes_path,
-        image_size=spec["image_size"], skip_undecodable=spec["skip_undecodable"], threads=threads, name=name,
+        data,
+        images_path,
+        labels_path,
+        classes_path,
+        image_size=spec["image_size"],
+        skip_undecodable=spec["skip_undecodable"],
+        threads=threads,
+        name=name,
         storage=spec.get("storage", "array"),
     )
 

@@ -42,7 +42,11 @@ from scipy import stats
 
 from workflow.config import ConfigError
 from workflow.retrieval.metrics import METRICS
-from workflow.tables import check_no_pooling, declared_selection, markdown_escape, select
+from workflow.tables import (
+    check_no_pooling,
+    declared_selection,
+    markdown_escape,
+)
 
 ALPHA = 0.05
 POSTHOC = ("nemenyi", "conover")
@@ -56,15 +60,21 @@ def block_values(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     never leaving the others ranked alone."""
     blocks, metric = decl["blocks"], decl["metric"]
     key = f"rankings.{name}"
-    selected = declared_selection(metrics, {"select": decl.get("select", {}), "blocks": blocks})
+    selected = declared_selection(
+        metrics, {"select": decl.get("select", {}), "blocks": blocks}
+    )
     losses = decl.get("losses") or list(dict.fromkeys(selected["loss"]))
     selected = selected[(selected["metric"] == metric) & selected["loss"].isin(losses)]
     if selected.empty:
-        raise ConfigError(f"config key {key}: no values of {metric} match {decl.get('select', {})}")
+        raise ConfigError(
+            f"config key {key}: no values of {metric} match {decl.get('select', {})}"
+        )
     for keys, part in selected.groupby(blocks + ["loss"], sort=False):
         check_no_pooling(name, " / ".join(map(str, keys)), part, section="rankings")
     # Each loss's mean over the seeds of a block (one seed when blocks name it).
-    wide = selected.groupby(blocks + ["loss"], sort=False)["value"].mean().unstack("loss")
+    wide = (
+        selected.groupby(blocks + ["loss"], sort=False)["value"].mean().unstack("loss")
+    )
     missing = [loss for loss in losses if loss not in wide.columns]
     if missing:
         raise ConfigError(
@@ -76,7 +86,9 @@ def block_values(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     wide = wide[losses]
     holes = wide.isna()
     if holes.any().any():
-        block, loss = next((b, c) for b, row in holes.iterrows() for c in row.index if row[c])
+        block, loss = next(
+            (b, c) for b, row in holes.iterrows() for c in row.index if row[c]
+        )
         raise ConfigError(
             f"config key {key}: {metric} has no finite value for loss {loss} in block {block} "
             "(every loss needs one in every block: leave the loss out of "
@@ -110,7 +122,9 @@ def posthoc(values: pd.DataFrame, metric: str, test: str = "nemenyi") -> pd.Data
     if np.isnan(friedman(values)[0]):
         return out
     # scikit-posthocs ranks ascending: orient so that rank 1 is the best.
-    oriented = (1.0 if METRICS.lower_is_better(metric) else -1.0) * values.to_numpy(float)
+    oriented = (1.0 if METRICS.lower_is_better(metric) else -1.0) * values.to_numpy(
+        float
+    )
     if test == "nemenyi":
         p = sp.posthoc_nemenyi_friedman(oriented)
     elif test == "conover":
@@ -125,7 +139,9 @@ def posthoc(values: pd.DataFrame, metric: str, test: str = "nemenyi") -> pd.Data
             return out
         p = sp.posthoc_conover_friedman(oriented, p_adjust="holm")
     else:
-        raise ValueError(f"unknown post-hoc test {test!r}; use one of {', '.join(POSTHOC)}")
+        raise ValueError(
+            f"unknown post-hoc test {test!r}; use one of {', '.join(POSTHOC)}"
+        )
     p = np.array(p, dtype=float)
     np.fill_diagonal(p, np.nan)
     out.loc[:, :] = p
@@ -153,10 +169,22 @@ def build_ranking(name: str, decl: dict, metrics: pd.DataFrame) -> dict:
     test = decl.get("posthoc", "nemenyi")
     pairs = posthoc(values, decl["metric"], test)
     n, k = values.shape
-    cd = critical_difference(k, n) if test == "nemenyi" and not np.isnan(chi2) else float("nan")
+    cd = (
+        critical_difference(k, n)
+        if test == "nemenyi" and not np.isnan(chi2)
+        else float("nan")
+    )
     average = ranks.mean().sort_values(kind="stable")
-    return {"values": values, "ranks": ranks, "average": average, "chi2": chi2, "p": p,
-            "posthoc": pairs.loc[average.index, average.index], "test": test, "cd": cd}
+    return {
+        "values": values,
+        "ranks": ranks,
+        "average": average,
+        "chi2": chi2,
+        "p": p,
+        "posthoc": pairs.loc[average.index, average.index],
+        "test": test,
+        "cd": cd,
+    }
 
 
 def ranking_note(decl: dict, ranking: dict) -> str:
@@ -164,13 +192,21 @@ def ranking_note(decl: dict, ranking: dict) -> str:
     n, k = ranking["values"].shape
     blocks = " x ".join(decl["blocks"])
     note = f"{k} losses ranked by {decl['metric']} in {n} block{'s' if n != 1 else ''} ({blocks}; 1 = best)"
-    caveat = ("; blocks over seeds illustrate the method, they are no claim across datasets"
-              if "seed" in decl["blocks"] else "")
+    caveat = (
+        "; blocks over seeds illustrate the method, they are no claim across datasets"
+        if "seed" in decl["blocks"]
+        else ""
+    )
     if np.isnan(ranking["chi2"]):
-        why = ("fewer than 2 blocks" if n < 2 else "fewer than 3 losses" if k < 3
-               else "every block ties every loss")
+        why = (
+            "fewer than 2 blocks"
+            if n < 2
+            else "fewer than 3 losses"
+            if k < 3
+            else "every block ties every loss"
+        )
         return note + f"; no Friedman or post-hoc test ({why})" + caveat
-    test = ("Nemenyi" if ranking["test"] == "nemenyi" else "Conover, Holm-corrected")
+    test = "Nemenyi" if ranking["test"] == "nemenyi" else "Conover, Holm-corrected"
     note += f"; Friedman chi2 = {ranking['chi2']:.3g} (df {k - 1}), p = {ranking['p']:.3g}; post-hoc: {test}"
     if not np.isnan(ranking["cd"]):
         note += f", critical difference {ranking['cd']:.3g} at alpha {ALPHA:g}"
@@ -185,22 +221,34 @@ def render_ranking(name: str, decl: dict, ranking: dict) -> tuple[str, str, str]
     and Markdown: the average ranks and the post-hoc p-values."""
     average = ranking["average"]
     n = len(ranking["values"])
-    ranks_csv = pd.DataFrame({
-        "loss": average.index, "average_rank": average.to_numpy(), "blocks": n,
-        "friedman_chi2": ranking["chi2"], "friedman_p": ranking["p"], "posthoc": ranking["test"],
-        "critical_difference": ranking["cd"],
-    }).to_csv(index=False)
+    ranks_csv = pd.DataFrame(
+        {
+            "loss": average.index,
+            "average_rank": average.to_numpy(),
+            "blocks": n,
+            "friedman_chi2": ranking["chi2"],
+            "friedman_p": ranking["p"],
+            "posthoc": ranking["test"],
+            "critical_difference": ranking["cd"],
+        }
+    ).to_csv(index=False)
     long = ranking["values"].stack().rename("value").to_frame()
     long["rank"] = ranking["ranks"].stack()
     blocks_csv = long.reset_index().to_csv(index=False)
     caption = markdown_escape(decl.get("caption", name))
     losses = [markdown_escape(loss) for loss in average.index]
-    table = pd.DataFrame({"loss": losses, "average rank": [f"{r:.2f}" for r in average]})
+    table = pd.DataFrame(
+        {"loss": losses, "average rank": [f"{r:.2f}" for r in average]}
+    )
     pairs = ranking["posthoc"].map(lambda v: "" if np.isnan(v) else f"{v:.3g}")
     pairs.index, pairs.columns = losses, losses
     pairs.index.name = "p"
-    markdown = (f"**{caption}** ({markdown_escape(ranking_note(decl, ranking))})\n\n"
-                + table.to_markdown(index=False) + "\n\n"
-                f"Post-hoc p-values ({'Nemenyi' if ranking['test'] == 'nemenyi' else 'Conover, Holm'}):\n\n"
-                + pairs.reset_index().to_markdown(index=False) + "\n")
+    markdown = (
+        f"**{caption}** ({markdown_escape(ranking_note(decl, ranking))})\n\n"
+        + table.to_markdown(index=False)
+        + "\n\n"
+        f"Post-hoc p-values ({'Nemenyi' if ranking['test'] == 'nemenyi' else 'Conover, Holm'}):\n\n"
+        + pairs.reset_index().to_markdown(index=False)
+        + "\n"
+    )
     return ranks_csv, blocks_csv, markdown

@@ -51,7 +51,9 @@ def declarations(config: dict, metrics: pd.DataFrame) -> dict[str, dict]:
     for dataset in config["datasets"]:
         for regime in config["regimes"]:
             if ((metrics["dataset"] == dataset) & (metrics["regime"] == regime)).any():
-                out[f"{dataset}/{regime}"] = regime_declaration(metrics, dataset, regime)
+                out[f"{dataset}/{regime}"] = regime_declaration(
+                    metrics, dataset, regime
+                )
     return out
 
 
@@ -63,8 +65,13 @@ def table_texts(config: dict, metrics: pd.DataFrame) -> dict[str, str]:
     texts = {}
     for name, declaration in declarations(config, metrics).items():
         if note:
-            declaration = {**declaration, "caption": f"{declaration.get('caption', name)} ({note})"}
-        csv, markdown, latex = render(name, declaration, build_table(name, declaration, metrics))
+            declaration = {
+                **declaration,
+                "caption": f"{declaration.get('caption', name)} ({note})",
+            }
+        csv, markdown, latex = render(
+            name, declaration, build_table(name, declaration, metrics)
+        )
         texts.update({f"{name}.csv": csv, f"{name}.md": markdown, f"{name}.tex": latex})
     return texts
 
@@ -74,8 +81,10 @@ def read_run(folder) -> tuple[dict, pd.DataFrame]:
     folder = Path(folder)
     config_path = folder / "config.yaml"
     if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: no such file; give a results folder holding the run's "
-                                "config.yaml and metrics.csv (e.g. docs/results/cifar100_fewshot)")
+        raise FileNotFoundError(
+            f"{config_path}: no such file; give a results folder holding the run's "
+            "config.yaml and metrics.csv (e.g. docs/results/cifar100_fewshot)"
+        )
     config = load_config(yaml.safe_load(config_path.read_text()))
     return config, read_csv(folder / "metrics.csv", REQUIRED_COLUMNS)
 
@@ -97,7 +106,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m workflow.regenerate", description=__doc__.split("::")[0].strip()
     )
-    parser.add_argument("folder", help="a results folder with config.yaml and metrics.csv, e.g. docs/results/cifar100_fewshot")
+    parser.add_argument(
+        "folder",
+        help="a results folder with config.yaml and metrics.csv, e.g. docs/results/cifar100_fewshot",
+    )
     parser.add_argument("--out", help="write the tables here instead of FOLDER/tables")
     args = parser.parse_args(argv)
     for path in regenerate(args.folder, args.out):

@@ -24,8 +24,9 @@ import difflib
 import importlib
 import math
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -48,9 +49,19 @@ class Number:
     optional: bool = False
 
     def __str__(self) -> str:
-        bounds = [f"{op} {v:g}" for op, v in [(">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le)]
-                  if v is not None]
-        text = ("an integer" if self.integer else "a number") + (" " + " and ".join(bounds) if bounds else "")
+        bounds = [
+            f"{op} {v:g}"
+            for op, v in [
+                (">", self.gt),
+                (">=", self.ge),
+                ("<", self.lt),
+                ("<=", self.le),
+            ]
+            if v is not None
+        ]
+        text = ("an integer" if self.integer else "a number") + (
+            " " + " and ".join(bounds) if bounds else ""
+        )
         return text + (" (or null for the default)" if self.optional else "")
 
     def problem(self, value) -> str | None:
@@ -62,8 +73,12 @@ class Number:
             return f"is not {'an integer' if self.integer else 'a number'}"
         if not math.isfinite(value):
             return "is not finite"
-        for op, bound, ok in [(">", self.gt, lambda v, b: v > b), (">=", self.ge, lambda v, b: v >= b),
-                              ("<", self.lt, lambda v, b: v < b), ("<=", self.le, lambda v, b: v <= b)]:
+        for _op, bound, ok in [
+            (">", self.gt, lambda v, b: v > b),
+            (">=", self.ge, lambda v, b: v >= b),
+            ("<", self.lt, lambda v, b: v < b),
+            ("<=", self.le, lambda v, b: v <= b),
+        ]:
             if bound is not None and not ok(value, bound):
                 return "is out of range"
         return None
@@ -79,7 +94,11 @@ class OneOf:
         return "one of " + ", ".join(map(repr, self.values))
 
     def problem(self, value) -> str | None:
-        return None if any(type(value) is type(v) and value == v for v in self.values) else "is not allowed"
+        return (
+            None
+            if any(type(value) is type(v) and value == v for v in self.values)
+            else "is not allowed"
+        )
 
 
 @dataclass(frozen=True)
@@ -147,11 +166,15 @@ class ParameterError(ValueError):
 
     def __init__(self, kind: str, entry: str, param: str, value, problem: str, rule):
         self.param, self.value, self.problem, self.rule = param, value, problem, rule
-        super().__init__(f"{kind} {entry!r} parameter {param}: {value!r} {problem}; it must be {rule}")
+        super().__init__(
+            f"{kind} {entry!r} parameter {param}: {value!r} {problem}; it must be {rule}"
+        )
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, package: str, required: dict[str, tuple] | None = None):
+    def __init__(
+        self, kind: str, package: str, required: dict[str, tuple] | None = None
+    ):
         self.kind = kind
         self.package = package
         self.required = required or {}  # metadata key -> allowed values

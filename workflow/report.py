@@ -10,10 +10,18 @@ from workflow.config import Cell
 from workflow.io import read_csv
 
 CELL_COLUMNS = ["dataset", "regime", "backbone", "loss", "seed"]
-METRICS_COLUMNS = CELL_COLUMNS + ["geometry", "distance", "retrieval", "metric", "value"]
+METRICS_COLUMNS = CELL_COLUMNS + [
+    "geometry",
+    "distance",
+    "retrieval",
+    "metric",
+    "value",
+]
 
 
-def aggregate(cells: list[Cell], metric_files: list[str], factors: list[dict] | None = None) -> pd.DataFrame:
+def aggregate(
+    cells: list[Cell], metric_files: list[str], factors: list[dict] | None = None
+) -> pd.DataFrame:
     """One tidy frame of every cell's metrics: each cell's rows (columns
     ``geometry``, ``distance``, ``retrieval``, ``metric``, ``value``, as
     ``evaluate`` writes them) with
@@ -22,7 +30,7 @@ def aggregate(cells: list[Cell], metric_files: list[str], factors: list[dict] | 
     epochs, batch size, augmentation), which tables may lay out."""
     frames = []
     for i, (cell, path) in enumerate(zip(cells, metric_files)):
-        frame = read_csv(path, METRICS_COLUMNS[len(CELL_COLUMNS):])
+        frame = read_csv(path, METRICS_COLUMNS[len(CELL_COLUMNS) :])
         for column in CELL_COLUMNS:
             frame[column] = getattr(cell, column)
         for column, value in (factors[i] if factors else {}).items():
@@ -30,4 +38,3 @@ def aggregate(cells: list[Cell], metric_files: list[str], factors: list[dict] | 
         frames.append(frame)
     factor_columns = list(factors[0]) if factors else []
     return pd.concat(frames, ignore_index=True)[METRICS_COLUMNS + factor_columns]
-

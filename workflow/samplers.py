@@ -14,7 +14,9 @@ from collections import deque
 import torch
 
 
-def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+def shuffled_batches(
+    n: int, batch_size: int, generator: torch.Generator
+) -> list[torch.Tensor]:
     """A shuffled pass in batches; a last batch of one image joins the one
     before (batch norm needs two)."""
     order = torch.randperm(n, generator=generator)
@@ -56,9 +58,14 @@ class _Cycle:
         taken: list[int] = []
         while len(taken) < count:
             if not self.queue:
-                order = self.items[torch.randperm(len(self.items), generator=self.generator)].tolist()
+                order = self.items[
+                    torch.randperm(len(self.items), generator=self.generator)
+                ].tolist()
                 seen = set(taken)
-                self.queue = deque([i for i in order if i not in seen] + [i for i in order if i in seen])
+                self.queue = deque(
+                    [i for i in order if i not in seen]
+                    + [i for i in order if i in seen]
+                )
             taken.append(self.queue.popleft())
         return taken
 
@@ -118,7 +125,8 @@ class MPerClassBatches:
         self.num_batches = -(-len(labels) // batch_size)
         self.class_cycle = _Cycle(classes, generator)
         self.image_cycles = {
-            int(c): _Cycle(torch.nonzero(labels == c).flatten(), generator) for c in classes
+            int(c): _Cycle(torch.nonzero(labels == c).flatten(), generator)
+            for c in classes
         }
 
     def epoch(self) -> list[torch.Tensor]:
@@ -126,7 +134,9 @@ class MPerClassBatches:
         for _ in range(self.num_batches):
             chosen = self.class_cycle.take(self.classes_per_batch)
             batches.append(
-                torch.tensor([i for c in chosen for i in self.image_cycles[c].take(self.m)])
+                torch.tensor(
+                    [i for c in chosen for i in self.image_cycles[c].take(self.m)]
+                )
             )
         return batches
 

@@ -50,14 +50,20 @@ class Range:
         if self.scale not in ("log", "linear"):
             raise ValueError(f"scale {self.scale!r}: use log or linear")
         if not self.low < self.high or not self.low <= self.centre <= self.high:
-            raise ValueError(f"range [{self.low}, {self.high}] must be ordered and hold its centre {self.centre}")
+            raise ValueError(
+                f"range [{self.low}, {self.high}] must be ordered and hold its centre {self.centre}"
+            )
         if self.scale == "log" and self.low <= 0:
             raise ValueError(f"a log range needs positive ends, got {self.low}")
 
     def value(self, u: float) -> float:
         """The value at ``u`` in [0, 1) of the way along the scale."""
         if self.scale == "log":
-            return _round(math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low))))
+            return _round(
+                math.exp(
+                    math.log(self.low) + u * (math.log(self.high) - math.log(self.low))
+                )
+            )
         return _round(self.low + u * (self.high - self.low))
 
     def describe(self) -> str:
@@ -74,7 +80,9 @@ class Choice:
 
     def __post_init__(self):
         if self.centre not in self.values or len(self.values) < 2:
-            raise ValueError(f"choices {self.values} must be at least two and hold the centre {self.centre!r}")
+            raise ValueError(
+                f"choices {self.values} must be at least two and hold the centre {self.centre!r}"
+            )
 
     def value(self, u: float):
         return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
@@ -85,8 +93,12 @@ class Choice:
 
 # Tuned for every loss: the backbone's learning rate and weight decay.
 COMMON = {
-    "training.lr": Range(1.0e-4, 1.0e-2, 1.0e-3, "ours: a decade either side of Adam's default 1e-3"),
-    "training.weight_decay": Range(1.0e-6, 1.0e-2, 1.0e-4, "ours: four decades around 1e-4"),
+    "training.lr": Range(
+        1.0e-4, 1.0e-2, 1.0e-3, "ours: a decade either side of Adam's default 1e-3"
+    ),
+    "training.weight_decay": Range(
+        1.0e-6, 1.0e-2, 1.0e-4, "ours: four decades around 1e-4"
+    ),
 }
 # Tuned for every loss with parameters of its own (anchors, proxies,
 # centres, class weights): their learning rate as a multiple of lr. With
@@ -118,17 +130,39 @@ def dimension_from_config(key: str, value) -> Range | Choice | None:
         return None
     source = "config"
     try:
-        if isinstance(value, dict) and set(value) <= {"range", "scale", "centre"} and "range" in value:
+        if (
+            isinstance(value, dict)
+            and set(value) <= {"range", "scale", "centre"}
+            and "range" in value
+        ):
             ends = value["range"]
-            if not (isinstance(ends, list) and len(ends) == 2
-                    and all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in ends)):
+            if not (
+                isinstance(ends, list)
+                and len(ends) == 2
+                and all(
+                    isinstance(e, (int, float)) and not isinstance(e, bool)
+                    for e in ends
+                )
+            ):
                 raise ValueError(f"range must be two numbers [low, high], got {ends!r}")
             low, high = map(float, ends)
             scale = value.get("scale", "log")
-            middle = math.sqrt(low * high) if scale == "log" and low > 0 else (low + high) / 2
+            middle = (
+                math.sqrt(low * high)
+                if scale == "log" and low > 0
+                else (low + high) / 2
+            )
             return Range(low, high, value.get("centre", middle), source, scale)
-        if isinstance(value, dict) and set(value) <= {"choices", "centre"} and "choices" in value:
-            return Choice(tuple(value["choices"]), value.get("centre", value["choices"][0]), source)
+        if (
+            isinstance(value, dict)
+            and set(value) <= {"choices", "centre"}
+            and "choices" in value
+        ):
+            return Choice(
+                tuple(value["choices"]),
+                value.get("centre", value["choices"][0]),
+                source,
+            )
     except (TypeError, ValueError) as error:
         raise ConfigError(f"config key {key}: {error}") from error
     raise ConfigError(
@@ -192,7 +226,10 @@ def design(space: dict, budget: int, seed: int) -> list[dict]:
             # low-discrepancy design, better spread than random draws.
             warnings.simplefilter("ignore", UserWarning)
             points = qmc.Sobol(len(keys), scramble=True, rng=seed).random(budget - 1)
-        settings += [{key: space[key].value(u) for key, u in zip(keys, point)} for point in points]
+        settings += [
+            {key: space[key].value(u) for key, u in zip(keys, point)}
+            for point in points
+        ]
     return settings
 
 

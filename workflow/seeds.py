@@ -43,7 +43,9 @@ def stream_entropy(seed: int, stream: str, *more: int) -> list[int]:
     """The ``SeedSequence`` entropy of a stream (``more``: sub-streams, e.g.
     one per class)."""
     if stream not in STREAMS:
-        raise KeyError(f"unknown random stream {stream!r}; streams: {', '.join(STREAMS)}")
+        raise KeyError(
+            f"unknown random stream {stream!r}; streams: {', '.join(STREAMS)}"
+        )
     return [int(seed), STREAMS[stream], *map(int, more)]
 
 
@@ -55,5 +57,7 @@ def stream_rng(seed: int, stream: str, *more: int) -> np.random.Generator:
 def stream_seed(seed: int, stream: str) -> int:
     """A 63-bit integer seed of the stream, for ``torch.Generator.manual_seed``
     and the global generators."""
-    state = np.random.SeedSequence(stream_entropy(seed, stream)).generate_state(2, np.uint32)
+    state = np.random.SeedSequence(stream_entropy(seed, stream)).generate_state(
+        2, np.uint32
+    )
     return int((int(state[0]) << 31) ^ int(state[1]))

@@ -19,7 +19,9 @@ from workflow.io import read_csv
 from workflow.retrieval.metrics import METRICS
 
 
-def trial_scores(trials: list[str], seeds: list[int], metric_files: list[str], metric: str) -> pd.DataFrame:
+def trial_scores(
+    trials: list[str], seeds: list[int], metric_files: list[str], metric: str
+) -> pd.DataFrame:
     """Mean validation ``metric`` (exact retrieval in the loss's own
     geometry) per trial over the
     seeds; ``metric_files`` are in the order of ``trials`` x ``seeds``."""
@@ -28,14 +30,18 @@ def trial_scores(trials: list[str], seeds: list[int], metric_files: list[str], m
     for trial in trials:
         for seed in seeds:
             path = next(files)
-            frame = own_distance_rows(read_csv(path, ["geometry", "distance", "retrieval", "metric", "value"]))
+            frame = own_distance_rows(
+                read_csv(path, ["geometry", "distance", "retrieval", "metric", "value"])
+            )
             rows = frame[(frame["retrieval"] == "exact") & (frame["metric"] == metric)]
             if rows.empty:
                 raise ValueError(
                     f"config key selection.metric: {metric!r} is not in {path}; available: "
                     f"{', '.join(sorted(frame.loc[frame['retrieval'] == 'exact', 'metric']))}"
                 )
-            records.append({"trial": trial, "seed": seed, "value": float(rows["value"].iloc[0])})
+            records.append(
+                {"trial": trial, "seed": seed, "value": float(rows["value"].iloc[0])}
+            )
     scores = pd.DataFrame(records).groupby("trial", sort=False)["value"].mean()
     return scores.reindex(trials).rename("score").reset_index()
 
@@ -48,7 +54,9 @@ def select_trial(scores: pd.DataFrame, metric: str) -> str:
     return str(scores["trial"].iloc[int(np.flatnonzero(np.isclose(values, best))[0])])
 
 
-def selection_record(loss: str, metric: str, scores: pd.DataFrame, sweeps: dict, seeds: list[int]) -> dict:
+def selection_record(
+    loss: str, metric: str, scores: pd.DataFrame, sweeps: dict, seeds: list[int]
+) -> dict:
     """What results/selection/.../<loss>.json holds."""
     chosen = select_trial(scores, metric)
     return {
@@ -84,11 +92,19 @@ def selection_table(records: list[dict], cells: list[tuple]) -> pd.DataFrame:
     rows = []
     for (dataset, regime, backbone), record in zip(cells, records):
         values = record["values"]
-        rows.append({
-            "dataset": dataset, "regime": regime, "backbone": backbone, "loss": record["loss"],
-            "trials": record["trials"], "metric": record["metric"], "score": record["score"],
-            "selected": ", ".join(f"{k}={v}" for k, v in values.items()) or "(no sweep)",
-        })
+        rows.append(
+            {
+                "dataset": dataset,
+                "regime": regime,
+                "backbone": backbone,
+                "loss": record["loss"],
+                "trials": record["trials"],
+                "metric": record["metric"],
+                "score": record["score"],
+                "selected": ", ".join(f"{k}={v}" for k, v in values.items())
+                or "(no sweep)",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -100,13 +116,24 @@ def trials_table(records: list[dict], cells: list[tuple]) -> pd.DataFrame:
     rows = []
     for (dataset, regime, backbone), record in zip(cells, records):
         scores = pd.Series([s["score"] for s in record["scores"]])
-        ranks = scores.rank(ascending=METRICS.lower_is_better(record["metric"]), method="min")
+        ranks = scores.rank(
+            ascending=METRICS.lower_is_better(record["metric"]), method="min"
+        )
         for score, rank in zip(record["scores"], ranks):
-            rows.append({
-                "dataset": dataset, "regime": regime, "backbone": backbone, "loss": record["loss"],
-                "trial": score["trial"], **score["values"], "metric": record["metric"],
-                "score": score["score"], "rank": int(rank), "selected": score["trial"] == record["selected"],
-            })
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "regime": regime,
+                    "backbone": backbone,
+                    "loss": record["loss"],
+                    "trial": score["trial"],
+                    **score["values"],
+                    "metric": record["metric"],
+                    "score": score["score"],
+                    "rank": int(rank),
+                    "selected": score["trial"] == record["selected"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -119,8 +146,14 @@ def trials_markdown(table: pd.DataFrame) -> str:
     for key, group in table.groupby(keys, sort=False):
         group = group.dropna(axis=1, how="all").sort_values("rank", kind="stable")
         shown = group.drop(columns=keys + ["metric", "selected"])
-        shown["trial"] = [f"**{t}**" if chosen else t for t, chosen in zip(group["trial"], group["selected"])]
+        shown["trial"] = [
+            f"**{t}**" if chosen else t
+            for t, chosen in zip(group["trial"], group["selected"])
+        ]
         metric = group["metric"].iloc[0]
-        parts.append(f"### {key[3]} ({key[0]}, {key[1]}, {key[2]})\n\nvalidation {metric} of every trial, "
-                     f"best first; selected in bold\n\n" + shown.to_markdown(index=False, floatfmt=".4g"))
+        parts.append(
+            f"### {key[3]} ({key[0]}, {key[1]}, {key[2]})\n\nvalidation {metric} of every trial, "
+            f"best first; selected in bold\n\n"
+            + shown.to_markdown(index=False, floatfmt=".4g")
+        )
     return "\n\n".join(parts) + "\n"

@@ -82,7 +82,9 @@ def _by_class(labels: np.ndarray, indices: np.ndarray) -> dict[int, np.ndarray]:
 
 def _class_name(class_names: list[str] | None):
     def cls(c: int) -> str:
-        return f"class {c} ({class_names[c]})" if class_names is not None else f"class {c}"
+        return (
+            f"class {c} ({class_names[c]})" if class_names is not None else f"class {c}"
+        )
 
     return cls
 
@@ -91,13 +93,17 @@ def _frame(parts: list[tuple[str, np.ndarray]]) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "index": np.concatenate([idx for _, idx in parts] or [[]]).astype(np.int64),
-            "split": np.concatenate([[s] * len(idx) for s, idx in parts] or [[]]).astype(object),
+            "split": np.concatenate(
+                [[s] * len(idx) for s, idx in parts] or [[]]
+            ).astype(object),
         }
     )
     return frame.sort_values("index", ignore_index=True)
 
 
-def _pools(labels, official_split, test_fraction, eval_rng, name, cls) -> tuple[np.ndarray, np.ndarray]:
+def _pools(
+    labels, official_split, test_fraction, eval_rng, name, cls
+) -> tuple[np.ndarray, np.ndarray]:
     """(training pool, evaluation pool): the official division, or a
     stratified ``test_fraction`` of each class held out (drawn from
     ``eval_rng``, whose state the caller goes on using).
@@ -110,13 +116,22 @@ def _pools(labels, official_split, test_fraction, eval_rng, name, cls) -> tuple[
     official division, a class missing on one side stops too."""
     all_idx = np.arange(len(labels))
     if np.any(official_split != "none"):
-        train, evaluation = all_idx[official_split == "train"], all_idx[np.isin(official_split, EVALUATION_SIDES)]
+        train, evaluation = (
+            all_idx[official_split == "train"],
+            all_idx[np.isin(official_split, EVALUATION_SIDES)],
+        )
         for side, pool in [("test", evaluation), ("train", train)]:
-            missing = sorted(set(np.unique(labels).tolist()) - set(np.unique(labels[pool]).tolist()))
+            missing = sorted(
+                set(np.unique(labels).tolist()) - set(np.unique(labels[pool]).tolist())
+            )
             if missing:
                 raise ConfigError(
                     f"dataset {name}: {cls(missing[0])} has no images on the official {side} side"
-                    + (f" ({len(missing)} classes have none)" if len(missing) > 1 else "")
+                    + (
+                        f" ({len(missing)} classes have none)"
+                        if len(missing) > 1
+                        else ""
+                    )
                     + f", so it would {'get no queries' if side == 'test' else 'never be trained on'}; "
                     f"add {side} images of it, or leave it out with config key datasets.{name}.classes "
                     f"(a dataset whose sides hold different classes needs datasets.{name}.protocol: "
@@ -149,8 +164,9 @@ def _pools(labels, official_split, test_fraction, eval_rng, name, cls) -> tuple[
 MIN_CLASSES = 2
 
 
-def class_disjoint_boundary_problem(train_classes: int, n_classes: int, name: str, how: str = "",
-                                    note: str = "") -> str | None:
+def class_disjoint_boundary_problem(
+    train_classes: int, n_classes: int, name: str, how: str = "", note: str = ""
+) -> str | None:
     """Why the first ``train_classes`` (``note``: where that value comes
     from) of ``n_classes`` classes (``how``: how that number is known) cannot train against the rest as test classes
     under protocol class_disjoint, or None: both sides need
@@ -159,11 +175,19 @@ def class_disjoint_boundary_problem(train_classes: int, n_classes: int, name: st
     trained, test = min(train_classes, n_classes), max(n_classes - train_classes, 0)
     if trained >= MIN_CLASSES and test >= MIN_CLASSES:
         return None
-    fix = (f"set it between {MIN_CLASSES} and {n_classes - MIN_CLASSES}" if n_classes >= 2 * MIN_CLASSES
-           else f"the protocol needs at least {2 * MIN_CLASSES} classes ({MIN_CLASSES} to train, {MIN_CLASSES} to "
-                f"test): give the dataset more classes (datasets.{name}.classes) or use protocol closed_set")
-    leaves = ("no test class" if not test else f"{test} test class" if test < MIN_CLASSES
-              else f"{trained} training class")
+    fix = (
+        f"set it between {MIN_CLASSES} and {n_classes - MIN_CLASSES}"
+        if n_classes >= 2 * MIN_CLASSES
+        else f"the protocol needs at least {2 * MIN_CLASSES} classes ({MIN_CLASSES} to train, {MIN_CLASSES} to "
+        f"test): give the dataset more classes (datasets.{name}.classes) or use protocol closed_set"
+    )
+    leaves = (
+        "no test class"
+        if not test
+        else f"{test} test class"
+        if test < MIN_CLASSES
+        else f"{trained} training class"
+    )
     return (
         f"config key datasets.{name}.train_classes: {train_classes}{note} with {n_classes} classes{how} leaves "
         f"{leaves}: "
@@ -178,7 +202,9 @@ def held_out_classes(class_fraction: float, n_classes: int) -> int:
     return int(round(class_fraction * n_classes))
 
 
-def class_fraction_problem(class_fraction: float, n_classes: int, how: str = "") -> str | None:
+def class_fraction_problem(
+    class_fraction: float, n_classes: int, how: str = ""
+) -> str | None:
     """Why class-disjoint validation cannot hold out ``class_fraction`` of
     ``n_classes`` training classes, or None: the held-out classes (scored)
     and the classes the trials train on need :data:`MIN_CLASSES` each."""
@@ -186,12 +212,16 @@ def class_fraction_problem(class_fraction: float, n_classes: int, how: str = "")
     if MIN_CLASSES <= held <= n_classes - MIN_CLASSES:
         return None
     if n_classes < 2 * MIN_CLASSES:
-        fix = (f"class-disjoint validation needs at least {2 * MIN_CLASSES} training classes: give more "
-               "(datasets.<name>.train_classes or classes), or, with protocol closed_set, set "
-               "validation.class_disjoint: false")
+        fix = (
+            f"class-disjoint validation needs at least {2 * MIN_CLASSES} training classes: give more "
+            "(datasets.<name>.train_classes or classes), or, with protocol closed_set, set "
+            "validation.class_disjoint: false"
+        )
     else:
-        fix = (f"set it between {MIN_CLASSES / n_classes:.3g} and {(n_classes - MIN_CLASSES) / n_classes:.3g} "
-               f"(round(class_fraction x {n_classes}) classes are held out)")
+        fix = (
+            f"set it between {MIN_CLASSES / n_classes:.3g} and {(n_classes - MIN_CLASSES) / n_classes:.3g} "
+            f"(round(class_fraction x {n_classes}) classes are held out)"
+        )
     return (
         f"config key validation.class_fraction: {class_fraction} of {n_classes} training classes{how} holds out "
         f"{held} for validation and leaves {n_classes - held} for the trials to train on; each needs at least "
@@ -200,7 +230,9 @@ def class_fraction_problem(class_fraction: float, n_classes: int, how: str = "")
     )
 
 
-def _class_disjoint_pools(labels, official_split, train_classes, name, cls) -> tuple[np.ndarray, np.ndarray]:
+def _class_disjoint_pools(
+    labels, official_split, train_classes, name, cls
+) -> tuple[np.ndarray, np.ndarray]:
     """(training pool, evaluation pool) of the class-disjoint protocol: the
     first ``train_classes`` classes against the others, or, with None, the
     official sides, which must then hold different classes; each side with
@@ -208,9 +240,15 @@ def _class_disjoint_pools(labels, official_split, train_classes, name, cls) -> t
     all_idx = np.arange(len(labels))
     present = np.unique(labels)
     if train_classes is not None:
-        train, evaluation = all_idx[labels < train_classes], all_idx[labels >= train_classes]
+        train, evaluation = (
+            all_idx[labels < train_classes],
+            all_idx[labels >= train_classes],
+        )
         problem = class_disjoint_boundary_problem(
-            train_classes, len(present), name, f" (labels {present.min()}..{present.max()})"
+            train_classes,
+            len(present),
+            name,
+            f" (labels {present.min()}..{present.max()})",
         )
         if problem:
             raise ConfigError(problem)
@@ -221,7 +259,10 @@ def _class_disjoint_pools(labels, official_split, train_classes, name, cls) -> t
             f"no official train and test sides; set config key datasets.{name}.train_classes: N (the first N "
             "classes train, the others are test classes)"
         )
-    train, evaluation = all_idx[official_split == "train"], all_idx[np.isin(official_split, EVALUATION_SIDES)]
+    train, evaluation = (
+        all_idx[official_split == "train"],
+        all_idx[np.isin(official_split, EVALUATION_SIDES)],
+    )
     both = np.intersect1d(labels[train], labels[evaluation])
     if both.size:
         raise ConfigError(
@@ -269,7 +310,9 @@ def _draw_pools(
     class_names: list[str] | None,
     protocol: str = "closed_set",
     train_classes: int | None = None,
-) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], np.ndarray, np.random.Generator]:
+) -> tuple[
+    dict[int, np.ndarray], dict[int, np.ndarray], np.ndarray, np.random.Generator
+]:
     """Per class, the training pool and (``database_from="train"``) the
     database images taken out of it; the evaluation pool; and the
     evaluation stream after the hold-out (for the queries). Only the
@@ -280,14 +323,18 @@ def _draw_pools(
     official_split = np.asarray(official_split)
     cls = _class_name(class_names)
     if database_from not in ("test", "train"):
-        raise ConfigError(f"config key datasets.{name}.database_from: {database_from!r} is not 'test' or 'train'")
+        raise ConfigError(
+            f"config key datasets.{name}.database_from: {database_from!r} is not 'test' or 'train'"
+        )
     if database_from == "train" and database_per_class is None:
         raise ConfigError(
             f"config key datasets.{name}.database_per_class: must be a number when "
             "database_from is 'train' (otherwise no training images would be left)"
         )
     if protocol not in PROTOCOLS:
-        raise ConfigError(f"config key datasets.{name}.protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        raise ConfigError(
+            f"config key datasets.{name}.protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}"
+        )
     if protocol != "class_disjoint" and train_classes is not None:
         raise ConfigError(
             f"config key datasets.{name}.train_classes: applies only with protocol class_disjoint (it moves the "
@@ -301,9 +348,13 @@ def _draw_pools(
     check_classes(labels, class_names, name)
     eval_rng = stream_rng(seed, "evaluation_split")
     if protocol == "class_disjoint":
-        train_pool, eval_pool = _class_disjoint_pools(labels, official_split, train_classes, name, cls)
+        train_pool, eval_pool = _class_disjoint_pools(
+            labels, official_split, train_classes, name, cls
+        )
     else:
-        train_pool, eval_pool = _pools(labels, official_split, test_fraction, eval_rng, name, cls)
+        train_pool, eval_pool = _pools(
+            labels, official_split, test_fraction, eval_rng, name, cls
+        )
     pools, databases = {}, {}
     for c, idx in _by_class(labels, train_pool).items():
         if database_from == "train":
@@ -349,10 +400,22 @@ def make_training_split(
     labels = np.asarray(labels)
     cls = _class_name(class_names)
     pools, _, _, _ = _draw_pools(
-        labels, official_split, seed, test_fraction, database_from, database_per_class, name, class_names,
-        protocol, train_classes,
+        labels,
+        official_split,
+        seed,
+        test_fraction,
+        database_from,
+        database_per_class,
+        name,
+        class_names,
+        protocol,
+        train_classes,
     )
-    taken = f" after {database_per_class} database images" if database_from == "train" else ""
+    taken = (
+        f" after {database_per_class} database images"
+        if database_from == "train"
+        else ""
+    )
     parts = []
     for c, idx in pools.items():
         if train_per_class is not None:
@@ -364,7 +427,9 @@ def make_training_split(
                 )
             # One permutation per class, independent of k and of the other
             # classes: the first k of it nest for every k.
-            idx = stream_rng(seed, "training_split", c + 1).permutation(np.sort(idx))[:train_per_class]
+            idx = stream_rng(seed, "training_split", c + 1).permutation(np.sort(idx))[
+                :train_per_class
+            ]
         parts.append(("train", idx))
     return _frame(parts)
 
@@ -390,13 +455,26 @@ def make_evaluation_split(
     labels = np.asarray(labels)
     cls = _class_name(class_names)
     _, databases, eval_pool, eval_rng = _draw_pools(
-        labels, official_split, seed, test_fraction, database_from, database_per_class, name, class_names,
-        protocol, train_classes,
+        labels,
+        official_split,
+        seed,
+        test_fraction,
+        database_from,
+        database_per_class,
+        name,
+        class_names,
+        protocol,
+        train_classes,
     )
     if protocol == "class_disjoint":
         official = np.asarray(official_split)[eval_pool]
         if np.isin(official, ["query", "database"]).all():
-            return _frame([("query", eval_pool[official == "query"]), ("database", eval_pool[official == "database"])])
+            return _frame(
+                [
+                    ("query", eval_pool[official == "query"]),
+                    ("database", eval_pool[official == "database"]),
+                ]
+            )
         return _frame([(ALL_AGAINST_ALL, eval_pool)])
     parts = []
     for c, idx in _by_class(labels, eval_pool).items():
@@ -409,7 +487,11 @@ def make_evaluation_split(
                 )
             parts.append(("query", idx[:query_per_class]))
             continue
-        n_db = len(idx) - query_per_class if database_per_class is None else database_per_class
+        n_db = (
+            len(idx) - query_per_class
+            if database_per_class is None
+            else database_per_class
+        )
         if query_per_class + max(n_db, 1) > len(idx):
             raise ConfigError(
                 f"config keys datasets.{name}.query_per_class/database_per_class: "
@@ -441,10 +523,21 @@ def make_split(
     """Both files in one frame: columns ``index`` and ``split``
     (train/database/query/all), sorted by index (the pipeline writes
     :func:`make_training_split` and :func:`make_evaluation_split` apart)."""
-    pool = dict(test_fraction=test_fraction, database_from=database_from, database_per_class=database_per_class,
-                name=name, class_names=class_names, protocol=protocol, train_classes=train_classes)
-    evaluation = make_evaluation_split(labels, official_split, seed, query_per_class, **pool)
-    training = make_training_split(labels, official_split, seed, train_per_class, regime=regime, **pool)
+    pool = dict(
+        test_fraction=test_fraction,
+        database_from=database_from,
+        database_per_class=database_per_class,
+        name=name,
+        class_names=class_names,
+        protocol=protocol,
+        train_classes=train_classes,
+    )
+    evaluation = make_evaluation_split(
+        labels, official_split, seed, query_per_class, **pool
+    )
+    training = make_training_split(
+        labels, official_split, seed, train_per_class, regime=regime, **pool
+    )
     return pd.concat([training, evaluation]).sort_values("index", ignore_index=True)
 
 
@@ -490,13 +583,23 @@ def make_validation_split(
     """
     labels = np.asarray(labels)
     pools, _, _, _ = _draw_pools(
-        labels, official_split, seed, test_fraction, database_from, dataset_database_per_class, name, None,
-        protocol, train_classes,
+        labels,
+        official_split,
+        seed,
+        test_fraction,
+        database_from,
+        dataset_database_per_class,
+        name,
+        None,
+        protocol,
+        train_classes,
     )
     all_against_all = protocol == "class_disjoint"
     class_disjoint = class_disjoint or all_against_all
     pool = np.concatenate(list(pools.values())).astype(np.int64)
-    pool = pool[~np.isin(pool, split.loc[split["split"] != "train", "index"].to_numpy())]
+    pool = pool[
+        ~np.isin(pool, split.loc[split["split"] != "train", "index"].to_numpy())
+    ]
     train = np.sort(split.loc[split["split"] == "train", "index"].to_numpy())
     rng = stream_rng(seed, "validation_split")
     need = query_per_class + database_per_class
@@ -504,7 +607,9 @@ def make_validation_split(
     held_out = set()
     if class_disjoint:
         n_held = held_out_classes(class_fraction, len(classes))
-        problem = class_fraction_problem(class_fraction, len(classes), f" of dataset {name}")
+        problem = class_fraction_problem(
+            class_fraction, len(classes), f" of dataset {name}"
+        )
         if problem:
             raise ConfigError(problem)
         held_out = set(rng.choice(classes, size=n_held, replace=False).tolist())

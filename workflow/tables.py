@@ -65,7 +65,9 @@ EXACT_MAX_SEEDS = 16
 MONTE_CARLO_RESAMPLES = 100_000
 
 
-def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
+def mean_ci(
+    values: np.ndarray, level: float = 0.95
+) -> tuple[float, float, float, float]:
     """Mean, std (ddof 1), and the Student-t confidence interval of the mean."""
     values = np.asarray(values, dtype=float)
     mean = float(values.mean()) if len(values) else float("nan")
@@ -164,14 +166,24 @@ def declared_selection(metrics: pd.DataFrame, decl: dict) -> pd.DataFrame:
     with the exact one as if they were seeds)."""
     selectors = decl.get("select", {})
     layout = laid_out(decl)
-    if "distance" not in selectors and "distance" not in layout and "distance" in metrics:
+    if (
+        "distance" not in selectors
+        and "distance" not in layout
+        and "distance" in metrics
+    ):
         metrics = own_distance_rows(metrics)
-    if "retrieval" not in selectors and "retrieval" not in layout and "retrieval" in metrics:
+    if (
+        "retrieval" not in selectors
+        and "retrieval" not in layout
+        and "retrieval" in metrics
+    ):
         metrics = metrics[metrics["retrieval"] == "exact"]
     return select(metrics, selectors)
 
 
-def check_no_pooling(name: str, label: str, values: pd.DataFrame, section: str = "tables") -> None:
+def check_no_pooling(
+    name: str, label: str, values: pd.DataFrame, section: str = "tables"
+) -> None:
     """One table cell averages over seeds only: several results of one seed
     (different cells, retrievals or distances that the table neither
     selects one of nor lays out) stop with the attributes that differ.
@@ -179,8 +191,12 @@ def check_no_pooling(name: str, label: str, values: pd.DataFrame, section: str =
     duplicated = values[values.duplicated(["seed", "metric"], keep=False)]
     if duplicated.empty:
         return
-    differing = [a for a in ATTRIBUTES if a in duplicated and duplicated[a].nunique() > 1]
-    found = ", ".join(f"{a} ({', '.join(map(str, dict.fromkeys(duplicated[a])))})" for a in differing)
+    differing = [
+        a for a in ATTRIBUTES if a in duplicated and duplicated[a].nunique() > 1
+    ]
+    found = ", ".join(
+        f"{a} ({', '.join(map(str, dict.fromkeys(duplicated[a])))})" for a in differing
+    )
     raise ConfigError(
         f"config key {section}.{name}: row {label!r} would average several results of one seed that "
         f"differ in {found or 'nothing the table shows'}; a {section[:-1]} averages over seeds only: select "
@@ -200,22 +216,30 @@ def reference_problem(name: str, decl: dict, rows: list[str] | None) -> str | No
     if rows is not None:
         missing = [row for row in rows if row not in values]
         if missing:
-            return (f"{key}: no published values for the row{'s' if len(missing) > 1 else ''} "
-                    f"{', '.join(map(repr, missing))}; give a value of every metric for every row of the "
-                    f"table ({', '.join(map(repr, rows))})")
+            return (
+                f"{key}: no published values for the row{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(map(repr, missing))}; give a value of every metric for every row of the "
+                f"table ({', '.join(map(repr, rows))})"
+            )
         other = [row for row in values if row not in rows]
         if other:
-            return (f"{key}.{other[0]}: {other[0]!r} is no row of the table (rows: {', '.join(map(repr, rows))}); "
-                    "use the row labels")
+            return (
+                f"{key}.{other[0]}: {other[0]!r} is no row of the table (rows: {', '.join(map(repr, rows))}); "
+                "use the row labels"
+            )
     for row, by_metric in values.items():
         missing = [m for m in decl["metrics"] if m not in (by_metric or {})]
         if missing:
-            return (f"{key}.{row}: no published value of {', '.join(missing)}; give one for every metric "
-                    f"of tables.{name}.metrics ({', '.join(decl['metrics'])})")
+            return (
+                f"{key}.{row}: no published value of {', '.join(missing)}; give one for every metric "
+                f"of tables.{name}.metrics ({', '.join(decl['metrics'])})"
+            )
         other = [m for m in by_metric if m not in decl["metrics"]]
         if other:
-            return (f"{key}.{row}.{other[0]}: {other[0]!r} is not among tables.{name}.metrics "
-                    f"({', '.join(decl['metrics'])}); add it there or remove it here")
+            return (
+                f"{key}.{row}.{other[0]}: {other[0]!r} is not among tables.{name}.metrics "
+                f"({', '.join(decl['metrics'])}); add it there or remove it here"
+            )
     return reference_value_problem(name, decl)
 
 
@@ -223,7 +247,12 @@ def reference_scale(reference: dict, metric: str) -> float:
     """What a published value of ``metric`` is divided by to read it as ours:
     100 for a fraction (:meth:`~workflow.retrieval.metrics.MetricRegistry.is_fraction`)
     under ``scale: percent``, else 1 (a count or cost is never rescaled)."""
-    return 100.0 if reference.get("scale", "fraction") == "percent" and METRICS.is_fraction(metric) else 1.0
+    return (
+        100.0
+        if reference.get("scale", "fraction") == "percent"
+        and METRICS.is_fraction(metric)
+        else 1.0
+    )
 
 
 def reference_value_problem(name: str, decl: dict) -> str | None:
@@ -238,28 +267,49 @@ def reference_value_problem(name: str, decl: dict) -> str | None:
     reference = decl["reference"]
     key = f"tables.{name}.reference"
     percent = reference.get("scale", "fraction") == "percent"
-    published = [(row, metric, value) for row, by_metric in reference["values"].items()
-                 for metric, value in (by_metric or {}).items() if METRICS.find(metric)]
+    published = [
+        (row, metric, value)
+        for row, by_metric in reference["values"].items()
+        for metric, value in (by_metric or {}).items()
+        if METRICS.find(metric)
+    ]
     for row, metric, value in published:
         factor = reference_scale(reference, metric)
         low, high = (bound * factor for bound in METRICS.bounds(metric))
         unit = "%" if factor == 100 else ""
         where = f"config key {key}.values.{row}.{metric}: {value:g}"
         if value < low:
-            return (f"{where} is below {low:g}{unit}, the least value of {metric}"
-                    + (" (it is never negative)" if low == 0 else "") + "; give the published value")
+            return (
+                f"{where} is below {low:g}{unit}, the least value of {metric}"
+                + (" (it is never negative)" if low == 0 else "")
+                + "; give the published value"
+            )
         if value > high:
             if not percent and METRICS.is_fraction(metric) and value <= 100:
-                return (f"{where} is above 1, the greatest {metric} as a fraction; it looks like a "
-                        f"percentage: set {key}.scale: percent, or give fractions")
+                return (
+                    f"{where} is above 1, the greatest {metric} as a fraction; it looks like a "
+                    f"percentage: set {key}.scale: percent, or give fractions"
+                )
             return f"{where} is above {high:g}{unit}, the greatest value of {metric}; give the published value"
-    fractions = [(row, metric, value) for row, metric, value in published if reference_scale(reference, metric) == 100]
-    small = [(row, metric, value) for row, metric, value in fractions
-             if value <= 1 and (not METRICS.lower_is_better(metric) or all(v <= 1 for _, _, v in fractions))]
+    fractions = [
+        (row, metric, value)
+        for row, metric, value in published
+        if reference_scale(reference, metric) == 100
+    ]
+    small = [
+        (row, metric, value)
+        for row, metric, value in fractions
+        if value <= 1
+        and (
+            not METRICS.lower_is_better(metric) or all(v <= 1 for _, _, v in fractions)
+        )
+    ]
     if small:
         row, metric, value = small[0]
-        return (f"config key {key}.values.{row}.{metric}: {value:g} under {key}.scale: percent means {value:g}%, "
-                f"which looks like a fraction ({value * 100:g}%); give percentages, or set {key}.scale: fraction")
+        return (
+            f"config key {key}.values.{row}.{metric}: {value:g} under {key}.scale: percent means {value:g}%, "
+            f"which looks like a fraction ({value * 100:g}%); give percentages, or set {key}.scale: fraction"
+        )
     return None
 
 
@@ -274,7 +324,9 @@ def check_declaration(name: str, decl: dict, metrics: pd.DataFrame) -> None:
                 )
     selected = declared_selection(metrics, decl)
     if selected.empty:
-        raise ConfigError(f"config key tables.{name}.select: no results match {decl.get('select')}")
+        raise ConfigError(
+            f"config key tables.{name}.select: no results match {decl.get('select')}"
+        )
     missing = [m for m in decl["metrics"] if m not in set(selected["metric"])]
     if missing:
         raise ConfigError(
@@ -290,7 +342,12 @@ def _row_frames(decl: dict, selected: pd.DataFrame) -> list[tuple[str, pd.DataFr
         out = []
         for row in rows:
             selectors = {k: v for k, v in row.items() if k != "label"}
-            out.append((row.get("label", " / ".join(map(str, selectors.values()))), select(selected, selectors)))
+            out.append(
+                (
+                    row.get("label", " / ".join(map(str, selectors.values()))),
+                    select(selected, selectors),
+                )
+            )
         return out
     keys = selected[rows].drop_duplicates()
     return [
@@ -314,29 +371,46 @@ def build_table(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     blocks, columns = decl.get("blocks", []), decl.get("columns", [])
     baseline = decl.get("baseline")
     records = []
-    block_keys = selected[blocks].drop_duplicates().itertuples(index=False) if blocks else [()]
+    block_keys = (
+        selected[blocks].drop_duplicates().itertuples(index=False) if blocks else [()]
+    )
     for block in block_keys:
         in_block = select(selected, dict(zip(blocks, block)))
         rows = _row_frames(decl, in_block)
         # The baseline: an explicit row's label, else a loss.
         base_rows = dict(rows).get(baseline) if baseline else None
         for label, row_values in rows:
-            column_keys = row_values[columns].drop_duplicates().itertuples(index=False) if columns else [()]
+            column_keys = (
+                row_values[columns].drop_duplicates().itertuples(index=False)
+                if columns
+                else [()]
+            )
             for column in column_keys:
                 values = select(row_values, dict(zip(columns, column)))
                 check_no_pooling(name, label, values)
                 base = None
                 if base_rows is not None:
-                    base = select(base_rows, dict(zip(columns, column))) if label != baseline else None
+                    base = (
+                        select(base_rows, dict(zip(columns, column)))
+                        if label != baseline
+                        else None
+                    )
                 elif baseline and not set(values["loss"]) <= {baseline}:
-                    base = select(in_block, {"loss": baseline, **dict(zip(columns, column))})
+                    base = select(
+                        in_block, {"loss": baseline, **dict(zip(columns, column))}
+                    )
                 for metric in decl["metrics"]:
                     v = values[values["metric"] == metric].set_index("seed")["value"]
                     if v.empty:
                         continue
                     mean, std, low, high = mean_ci(v.to_numpy())
-                    test = {"n_paired": None, "diff": np.nan, "diff_ci_low": np.nan,
-                            "diff_ci_high": np.nan, "p": np.nan}
+                    test = {
+                        "n_paired": None,
+                        "diff": np.nan,
+                        "diff_ci_low": np.nan,
+                        "diff_ci_high": np.nan,
+                        "p": np.nan,
+                    }
                     if base is not None:
                         b = base[base["metric"] == metric].set_index("seed")["value"]
                         if b.index.has_duplicates:
@@ -347,13 +421,27 @@ def build_table(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
                             )
                         d = paired_differences(v, b)
                         diff, _, diff_low, diff_high = mean_ci(d)
-                        test = {"n_paired": len(d), "diff": diff, "diff_ci_low": diff_low,
-                                "diff_ci_high": diff_high, "p": sign_flip_p_value(d)}
-                    records.append({
-                        **dict(zip(blocks, block)), "row": label, **dict(zip(columns, column)),
-                        "metric": metric, "mean": mean, "std": std, "ci_low": low, "ci_high": high,
-                        "n": len(v), **test,
-                    })
+                        test = {
+                            "n_paired": len(d),
+                            "diff": diff,
+                            "diff_ci_low": diff_low,
+                            "diff_ci_high": diff_high,
+                            "p": sign_flip_p_value(d),
+                        }
+                    records.append(
+                        {
+                            **dict(zip(blocks, block)),
+                            "row": label,
+                            **dict(zip(columns, column)),
+                            "metric": metric,
+                            "mean": mean,
+                            "std": std,
+                            "ci_low": low,
+                            "ci_high": high,
+                            "n": len(v),
+                            **test,
+                        }
+                    )
     frame = pd.DataFrame(records)
     frame["n_paired"] = frame["n_paired"].astype("Int64")
     group = blocks + columns + ["metric"]
@@ -365,7 +453,11 @@ def build_table(name: str, decl: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     frame["best"] = False
     for _, part in frame.groupby(group, sort=False) if group else [(None, frame)]:
         metric = part["metric"].iloc[0]
-        best = part["mean"].min() if METRICS.lower_is_better(metric) else part["mean"].max()
+        best = (
+            part["mean"].min()
+            if METRICS.lower_is_better(metric)
+            else part["mean"].max()
+        )
         frame.loc[part.index[np.isclose(part["mean"], best)], "best"] = True
     if decl.get("reference"):
         add_reference(name, decl, frame)
@@ -381,10 +473,14 @@ def add_reference(name: str, decl: dict, frame: pd.DataFrame) -> None:
     if problem:
         raise ConfigError(problem)
     reference = decl["reference"]
-    frame["published"] = [reference["values"][r.row][r.metric] / reference_scale(reference, r.metric)
-                          for r in frame.itertuples()]
+    frame["published"] = [
+        reference["values"][r.row][r.metric] / reference_scale(reference, r.metric)
+        for r in frame.itertuples()
+    ]
     frame["published_diff"] = frame["mean"] - frame["published"]
-    inside = (frame["ci_low"] <= frame["published"]) & (frame["published"] <= frame["ci_high"])
+    inside = (frame["ci_low"] <= frame["published"]) & (
+        frame["published"] <= frame["ci_high"]
+    )
     frame["published_in_ci"] = inside.astype("boolean").mask(frame["ci_low"].isna())
 
 
@@ -398,7 +494,11 @@ def regime_declaration(metrics: pd.DataFrame, dataset: str, regime: str) -> dict
     shown = metrics[(metrics["dataset"] == dataset) & (metrics["regime"] == regime)]
     # A row the registry does not know (seconds_per_query of a run before
     # wall times left metrics.csv) is no quality metric.
-    quality = [m for m in shown["metric"].unique() if METRICS.find(m) and METRICS.find(m)[0].quality]
+    quality = [
+        m
+        for m in shown["metric"].unique()
+        if METRICS.find(m) and METRICS.find(m)[0].quality
+    ]
     seeds = shown["seed"].nunique()
     decl = {
         "caption": f"Retrieval on {dataset} ({regime}), {seeds} seed{'s' if seeds != 1 else ''}",
@@ -414,14 +514,20 @@ def regime_declaration(metrics: pd.DataFrame, dataset: str, regime: str) -> dict
 
 def _cell_text(r, digits: int, bold: str, escape=str, factor: float = 1.0) -> str:
     mean, std = r["mean"] * factor, r["std"] * factor
-    text = f"{mean:.{digits}f}" if np.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    text = (
+        f"{mean:.{digits}f}"
+        if np.isnan(std)
+        else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    )
     if r["significant"]:
         text += "*"
     text = escape(text)
     return bold.format(text) if r["best"] else text
 
 
-def wide_text(frame: pd.DataFrame, decl: dict, bold: str, digits: int = 3, escape=str) -> pd.DataFrame:
+def wide_text(
+    frame: pd.DataFrame, decl: dict, bold: str, digits: int = 3, escape=str
+) -> pd.DataFrame:
     """Rows x (column groups, metrics) of formatted strings (each passed
     through ``escape`` before ``bold`` wraps the best one)."""
     blocks, columns = decl.get("blocks", []), decl.get("columns", [])
@@ -429,20 +535,32 @@ def wide_text(frame: pd.DataFrame, decl: dict, bold: str, digits: int = 3, escap
     if reference:
         frame = _reference_parts(frame, reference, bold, escape)
     else:
-        frame = frame.assign(text=[_cell_text(r, digits, bold, escape) for _, r in frame.iterrows()])
+        frame = frame.assign(
+            text=[_cell_text(r, digits, bold, escape) for _, r in frame.iterrows()]
+        )
     index = blocks + ["row"]
     header = columns + ["metric"] + (["part"] if reference else [])
-    wide = frame.pivot_table(index=index, columns=header, values="text", aggfunc="first", sort=False)
+    wide = frame.pivot_table(
+        index=index, columns=header, values="text", aggfunc="first", sort=False
+    )
     order = frame[index].drop_duplicates()
-    wide = wide.reindex(pd.MultiIndex.from_frame(order) if len(index) > 1 else order["row"])
+    wide = wide.reindex(
+        pd.MultiIndex.from_frame(order) if len(index) > 1 else order["row"]
+    )
     col_order = frame[header].drop_duplicates()
-    wide = wide.reindex(columns=pd.MultiIndex.from_frame(col_order) if len(header) > 1 else col_order["metric"])
+    wide = wide.reindex(
+        columns=pd.MultiIndex.from_frame(col_order)
+        if len(header) > 1
+        else col_order["metric"]
+    )
     rows = decl.get("rows", ["loss"])
     row_title = "setting" if rows and isinstance(rows[0], dict) else " / ".join(rows)
     return wide.rename_axis(index=[*blocks, row_title] if blocks else row_title)
 
 
-def _reference_parts(frame: pd.DataFrame, reference: dict, bold: str, escape) -> pd.DataFrame:
+def _reference_parts(
+    frame: pd.DataFrame, reference: dict, bold: str, escape
+) -> pd.DataFrame:
     """Four texts per cell of a table with a reference, in its scale: the
     published value, ours (mean ± std, bold and marker as usual), the
     difference, and whether the published value lies in our 95% interval
@@ -459,9 +577,13 @@ def _reference_parts(frame: pd.DataFrame, reference: dict, bold: str, escape) ->
             "published": escape(f"{r['published'] * factor:.{digits}f}"),
             "ours": _cell_text(r, digits, bold, escape, factor),
             "diff": escape(f"{r['published_diff'] * factor:+.{digits}f}"),
-            "in 95% CI": "" if pd.isna(r["published_in_ci"]) else ("yes" if r["published_in_ci"] else "no"),
+            "in 95% CI": ""
+            if pd.isna(r["published_in_ci"])
+            else ("yes" if r["published_in_ci"] else "no"),
         }
-        records += [{**r.to_dict(), "part": part, "text": texts[part]} for part in parts]
+        records += [
+            {**r.to_dict(), "part": part, "text": texts[part]} for part in parts
+        ]
     return pd.DataFrame(records)
 
 
@@ -470,11 +592,19 @@ def reference_note(decl: dict) -> str:
     reference = decl["reference"]
     unit = ""
     if reference.get("scale", "fraction") == "percent":
-        rescaled = [m for m in decl["metrics"] if METRICS.find(m) and not METRICS.is_fraction(m)]
-        unit = " (in percent, ours too" + (f"; {', '.join(rescaled)} as they are" if rescaled else "") + ")"
-    return (f"published: {reference['source']}{unit}; diff: ours - published; in 95% CI: whether the "
-            "published value lies inside the 95% Student-t interval of our mean over seeds (no such "
-            "column with one seed)")
+        rescaled = [
+            m for m in decl["metrics"] if METRICS.find(m) and not METRICS.is_fraction(m)
+        ]
+        unit = (
+            " (in percent, ours too"
+            + (f"; {', '.join(rescaled)} as they are" if rescaled else "")
+            + ")"
+        )
+    return (
+        f"published: {reference['source']}{unit}; diff: ours - published; in 95% CI: whether the "
+        "published value lies inside the 95% Student-t interval of our mean over seeds (no such "
+        "column with one seed)"
+    )
 
 
 def _span(values) -> str:
@@ -490,15 +620,22 @@ def significance_note(frame: pd.DataFrame, decl: dict) -> str:
     compared = frame[frame["n_paired"].notna()]
     tested = compared[compared["p"].notna()]
     if tested.empty:
-        return (f"*: no test against {baseline} (fewer than {MIN_SEEDS} seeds paired with it), "
-                "so no marker")
+        return (
+            f"*: no test against {baseline} (fewer than {MIN_SEEDS} seeds paired with it), "
+            "so no marker"
+        )
     exact = tested["n_paired"].max() <= EXACT_MAX_SEEDS
-    test = ("an exact paired sign-flip permutation test" if exact else
-            f"a paired sign-flip permutation test (exact up to {EXACT_MAX_SEEDS} seeds, "
-            f"else {MONTE_CARLO_RESAMPLES} random sign flips)")
+    test = (
+        "an exact paired sign-flip permutation test"
+        if exact
+        else f"a paired sign-flip permutation test (exact up to {EXACT_MAX_SEEDS} seeds, "
+        f"else {MONTE_CARLO_RESAMPLES} random sign flips)"
+    )
     k = len(tested)
-    note = (f"*: differs from {baseline} by {test} over {_span(tested['n_paired'])} seeds, "
-            f"Holm-corrected over the table's {k} comparison{'s' if k != 1 else ''}, p < {ALPHA:g}")
+    note = (
+        f"*: differs from {baseline} by {test} over {_span(tested['n_paired'])} seeds, "
+        f"Holm-corrected over the table's {k} comparison{'s' if k != 1 else ''}, p < {ALPHA:g}"
+    )
     n_max = int(tested["n_paired"].max())
     floor = smallest_p(n_max)
     holm_floor = min(1.0, k * floor)
@@ -524,18 +661,30 @@ def render(name: str, decl: dict, frame: pd.DataFrame) -> tuple[str, str, str]:
     # Cells are our numbers (bold and marker meant as Markdown); captions,
     # labels and names are the user's text, escaped.
     md_wide = wide_text(frame, decl, "**{}**")
-    md_wide.index = md_wide.index.map(lambda label: _escape_label(label, markdown_escape))
-    md_wide = md_wide.rename_axis(index=[markdown_escape(n) for n in md_wide.index.names])
-    md_wide.columns = [markdown_escape(" ".join(map(str, c)) if isinstance(c, tuple) else c) for c in md_wide.columns]
+    md_wide.index = md_wide.index.map(
+        lambda label: _escape_label(label, markdown_escape)
+    )
+    md_wide = md_wide.rename_axis(
+        index=[markdown_escape(n) for n in md_wide.index.names]
+    )
+    md_wide.columns = [
+        markdown_escape(" ".join(map(str, c)) if isinstance(c, tuple) else c)
+        for c in md_wide.columns
+    ]
     # A reference's signed differences keep their sign and digits as text.
     numparse = {"disable_numparse": True} if decl.get("reference") else {}
-    markdown = (f"**{markdown_escape(caption)}** ({markdown_escape(note)})\n\n"
-                + md_wide.reset_index().to_markdown(index=False, **numparse) + "\n")
+    markdown = (
+        f"**{markdown_escape(caption)}** ({markdown_escape(note)})\n\n"
+        + md_wide.reset_index().to_markdown(index=False, **numparse)
+        + "\n"
+    )
     tex_wide = wide_text(frame, decl, r"\textbf{{{}}}", escape=tex_escape)
     tex_wide.index = tex_wide.index.map(_escape_label)
     tex_wide = tex_wide.rename_axis(index=[tex_escape(n) for n in tex_wide.index.names])
     tex_wide.columns = tex_wide.columns.map(_escape_label)
-    tex_wide.columns.names = [None if n is None else tex_escape(n) for n in tex_wide.columns.names]
+    tex_wide.columns.names = [
+        None if n is None else tex_escape(n) for n in tex_wide.columns.names
+    ]
     latex = tex_wide.style.to_latex(
         hrules=True,
         caption=tex_escape(f"{caption} ({note})"),
@@ -575,7 +724,11 @@ def tex_escape(text) -> str:
 
 
 def _escape_label(label, escape=tex_escape):
-    return tuple(escape(part) for part in label) if isinstance(label, tuple) else escape(label)
+    return (
+        tuple(escape(part) for part in label)
+        if isinstance(label, tuple)
+        else escape(label)
+    )
 
 
 # Characters of user text (captions, row labels, names) that Markdown would
@@ -588,11 +741,20 @@ def _escape_label(label, escape=tex_escape):
 _MARKDOWN_SPECIAL = re.compile(
     r"[\\`*{}\[\]|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])|<(?=[A-Za-z/!?])|&(?=#?\w+;)|~|\r\n|[\r\n]"
 )
-_MARKDOWN_ENTITY = {"<": "&lt;", "&": "&amp;", "~": "&#126;", "\r\n": " ", "\r": " ", "\n": " "}
+_MARKDOWN_ENTITY = {
+    "<": "&lt;",
+    "&": "&amp;",
+    "~": "&#126;",
+    "\r\n": " ",
+    "\r": " ",
+    "\n": " ",
+}
 
 
 def markdown_escape(text) -> str:
     """``text`` as Markdown that prints it, in a table cell or a paragraph:
     a ``|`` no longer splits a cell, a ``*`` or ``_`` no longer emphasises,
     a line break no longer ends a row (every character in one pass)."""
-    return _MARKDOWN_SPECIAL.sub(lambda m: _MARKDOWN_ENTITY.get(m.group(), "\\" + m.group()), str(text))
+    return _MARKDOWN_SPECIAL.sub(
+        lambda m: _MARKDOWN_ENTITY.get(m.group(), "\\" + m.group()), str(text)
+    )

@@ -38,15 +38,21 @@ import torch
 from torch.profiler import record_function
 from tqdm.auto import tqdm
 
-from workflow.augment import RRC_CROP_FRACTION, RRC_RATIO, RRC_SCALE, augment, augment_padded
+from workflow.augment import (
+    RRC_CROP_FRACTION,
+    RRC_RATIO,
+    RRC_SCALE,
+    augment,
+    augment_padded,
+)
 from workflow.backbones import build_backbone
 from workflow.backbones.weights import input_normalisation
 from workflow.checkpoints import CheckpointError, load_checkpoint
 from workflow.config import CELL_PATTERN, ConfigError, settings_hash
-from workflow.io import atomic_path, check_output_path, save_json
-from workflow.jpeg_store import JpegImages, JpegStore
 from workflow.devices import claim_device
+from workflow.io import atomic_path, check_output_path, save_json
 from workflow.job_guard import cell_lock, lock_path, watch_parent
+from workflow.jpeg_store import JpegImages, JpegStore
 from workflow.losses import build_loss, loss_classifies
 from workflow.memory import check_fits
 from workflow.samplers import make_batches
@@ -140,15 +146,23 @@ def resolve_speed(cfg: dict, device: torch.device) -> dict:
     """
     precision = training_option(cfg, "precision")
     if precision == "auto":
-        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        precision = (
+            "bf16"
+            if device.type == "cuda" and torch.cuda.is_bf16_supported()
+            else "fp32"
+        )
     if precision not in ("fp32", "bf16"):
-        raise ValueError(f"training.precision: unknown precision {precision!r}; use auto, fp32 or bf16")
+        raise ValueError(
+            f"training.precision: unknown precision {precision!r}; use auto, fp32 or bf16"
+        )
     channels_last = training_option(cfg, "channels_last")
     compile = training_option(cfg, "compile")
     return {
         "precision": precision,
         "channels_last": True if channels_last == "auto" else bool(channels_last),
-        "compile": "default" if compile is True else compile,  # False or a torch.compile mode
+        "compile": "default"
+        if compile is True
+        else compile,  # False or a torch.compile mode
     }
 
 
@@ -161,7 +175,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(init)
 
 
-def to_tensor(images: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device) -> torch.Tensor:
+def to_tensor(
+    images: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device
+) -> torch.Tensor:
     """uint8 (N, H, W, C) -> normalised float (N, C, H, W) on ``device``."""
     x = torch.as_tensor(np.ascontiguousarray(images), device=device)
     return normalise(x.permute(0, 3, 1, 2), mean, std)
@@ -170,7 +186,9 @@ def to_tensor(images: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device)
 def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 (B, C, H, W) -> float (x / 255 - mean) / std, per channel."""
     x = x.float().div_(255.0)
-    return (x - mean.to(x.device).view(1, -1, 1, 1)) / std.to(x.device).view(1, -1, 1, 1)
+    return (x - mean.to(x.device).view(1, -1, 1, 1)) / std.to(x.device).view(
+        1, -1, 1, 1
+    )
 
 
 def build_models(settings: dict, in_channels: int, image_size: int, num_classes: int):
@@ -190,7 +208,9 @@ def build_models(settings: dict, in_channels: int, image_size: int, num_classes:
     return backbone, loss
 
 
-def parameter_groups(backbone, loss_fn, lr: float, lr_multiplier: float = 1.0) -> list[dict]:
+def parameter_groups(
+    backbone, loss_fn, lr: float, lr_multiplier: float = 1.0
+) -> list[dict]:
     """Optimiser parameter groups: the backbone at ``lr``, the loss's own
     parameters (anchors, centres, proxies, class weights) at
     ``lr * lr_multiplier`` (``losses.<name>.lr_multiplier``). Schedules scale
@@ -211,12 +231,20 @@ def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
     may differ from the unfused loop's in the last bits."""
     name = cfg["optimizer"]
     if name == "adam":
-        return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=True)
+        return torch.optim.Adam(
+            params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=True
+        )
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=True)
+        return torch.optim.AdamW(
+            params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=True
+        )
     if name == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"], fused=True
+            params,
+            lr=cfg["lr"],
+            momentum=cfg["momentum"],
+            weight_decay=cfg["weight_decay"],
+            fused=True,
         )
     raise ValueError(f"training.optimizer: unknown optimiser {name!r}")
 
@@ -232,7 +260,9 @@ def make_scheduler(optimizer, cfg: dict):
             optimizer, step_size=cfg["lr_step_epochs"], gamma=cfg["lr_gamma"]
         )
     if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["epochs"])
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=cfg["epochs"]
+        )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, _constant)
 
 
@@ -260,35 +290,81 @@ class TrainStep:
     step counts its right predictions.
     """
 
-    def __init__(self, backbone, loss_fn, optimizer, images, labels, mean, std, *,
-                 augment_mode="none", padding=4, generator=None, input_size=None,
-                 scale=RRC_SCALE, ratio=RRC_RATIO,
-                 precision="fp32", channels_last=False, compile=False, classifies: bool):
+    def __init__(
+        self,
+        backbone,
+        loss_fn,
+        optimizer,
+        images,
+        labels,
+        mean,
+        std,
+        *,
+        augment_mode="none",
+        padding=4,
+        generator=None,
+        input_size=None,
+        scale=RRC_SCALE,
+        ratio=RRC_RATIO,
+        precision="fp32",
+        channels_last=False,
+        compile=False,
+        classifies: bool,
+    ):
         self.backbone, self.loss_fn, self.optimizer = backbone, loss_fn, optimizer
         self.images, self.labels = images, labels
         self.mean = mean.to(images.device).view(1, -1, 1, 1)
         self.std = std.to(images.device).view(1, -1, 1, 1)
-        self.augment_mode, self.padding, self.generator = augment_mode, padding, generator
+        self.augment_mode, self.padding, self.generator = (
+            augment_mode,
+            padding,
+            generator,
+        )
         self.input_size, self.scale, self.ratio = input_size, tuple(scale), tuple(ratio)
-        if isinstance(images, JpegImages):  # a plain function of the settings: it travels to the workers
-            images.transform = functools.partial(augment_padded, mode=augment_mode, padding=padding,
-                                                 size=input_size, scale=self.scale, ratio=self.ratio)
+        if isinstance(
+            images, JpegImages
+        ):  # a plain function of the settings: it travels to the workers
+            images.transform = functools.partial(
+                augment_padded,
+                mode=augment_mode,
+                padding=padding,
+                size=input_size,
+                scale=self.scale,
+                ratio=self.ratio,
+            )
             images.generator = generator
         self.autocast = precision == "bf16"
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.memory_format = (
+            torch.channels_last if channels_last else torch.contiguous_format
+        )
         # Compiled as one region, backbone and loss: their kernels fuse, and
         # with CUDA graphs (reduce-overhead) the loss's many small kernels
         # and its backward are replayed too, not launched one by one.
         self.compiled = bool(compile)
-        self.embed_and_loss = torch.compile(self._embed_and_loss, mode=compile) if compile else self._embed_and_loss
-        self.can_classify = classifies  # the loss's declaration (workflow.losses.loss_classifies)
+        self.embed_and_loss = (
+            torch.compile(self._embed_and_loss, mode=compile)
+            if compile
+            else self._embed_and_loss
+        )
+        self.can_classify = (
+            classifies  # the loss's declaration (workflow.losses.loss_classifies)
+        )
 
     def inputs(self, batch: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.images, JpegImages):  # augmented as it is decoded (seeded per batch)
+        if isinstance(
+            self.images, JpegImages
+        ):  # augmented as it is decoded (seeded per batch)
             x = self.images[batch]
         else:
-            x = augment(self.images[batch], self.augment_mode, self.padding, self.generator,
-                        self.input_size, self.scale, self.ratio)
+            x = augment(
+                self.images[batch],
+                self.augment_mode,
+                self.padding,
+                self.generator,
+                self.input_size,
+                self.scale,
+                self.ratio,
+            )
         x = (x.float().div_(255.0) - self.mean) / self.std
         # The crop's gather leaves NHWC strides; without this the layout
         # would depend on the augmentation (NHWC trains a ResNet-18 about
@@ -308,7 +384,9 @@ class TrainStep:
             x = self.inputs(batch) if x is None else x
             y = self.labels[batch.to(self.labels.device)]
         with phase("step/forward"):
-            if self.compiled:  # a new step: CUDA graphs may reuse the last step's output memory
+            if (
+                self.compiled
+            ):  # a new step: CUDA graphs may reuse the last step's output memory
                 torch.compiler.cudagraph_mark_step_begin()
             embeddings, loss = self.embed_and_loss(x, y)
         with phase("step/backward"):
@@ -323,10 +401,16 @@ class TrainStep:
                     correct = (self.loss_fn.predict(embeddings).argmax(1) == y).sum()
             terms = getattr(self.loss_fn, "last_terms", None)
             diagnostics = getattr(self.loss_fn, "last_diagnostics", None)
-        return {"loss": loss.detach(), "correct": correct, "terms": terms or None,
-                "diagnostics": diagnostics or None}
+        return {
+            "loss": loss.detach(),
+            "correct": correct,
+            "terms": terms or None,
+            "diagnostics": diagnostics or None,
+        }
 
-    def _embed_and_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _embed_and_loss(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             embeddings = self.backbone(x)
         embeddings = embeddings.float()  # losses (norms, margins) stay in float32
@@ -339,7 +423,9 @@ class TrainStep:
         batch trains, as a DataLoader worker would: the same random draws in
         the same order, so the same bits. On a GPU the host only queues that
         work, so the steps run one after the other."""
-        on_cpu = isinstance(self.images, torch.Tensor) and self.images.device.type == "cpu"
+        on_cpu = (
+            isinstance(self.images, torch.Tensor) and self.images.device.type == "cpu"
+        )
         if not on_cpu or len(batches) < 2:
             for batch in batches:
                 yield self(batch)
@@ -393,8 +479,19 @@ class HostImages:
     order (and checks that the positions match). With ``workers == 0`` each
     batch is read in the training process when its step asks for it."""
 
-    def __init__(self, images: np.ndarray, order: np.ndarray, device: torch.device, workers: int = 0):
-        self.images, self.order, self.device, self.workers = images, order, device, workers
+    def __init__(
+        self,
+        images: np.ndarray,
+        order: np.ndarray,
+        device: torch.device,
+        workers: int = 0,
+    ):
+        self.images, self.order, self.device, self.workers = (
+            images,
+            order,
+            device,
+            workers,
+        )
         n, height, width, channels = len(order), *images.shape[1:]
         self.shape = (n, channels, height, width)
         self.pending = None  # (positions, images) of the epoch, read ahead
@@ -403,8 +500,11 @@ class HostImages:
         if self.workers == 0:
             return
         loader = torch.utils.data.DataLoader(
-            BatchReader(self.images, self.order), batch_size=None, sampler=[b.numpy() for b in batches],
-            num_workers=min(self.workers, len(os.sched_getaffinity(0))), pin_memory=self.device.type == "cuda",
+            BatchReader(self.images, self.order),
+            batch_size=None,
+            sampler=[b.numpy() for b in batches],
+            num_workers=min(self.workers, len(os.sched_getaffinity(0))),
+            pin_memory=self.device.type == "cuda",
         )
         self.pending = zip(batches, loader)
 
@@ -413,27 +513,40 @@ class HostImages:
         if self.pending is not None:
             expected, x = next(self.pending)
             if not torch.equal(expected, positions):
-                raise RuntimeError("HostImages: batches asked for out of the prefetched order")
+                raise RuntimeError(
+                    "HostImages: batches asked for out of the prefetched order"
+                )
         else:
             x = read_rows(self.images, self.order[positions.numpy()])
         if self.device.type == "cuda":
-            return (x if x.is_pinned() else x.pin_memory()).to(self.device, non_blocking=True)
+            return (x if x.is_pinned() else x.pin_memory()).to(
+                self.device, non_blocking=True
+            )
         return x
 
-    def channel_statistics(self, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    def channel_statistics(
+        self, chunk: int = 4096
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std (ddof 1) of the pixels in [0, 1], in
         float64 over chunks of images (the whole set never in memory)."""
         total = np.zeros(self.shape[1])
         squares = np.zeros(self.shape[1])
         for start in range(0, len(self.order), chunk):
-            pixels = self.images[self.order[start:start + chunk]].reshape(-1, self.shape[1]) / 255.0
+            pixels = (
+                self.images[self.order[start : start + chunk]].reshape(
+                    -1, self.shape[1]
+                )
+                / 255.0
+            )
             total += pixels.sum(axis=0)
             squares += (pixels * pixels).sum(axis=0)
         count = len(self.order) * self.shape[2] * self.shape[3]
         mean = total / count
         var = (squares - count * mean * mean) / (count - 1)
         std = np.sqrt(np.maximum(var, 0.0))
-        return torch.from_numpy(mean).float(), torch.from_numpy(std).clamp_min(1e-3).float()
+        return torch.from_numpy(mean).float(), torch.from_numpy(std).clamp_min(
+            1e-3
+        ).float()
 
 
 @dataclass
@@ -456,7 +569,9 @@ class Training:
     speed: dict
     in_channels: int
     image_size: int
-    class_ids: np.ndarray  # dataset label of each class the loss sees (:func:`training_classes`)
+    class_ids: (
+        np.ndarray
+    )  # dataset label of each class the loss sees (:func:`training_classes`)
     history: list = field(default_factory=list)
 
     def state_dict(self) -> dict:
@@ -473,7 +588,9 @@ class Training:
                 "batches": self.batch_generator.get_state(),
                 "augment": self.augment_generator.get_state(),
                 "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                "cuda": torch.cuda.get_rng_state_all()
+                if self.device.type == "cuda"
+                else [],
                 "python": random.getstate(),
                 "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
             },
@@ -497,7 +614,9 @@ class Training:
         np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
 
 
-def training_classes(train_labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def training_classes(
+    train_labels: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The classes a loss sees and its labels: ``(class_ids, remapped)``.
 
     A loss learns one classifier row, anchor or proxy per class it trains
@@ -514,7 +633,9 @@ def training_classes(train_labels: np.ndarray, num_classes: int) -> tuple[np.nda
             f"training labels {class_ids[0]}..{class_ids[-1]} lie outside the dataset's "
             f"{num_classes} classes 0..{num_classes - 1}"
         )
-    if len(class_ids) < MIN_CLASSES:  # the split jobs refuse such splits; a planted one stops here
+    if (
+        len(class_ids) < MIN_CLASSES
+    ):  # the split jobs refuse such splits; a planted one stops here
         raise ConfigError(
             f"the training images hold {len(class_ids)} class{'' if len(class_ids) == 1 else 'es'}; training "
             f"needs at least {MIN_CLASSES} (with one, a classifier has nothing to tell apart and a pair loss no "
@@ -524,7 +645,9 @@ def training_classes(train_labels: np.ndarray, num_classes: int) -> tuple[np.nda
     return class_ids, np.searchsorted(class_ids, train_labels)
 
 
-def check_images_fit(shape: tuple, n: int, settings: dict, device: torch.device) -> None:
+def check_images_fit(
+    shape: tuple, n: int, settings: dict, device: torch.device
+) -> None:
     """With ``data_on_device``: the ``n`` training images (``shape``: height,
     width, channels) fit where they are copied: on the host a uint8 copy
     (two on the CPU device, which gets a channels-first copy), and, unless
@@ -533,19 +656,34 @@ def check_images_fit(shape: tuple, n: int, settings: dict, device: torch.device)
     (:func:`workflow.memory.check_fits`)."""
     dataset = settings["dataset"]
     pixels = n * int(np.prod(shape))
-    pretrained = input_normalisation(settings["backbone_params"], int(shape[-1])) is not None
-    host = pixels * (1 if device.type == "cuda" else 2) + (0 if pretrained else pixels * 8)
-    what = (f"config key training.data_on_device: true copies the {n} training images of {dataset} "
-            f"({' x '.join(map(str, shape))} bytes each)" + ("" if pretrained else " and their float64 pixels"))
-    advice = (f"set training.data_on_device: false (batches are read from the memory-mapped images.npy), "
-              f"datasets.{dataset}.storage: jpeg, or a smaller datasets.{dataset}.image_size")
+    pretrained = (
+        input_normalisation(settings["backbone_params"], int(shape[-1])) is not None
+    )
+    host = pixels * (1 if device.type == "cuda" else 2) + (
+        0 if pretrained else pixels * 8
+    )
+    what = (
+        f"config key training.data_on_device: true copies the {n} training images of {dataset} "
+        f"({' x '.join(map(str, shape))} bytes each)"
+        + ("" if pretrained else " and their float64 pixels")
+    )
+    advice = (
+        f"set training.data_on_device: false (batches are read from the memory-mapped images.npy), "
+        f"datasets.{dataset}.storage: jpeg, or a smaller datasets.{dataset}.image_size"
+    )
     check_fits(host, what + " into host memory", advice)
     if device.type == "cuda":
         check_fits(pixels, what + " onto the device", advice, device)
 
 
-def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarray,
-                   num_classes: int, settings: dict, device: torch.device | None = None) -> Training:
+def build_training(
+    images: np.ndarray,
+    labels: np.ndarray,
+    train_index: np.ndarray,
+    num_classes: int,
+    settings: dict,
+    device: torch.device | None = None,
+) -> Training:
     """Models, optimiser, batch source and step of one cell, freshly seeded."""
     cfg = settings["training"]
     device = device or select_device(cfg["device"])
@@ -555,9 +693,16 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
     order = np.sort(train_index)
     class_ids, train_labels = training_classes(labels[order], num_classes)
     y = torch.as_tensor(train_labels, dtype=torch.long, device=device)
-    if isinstance(images, JpegStore):  # decoded batch by batch, whatever data_on_device says
-        x = JpegImages(images, order, device, training_option(cfg, "loader_workers"),
-                       size=training_option(cfg, "input_size"))
+    if isinstance(
+        images, JpegStore
+    ):  # decoded batch by batch, whatever data_on_device says
+        x = JpegImages(
+            images,
+            order,
+            device,
+            training_option(cfg, "loader_workers"),
+            size=training_option(cfg, "input_size"),
+        )
         if x.shape[2] is None:
             raise ConfigError(
                 f"dataset {images.dataset} is stored as JPEGs of their own sizes (storage: jpeg without "
@@ -572,28 +717,49 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
         def statistics():
             # Per-channel statistics in NumPy: torch splits large reductions across
             # threads, so its float64 mean would depend on the thread count.
-            pixels = train_images.reshape(-1, train_images.shape[-1]).astype(np.float64) / 255.0
-            return (torch.from_numpy(pixels.mean(axis=0)).float(),
-                    torch.from_numpy(pixels.std(axis=0, ddof=1)).clamp_min(1e-3).float())
+            pixels = (
+                train_images.reshape(-1, train_images.shape[-1]).astype(np.float64)
+                / 255.0
+            )
+            return (
+                torch.from_numpy(pixels.mean(axis=0)).float(),
+                torch.from_numpy(pixels.std(axis=0, ddof=1)).clamp_min(1e-3).float(),
+            )
 
-        x = torch.as_tensor(np.ascontiguousarray(train_images), device=device).permute(0, 3, 1, 2).contiguous()
+        x = (
+            torch.as_tensor(np.ascontiguousarray(train_images), device=device)
+            .permute(0, 3, 1, 2)
+            .contiguous()
+        )
     else:
-        x = HostImages(images, order, device, workers=training_option(cfg, "loader_workers"))
+        x = HostImages(
+            images, order, device, workers=training_option(cfg, "loader_workers")
+        )
         statistics = x.channel_statistics
     # A pretrained trunk gets the inputs it was trained on: its weights' mean
     # and std (the data's own are then not computed).
-    mean, std = input_normalisation(settings["backbone_params"], int(x.shape[1])) or statistics()
+    mean, std = (
+        input_normalisation(settings["backbone_params"], int(x.shape[1]))
+        or statistics()
+    )
 
     input_size, _ = input_view(cfg, int(x.shape[2]), int(x.shape[3]))
-    if isinstance(x, JpegImages):  # images of their own sizes: always brought to one size
+    if isinstance(
+        x, JpegImages
+    ):  # images of their own sizes: always brought to one size
         input_size = input_size or int(x.shape[2])
     image_size = input_size or int(x.shape[2])
-    size_key = "training.input_size" if input_size else f"datasets.{settings['dataset']}.image_size"
+    size_key = (
+        "training.input_size"
+        if input_size
+        else f"datasets.{settings['dataset']}.image_size"
+    )
     check_fits(
         cfg["batch_size"] * int(x.shape[1]) * image_size**2 * 4,
         f"config key {size_key}: one batch of {cfg['batch_size']} images at {image_size} x {image_size} x "
         f"{int(x.shape[1])} (float32)",
-        "lower it (or training.batch_size)", device,
+        "lower it (or training.batch_size)",
+        device,
     )
     backbone, loss_fn = build_models(settings, x.shape[1], image_size, len(class_ids))
     backbone.to(device)
@@ -601,29 +767,59 @@ def build_training(images: np.ndarray, labels: np.ndarray, train_index: np.ndarr
     if speed["channels_last"]:
         backbone.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(
-        parameter_groups(backbone, loss_fn, cfg["lr"], settings["loss_lr_multiplier"]), cfg
+        parameter_groups(backbone, loss_fn, cfg["lr"], settings["loss_lr_multiplier"]),
+        cfg,
     )
     scheduler = make_scheduler(optimizer, cfg)
-    batch_generator = torch.Generator().manual_seed(stream_seed(settings["seed"], "batches"))
-    augment_generator = torch.Generator(device=device).manual_seed(stream_seed(settings["seed"], "augment"))
+    batch_generator = torch.Generator().manual_seed(
+        stream_seed(settings["seed"], "batches")
+    )
+    augment_generator = torch.Generator(device=device).manual_seed(
+        stream_seed(settings["seed"], "augment")
+    )
     batches = make_batches(
-        y.cpu(), cfg["batch_size"], settings["sampler"], batch_generator,
+        y.cpu(),
+        cfg["batch_size"],
+        settings["sampler"],
+        batch_generator,
         key=f"losses.{settings['loss']}.sampler",
     )
     step = TrainStep(
-        backbone, loss_fn, optimizer, x, y, mean, std,
+        backbone,
+        loss_fn,
+        optimizer,
+        x,
+        y,
+        mean,
+        std,
         augment_mode=training_option(cfg, "augment"),
         padding=training_option(cfg, "augment_padding"),
         generator=augment_generator,
         input_size=input_size,
         scale=bounds(cfg, "augment_scale"),
         ratio=bounds(cfg, "augment_ratio"),
-        precision=speed["precision"], channels_last=speed["channels_last"], compile=speed["compile"],
+        precision=speed["precision"],
+        channels_last=speed["channels_last"],
+        compile=speed["compile"],
         classifies=loss_classifies(settings["loss_impl"]),
     )
-    return Training(backbone, loss_fn, optimizer, scheduler, batches, batch_generator,
-                    augment_generator, step, mean, std, device, speed,
-                    in_channels=int(x.shape[1]), image_size=image_size, class_ids=class_ids)
+    return Training(
+        backbone,
+        loss_fn,
+        optimizer,
+        scheduler,
+        batches,
+        batch_generator,
+        augment_generator,
+        step,
+        mean,
+        std,
+        device,
+        speed,
+        in_channels=int(x.shape[1]),
+        image_size=image_size,
+        class_ids=class_ids,
+    )
 
 
 def save_torch(path, obj) -> None:
@@ -638,7 +834,17 @@ def save_torch(path, obj) -> None:
 
 
 # What a resume checkpoint holds (Training.state_dict and the settings hash).
-RESUME_KEYS = ("settings_hash", "epoch", "history", "backbone", "loss", "optimizer", "scheduler", "sampler", "rng")
+RESUME_KEYS = (
+    "settings_hash",
+    "epoch",
+    "history",
+    "backbone",
+    "loss",
+    "optimizer",
+    "scheduler",
+    "sampler",
+    "rng",
+)
 
 
 def load_resume_checkpoint(path, expected_hash: str, log=print) -> dict | None:
@@ -651,11 +857,15 @@ def load_resume_checkpoint(path, expected_hash: str, log=print) -> dict | None:
     try:
         state = load_checkpoint(path, "resume checkpoint", keys=RESUME_KEYS, advice="")
     except CheckpointError as error:
-        log(f"ignoring checkpoint {str(error).strip().rstrip('.')}; training from the start")
+        log(
+            f"ignoring checkpoint {str(error).strip().rstrip('.')}; training from the start"
+        )
         return None
     if state.get("settings_hash") != expected_hash:
-        log(f"ignoring checkpoint {path}: written for settings {state.get('settings_hash')}, "
-            f"these are {expected_hash}; training from the start")
+        log(
+            f"ignoring checkpoint {path}: written for settings {state.get('settings_hash')}, "
+            f"these are {expected_hash}; training from the start"
+        )
         return None
     log(f"resuming from {path} after epoch {state['epoch']}")
     return state
@@ -699,14 +909,36 @@ def train_cell(
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(device.type == "cpu")  # restored on return
     try:
-        return _train(images, labels, train_index, num_classes, settings, device, progress,
-                      checkpoint_path, stop_after_epoch, writing, live_log)
+        return _train(
+            images,
+            labels,
+            train_index,
+            num_classes,
+            settings,
+            device,
+            progress,
+            checkpoint_path,
+            stop_after_epoch,
+            writing,
+            live_log,
+        )
     finally:
         torch.use_deterministic_algorithms(deterministic)
 
 
-def train_job(images, labels, train_index, num_classes, settings, model_path, stats_path, checkpoint_path,
-              threads: int = 1, tensorboard_dir=None, jobs_per_gpu: int = 1) -> None:
+def train_job(
+    images,
+    labels,
+    train_index,
+    num_classes,
+    settings,
+    model_path,
+    stats_path,
+    checkpoint_path,
+    threads: int = 1,
+    tensorboard_dir=None,
+    jobs_per_gpu: int = 1,
+) -> None:
     """What the train rule runs: :func:`train_cell` with a resume checkpoint,
     then ``model.pt`` (``model_path``) and its timing stats (``stats_path``),
     then the checkpoint is removed. The job holds the cell's lock
@@ -725,11 +957,22 @@ def train_job(images, labels, train_index, num_classes, settings, model_path, st
         check_output_path(tensorboard_dir, folder=True)
     watch = watch_parent()
     cell = CELL_PATTERN.format(**settings)
-    with cell_lock(lock_path(checkpoint_path), cell), \
-            claim_device(settings["training"]["device"], jobs_per_gpu, cell) as claim:
-        model = train_cell(images, labels, train_index, num_classes, settings, threads=threads,
-                           checkpoint_path=checkpoint_path, writing=watch.writing, live_log=live_log,
-                           device=claim.device)
+    with (
+        cell_lock(lock_path(checkpoint_path), cell),
+        claim_device(settings["training"]["device"], jobs_per_gpu, cell) as claim,
+    ):
+        model = train_cell(
+            images,
+            labels,
+            train_index,
+            num_classes,
+            settings,
+            threads=threads,
+            checkpoint_path=checkpoint_path,
+            writing=watch.writing,
+            live_log=live_log,
+            device=claim.device,
+        )
         # Timing and device are not reproducible: they go to train_stats.json
         # and the log, so model.pt has the same bits on every CPU run.
         stats = {**model.pop("stats"), **claim.record()}
@@ -746,8 +989,19 @@ def train_job(images, labels, train_index, num_classes, settings, model_path, st
                 shutil.rmtree(live_log, ignore_errors=True)
 
 
-def _train(images, labels, train_index, num_classes, settings, device, progress, checkpoint_path,
-           stop_after_epoch, writing, live_log=None) -> dict | None:
+def _train(
+    images,
+    labels,
+    train_index,
+    num_classes,
+    settings,
+    device,
+    progress,
+    checkpoint_path,
+    stop_after_epoch,
+    writing,
+    live_log=None,
+) -> dict | None:
     cfg = settings["training"]
     run = build_training(images, labels, train_index, num_classes, settings, device)
     expected_hash = settings_hash(settings)
@@ -759,22 +1013,34 @@ def _train(images, labels, train_index, num_classes, settings, device, progress,
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
             # Same settings hash, but parts that do not fit (another version
             # of the code wrote it): a fresh start, as for any foreign file.
-            log(f"ignoring checkpoint {checkpoint_path}: its state does not fit this cell's training "
-                f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); training from the start")
-            run = build_training(images, labels, train_index, num_classes, settings, device)
+            log(
+                f"ignoring checkpoint {checkpoint_path}: its state does not fit this cell's training "
+                f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); training from the start"
+            )
+            run = build_training(
+                images, labels, train_index, num_classes, settings, device
+            )
     first_epoch = len(run.history)
     every = training_option(cfg, "checkpoint_every")
 
     cell = CELL_PATTERN.format(**settings)
-    bar = tqdm(range(first_epoch, cfg["epochs"]), desc=f"train {cell}", file=sys.stderr,
-               disable=not progress, initial=first_epoch, total=cfg["epochs"])
+    bar = tqdm(
+        range(first_epoch, cfg["epochs"]),
+        desc=f"train {cell}",
+        file=sys.stderr,
+        disable=not progress,
+        initial=first_epoch,
+        total=cfg["epochs"],
+    )
     images_seen, start = 0, time.perf_counter()
     live = LiveLog(live_log, first_epoch) if live_log else None
     for epoch in bar:
         run.backbone.train()
         run.loss_fn.train()
         record = train_epoch(run, cell, epoch)
-        record["lr"] = run.optimizer.param_groups[0]["lr"]  # the backbone's, during this epoch
+        record["lr"] = run.optimizer.param_groups[0][
+            "lr"
+        ]  # the backbone's, during this epoch
         run.scheduler.step()
         images_seen += record.pop("images")
         run.history.append(record)
@@ -784,8 +1050,15 @@ def _train(images, labels, train_index, num_classes, settings, device, progress,
         done = epoch + 1
         if checkpoint_path is not None and (done % every == 0) and done < cfg["epochs"]:
             with writing():
-                save_torch(checkpoint_path, {"settings_hash": expected_hash, **run.state_dict()})
-        if stop_after_epoch is not None and done >= stop_after_epoch and done < cfg["epochs"]:
+                save_torch(
+                    checkpoint_path,
+                    {"settings_hash": expected_hash, **run.state_dict()},
+                )
+        if (
+            stop_after_epoch is not None
+            and done >= stop_after_epoch
+            and done < cfg["epochs"]
+        ):
             if live:
                 live.close()
             return None
@@ -811,7 +1084,9 @@ def _train(images, labels, train_index, num_classes, settings, device, progress,
         "settings_hash": expected_hash,
         "stats": {
             "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "device_name": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else "cpu",
             **run.speed,
             "threads": torch.get_num_threads(),
             "images_seen": images_seen,
@@ -857,7 +1132,9 @@ def train_epoch(run: Training, cell: str, epoch: int) -> dict:
             correct += out["correct"]
         for part, values in sums.items():
             for name, value in (out[part] or {}).items():
-                values[name] = values.get(name, 0) + value.detach().double() * len(batch)
+                values[name] = values.get(name, 0) + value.detach().double() * len(
+                    batch
+                )
         count += len(batch)
     loss = total.item() / count
     if not np.isfinite(loss):
@@ -870,6 +1147,8 @@ def train_epoch(run: Training, cell: str, epoch: int) -> dict:
         record["accuracy"] = int(correct.item()) / count
     for part, values in sums.items():
         if values:
-            record[part] = {name: value.item() / count for name, value in values.items()}
+            record[part] = {
+                name: value.item() / count for name, value in values.items()
+            }
     record["images"] = count
     return record

@@ -41,12 +41,16 @@ def final_folder(checkpoint_path) -> Path:
     if "checkpoints" not in parts:
         raise ValueError(f"{checkpoint_path} is not under a checkpoints folder")
     i = parts.index("checkpoints")
-    return Path(*parts[:i], "tensorboard", *parts[i + 1:])
+    return Path(*parts[:i], "tensorboard", *parts[i + 1 :])
 
 
 def scalars(record: dict) -> dict[str, float]:
     """Tag -> value of one epoch's history record (bookkeeping left out)."""
-    out = {name: float(record[name]) for name in ("loss", "accuracy", "lr") if name in record}
+    out = {
+        name: float(record[name])
+        for name in ("loss", "accuracy", "lr")
+        if name in record
+    }
     for part in ("terms", "diagnostics"):
         for name, value in (record.get(part) or {}).items():
             out[f"{part}/{name}"] = float(value)
@@ -74,7 +78,9 @@ class LiveLog:
         self.folder = Path(folder)
         if first_epoch == 0:
             shutil.rmtree(self.folder, ignore_errors=True)
-        self.writer = _writer(self.folder, purge_step=first_epoch + 1 if first_epoch else None)
+        self.writer = _writer(
+            self.folder, purge_step=first_epoch + 1 if first_epoch else None
+        )
 
     def add(self, epoch: int, record: dict) -> None:
         add_epoch(self.writer, epoch, record)
@@ -94,7 +100,9 @@ def write_history(folder, history: list[dict]) -> None:
     # Temporaries left by a killed writer of this folder.
     for stale in folder.parent.glob(f".{folder.name}.*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    tmp = Path(
+        tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp")
+    )
     try:
         writer = _writer(tmp)
         for epoch, record in enumerate(history, start=1):

@@ -14,7 +14,9 @@ BACKBONES = Registry("backbone", __name__)
 register_backbone = BACKBONES.register
 
 
-def build_backbone(arch: str, in_channels: int, image_size: int, embedding_size: int, **params):
+def build_backbone(
+    arch: str, in_channels: int, image_size: int, embedding_size: int, **params
+):
     """The backbone ``arch`` with ``params``, after checking them against its
     declared ranges (:meth:`workflow.registry.Registry.check_params`)."""
     BACKBONES.check_params(arch, params)

@@ -18,7 +18,9 @@ def _block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@register_backbone("small_cnn", params={"widths": ListOf(Number(ge=1, integer=True), min_items=1)})
+@register_backbone(
+    "small_cnn", params={"widths": ListOf(Number(ge=1, integer=True), min_items=1)}
+)
 def small_cnn(
     in_channels: int,
     image_size: int,

@@ -37,25 +37,37 @@ def _models():
 
     return torchvision.models
 
+
 CLASSIFIER_PREFIXES = ("fc.", "head.")
 
 
-def load_trunk_weights(model: nn.Module, state: dict[str, torch.Tensor], label: str, arch: str) -> None:
+def load_trunk_weights(
+    model: nn.Module, state: dict[str, torch.Tensor], label: str, arch: str
+) -> None:
     """Load every non-classifier weight of ``state`` (from ``label``) into
     ``model`` (whose classifier is then replaced); missing or unexpected
     keys and wrong shapes are a ``WeightsMismatchError`` naming them."""
     state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith(CLASSIFIER_PREFIXES)}
+    own = {
+        k: v
+        for k, v in model.state_dict().items()
+        if not k.startswith(CLASSIFIER_PREFIXES)
+    }
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong_shape = [
         f"{k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the backbone"
-        for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape
+        for k in sorted(set(own) & set(state))
+        if own[k].shape != state[k].shape
     ]
     if missing or unexpected or wrong_shape:
         found = [
             f"{what} ({len(keys)}): {keys[:5]}"
-            for what, keys in [("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape)]
+            for what, keys in [
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("wrong shapes", wrong_shape),
+            ]
             if keys
         ]
         raise WeightsMismatchError(
@@ -66,14 +78,19 @@ def load_trunk_weights(model: nn.Module, state: dict[str, torch.Tensor], label: 
     model.load_state_dict(state, strict=False)
 
 
-def load_pretrained_trunk(model: nn.Module, pretrained, arch: str, image_size: int) -> None:
+def load_pretrained_trunk(
+    model: nn.Module, pretrained, arch: str, image_size: int
+) -> None:
     """Fetch, verify and load the weights a ``pretrained`` value names."""
     state, record, path = load_pretrained(pretrained, arch)
     label = record.name if record.name == str(path) else f"{record.name} ({path})"
     load_trunk_weights(model, state, label, arch)
     if record.input_size and record.input_size != image_size:
-        print(f"note: weights {record.name} were trained on {record.input_size}x{record.input_size} inputs; "
-              f"this cell feeds {image_size}x{image_size}", file=sys.stderr)
+        print(
+            f"note: weights {record.name} were trained on {record.input_size}x{record.input_size} inputs; "
+            f"this cell feeds {image_size}x{image_size}",
+            file=sys.stderr,
+        )
 
 
 def adapt_input_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
@@ -82,7 +99,12 @@ def adapt_input_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     if in_channels == conv.in_channels:
         return conv
     new = nn.Conv2d(
-        in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        bias=conv.bias is not None,
     )
     with torch.no_grad():
         new.weight.copy_(conv.weight.mean(dim=1, keepdim=True).expand_as(new.weight))
@@ -117,7 +139,14 @@ def _finish(model: nn.Module, head: str, freeze_trunk: bool) -> nn.Module:
     return FrozenTrunk(model, head) if freeze_trunk else model
 
 
-def _resnet(builder, in_channels: int, image_size: int, embedding_size: int, pretrained, arch: str) -> nn.Module:
+def _resnet(
+    builder,
+    in_channels: int,
+    image_size: int,
+    embedding_size: int,
+    pretrained,
+    arch: str,
+) -> nn.Module:
     model = builder(weights=None)
     cifar_stem = arch == "cifar_resnet18"
     if cifar_stem:
@@ -132,42 +161,77 @@ def _resnet(builder, in_channels: int, image_size: int, embedding_size: int, pre
 
 # The parameters the config may set (their ranges, see workflow/registry.py).
 TORCHVISION_PARAMS = {
-    "pretrained": CheckedElsewhere("workflow.backbones.weights.resolve (a record or a file with its checksum)"),
+    "pretrained": CheckedElsewhere(
+        "workflow.backbones.weights.resolve (a record or a file with its checksum)"
+    ),
     "freeze_trunk": Flag(),
 }
 
 
 @register_backbone("resnet18", params=TORCHVISION_PARAMS)
 def resnet18(
-    in_channels: int, image_size: int, embedding_size: int,
-    pretrained: str | dict | None = None, freeze_trunk: bool = False,
+    in_channels: int,
+    image_size: int,
+    embedding_size: int,
+    pretrained: str | dict | None = None,
+    freeze_trunk: bool = False,
 ) -> nn.Module:
-    model = _resnet(_models().resnet18, in_channels, image_size, embedding_size, pretrained, "resnet18")
+    model = _resnet(
+        _models().resnet18,
+        in_channels,
+        image_size,
+        embedding_size,
+        pretrained,
+        "resnet18",
+    )
     return _finish(model, "fc", freeze_trunk)
 
 
 @register_backbone("resnet50", params=TORCHVISION_PARAMS)
 def resnet50(
-    in_channels: int, image_size: int, embedding_size: int,
-    pretrained: str | dict | None = None, freeze_trunk: bool = False,
+    in_channels: int,
+    image_size: int,
+    embedding_size: int,
+    pretrained: str | dict | None = None,
+    freeze_trunk: bool = False,
 ) -> nn.Module:
-    model = _resnet(_models().resnet50, in_channels, image_size, embedding_size, pretrained, "resnet50")
+    model = _resnet(
+        _models().resnet50,
+        in_channels,
+        image_size,
+        embedding_size,
+        pretrained,
+        "resnet50",
+    )
     return _finish(model, "fc", freeze_trunk)
 
 
 @register_backbone("cifar_resnet18", params=TORCHVISION_PARAMS)
 def cifar_resnet18(
-    in_channels: int, image_size: int, embedding_size: int,
-    pretrained: str | dict | None = None, freeze_trunk: bool = False,
+    in_channels: int,
+    image_size: int,
+    embedding_size: int,
+    pretrained: str | dict | None = None,
+    freeze_trunk: bool = False,
 ) -> nn.Module:
-    model = _resnet(_models().resnet18, in_channels, image_size, embedding_size, pretrained, "cifar_resnet18")
+    model = _resnet(
+        _models().resnet18,
+        in_channels,
+        image_size,
+        embedding_size,
+        pretrained,
+        "cifar_resnet18",
+    )
     return _finish(model, "fc", freeze_trunk)
 
 
 @register_backbone("swin_t", params=TORCHVISION_PARAMS)
 def swin_t(
-    in_channels: int, image_size: int, embedding_size: int,
-    pretrained: str | dict | None = None, freeze_trunk: bool = False,
+    in_channels: int,
+    image_size: int,
+    embedding_size: int,
+    pretrained: str | dict | None = None,
+    freeze_trunk: bool = False,
 ) -> nn.Module:
     model = _models().swin_t(weights=None)
     if pretrained is not None:

@@ -58,7 +58,13 @@ import torch
 from workflow.checkpoints import CheckpointError, load_checkpoint
 from workflow.config import ConfigError
 from workflow.download import (
-    CHECKSUM_FORM, CHUNK, DownloadError, describe_checksums, download_url, file_mismatch, parse_checksum,
+    CHECKSUM_FORM,
+    CHUNK,
+    DownloadError,
+    describe_checksums,
+    download_url,
+    file_mismatch,
+    parse_checksum,
 )
 
 # ---------------------------------------------------------------- errors
@@ -113,7 +119,9 @@ class WeightsRecord:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     input_size: int | None  # side of the crop it was trained and evaluated on
-    resize_size: int | None = None  # shorter side resized to before that crop (evaluation)
+    resize_size: int | None = (
+        None  # shorter side resized to before that crop (evaluation)
+    )
     num_classes: int | None = None
     publisher: str = ""  # who publishes it, and where each number comes from
     notes: str = ""
@@ -158,7 +166,11 @@ RECORDS: dict[str, WeightsRecord] = {RESNET18_PLACES365.name: RESNET18_PLACES365
 
 # torchvision's Weights enums for the architectures workflow/backbones builds
 # with torchvision's state-dict layout (cifar_resnet18's stem differs).
-TORCHVISION_ENUMS = {"ResNet18_Weights": "resnet18", "ResNet50_Weights": "resnet50", "Swin_T_Weights": "swin_t"}
+TORCHVISION_ENUMS = {
+    "ResNet18_Weights": "resnet18",
+    "ResNet50_Weights": "resnet50",
+    "Swin_T_Weights": "swin_t",
+}
 
 
 def register_weights(record: WeightsRecord) -> WeightsRecord:
@@ -181,7 +193,9 @@ def torchvision_record(enum_name: str, member: str) -> WeightsRecord:
         url=weights.url,
         file_name=file_name,
         md5=None,
-        sha256=HASH_REGEX.search(file_name).group(1),  # what torch.hub's check_hash compares
+        sha256=HASH_REGEX.search(file_name).group(
+            1
+        ),  # what torch.hub's check_hash compares
         mean=tuple(transforms.mean),
         std=tuple(transforms.std),
         input_size=transforms.crop_size[0],
@@ -197,7 +211,11 @@ def _torchvision_members() -> list[str]:
 
     # Iterating an enum skips aliases: DEFAULT (which moves between
     # torchvision versions) is not a record; name the version.
-    return [f"{e}.{m.name}" for e in TORCHVISION_ENUMS for m in getattr(torchvision.models, e)]
+    return [
+        f"{e}.{m.name}"
+        for e in TORCHVISION_ENUMS
+        for m in getattr(torchvision.models, e)
+    ]
 
 
 def weights_names() -> list[str]:
@@ -223,12 +241,15 @@ def _named_record(name, key: str) -> WeightsRecord:
     record = get_record(name) if isinstance(name, str) else None
     if record is not None:
         return record
-    looks_like_file = isinstance(name, str) and ("/" in name or "://" in name or name.endswith((".pth", ".pt", ".tar")))
+    looks_like_file = isinstance(name, str) and (
+        "/" in name or "://" in name or name.endswith((".pth", ".pt", ".tar"))
+    )
     hint = (
         f" A file of your own is a mapping: {{file: {name}, checksum: 'sha256:<its sha256>', "
         "normalisation: <the record whose mean and std it expects>}, or mean: [...] and std: [...] "
         "instead of normalisation."
-        if looks_like_file else ""
+        if looks_like_file
+        else ""
     )
     raise ConfigError(
         f"config key {key}: {name!r} is not a weights record; records: {', '.join(weights_names())}.{hint}"
@@ -238,7 +259,9 @@ def _named_record(name, key: str) -> WeightsRecord:
 def _pin(record: WeightsRecord, checksum, key: str) -> WeightsRecord:
     parsed = parse_checksum(checksum)
     if parsed is None:
-        raise ConfigError(f"config key {key}.checksum: {checksum!r} is not {CHECKSUM_FORM}")
+        raise ConfigError(
+            f"config key {key}.checksum: {checksum!r} is not {CHECKSUM_FORM}"
+        )
     kind, digest = parsed
     known = record.md5 if kind == "md5" else record.sha256
     if known and not digest.startswith(known):
@@ -250,15 +273,26 @@ def _pin(record: WeightsRecord, checksum, key: str) -> WeightsRecord:
 
 
 def _channels(value, what: str, key: str) -> tuple[float, ...]:
-    if (not isinstance(value, list) or len(value) not in (1, 3)
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-        raise ConfigError(f"config key {key}.{what}: a list of 3 numbers (RGB) or 1 (grey) is required, got {value!r}")
+    if (
+        not isinstance(value, list)
+        or len(value) not in (1, 3)
+        or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        )
+    ):
+        raise ConfigError(
+            f"config key {key}.{what}: a list of 3 numbers (RGB) or 1 (grey) is required, got {value!r}"
+        )
     if what == "std" and min(value) <= 0:
-        raise ConfigError(f"config key {key}.std: every value must be positive, got {value!r}")
+        raise ConfigError(
+            f"config key {key}.std: every value must be positive, got {value!r}"
+        )
     return tuple(float(v) for v in value)
 
 
-def resolve(value, arch: str | None = None, key: str = "pretrained") -> WeightsRecord | None:
+def resolve(
+    value, arch: str | None = None, key: str = "pretrained"
+) -> WeightsRecord | None:
     """The record a ``pretrained`` config value stands for (None: random
     initialisation), with the config's pin and file applied. Needs no file
     and no network; a bad value is a :class:`ConfigError` naming ``key``."""
@@ -267,16 +301,24 @@ def resolve(value, arch: str | None = None, key: str = "pretrained") -> WeightsR
     if isinstance(value, str):
         value = {"record": value}
     if not isinstance(value, dict):
-        raise ConfigError(f"config key {key}: a weights record name or a mapping is required, got {value!r}")
+        raise ConfigError(
+            f"config key {key}: a weights record name or a mapping is required, got {value!r}"
+        )
     unknown = sorted(set(value) - set(SPEC_KEYS))
     if unknown:
-        raise ConfigError(f"config key {key}: unknown keys {unknown}; it takes {', '.join(SPEC_KEYS)}")
+        raise ConfigError(
+            f"config key {key}: unknown keys {unknown}; it takes {', '.join(SPEC_KEYS)}"
+        )
     file = value.get("file")
     if file is not None and (not isinstance(file, str) or not file):
-        raise ConfigError(f"config key {key}.file: a path or URL is required, got {file!r}")
+        raise ConfigError(
+            f"config key {key}.file: a path or URL is required, got {file!r}"
+        )
     if value.get("record") is not None:
         record = _named_record(value["record"], f"{key}.record")
-        given = [k for k in ("normalisation", "mean", "std", "input_size") if k in value]
+        given = [
+            k for k in ("normalisation", "mean", "std", "input_size") if k in value
+        ]
         if given:
             raise ConfigError(
                 f"config key {key}: {', '.join(given)} come from the record {record.name}; remove them "
@@ -284,7 +326,9 @@ def resolve(value, arch: str | None = None, key: str = "pretrained") -> WeightsR
             )
     else:
         if file is None:
-            raise ConfigError(f"config key {key}: give a record name (record) or a file of your own (file)")
+            raise ConfigError(
+                f"config key {key}: give a record name (record) or a file of your own (file)"
+            )
         if value.get("checksum") is None:
             raise ConfigError(
                 f"config key {key}.checksum: required for a file of your own, e.g. checksum: 'sha256:<hex>' "
@@ -292,17 +336,29 @@ def resolve(value, arch: str | None = None, key: str = "pretrained") -> WeightsR
             )
         if value.get("normalisation") is not None:
             if "mean" in value or "std" in value or "input_size" in value:
-                raise ConfigError(f"config key {key}: give normalisation or mean and std, not both")
+                raise ConfigError(
+                    f"config key {key}: give normalisation or mean and std, not both"
+                )
             source = _named_record(value["normalisation"], f"{key}.normalisation")
             mean, std, input_size = source.mean, source.std, source.input_size
         elif "mean" in value and "std" in value:
-            mean, std = _channels(value["mean"], "mean", key), _channels(value["std"], "std", key)
+            mean, std = (
+                _channels(value["mean"], "mean", key),
+                _channels(value["std"], "std", key),
+            )
             if len(mean) != len(std):
-                raise ConfigError(f"config key {key}: mean and std need the same number of values")
+                raise ConfigError(
+                    f"config key {key}: mean and std need the same number of values"
+                )
             input_size = value.get("input_size")
-            if input_size is not None and (not isinstance(input_size, int) or isinstance(input_size, bool)
-                                           or input_size < 1):
-                raise ConfigError(f"config key {key}.input_size: a positive integer is required, got {input_size!r}")
+            if input_size is not None and (
+                not isinstance(input_size, int)
+                or isinstance(input_size, bool)
+                or input_size < 1
+            ):
+                raise ConfigError(
+                    f"config key {key}.input_size: a positive integer is required, got {input_size!r}"
+                )
         else:
             raise ConfigError(
                 f"config key {key}: a file of your own needs the normalisation it was trained with: "
@@ -310,13 +366,25 @@ def resolve(value, arch: str | None = None, key: str = "pretrained") -> WeightsR
                 "and std: [r, g, b] (pixels in [0, 1])"
             )
         record = WeightsRecord(
-            name=file, arch=None, url=None, file_name=file.rstrip("/").rsplit("/", 1)[-1],
-            md5=None, sha256=None, mean=mean, std=std, input_size=input_size, publisher="your own file",
+            name=file,
+            arch=None,
+            url=None,
+            file_name=file.rstrip("/").rsplit("/", 1)[-1],
+            md5=None,
+            sha256=None,
+            mean=mean,
+            std=std,
+            input_size=input_size,
+            publisher="your own file",
         )
     if value.get("checksum") is not None:
         record = _pin(record, value["checksum"], key)
     if file is not None:
-        record = replace(record, url=file, path=None) if "://" in file else replace(record, path=file, url=None)
+        record = (
+            replace(record, url=file, path=None)
+            if "://" in file
+            else replace(record, path=file, url=None)
+        )
         record = replace(record, file_name=file.rstrip("/").rsplit("/", 1)[-1])
     if arch is not None and record.arch is not None and record.arch != arch:
         raise ConfigError(
@@ -326,7 +394,9 @@ def resolve(value, arch: str | None = None, key: str = "pretrained") -> WeightsR
     return record
 
 
-def input_normalisation(params: dict, in_channels: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+def input_normalisation(
+    params: dict, in_channels: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Mean and std per channel (pixels in [0, 1]) that a backbone built
     with ``params`` expects: its pretrained weights' (from their record or
     the config), or None when it starts from random weights (training then
@@ -343,8 +413,12 @@ def input_normalisation(params: dict, in_channels: int) -> tuple[torch.Tensor, t
         elif len(mean) == 1:
             mean, std = mean * in_channels, std * in_channels
         else:
-            raise WeightsError(f"weights {record.name} expect {len(mean)} channels; these images have {in_channels}")
-    return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+            raise WeightsError(
+                f"weights {record.name} expect {len(mean)} channels; these images have {in_channels}"
+            )
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(
+        std, dtype=torch.float32
+    )
 
 
 # ---------------------------------------------------------------- files
@@ -394,7 +468,9 @@ def verify(path: Path, record: WeightsRecord, where: str) -> None:
     problem = file_mismatch(path, record.md5, record.sha256)
     if problem is None:
         return
-    if record.arch is None:  # a file of one's own: the config's pin is the only reference
+    if (
+        record.arch is None
+    ):  # a file of one's own: the config's pin is the only reference
         _, sha = file_digests(path)
         raise WeightsChecksumError(
             f"{path}: {problem}; it is not the file that pretrained.checksum pins. Restore that file, or, "
@@ -407,7 +483,9 @@ def verify(path: Path, record: WeightsRecord, where: str) -> None:
     )
 
 
-def weights_file(record: WeightsRecord, mirror=None, cache="results/downloads", **download_options) -> tuple[Path, str]:
+def weights_file(
+    record: WeightsRecord, mirror=None, cache="results/downloads", **download_options
+) -> tuple[Path, str]:
     """The verified file of ``record`` and where it came from: the config's
     ``file``, else ``mirror`` (no network), else the record's address through
     the download cache (written under a temporary name, renamed only when its
@@ -432,13 +510,17 @@ def weights_file(record: WeightsRecord, mirror=None, cache="results/downloads", 
         verify(path, record, f"into the data_mirror folder {mirror}")
         return path, f"mirror {path}"
     if record.url is None:
-        raise WeightsMissingError(f"weights {record.name} have no address; put {record.file_name} into data_mirror")
+        raise WeightsMissingError(
+            f"weights {record.name} have no address; put {record.file_name} into data_mirror"
+        )
     cached = Path(cache) / record.file_name
     if cached.is_file() and file_mismatch(cached, record.md5, record.sha256) is None:
         how = f"cache {cached}"
     else:
         try:
-            download_url(record.url, cached, record.md5, record.sha256, **download_options)
+            download_url(
+                record.url, cached, record.md5, record.sha256, **download_options
+            )
         except DownloadError as error:
             raise WeightsError(f"weights {record.name}: {error}") from None
         how = record.url
@@ -458,24 +540,41 @@ def read_state_dict(path, label: str = "") -> dict[str, torch.Tensor]:
     try:
         state = load_checkpoint(path, "state dict", advice=advice)
     except CheckpointError as error:
-        raise WeightsFileError(str(error).replace(f"{Path(path)}:", f"{what}:", 1)) from None
+        raise WeightsFileError(
+            str(error).replace(f"{Path(path)}:", f"{what}:", 1)
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not state:
-        held = f"a {type(state).__name__}" if state or not isinstance(state, dict) else "an empty dict"
+        held = (
+            f"a {type(state).__name__}"
+            if state or not isinstance(state, dict)
+            else "an empty dict"
+        )
         raise WeightsFileError(f"{what}: holds {held}, not a state dict. {advice}")
-    bad = sorted(str(k) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor))
+    bad = sorted(
+        str(k)
+        for k, v in state.items()
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor)
+    )
     if bad:
-        raise WeightsFileError(f"{what}: entries that are not tensors: {bad[:5]} ({len(bad)} in all). {advice}")
+        raise WeightsFileError(
+            f"{what}: entries that are not tensors: {bad[:5]} ({len(bad)} in all). {advice}"
+        )
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def load_pretrained(value, arch: str) -> tuple[dict[str, torch.Tensor], WeightsRecord, Path]:
+def load_pretrained(
+    value, arch: str
+) -> tuple[dict[str, torch.Tensor], WeightsRecord, Path]:
     """The verified state dict of a ``pretrained`` config value, its record
     and its file (from :data:`SOURCES`)."""
     record = resolve(value, arch)
     path, how = weights_file(record, SOURCES.mirror, SOURCES.cache)
-    print(f"pretrained weights {record.name}: {record.checksums()} verified, from {how}", file=sys.stderr)
+    print(
+        f"pretrained weights {record.name}: {record.checksums()} verified, from {how}",
+        file=sys.stderr,
+    )
     return read_state_dict(path, record.name), record, path
 
 
@@ -486,25 +585,36 @@ def main(argv=None) -> None:
     """``python -m workflow.backbones.weights``: list the records; with a
     name, fetch and verify its file (e.g. on a login node with internet),
     printing its checksums."""
-    parser = argparse.ArgumentParser(prog="python -m workflow.backbones.weights", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m workflow.backbones.weights", description=main.__doc__
+    )
     parser.add_argument("name", nargs="?", help="record name to fetch")
     parser.add_argument("--checksum", help="pin: sha256:<hex> or md5:<hex>")
-    parser.add_argument("--mirror", help="take the file from this folder (like data_mirror)")
+    parser.add_argument(
+        "--mirror", help="take the file from this folder (like data_mirror)"
+    )
     parser.add_argument("--cache", default="results/downloads")
     args = parser.parse_args(argv)
     if args.name is None:
         for name in weights_names():
             r = get_record(name)
-            print(f"{name}: arch {r.arch}, {r.checksums()}, mean {r.mean}, std {r.std}, input {r.input_size}, {r.url}")
+            print(
+                f"{name}: arch {r.arch}, {r.checksums()}, mean {r.mean}, std {r.std}, input {r.input_size}, {r.url}"
+            )
         return
-    spec = {"record": args.name, **({"checksum": args.checksum} if args.checksum else {})}
+    spec = {
+        "record": args.name,
+        **({"checksum": args.checksum} if args.checksum else {}),
+    }
     record = resolve(spec)
     try:
         path, how = weights_file(record, args.mirror, args.cache)
     except UnpinnedWeightsError as error:
         sys.exit(str(error))
     md5, sha = file_digests(path)
-    print(f"{path}: md5 {md5}, sha256 {sha} ({record.checksums()} verified, from {how})")
+    print(
+        f"{path}: md5 {md5}, sha256 {sha} ({record.checksums()} verified, from {how})"
+    )
 
 
 if __name__ == "__main__":

@@ -48,9 +48,9 @@ import hashlib
 import inspect
 import stat
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -80,17 +80,23 @@ def _check_labels(labels: np.ndarray, class_names: list[str], n: int) -> None:
     labels = np.asarray(labels)
     twice = sorted(name for name, count in Counter(class_names).items() if count > 1)
     if twice:
-        raise ValueError(f"class_names holds {', '.join(map(repr, twice))} more than once; class names must differ")
+        raise ValueError(
+            f"class_names holds {', '.join(map(repr, twice))} more than once; class names must differ"
+        )
     twins = unicode_twins(class_names)
     if twins:
-        raise ValueError(f"class_names: {describe_twins(*twins)}; class names must differ visibly: rename one")
+        raise ValueError(
+            f"class_names: {describe_twins(*twins)}; class names must differ visibly: rename one"
+        )
     if labels.ndim != 1 or len(labels) != n:
         raise ValueError(
             f"labels has shape {labels.shape} for {n} images; one label per image is required "
             f"(a one-dimensional array of length {n})"
         )
     if labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integers (class numbers 0..C-1), found dtype {labels.dtype}")
+        raise ValueError(
+            f"labels must be integers (class numbers 0..C-1), found dtype {labels.dtype}"
+        )
     bad = np.flatnonzero((labels < 0) | (labels >= len(class_names)))
     if bad.size:
         raise ValueError(
@@ -104,7 +110,9 @@ OFFICIAL_SIDES = ("train", "test", "query", "database")
 
 def _check_per_image(values, key: str, n: int) -> None:
     if values is not None and np.shape(values) != (n,):
-        raise ValueError(f"{key} has shape {np.shape(values)} for {n} images; one value per image is required")
+        raise ValueError(
+            f"{key} has shape {np.shape(values)} for {n} images; one value per image is required"
+        )
 
 
 def _check_official_split(official_split, n: int) -> None:
@@ -139,8 +147,16 @@ class RawDataset:
             raise ValueError(
                 f"images must be uint8 with shape (N, H, W, C), found dtype {images.dtype} and shape "
                 f"{images.shape}"
-                + ("; store 8-bit pixel values 0..255 as uint8" if images.dtype != np.uint8 else "")
-                + ("; add the channel axis (images[..., None])" if images.ndim == 3 else "")
+                + (
+                    "; store 8-bit pixel values 0..255 as uint8"
+                    if images.dtype != np.uint8
+                    else ""
+                )
+                + (
+                    "; add the channel axis (images[..., None])"
+                    if images.ndim == 3
+                    else ""
+                )
             )
         _check_labels(self.labels, self.class_names, len(images))
         _check_official_split(self.official_split, len(images))
@@ -167,7 +183,9 @@ class ImageFiles:
         _check_official_split(self.official_split, len(self.paths))
         _check_per_image(self.file_ids, "file_ids", len(self.paths))
         if self.boxes is not None and np.shape(self.boxes) != (len(self.paths), 4):
-            raise ValueError(f"boxes has shape {np.shape(self.boxes)} for {len(self.paths)} images; (N, 4) is required")
+            raise ValueError(
+                f"boxes has shape {np.shape(self.boxes)} for {len(self.paths)} images; (N, 4) is required"
+            )
 
 
 def load_dataset(source: str, **params) -> RawDataset | ImageFiles:
@@ -222,7 +240,10 @@ def _listing(top: Path):
         if stat.S_ISDIR(info.st_mode) and (info.st_dev, info.st_ino) not in seen:
             seen.add((info.st_dev, info.st_ino))
             try:
-                stack += sorted((p for p in path.iterdir() if not p.name.startswith(".")), reverse=True)
+                stack += sorted(
+                    (p for p in path.iterdir() if not p.name.startswith(".")),
+                    reverse=True,
+                )
             except OSError as error:
                 yield path.relative_to(top).as_posix(), "unlistable", error.errno
 

@@ -62,7 +62,9 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         f"dataset holds {', '.join(REQUIRED)} and optionally {', '.join(OPTIONAL)}"
     )
     try:
-        opened = np.load(path)  # allow_pickle is False by default: no object arrays, no pickles
+        opened = np.load(
+            path
+        )  # allow_pickle is False by default: no object arrays, no pickles
     except ValueError as error:  # numpy takes what is neither zip nor .npy for a pickle
         with open(path, "rb") as f:
             start = f.read(8)
@@ -71,7 +73,9 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             f"(numpy would read it as pickled data, which is never loaded: unpickling can run code); {expected}"
         ) from error
     except (OSError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path}: not a readable npz archive ({error}); {expected}") from error
+        raise ValueError(
+            f"{path}: not a readable npz archive ({error}); {expected}"
+        ) from error
     if isinstance(opened, np.ndarray):
         raise ValueError(
             f"{path}: a single .npy array (dtype {opened.dtype}, shape {opened.shape}), not an npz archive; "
@@ -91,13 +95,23 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                 continue
             try:
                 loaded[key] = arrays[key]
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-                if "allow_pickle" in str(error):  # numpy refuses object arrays without allow_pickle
+            except (
+                ValueError,
+                OSError,
+                EOFError,
+                zipfile.BadZipFile,
+                zlib.error,
+            ) as error:
+                if "allow_pickle" in str(
+                    error
+                ):  # numpy refuses object arrays without allow_pickle
                     raise ValueError(
                         f"{path}: holds an object array ({key}), which is not loaded (unpickling can run "
                         "code); save class names, splits and file ids as string arrays (dtype str)"
                     ) from error
-                raise ValueError(f"{path}: its array {key} cannot be read ({error}); {expected}") from error
+                raise ValueError(
+                    f"{path}: its array {key} cannot be read ({error}); {expected}"
+                ) from error
     return loaded
 
 
@@ -119,7 +133,9 @@ def npz(path) -> RawDataset:
             "the C class names (position = label)"
         )
     if loaded["images"].shape[:1] == (0,):
-        raise ValueError(f"{path}: holds no images (images has shape {loaded['images'].shape})")
+        raise ValueError(
+            f"{path}: holds no images (images has shape {loaded['images'].shape})"
+        )
     labels = integer_labels(loaded["labels"], path)
     try:
         return RawDataset(
@@ -129,7 +145,9 @@ def npz(path) -> RawDataset:
             official_split=loaded.get("official_split"),
             file_ids=loaded.get("file_ids"),
         )
-    except ValueError as error:  # the dataset's checks give the value found; name the file too
+    except (
+        ValueError
+    ) as error:  # the dataset's checks give the value found; name the file too
         raise ValueError(f"{path}: {error}") from error
 
 
@@ -137,11 +155,17 @@ def save_npz(dataset: RawDataset, path, keep: np.ndarray | None = None) -> None:
     """Write ``dataset`` (the rows ``keep``, all by default) to ``path``,
     compressed, atomically (a temporary file renamed into place)."""
     keep = np.arange(len(dataset.labels)) if keep is None else np.asarray(keep)
-    arrays = {"images": dataset.images[keep], "labels": dataset.labels[keep],
-              "class_names": np.asarray(dataset.class_names, dtype=str)}
+    arrays = {
+        "images": dataset.images[keep],
+        "labels": dataset.labels[keep],
+        "class_names": np.asarray(dataset.class_names, dtype=str),
+    }
     if dataset.official_split is not None:
         arrays["official_split"] = np.asarray(dataset.official_split[keep], dtype=str)
     if dataset.file_ids is not None:
         arrays["file_ids"] = np.asarray(dataset.file_ids[keep], dtype=str)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez would append ".npz"
+    with (
+        atomic_path(path) as tmp,
+        open(tmp, "wb") as f,
+    ):  # a file object: savez would append ".npz"
         np.savez_compressed(f, **arrays)

@@ -19,10 +19,16 @@ from workflow.download import Member, OfficialFile
 
 @register_files("cifar100")
 def cifar100_files() -> list[OfficialFile]:
-    from torchvision.datasets import CIFAR100  # here: importing torchvision takes seconds
+    from torchvision.datasets import (
+        CIFAR100,  # here: importing torchvision takes seconds
+    )
 
     folder = CIFAR100.base_folder
-    members = [*CIFAR100.train_list, *CIFAR100.test_list, [CIFAR100.meta["filename"], CIFAR100.meta["md5"]]]
+    members = [
+        *CIFAR100.train_list,
+        *CIFAR100.test_list,
+        [CIFAR100.meta["filename"], CIFAR100.meta["md5"]],
+    ]
     return [
         OfficialFile(
             name=CIFAR100.filename,

@@ -61,30 +61,54 @@ def cub200(root, bounding_boxes: bool = False) -> ImageFiles:
     def per_image(name, fields, read):
         """The values of listing ``name`` (``read(listing)``) in the order of images.txt."""
         table = listing(name, fields)
-        position = {image_id: i for i, image_id in enumerate(table.unique(0, "image id"))}
+        position = {
+            image_id: i for i, image_id in enumerate(table.unique(0, "image id"))
+        }
         for i, image_id in enumerate(table.column(0)):
             if image_id not in listed:
                 table.fail(i, f"image id {image_id!r} is not in images.txt")
         for image_id, file_id in zip(image_ids, images.column(1)):
             if image_id not in position:
-                raise ListingError(f"{folder / name}: image {image_id} ({file_id}) of images.txt is not listed. "
-                                   f"{advice(ARCHIVE.name, Path(root))}")
+                raise ListingError(
+                    f"{folder / name}: image {image_id} ({file_id}) of images.txt is not listed. "
+                    f"{advice(ARCHIVE.name, Path(root))}"
+                )
         values = read(table)
         return [values[position[image_id]] for image_id in image_ids]
 
     listed = set(image_ids)
-    numbers_of = per_image("image_class_labels.txt", 2, lambda t: t.choice(
-        1, "class number", {str(n) for n in numbers}, among="a class number of classes.txt"))
-    sides = per_image("train_test_split.txt", 2, lambda t: t.choice(1, "is_training_image", ["0", "1"]))
+    numbers_of = per_image(
+        "image_class_labels.txt",
+        2,
+        lambda t: t.choice(
+            1,
+            "class number",
+            {str(n) for n in numbers},
+            among="a class number of classes.txt",
+        ),
+    )
+    sides = per_image(
+        "train_test_split.txt",
+        2,
+        lambda t: t.choice(1, "is_training_image", ["0", "1"]),
+    )
     boxes = None
     if bounding_boxes:
-        listed_boxes = per_image("bounding_boxes.txt", 5, lambda t: t.numbers([1, 2, 3, 4], "box x y width height"))
-        boxes = np.asarray([(x, y, x + w, y + h) for x, y, w, h in listed_boxes], dtype=np.float64)
+        listed_boxes = per_image(
+            "bounding_boxes.txt",
+            5,
+            lambda t: t.numbers([1, 2, 3, 4], "box x y width height"),
+        )
+        boxes = np.asarray(
+            [(x, y, x + w, y + h) for x, y, w, h in listed_boxes], dtype=np.float64
+        )
     return ImageFiles(
         paths=paths,
         labels=np.asarray([index[int(n)] for n in numbers_of], dtype=np.int64),
         class_names=[names[n] for n in sorted(numbers)],
-        official_split=np.asarray(["train" if side == "1" else "test" for side in sides]),
+        official_split=np.asarray(
+            ["train" if side == "1" else "test" for side in sides]
+        ),
         file_ids=np.asarray(images.column(1), dtype=object),
         boxes=boxes,
     )

@@ -21,9 +21,15 @@ from workflow.download import OfficialFile
 
 @register_files("food101")
 def food101_files() -> list[OfficialFile]:
-    from torchvision.datasets import Food101  # here: importing torchvision takes seconds
+    from torchvision.datasets import (
+        Food101,  # here: importing torchvision takes seconds
+    )
 
-    return [OfficialFile(name="food-101.tar.gz", url=Food101._URL, md5=Food101._MD5, extract=True)]
+    return [
+        OfficialFile(
+            name="food-101.tar.gz", url=Food101._URL, md5=Food101._MD5, extract=True
+        )
+    ]
 
 
 @register_dataset("food101")
@@ -34,14 +40,18 @@ def food101(root) -> ImageFiles:
     listed.unique(0, "class")
     listing, sides = None, []
     for side in ["train", "test"]:
-        part = read_listing(folder / "meta" / f"{side}.txt", 1, source, root)  # <class>/<id>
+        part = read_listing(
+            folder / "meta" / f"{side}.txt", 1, source, root
+        )  # <class>/<id>
         listing = part if listing is None else listing + part
         sides += [side] * len(part.rows)
     for i, row in enumerate(listing.rows):
         if row[0].count("/") != 1:
             listing.fail(i, f"{row[0]!r} is not <class>/<image id>")
         row += [row[0].split("/")[0], f"{row[0]}.jpg"]
-    listing.choice(1, "class", set(listed.column(0)), among="a class of meta/classes.txt")
+    listing.choice(
+        1, "class", set(listed.column(0)), among="a class of meta/classes.txt"
+    )
     paths = listing.files(2, folder / "images")
     classes = sorted(set(listing.column(1)))
     index = {name: i for i, name in enumerate(classes)}

@@ -45,9 +45,13 @@ def image_extensions() -> frozenset[str]:
 
     def opens(fmt):
         factory = Image.OPEN.get(fmt, (None,))[0]
-        return factory is not None and not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile))
+        return factory is not None and not (
+            isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile)
+        )
 
-    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if opens(fmt))
+    return frozenset(
+        ext.lower() for ext, fmt in Image.registered_extensions().items() if opens(fmt)
+    )
 
 
 def _is_image(path: Path) -> bool:
@@ -121,7 +125,11 @@ def imagefolder(path) -> ImageFiles:
     divided = (root / "train").is_dir() and (root / "test").is_dir()
     if divided:
         layout = f"{root}/train/<class>/ and {root}/test/<class>/"
-        others = [p.name for p in _class_folders(root, root, layout) if p.name not in ("train", "test")]
+        others = [
+            p.name
+            for p in _class_folders(root, root, layout)
+            if p.name not in ("train", "test")
+        ]
         if others:
             raise ValueError(
                 f"imagefolder {root}: beside train/ and test/ it holds {', '.join(others)}/, which would not "
@@ -130,7 +138,10 @@ def imagefolder(path) -> ImageFiles:
     else:
         layout = f"{root}/<class>/"
     sides = ["train", "test"] if divided else [None]
-    class_sets = {side: _class_folders(root / side if side else root, root, layout) for side in sides}
+    class_sets = {
+        side: _class_folders(root / side if side else root, root, layout)
+        for side in sides
+    }
     names = {side: [c.name for c in folders] for side, folders in class_sets.items()}
     folders = {folder.name: folder for side in sides for folder in class_sets[side]}
     twins = unicode_twins(folders)
@@ -168,5 +179,7 @@ def imagefolder(path) -> ImageFiles:
         labels=np.asarray(labels, dtype=np.int64),
         class_names=classes,
         official_split=np.asarray(split) if divided else None,
-        file_ids=np.asarray([p.relative_to(root).as_posix() for p in paths], dtype=object),
+        file_ids=np.asarray(
+            [p.relative_to(root).as_posix() for p in paths], dtype=object
+        ),
     )

@@ -53,15 +53,20 @@ def inshop(root) -> ImageFiles:
     check_header(path, HEADER, source, root, line=2)
     count = path.read_text().splitlines()[0].strip()
     if count != str(len(listing.rows)):
-        raise ListingError(f"{path}, line 1: the image count is {count!r}, but the file lists {len(listing.rows)} "
-                           f"images. {advice(source, root)}")
+        raise ListingError(
+            f"{path}, line 1: the image count is {count!r}, but the file lists {len(listing.rows)} "
+            f"images. {advice(source, root)}"
+        )
     paths = listing.files(0, root)
     statuses = listing.choice(2, "evaluation status", list(SIDES))
     side_of = {}
     for i, (item, status) in enumerate(zip(listing.column(1), statuses)):
         if (side_of.setdefault(item, status) == "train") != (status == "train"):
-            listing.fail(i, f"item {item} is listed as {status} here and as {side_of[item]} before; the published "
-                            "division is class-disjoint (an item trains, or it is a query and gallery item)")
+            listing.fail(
+                i,
+                f"item {item} is listed as {status} here and as {side_of[item]} before; the published "
+                "division is class-disjoint (an item trains, or it is a query and gallery item)",
+            )
     train_items = sorted(item for item, status in side_of.items() if status == "train")
     test_items = sorted(item for item, status in side_of.items() if status != "train")
     index = {item: i for i, item in enumerate(train_items + test_items)}

@@ -56,15 +56,25 @@ class Listing:
 
     def __add__(self, other: Listing) -> Listing:
         shifted = [(start + len(self.rows), name) for start, name in other.parts]
-        return Listing(self.rows + other.rows, self.lines + other.lines, self.parts + shifted, self.source, self.root)
+        return Listing(
+            self.rows + other.rows,
+            self.lines + other.lines,
+            self.parts + shifted,
+            self.source,
+            self.root,
+        )
 
     def place(self, i: int) -> str:
         """Row ``i``'s file and line, e.g. ``.../images.txt, line 12``."""
-        name = self.parts[bisect.bisect_right([start for start, _ in self.parts], i) - 1][1]
+        name = self.parts[
+            bisect.bisect_right([start for start, _ in self.parts], i) - 1
+        ][1]
         return f"{name} {self.lines[i]}"
 
     def fail(self, i: int, problem: str):
-        raise ListingError(f"{self.place(i)}: {problem}. {advice(self.source, self.root)}")
+        raise ListingError(
+            f"{self.place(i)}: {problem}. {advice(self.source, self.root)}"
+        )
 
     def column(self, j: int) -> list[str]:
         return [row[j] for row in self.rows]
@@ -75,10 +85,14 @@ class Listing:
         for i, row in enumerate(self.rows):
             seen = first.setdefault(row[j], i)
             if seen != i:
-                self.fail(i, f"{what} {row[j]!r} is listed twice (also at {self.place(seen)})")
+                self.fail(
+                    i, f"{what} {row[j]!r} is listed twice (also at {self.place(seen)})"
+                )
         return self.column(j)
 
-    def integers(self, j: int, what: str, low: int, high: int | None = None) -> list[int]:
+    def integers(
+        self, j: int, what: str, low: int, high: int | None = None
+    ) -> list[int]:
         """Column ``j`` as whole numbers in ``low..high``."""
         values = []
         for i, row in enumerate(self.rows):
@@ -87,7 +101,10 @@ class Listing:
             except ValueError:
                 self.fail(i, f"{what} {row[j]!r} is not a whole number")
             if value < low or (high is not None and value > high):
-                self.fail(i, f"{what} {row[j]!r} lies outside {low}..{'' if high is None else high}")
+                self.fail(
+                    i,
+                    f"{what} {row[j]!r} lies outside {low}..{'' if high is None else high}",
+                )
             values.append(value)
         return values
 
@@ -96,7 +113,10 @@ class Listing:
         which, where they are too many to list)."""
         for i, row in enumerate(self.rows):
             if row[j] not in allowed:
-                self.fail(i, f"{what} {row[j]!r} is not {among or 'one of ' + ', '.join(map(str, allowed))}")
+                self.fail(
+                    i,
+                    f"{what} {row[j]!r} is not {among or 'one of ' + ', '.join(map(str, allowed))}",
+                )
         return self.column(j)
 
     def numbers(self, columns, what: str) -> list[list[float]]:
@@ -108,7 +128,10 @@ class Listing:
             except ValueError:
                 numbers = [math.nan]
             if not all(math.isfinite(v) and v >= 0 for v in numbers):
-                self.fail(i, f"{what} {' '.join(row[j] for j in columns)!r} is not numbers >= 0")
+                self.fail(
+                    i,
+                    f"{what} {' '.join(row[j] for j in columns)!r} is not numbers >= 0",
+                )
             values.append(numbers)
         return values
 
@@ -120,12 +143,21 @@ class Listing:
         root = os.path.realpath(self.root)
         inside = os.path.join(root, "")  # root and a separator
         base = os.fspath(folder)
-        parents: dict[str, str] = {}  # each folder resolved once: images share few folders
+        parents: dict[
+            str, str
+        ] = {}  # each folder resolved once: images share few folders
         first: dict[str, int] = {}
         for i, row in enumerate(self.rows):
             name = row[j]
-            if name.startswith("/") or "\\" in name or ".." in name.split("/") or posixpath.normpath(name) == ".":
-                self.fail(i, f"{name!r} is no relative path inside the dataset's folder")
+            if (
+                name.startswith("/")
+                or "\\" in name
+                or ".." in name.split("/")
+                or posixpath.normpath(name) == "."
+            ):
+                self.fail(
+                    i, f"{name!r} is no relative path inside the dataset's folder"
+                )
             parent, file_name = os.path.split(os.path.join(base, name))
             real_parent = parents.get(parent)
             if real_parent is None:
@@ -134,11 +166,17 @@ class Listing:
             if os.path.islink(resolved):
                 resolved = os.path.realpath(resolved)
             if not resolved.startswith(inside):
-                self.fail(i, f"{name!r} leads through a symbolic link to {resolved}, outside the dataset's "
-                               f"folder {root}")
+                self.fail(
+                    i,
+                    f"{name!r} leads through a symbolic link to {resolved}, outside the dataset's "
+                    f"folder {root}",
+                )
             seen = first.setdefault(resolved, i)
             if seen != i:
-                self.fail(i, f"the {what} {name!r} is listed twice (also at {self.place(seen)})")
+                self.fail(
+                    i,
+                    f"the {what} {name!r} is listed twice (also at {self.place(seen)})",
+                )
         return [folder / row[j] for row in self.rows]
 
 
@@ -149,9 +187,13 @@ def read_listing(path, fields: int, source: str, root, header: int = 0) -> Listi
     (and line) and the archive ``source`` that holds it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; it is part of the official {source}, which should have unpacked it")
+        raise FileNotFoundError(
+            f"{path}: missing; it is part of the official {source}, which should have unpacked it"
+        )
     rows, lines = [], []
-    for number, line in enumerate(path.read_text().splitlines()[header:], start=header + 1):
+    for number, line in enumerate(
+        path.read_text().splitlines()[header:], start=header + 1
+    ):
         if not line.strip():
             continue
         row = line.split()
@@ -163,8 +205,10 @@ def read_listing(path, fields: int, source: str, root, header: int = 0) -> Listi
         rows.append(row)
         lines.append(number)
     if not rows:
-        raise ListingError(f"{path}: lists nothing (a file of the official {source} lists every image). "
-                           f"{advice(source, Path(root))}")
+        raise ListingError(
+            f"{path}: lists nothing (a file of the official {source} lists every image). "
+            f"{advice(source, Path(root))}"
+        )
     return Listing(rows, lines, [(0, f"{path}, line")], source, Path(root))
 
 
@@ -193,9 +237,15 @@ def unicode_twins(names) -> tuple[str, str] | None:
 
 def describe_twins(a: str, b: str) -> str:
     def form(name):
-        return "NFC" if unicodedata.is_normalized("NFC", name) else "NFD" if unicodedata.is_normalized("NFD", name) \
+        return (
+            "NFC"
+            if unicodedata.is_normalized("NFC", name)
+            else "NFD"
+            if unicodedata.is_normalized("NFD", name)
             else "mixed"
+        )
 
-    return (f"{a!r} ({form(a)}: {ascii(a)}) and {b!r} ({form(b)}: {ascii(b)}) are the same name in two Unicode "
-            "normalisations")
-
+    return (
+        f"{a!r} ({form(a)}: {ascii(a)}) and {b!r} ({form(b)}: {ascii(b)}) are the same name in two Unicode "
+        "normalisations"
+    )

@@ -32,7 +32,10 @@ from workflow.download import Member, OfficialFile
 # torchvision (which takes seconds); the download uses its checksums.
 DEVKIT = "filelist_places365-standard.tar"
 CATEGORIES = "categories_places365.txt"
-FILE_LISTS = {"train-standard": "places365_train_standard.txt", "val": "places365_val.txt"}
+FILE_LISTS = {
+    "train-standard": "places365_train_standard.txt",
+    "val": "places365_val.txt",
+}
 
 
 @register_files("places365")
@@ -41,7 +44,11 @@ def places365_files(small: bool = True) -> list[OfficialFile]:
 
     base_url = Places365._BASE_URL
     devkit, devkit_md5 = Places365._DEVKIT_META["standard"]
-    listed = [Places365._CATEGORIES_META, Places365._FILE_LIST_META["train-standard"], Places365._FILE_LIST_META["val"]]
+    listed = [
+        Places365._CATEGORIES_META,
+        Places365._FILE_LIST_META["train-standard"],
+        Places365._FILE_LIST_META["val"],
+    ]
     files = [
         OfficialFile(
             name=devkit,
@@ -53,7 +60,9 @@ def places365_files(small: bool = True) -> list[OfficialFile]:
     ]
     for split in ["train-standard", "val"]:
         name, md5 = Places365._IMAGES_META[(split, small)]
-        files.append(OfficialFile(name=name, url=base_url + name, md5=md5, extract=True))
+        files.append(
+            OfficialFile(name=name, url=base_url + name, md5=md5, extract=True)
+        )
     return files
 
 
@@ -77,12 +86,17 @@ def places365(root, small: bool = True) -> ImageFiles:
     categories.unique(1, "class index")
     names = dict(zip(indices, categories.column(0)))
     # "/a/airfield" -> "airfield": the letter only groups the names alphabetically.
-    class_names = [names[i].split("/", 2)[2] if names[i].count("/") >= 2 else names[i].strip("/") for i in range(len(names))]
+    class_names = [
+        names[i].split("/", 2)[2] if names[i].count("/") >= 2 else names[i].strip("/")
+        for i in range(len(names))
+    ]
 
     paths, labels, sides, file_ids = [], [], [], []
     for split, side in [("train-standard", "train"), ("val", "test")]:
         listing = read_listing(root / FILE_LISTS[split], 2, DEVKIT, root)
-        for row in listing.rows:  # the training list's "/a/airfield/00000001.jpg" lies in the images' folder
+        for row in (
+            listing.rows
+        ):  # the training list's "/a/airfield/00000001.jpg" lies in the images' folder
             row.append(row[0].lstrip("/"))
         paths += listing.files(2, _image_folder(root, split, small))
         labels += listing.integers(1, "class index", 0, len(class_names) - 1)

@@ -43,7 +43,9 @@ def sop(root) -> ImageFiles:
     folder = Path(root) / "Stanford_Online_Products"
     listings, sides = [], []
     for side in ["train", "test"]:
-        listings.append(read_listing(folder / f"Ebay_{side}.txt", 4, ARCHIVE.name, root, header=1))
+        listings.append(
+            read_listing(folder / f"Ebay_{side}.txt", 4, ARCHIVE.name, root, header=1)
+        )
         check_header(folder / f"Ebay_{side}.txt", HEADER, ARCHIVE.name, root)
         sides += [side] * len(listings[-1].rows)
     listing = listings[0] + listings[1]
@@ -55,8 +57,11 @@ def sop(root) -> ImageFiles:
     side_of = {}
     for i, (class_id, side) in enumerate(zip(classes, sides)):
         if side_of.setdefault(class_id, side) != side:
-            listing.fail(i, f"class id {class_id} is listed in both Ebay_train.txt and Ebay_test.txt; the published "
-                            "division is class-disjoint")
+            listing.fail(
+                i,
+                f"class id {class_id} is listed in both Ebay_train.txt and Ebay_test.txt; the published "
+                "division is class-disjoint",
+            )
     class_ids = sorted(side_of)
     index = {c: i for i, c in enumerate(class_ids)}
     return ImageFiles(

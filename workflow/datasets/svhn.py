@@ -18,7 +18,11 @@ from workflow.download import OfficialFile
 
 def _parts(extra: bool) -> list[tuple[str, str]]:
     """(file split, official side) in the order the images are stored."""
-    return [("train", "train"), *([("extra", "train")] if extra else []), ("test", "test")]
+    return [
+        ("train", "train"),
+        *([("extra", "train")] if extra else []),
+        ("test", "test"),
+    ]
 
 
 @register_files("svhn")
@@ -26,7 +30,11 @@ def svhn_files(extra: bool = False) -> list[OfficialFile]:
     from torchvision.datasets import SVHN  # here: importing torchvision takes seconds
 
     return [
-        OfficialFile(name=SVHN.split_list[part][1], url=SVHN.split_list[part][0], md5=SVHN.split_list[part][2])
+        OfficialFile(
+            name=SVHN.split_list[part][1],
+            url=SVHN.split_list[part][0],
+            md5=SVHN.split_list[part][2],
+        )
         for part, _ in _parts(extra)
     ]
 
@@ -42,17 +50,28 @@ def svhn(root, extra: bool = False) -> RawDataset:
         path = Path(root) / name
         mat = scipy.io.loadmat(path)
         if "X" not in mat or "y" not in mat:
-            raise ListingError(f"{path}: holds {', '.join(k for k in mat if not k.startswith('__'))}, not X and y. "
-                               f"{advice(name, root)}")
+            raise ListingError(
+                f"{path}: holds {', '.join(k for k in mat if not k.startswith('__'))}, not X and y. "
+                f"{advice(name, root)}"
+            )
         x = np.asarray(mat["X"])
         y = np.asarray(mat["y"]).reshape(-1)
-        if x.dtype != np.uint8 or x.shape[:3] != (32, 32, 3) or x.ndim != 4 or len(y) != x.shape[3]:
-            raise ListingError(f"{path}: X has dtype {x.dtype} and shape {x.shape} and y has {len(y)} labels; "
-                               f"the official file holds X uint8 (32, 32, 3, N) and N labels. {advice(name, root)}")
+        if (
+            x.dtype != np.uint8
+            or x.shape[:3] != (32, 32, 3)
+            or x.ndim != 4
+            or len(y) != x.shape[3]
+        ):
+            raise ListingError(
+                f"{path}: X has dtype {x.dtype} and shape {x.shape} and y has {len(y)} labels; "
+                f"the official file holds X uint8 (32, 32, 3, N) and N labels. {advice(name, root)}"
+            )
         bad = np.flatnonzero((y < 1) | (y > 10) | (y != np.round(y)))
         if bad.size:
-            raise ListingError(f"{path}: label {y[bad[0]]} of image {bad[0]} (y, {bad.size} such labels) is not "
-                               f"one of 1..10. {advice(name, root)}")
+            raise ListingError(
+                f"{path}: label {y[bad[0]]} of image {bad[0]} (y, {bad.size} such labels) is not "
+                f"one of 1..10. {advice(name, root)}"
+            )
         x = x.transpose(3, 0, 1, 2)  # -> (N, H, W, C)
         y = y.astype(np.int64)
         y[y == 10] = 0  # SVHN labels the digit 0 as 10 (torchvision does the same)

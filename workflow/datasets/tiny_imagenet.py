@@ -59,9 +59,13 @@ def tiny_imagenet(root, subset: bool = False) -> ImageFiles:
     index = {wnid: i for i, wnid in enumerate(wnids)}
     file_ids, labels, sides = [], [], []
     for wnid in wnids:
-        images = sorted((folder / "train" / wnid / "images").glob("*.JPEG"), key=lambda p: p.name)
+        images = sorted(
+            (folder / "train" / wnid / "images").glob("*.JPEG"), key=lambda p: p.name
+        )
         if not images:
-            raise FileNotFoundError(f"{folder / 'train' / wnid / 'images'}: no training images of class {wnid}")
+            raise FileNotFoundError(
+                f"{folder / 'train' / wnid / 'images'}: no training images of class {wnid}"
+            )
         file_ids += [f"train/{wnid}/images/{p.name}" for p in images]
         labels += [index[wnid]] * len(images)
         sides += ["train"] * len(images)

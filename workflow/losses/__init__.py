@@ -36,8 +36,13 @@ from workflow.registry import Registry
 # ``cosine`` for losses that compare L2-normalised embeddings (or cosines),
 # ``euclidean`` for those on raw embeddings.
 LOSSES = Registry(
-    "loss", __name__,
-    required={"geometry": GEOMETRIES, "anchors": (True, False), "classifies": (True, False)},
+    "loss",
+    __name__,
+    required={
+        "geometry": GEOMETRIES,
+        "anchors": (True, False),
+        "classifies": (True, False),
+    },
 )
 register_loss = LOSSES.register
 
@@ -60,7 +65,9 @@ def loss_has_parameters(impl: str) -> bool:
     """Whether loss ``impl`` learns parameters of its own (anchors,
     proxies, centres, class weights), which ``lr_multiplier`` scales: read
     from a small instance's ``parameters()``, the module's own interface."""
-    return any(True for _ in LOSSES.get(impl)(num_classes=3, embedding_size=4).parameters())
+    return any(
+        True for _ in LOSSES.get(impl)(num_classes=3, embedding_size=4).parameters()
+    )
 
 
 def build_loss(impl: str, num_classes: int, embedding_size: int, **params):

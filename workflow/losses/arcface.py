@@ -15,10 +15,19 @@ from workflow.registry import Number
 from workflow.search import Range
 
 
-@register_loss("arcface", geometry="cosine", anchors=True, classifies=True,
-               params={"margin": Number(gt=0, lt=math.pi / 2), "scale": Number(gt=0)},
-               search={"params.margin": Range(0.1, 0.9, 0.5, "paper (m = 0.5); range ours", scale="linear"),
-                       "params.scale": Range(16.0, 256.0, 64.0, "paper (s = 64); range ours")})
+@register_loss(
+    "arcface",
+    geometry="cosine",
+    anchors=True,
+    classifies=True,
+    params={"margin": Number(gt=0, lt=math.pi / 2), "scale": Number(gt=0)},
+    search={
+        "params.margin": Range(
+            0.1, 0.9, 0.5, "paper (m = 0.5); range ours", scale="linear"
+        ),
+        "params.scale": Range(16.0, 256.0, 64.0, "paper (s = 64); range ours"),
+    },
+)
 class ArcFaceLoss(nn.Module):
     """Softmax cross-entropy on scaled cosines with an angular margin on the
     target class:
@@ -39,7 +48,13 @@ class ArcFaceLoss(nn.Module):
         scale: s.
     """
 
-    def __init__(self, num_classes: int, embedding_size: int, margin: float = 0.5, scale: float = 64.0):
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_size: int,
+        margin: float = 0.5,
+        scale: float = 64.0,
+    ):
         super().__init__()
         self.loss = losses.ArcFaceLoss(
             num_classes, embedding_size, margin=math.degrees(margin), scale=scale

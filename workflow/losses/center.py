@@ -18,9 +18,18 @@ def centre_term(embeddings, centres, labels):
     return 0.5 * (embeddings - centres[labels]).pow(2).sum(1).mean()
 
 
-@register_loss("center", geometry="euclidean", anchors=True, classifies=True,
-               params={"lambda_c": Number(ge=0)},
-               search={"params.lambda_c": Range(3.0e-4, 3.0e-2, 3.0e-3, "paper (lambda = 0.003); range ours")})
+@register_loss(
+    "center",
+    geometry="euclidean",
+    anchors=True,
+    classifies=True,
+    params={"lambda_c": Number(ge=0)},
+    search={
+        "params.lambda_c": Range(
+            3.0e-4, 3.0e-2, 3.0e-3, "paper (lambda = 0.003); range ours"
+        )
+    },
+)
 class CenterLoss(nn.Module):
     """Cross-entropy of a linear head plus the centre loss.
 
@@ -61,7 +70,10 @@ class CenterLoss(nn.Module):
     def forward(self, embeddings, labels):
         ce = F.cross_entropy(self.classifier(embeddings), labels)
         centre = self.lambda_c * centre_term(embeddings, self.centres, labels)
-        self.last_terms = {"ce": ce.detach(), "center": centre.detach()}  # for the training curves
+        self.last_terms = {
+            "ce": ce.detach(),
+            "center": centre.detach(),
+        }  # for the training curves
         return ce + centre
 
     def predict(self, embeddings):

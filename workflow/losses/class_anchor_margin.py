@@ -48,16 +48,29 @@ REDUCTIONS = ("mean", "sum")
 
 
 @register_loss(
-    "cam", geometry="euclidean", anchors=True, classifies=True,
-    params={"margin": Number(gt=0), "min_norm": Number(ge=0), "init_norm": Number(gt=0, optional=True),
-            "reduction": OneOf(REDUCTIONS), "w_attractor": Number(ge=0), "w_repeller": Number(ge=0),
-            "w_min_norm": Number(ge=0)},
+    "cam",
+    geometry="euclidean",
+    anchors=True,
+    classifies=True,
+    params={
+        "margin": Number(gt=0),
+        "min_norm": Number(ge=0),
+        "init_norm": Number(gt=0, optional=True),
+        "reduction": OneOf(REDUCTIONS),
+        "w_attractor": Number(ge=0),
+        "w_repeller": Number(ge=0),
+        "w_min_norm": Number(ge=0),
+    },
     # The paper's m and p could not be checked offline: ranges ours, a
     # factor 4 either side of 1.
-    search={"params.margin": Range(0.25, 4.0, 1.0, "ours (paper values not checked)"),
-            "params.min_norm": Range(0.25, 4.0, 1.0, "ours (paper values not checked)"),
-            "params.init_norm": Range(0.05, 5.0, 0.5, "ours (0.5 is the default at m = p = 1)"),
-            "params.reduction": Choice(REDUCTIONS, "mean", "ours (the paper writes sums)")},
+    search={
+        "params.margin": Range(0.25, 4.0, 1.0, "ours (paper values not checked)"),
+        "params.min_norm": Range(0.25, 4.0, 1.0, "ours (paper values not checked)"),
+        "params.init_norm": Range(
+            0.05, 5.0, 0.5, "ours (0.5 is the default at m = p = 1)"
+        ),
+        "params.reduction": Choice(REDUCTIONS, "mean", "ours (the paper writes sums)"),
+    },
 )
 class ClassAnchorMarginLoss(nn.Module):
     """Attractor-repeller loss with one learnable anchor ``a_c`` per class.
@@ -143,7 +156,9 @@ class ClassAnchorMarginLoss(nn.Module):
         if init_norm is None:
             init_norm = 0.5 * (min(margin, min_norm) if min_norm > 0 else margin)
         directions = torch.randn(num_classes, embedding_size)
-        self.anchors = nn.Parameter(init_norm * directions / safe_norm(directions)[:, None])
+        self.anchors = nn.Parameter(
+            init_norm * directions / safe_norm(directions)[:, None]
+        )
         self.margin = margin
         self.min_norm = min_norm
         self.reduction = reduction
@@ -181,7 +196,9 @@ class ClassAnchorMarginLoss(nn.Module):
         # L, and how many pairs and anchors the margin terms act on.
         self.last_terms = {name: value.detach() for name, value in terms.items()}
         self.last_diagnostics = {
-            "pairs_within_margin": (distances.detach() < 2 * self.margin).float().mean(),
+            "pairs_within_margin": (distances.detach() < 2 * self.margin)
+            .float()
+            .mean(),
             "anchors_below_min_norm": (norms.detach() < self.min_norm).float().mean(),
         }
         return terms["attractor"] + terms["repeller"] + terms["min_norm"]

@@ -24,9 +24,18 @@ class _SquaredContrastive(losses.ContrastiveLoss):
         return 0.5 * super().neg_calc(neg_pair_dist, margin).pow(2)
 
 
-@register_loss("contrastive", geometry="euclidean", anchors=False, classifies=False,
-               params={"margin": Number(gt=0)},
-               search={"params.margin": Range(0.25, 4.0, 1.0, "ours (the paper gives no general margin)")})
+@register_loss(
+    "contrastive",
+    geometry="euclidean",
+    anchors=False,
+    classifies=False,
+    params={"margin": Number(gt=0)},
+    search={
+        "params.margin": Range(
+            0.25, 4.0, 1.0, "ours (the paper gives no general margin)"
+        )
+    },
+)
 class ContrastiveLoss(nn.Module):
     """Contrastive loss over every pair of the batch.
 

@@ -10,16 +10,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from workflow.losses import register_loss
-from workflow.registry import Number
-from workflow.search import Range
 from workflow.losses.center import centre_term
 from workflow.losses.class_anchor_margin import off_diagonal
+from workflow.registry import Number
+from workflow.search import Range
 
 
-@register_loss("island", geometry="euclidean", anchors=True, classifies=True,
-               params={"lambda_il": Number(ge=0), "lambda_1": Number(ge=0)},
-               search={"params.lambda_il": Range(1.0e-3, 0.1, 0.01, "paper (lambda = 0.01); range ours"),
-                       "params.lambda_1": Range(1.0, 100.0, 10.0, "paper (lambda_1 = 10); range ours")})
+@register_loss(
+    "island",
+    geometry="euclidean",
+    anchors=True,
+    classifies=True,
+    params={"lambda_il": Number(ge=0), "lambda_1": Number(ge=0)},
+    search={
+        "params.lambda_il": Range(
+            1.0e-3, 0.1, 0.01, "paper (lambda = 0.01); range ours"
+        ),
+        "params.lambda_1": Range(1.0, 100.0, 10.0, "paper (lambda_1 = 10); range ours"),
+    },
+)
 class IslandLoss(nn.Module):
     """Cross-entropy plus the centre loss plus a pairwise centre repeller.
 
@@ -80,7 +89,11 @@ class IslandLoss(nn.Module):
         centre = self.lambda_il * centre_term(embeddings, self.centres, labels)
         pairs = self.lambda_il * self.lambda_1 * self.pair_term()
         # For the training curves: lambda_il * L_IL split into its two parts.
-        self.last_terms = {"ce": ce.detach(), "center": centre.detach(), "island_pairs": pairs.detach()}
+        self.last_terms = {
+            "ce": ce.detach(),
+            "center": centre.detach(),
+            "island_pairs": pairs.detach(),
+        }
         return ce + centre + pairs
 
     def predict(self, embeddings):

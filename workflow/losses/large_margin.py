@@ -9,13 +9,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from workflow.losses import register_loss
+from workflow.losses.class_anchor_margin import pairwise_safe_distance
 from workflow.registry import Number
 from workflow.search import Range
-from workflow.losses.class_anchor_margin import pairwise_safe_distance
 
 
-@register_loss("lm", geometry="cosine", anchors=True, classifies=True, params={"beta": Number(ge=0)},
-               search={"params.beta": Range(1.0e-3, 0.1, 0.01, "paper (0.01); range ours")})
+@register_loss(
+    "lm",
+    geometry="cosine",
+    anchors=True,
+    classifies=True,
+    params={"beta": Number(ge=0)},
+    search={"params.beta": Range(1.0e-3, 0.1, 0.01, "paper (0.01); range ours")},
+)
 class LargeMarginLoss(nn.Module):
     """Cross-entropy plus a large-margin term on normalised class centres.
 
@@ -58,7 +64,10 @@ class LargeMarginLoss(nn.Module):
     def forward(self, embeddings, labels):
         ce = F.cross_entropy(self.classifier(embeddings), labels)
         lm = self.beta * self.margin_term(embeddings, labels)
-        self.last_terms = {"ce": ce.detach(), "lm": lm.detach()}  # for the training curves
+        self.last_terms = {
+            "ce": ce.detach(),
+            "lm": lm.detach(),
+        }  # for the training curves
         return ce + lm
 
     def predict(self, embeddings):

@@ -13,11 +13,20 @@ from workflow.registry import Number
 from workflow.search import Range
 
 
-@register_loss("proxy_anchor", geometry="cosine", anchors=True, classifies=True,
-               params={"alpha": Number(gt=0), "margin": Number(ge=0)},
-               search={"params.alpha": Range(8.0, 128.0, 32.0, "paper (alpha = 32); range ours"),
-                       "params.margin": Range(0.025, 0.4, 0.1, "paper (delta = 0.1); range ours"),
-                       "lr_multiplier": Range(1.0, 1.0e4, 100.0, "paper (proxies at 100x); range ours")})
+@register_loss(
+    "proxy_anchor",
+    geometry="cosine",
+    anchors=True,
+    classifies=True,
+    params={"alpha": Number(gt=0), "margin": Number(ge=0)},
+    search={
+        "params.alpha": Range(8.0, 128.0, 32.0, "paper (alpha = 32); range ours"),
+        "params.margin": Range(0.025, 0.4, 0.1, "paper (delta = 0.1); range ours"),
+        "lr_multiplier": Range(
+            1.0, 1.0e4, 100.0, "paper (proxies at 100x); range ours"
+        ),
+    },
+)
 class ProxyAnchorLoss(nn.Module):
     """One learnable proxy ``p`` per class, cosine similarity ``s(x, p)``:
 
@@ -37,9 +46,17 @@ class ProxyAnchorLoss(nn.Module):
         margin: delta.
     """
 
-    def __init__(self, num_classes: int, embedding_size: int, alpha: float = 32.0, margin: float = 0.1):
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_size: int,
+        alpha: float = 32.0,
+        margin: float = 0.1,
+    ):
         super().__init__()
-        self.loss = losses.ProxyAnchorLoss(num_classes, embedding_size, margin=margin, alpha=alpha)
+        self.loss = losses.ProxyAnchorLoss(
+            num_classes, embedding_size, margin=margin, alpha=alpha
+        )
 
     def forward(self, embeddings, labels):
         return self.loss(embeddings, labels)

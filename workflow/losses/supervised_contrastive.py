@@ -13,8 +13,16 @@ from workflow.registry import Number
 from workflow.search import Range
 
 
-@register_loss("supcon", geometry="cosine", anchors=False, classifies=False, params={"temperature": Number(gt=0)},
-               search={"params.temperature": Range(0.025, 0.4, 0.1, "paper (tau = 0.1); range ours")})
+@register_loss(
+    "supcon",
+    geometry="cosine",
+    anchors=False,
+    classifies=False,
+    params={"temperature": Number(gt=0)},
+    search={
+        "params.temperature": Range(0.025, 0.4, 0.1, "paper (tau = 0.1); range ours")
+    },
+)
 class SupConLoss(nn.Module):
     """With ``z`` the L2-normalised embeddings, ``P(i)`` the other images of
     i's class in the batch and ``A(i)`` all images but i (the paper's

@@ -17,9 +17,18 @@ from workflow.search import Range
 MINING = ("semihard", "batch_hard")
 
 
-@register_loss("triplet", geometry="cosine", anchors=False, classifies=False,
-               params={"margin": Number(gt=0), "mining": OneOf(MINING)},
-               search={"params.margin": Range(0.05, 0.8, 0.2, "FaceNet paper (alpha = 0.2); range ours")})
+@register_loss(
+    "triplet",
+    geometry="cosine",
+    anchors=False,
+    classifies=False,
+    params={"margin": Number(gt=0), "mining": OneOf(MINING)},
+    search={
+        "params.margin": Range(
+            0.05, 0.8, 0.2, "FaceNet paper (alpha = 0.2); range ours"
+        )
+    },
+)
 class TripletMarginLoss(nn.Module):
     """``mean over mined triplets (a, p, n) of max(0, d(a, p) - d(a, n) + alpha)``
 

@@ -11,9 +11,9 @@ recalls is the same with each rank weighted by ``1/R`` of its query.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,9 @@ class QueryRanks:
     """One chunk of queries' positive ranks, what a ``source="ranks"``
     metric is computed from (tensors on one device)."""
 
-    ranks: torch.Tensor  # (n, T) int64: 1-based ranks, ascending along the row where valid
+    ranks: (
+        torch.Tensor
+    )  # (n, T) int64: 1-based ranks, ascending along the row where valid
     valid: torch.Tensor  # (n, T) bool, a prefix of each row
     n_pos: torch.Tensor  # (n,) int64: R, the number of positives of each query
     n_db: int  # N, the database size
@@ -44,7 +46,9 @@ class QueryRanks:
     def precision(self) -> torch.Tensor:
         """(n, T) float64: precision at the rank of the i-th positive, i / r_i (0 where none)."""
         column = torch.arange(self.ranks.shape[1], device=self.ranks.device)
-        return torch.where(self.valid, (column + 1).to(torch.float64) / self.ranks.clamp(min=1), 0.0)
+        return torch.where(
+            self.valid, (column + 1).to(torch.float64) / self.ranks.clamp(min=1), 0.0
+        )
 
     @cached_property
     def within_r(self) -> torch.Tensor:
@@ -87,10 +91,16 @@ class MetricAccumulator:
         return [
             (metric, k)
             for metric in METRICS.source("ranks")
-            for k in (sorted(set(self.cutoffs.get(metric.cutoffs, ()))) if metric.cutoffs else [None])
+            for k in (
+                sorted(set(self.cutoffs.get(metric.cutoffs, ())))
+                if metric.cutoffs
+                else [None]
+            )
         ]
 
-    def add(self, ranks: np.ndarray, counts: np.ndarray, n_pos: np.ndarray | None = None) -> None:
+    def add(
+        self, ranks: np.ndarray, counts: np.ndarray, n_pos: np.ndarray | None = None
+    ) -> None:
         """Add the queries of one chunk, given as flat ranks.
 
         ``counts[q]`` ranks of query ``q`` are given (ascending, in ``ranks``,
@@ -106,8 +116,11 @@ class MetricAccumulator:
         valid = np.arange(width)[None, :] < counts[:, None]
         matrix = np.zeros(valid.shape, dtype=np.int64)
         matrix[valid] = ranks  # row-major: query after query
-        self.add_rows(torch.from_numpy(matrix), torch.from_numpy(valid),
-                      counts if n_pos is None else n_pos)
+        self.add_rows(
+            torch.from_numpy(matrix),
+            torch.from_numpy(valid),
+            counts if n_pos is None else n_pos,
+        )
 
     def add_rows(self, ranks: torch.Tensor, valid: torch.Tensor, n_pos) -> None:
         """Add the queries of one chunk, one row each: ``ranks`` (n, T) int64,
@@ -138,7 +151,9 @@ class MetricAccumulator:
         self.hist += torch.bincount(retrieved, minlength=self.n_db + 1).cpu().numpy()
         # Weighted counts on the CPU: CUDA adds float weights in no fixed
         # order (and refuses under torch.use_deterministic_algorithms).
-        self.hist_recall += torch.bincount(retrieved.cpu(), weight.cpu(), minlength=self.n_db + 1).numpy()
+        self.hist_recall += torch.bincount(
+            retrieved.cpu(), weight.cpu(), minlength=self.n_db + 1
+        ).numpy()
         self.n_queries += n
 
     def curve(self) -> pd.DataFrame:
@@ -159,7 +174,9 @@ class MetricAccumulator:
         ``query_codes`` of the added queries, in order."""
         query_codes = np.asarray(query_codes)
         if len(query_codes) != self.n_queries:
-            raise ValueError(f"{len(query_codes)} query codes for {self.n_queries} queries")
+            raise ValueError(
+                f"{len(query_codes)} query codes for {self.n_queries} queries"
+            )
         _, cls = np.unique(query_codes, return_inverse=True)
         cls = cls.reshape(-1)
         per_class_n = np.bincount(cls)

@@ -17,8 +17,8 @@ with the memory of the query/database form.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -26,8 +26,14 @@ import torch
 
 from workflow.retrieval.accumulate import MetricAccumulator
 from workflow.retrieval.inputs import Prepared, check_chunk_size, prepare
+from workflow.retrieval.kernel import (
+    count_at_or_before,
+    distances,
+    sort_thresholds,
+    squared_norms,
+    sync,
+)
 from workflow.retrieval.metrics import METRICS
-from workflow.retrieval.kernel import count_at_or_before, distances, sort_thresholds, squared_norms, sync
 
 __all__ = [
     "ExactChunk",
@@ -50,29 +56,41 @@ class ExactChunk:
     stop: int
     query: torch.Tensor  # (B, D) float32 on the device
     dist: torch.Tensor  # (B, N) distances (minus ||q||^2)
-    positives: torch.Tensor  # (B, T) database index of each positive, sorted by (dist, index)
+    positives: (
+        torch.Tensor
+    )  # (B, T) database index of each positive, sorted by (dist, index)
     valid: torch.Tensor  # (B, T) bool: a real positive (T = max R; rows padded)
-    ranks: torch.Tensor  # (B, T) int64 1-based rank of each positive (0 where not valid)
+    ranks: (
+        torch.Tensor
+    )  # (B, T) int64 1-based rank of each positive (0 where not valid)
     seconds: float  # wall time of the distances and the ranks
 
     def flat_ranks(self) -> np.ndarray:
         """Ranks query by query, ascending within a query (as positive_ranks)."""
         return self.ranks[self.valid].cpu().numpy()
 
-    def rows(self, a: int, b: int) -> "ExactChunk":
+    def rows(self, a: int, b: int) -> ExactChunk:
         """Queries ``start + a .. start + b - 1`` of this chunk."""
         return ExactChunk(
-            self.start + a, self.start + b, self.query[a:b], self.dist[a:b],
-            self.positives[a:b], self.valid[a:b], self.ranks[a:b], self.seconds,
+            self.start + a,
+            self.start + b,
+            self.query[a:b],
+            self.dist[a:b],
+            self.positives[a:b],
+            self.valid[a:b],
+            self.ranks[a:b],
+            self.seconds,
         )
 
-    def rows_with_positives(self, prep: "Prepared"):
+    def rows_with_positives(self, prep: Prepared):
         """``(ranks, valid, R)`` of the queries that have positives, for
         :meth:`MetricAccumulator.add_rows`."""
         return keep_rows(prep, self.start, self.stop, self.ranks, self.valid)
 
 
-def keep_rows(prep: Prepared, start: int, stop: int, ranks: torch.Tensor, valid: torch.Tensor):
+def keep_rows(
+    prep: Prepared, start: int, stop: int, ranks: torch.Tensor, valid: torch.Tensor
+):
     """Rows of queries ``start..stop-1`` whose class is in the database, with
     their R: the queries the metrics use."""
     keep = prep.has_positives[start:stop]
@@ -83,7 +101,9 @@ def keep_rows(prep: Prepared, start: int, stop: int, ranks: torch.Tensor, valid:
     return ranks[keep], valid[keep], n_pos
 
 
-def query_chunk(prep: Prepared, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+def query_chunk(
+    prep: Prepared, start: int, stop: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Queries ``start..stop-1`` on the device (float32) and their class codes."""
     q = prep.query_emb[start:stop].to(device=prep.device, dtype=torch.float32)
     if not torch.isfinite(squared_norms(q)).all():
@@ -100,14 +120,21 @@ def distance_buffer(prep: Prepared, chunk_size: int) -> torch.Tensor:
     return torch.empty((min(chunk_size, prep.n_queries), prep.n_db), device=prep.device)
 
 
-def rank_exact(prep: Prepared, start: int, stop: int, buffer: torch.Tensor | None = None) -> ExactChunk:
+def rank_exact(
+    prep: Prepared, start: int, stop: int, buffer: torch.Tensor | None = None
+) -> ExactChunk:
     """The exact ranking of queries ``start..stop-1`` (timed). With a
     ``buffer`` from :func:`distance_buffer`, the chunk's distances are
     written there (and so are valid until the next call with it)."""
     q, codes = query_chunk(prep, start, stop)
     sync(prep.device)
     began = time.perf_counter()
-    dist = distances(q, prep.db_emb, prep.db_sq, out=None if buffer is None else buffer[: stop - start])
+    dist = distances(
+        q,
+        prep.db_emb,
+        prep.db_sq,
+        out=None if buffer is None else buffer[: stop - start],
+    )
     items = prep.class_items[codes]  # -1: padding
     valid = items >= 0
     if prep.all_against_all:
@@ -115,11 +142,15 @@ def rank_exact(prep: Prepared, start: int, stop: int, buffer: torch.Tensor | Non
         own = torch.arange(start, stop, device=prep.device).unsqueeze(1)
         dist.scatter_(1, own, float("inf"))
         valid &= items != own
-    pos_dist, items, order = sort_thresholds(dist.gather(1, items.clamp(min=0)), items, valid)
+    pos_dist, items, order = sort_thresholds(
+        dist.gather(1, items.clamp(min=0)), items, valid
+    )
     valid = valid.gather(1, order)
     ranks = count_at_or_before(dist, pos_dist, items, valid.sum(1))
     sync(prep.device)
-    return ExactChunk(start, stop, q, dist, items, valid, ranks, time.perf_counter() - began)
+    return ExactChunk(
+        start, stop, q, dist, items, valid, ranks, time.perf_counter() - began
+    )
 
 
 def positive_ranks(
@@ -142,7 +173,9 @@ def positive_ranks(
     chunk_size = check_chunk_size(chunk_size)
     buffer = distance_buffer(prep, chunk_size)
     chunks = [
-        rank_exact(prep, start, min(start + chunk_size, prep.n_queries), buffer).flat_ranks()
+        rank_exact(
+            prep, start, min(start + chunk_size, prep.n_queries), buffer
+        ).flat_ranks()
         for start in range(0, prep.n_queries, chunk_size)
     ]
     return np.concatenate(chunks), prep.n_pos.copy()
@@ -207,8 +240,14 @@ def retrieval_metrics(*args, **kwargs) -> dict[str, float]:
     return evaluate_retrieval(*args, **kwargs)[0]
 
 
-def pr_curve(query_emb, query_labels, db_emb=None, db_labels=None, chunk_size: int = 1024,
-             device=None) -> pd.DataFrame:
+def pr_curve(
+    query_emb,
+    query_labels,
+    db_emb=None,
+    db_labels=None,
+    chunk_size: int = 1024,
+    device=None,
+) -> pd.DataFrame:
     """Mean precision-recall curve over queries, one row per cutoff.
 
     Columns: ``cutoff`` (k = 1..N, N the database size), ``precision`` (mean
@@ -219,5 +258,11 @@ def pr_curve(query_emb, query_labels, db_emb=None, db_labels=None, chunk_size: i
     """
     no_cutoffs = dict.fromkeys(METRICS.cutoff_keys(), [])
     return evaluate_retrieval(
-        query_emb, query_labels, db_emb, db_labels, no_cutoffs, chunk_size=chunk_size, device=device,
+        query_emb,
+        query_labels,
+        db_emb,
+        db_labels,
+        no_cutoffs,
+        chunk_size=chunk_size,
+        device=device,
     )[1]

@@ -86,7 +86,9 @@ class Prepared:
         return self.n_pos > 0
 
 
-def prepare(query_emb, query_labels, db_emb=None, db_labels=None, device=None) -> Prepared:
+def prepare(
+    query_emb, query_labels, db_emb=None, db_labels=None, device=None
+) -> Prepared:
     """Check shapes and values, code the labels, move the database to
     ``device``. Without ``db_emb`` and ``db_labels``: all against all (as
     pytorch-metric-learning's ``get_accuracy`` without a reference): every
@@ -122,7 +124,11 @@ def prepare(query_emb, query_labels, db_emb=None, db_labels=None, device=None) -
     if not (n_pos > 0).any():
         raise ValueError(
             f"none of the {len(ql)} queries has a class with "
-            + ("another item: every class has a single item" if all_against_all else "an item in the database")
+            + (
+                "another item: every class has a single item"
+                if all_against_all
+                else "an item in the database"
+            )
             + ": no retrieval metric is defined"
         )
 

@@ -64,7 +64,9 @@ __all__ = [
 ]
 
 
-def distances(queries: torch.Tensor, items: torch.Tensor, items_sq: torch.Tensor, out=None) -> torch.Tensor:
+def distances(
+    queries: torch.Tensor, items: torch.Tensor, items_sq: torch.Tensor, out=None
+) -> torch.Tensor:
     """(n, m) ``||b||^2 - 2 a.b`` of each query ``a`` (n, D) and item ``b``
     (m, D), ``items_sq`` (m,) the items' ``||b||^2``: the squared L2
     distance minus the row constant ``||a||^2`` (the same ranking). Written
@@ -78,12 +80,16 @@ def distances(queries: torch.Tensor, items: torch.Tensor, items_sq: torch.Tensor
     if len(queries) == 1:
         two = distances(torch.cat([queries, queries]), items, items_sq)[:1]
         return two if out is None else out.copy_(two)
-    return torch.addmm(items_sq.unsqueeze(0), queries, items.T, beta=1.0, alpha=-2.0, out=out)
+    return torch.addmm(
+        items_sq.unsqueeze(0), queries, items.T, beta=1.0, alpha=-2.0, out=out
+    )
 
 
 def squared_norms(x: torch.Tensor, rows: int = 1 << 15) -> torch.Tensor:
     """||x_i||^2 of each row, a block of rows at a time (no full-size temporary)."""
-    return torch.cat([(x[s : s + rows] * x[s : s + rows]).sum(dim=1) for s in range(0, len(x), rows)])
+    return torch.cat(
+        [(x[s : s + rows] * x[s : s + rows]).sum(dim=1) for s in range(0, len(x), rows)]
+    )
 
 
 def sync(device: torch.device) -> None:
@@ -147,13 +153,19 @@ def count_at_or_before(
     def count_rows(first: int, last: int) -> None:
         # The candidate mask, reused by every block (a fresh array each time
         # would cost page faults).
-        mask = np.empty((rows, k_items), dtype=bool) if dist.device.type == "cpu" else None
+        mask = (
+            np.empty((rows, k_items), dtype=bool) if dist.device.type == "cpu" else None
+        )
         for start in range(first, last, rows):
             stop = min(start + rows, last)
             out[start:stop] = _count_block(
-                dist[start:stop], thresholds[start:stop], threshold_index[start:stop],
+                dist[start:stop],
+                thresholds[start:stop],
+                threshold_index[start:stop],
                 n_thresholds[start:stop],
-                item_index if item_index is None or item_index.ndim == 1 else item_index[start:stop],
+                item_index
+                if item_index is None or item_index.ndim == 1
+                else item_index[start:stop],
                 mask,
             )
 
@@ -167,7 +179,10 @@ def count_at_or_before(
 def split_rows(start: int, stop: int) -> list[tuple[int, int]]:
     """``start..stop`` in one contiguous part per torch CPU thread."""
     n = max(1, min(torch.get_num_threads(), stop - start))
-    return [(start + (stop - start) * i // n, start + (stop - start) * (i + 1) // n) for i in range(n)]
+    return [
+        (start + (stop - start) * i // n, start + (stop - start) * (i + 1) // n)
+        for i in range(n)
+    ]
 
 
 def in_parallel(fn, parts: list[tuple]) -> list:
@@ -189,7 +204,9 @@ def in_parallel(fn, parts: list[tuple]) -> list:
         torch.set_num_threads(threads)
 
 
-def at_or_below(dist: torch.Tensor, limit: torch.Tensor, mask: np.ndarray | None = None):
+def at_or_below(
+    dist: torch.Tensor, limit: torch.Tensor, mask: np.ndarray | None = None
+):
     """The entries of ``dist`` (b, K) at or below their row's ``limit``
     (b, 1): ``(at, value, repeat)``, ``at`` (int64) their positions in the
     flattened ``dist``, ascending, ``value`` their distances, and ``repeat``
@@ -205,8 +222,11 @@ def at_or_below(dist: torch.Tensor, limit: torch.Tensor, mask: np.ndarray | None
     below = np.less_equal(array, limit.numpy(), out=None if mask is None else mask[:b])
     at = np.flatnonzero(below)
     per_row = np.diff(np.searchsorted(at, np.arange(b + 1) * k_items))
-    return (torch.from_numpy(at), torch.from_numpy(array.reshape(-1).take(at)),
-            lambda x: torch.from_numpy(np.repeat(x.numpy(), per_row)))
+    return (
+        torch.from_numpy(at),
+        torch.from_numpy(array.reshape(-1).take(at)),
+        lambda x: torch.from_numpy(np.repeat(x.numpy(), per_row)),
+    )
 
 
 def flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
@@ -228,7 +248,9 @@ def _count_block(dist, thr, thr_index, n_thr, item_index, mask):
     # come after every threshold (counted nowhere).
     lo = thr[:, :1]
     hi = thr.gather(1, (n_thr - 1).clamp(min=0).unsqueeze(1))
-    at, value, repeat = at_or_below(dist, torch.where(valid[:, :1], hi, -torch.inf), mask)
+    at, value, repeat = at_or_below(
+        dist, torch.where(valid[:, :1], hi, -torch.inf), mask
+    )
 
     # Bins: n_bins equal bins over [lowest, highest threshold] of each row,
     # numbered -1 .. n_bins + 1 (clamped), by bin(x) = trunc(clamp(x * scale
@@ -251,7 +273,9 @@ def _count_block(dist, thr, thr_index, n_thr, item_index, mask):
         y = (x * scale).add_(shift).clamp_(-1.0, n_bins + 1.0)
         return y.to(torch.int32).add_(first)
 
-    entry = table_entry(value, repeat(scale.view(-1)), repeat(shift.view(-1)), repeat(first.view(-1)))
+    entry = table_entry(
+        value, repeat(scale.view(-1)), repeat(shift.view(-1)), repeat(first.view(-1))
+    )
     thr_entry = table_entry(thr, scale, shift, first)
     hist = torch.bincount(entry, minlength=b * n_cols).view(b, n_cols)
     # The valid thresholds' entries, row after row: ascending overall. Each
@@ -273,7 +297,9 @@ def _count_block(dist, thr, thr_index, n_thr, item_index, mask):
     # (Each occupied bin's candidates, at the first of its thresholds, summed
     # along the row.)
     in_occupied = torch.zeros((b, width), dtype=torch.int64, device=device)
-    in_occupied[valid] = torch.zeros_like(thr_entries, dtype=torch.int64).index_put_((first_at,), in_bin)
+    in_occupied[valid] = torch.zeros_like(thr_entries, dtype=torch.int64).index_put_(
+        (first_at,), in_bin
+    )
     counts -= in_occupied.cumsum(1)
     # Candidates in a bin with thresholds: compared with them exactly.
     if bool((in_bin > 0).any()):
@@ -294,13 +320,23 @@ def _count_block(dist, thr, thr_index, n_thr, item_index, mask):
         else:
             index = item_index.reshape(-1).index_select(0, at)
         counts += _search_block(
-            value.index_select(0, hit), index, row, entry.index_select(0, hit), thr[valid], thr_index[valid],
-            bin_first, bin_end, n_thr, width,
+            value.index_select(0, hit),
+            index,
+            row,
+            entry.index_select(0, hit),
+            thr[valid],
+            thr_index[valid],
+            bin_first,
+            bin_end,
+            n_thr,
+            width,
         )
     return counts.masked_fill(~valid, 0)
 
 
-def _search_block(value, index, row, cell, thr_v, thr_i, bin_first, bin_end, n_thr, width):
+def _search_block(
+    value, index, row, cell, thr_v, thr_i, bin_first, bin_end, n_thr, width
+):
     """Per row and threshold k, (b, width), the number of the given items
     (``value``, ``index``, ``row`` and table entry ``cell`` each, all in
     bins with thresholds) that come at or before threshold k. Each item's L
@@ -339,7 +375,9 @@ def sort_thresholds(values: torch.Tensor, index: torch.Tensor, valid: torch.Tens
     ``+inf``), ``order`` the permutation applied (the new position ``k``
     holds old entry ``order[:, k]``).
     """
-    keys = lexicographic_keys(values, index).masked_fill(~valid, torch.iinfo(torch.int64).max)
+    keys = lexicographic_keys(values, index).masked_fill(
+        ~valid, torch.iinfo(torch.int64).max
+    )
     order = argsort_rows(keys)
     values = values.gather(1, order).masked_fill(~valid.gather(1, order), float("inf"))
     return values, index.gather(1, order), order
@@ -361,11 +399,15 @@ def argsort_rows(keys: torch.Tensor) -> torch.Tensor:
     if keys.device.type != "cpu":
         return torch.sort(keys, dim=1).indices
     array = keys.numpy()
-    parts = in_parallel(lambda a, b: np.argsort(array[a:b], axis=1), split_rows(0, len(array)))
+    parts = in_parallel(
+        lambda a, b: np.argsort(array[a:b], axis=1), split_rows(0, len(array))
+    )
     return torch.from_numpy(np.concatenate(parts))
 
 
-def rank_by_sorting(dist: torch.Tensor, item_index: torch.Tensor, is_positive: torch.Tensor):
+def rank_by_sorting(
+    dist: torch.Tensor, item_index: torch.Tensor, is_positive: torch.Tensor
+):
     """Ranks of the positives by sorting each row: for short rows with many
     positives (two-stage candidates), where sorting beats counting.
 
@@ -380,9 +422,10 @@ def rank_by_sorting(dist: torch.Tensor, item_index: torch.Tensor, is_positive: t
     n_pos = hit.sum(1)
     width = max(int(n_pos.max()) if len(n_pos) else 0, 1)
     row, col = hit.nonzero(as_tuple=True)
-    at = torch.arange(len(row), device=dist.device) - (n_pos.cumsum(0) - n_pos).index_select(0, row)
+    at = torch.arange(len(row), device=dist.device) - (
+        n_pos.cumsum(0) - n_pos
+    ).index_select(0, row)
     ranks = torch.zeros((len(dist), width), dtype=torch.int64, device=dist.device)
     ranks[row, at] = col + 1
     valid = torch.arange(width, device=dist.device).unsqueeze(0) < n_pos.unsqueeze(1)
     return ranks, valid
-

@@ -88,8 +88,8 @@ Metrics in full
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -112,8 +112,13 @@ SOURCES = ("ranks", "curve", "clusters", "written")
 # The evaluation keys that the metrics read, with the schema's defaults
 # (used when the evaluation mapping lacks a key): a pattern's cutoffs, or a
 # switch that turns a metric on (off by default).
-DEFAULT_EVALUATION = {"precision_at": [1, 5, 10], "top_k_error": [1, 5], "recall_at": [], "clustering": False,
-                      "speedup_precision_at": None}
+DEFAULT_EVALUATION = {
+    "precision_at": [1, 5, 10],
+    "top_k_error": [1, 5],
+    "recall_at": [],
+    "clustering": False,
+    "speedup_precision_at": None,
+}
 # k-means of the clustering metrics: a fixed seed, so that they are a
 # function of the embeddings alone.
 CLUSTERING_SEED = 0
@@ -130,23 +135,36 @@ class Metric:
     label: str  # axis label in figures ({k} filled in)
     source: str  # "ranks", "curve" or "written" (by written_by)
     cutoffs: str | None = None  # evaluation.<key> giving the k of a pattern
-    enabled_by: str | None = None  # evaluation.<key> that turns the metric on (default off)
-    exact_only: bool = False  # written for exact retrieval only (not per two-stage method)
+    enabled_by: str | None = (
+        None  # evaluation.<key> that turns the metric on (default off)
+    )
+    exact_only: bool = (
+        False  # written for exact retrieval only (not per two-stage method)
+    )
     quality: bool = True  # False: a row about cost or the split, kept out of the tables
-    bounds: tuple[float, float] = (0.0, 1.0)  # the values it can take; (0, 1): a fraction
+    bounds: tuple[float, float] = (
+        0.0,
+        1.0,
+    )  # the values it can take; (0, 1): a fraction
     compute: Callable | None = None
     written_by: str | None = None
 
     @property
     def pattern(self) -> re.Pattern:
-        return re.compile(re.escape(self.name).replace(re.escape("{k}"), r"([1-9][0-9]*)") + r"\Z")
+        return re.compile(
+            re.escape(self.name).replace(re.escape("{k}"), r"([1-9][0-9]*)") + r"\Z"
+        )
 
     def names(self, evaluation: dict | None = None) -> list[str]:
         """The concrete names the ``evaluation`` mapping (the config's
         section; the schema's defaults where a key is missing) asks for: one
         per cutoff for a pattern, none when the metric's switch is off."""
         if self.cutoffs:
-            return list(dict.fromkeys(self.name.format(k=k) for k in setting(evaluation, self.cutoffs)))
+            return list(
+                dict.fromkeys(
+                    self.name.format(k=k) for k in setting(evaluation, self.cutoffs)
+                )
+            )
         if self.enabled_by and not setting(evaluation, self.enabled_by):
             return []
         return [self.name]
@@ -171,13 +189,17 @@ class MetricRegistry:
         if metric.name in self._metrics:
             raise ValueError(f"metric {metric.name!r} is registered twice")
         if metric.direction not in DIRECTIONS:
-            raise ValueError(f"metric {metric.name!r}: direction must be one of {DIRECTIONS}")
+            raise ValueError(
+                f"metric {metric.name!r}: direction must be one of {DIRECTIONS}"
+            )
         if metric.kind not in KINDS:
             raise ValueError(f"metric {metric.name!r}: kind must be one of {KINDS}")
         if metric.source not in SOURCES:
             raise ValueError(f"metric {metric.name!r}: source must be one of {SOURCES}")
         if ("{k}" in metric.name) != (metric.cutoffs is not None):
-            raise ValueError(f"metric {metric.name!r}: a name with {{k}} needs cutoffs= and only it")
+            raise ValueError(
+                f"metric {metric.name!r}: a name with {{k}} needs cutoffs= and only it"
+            )
         self._metrics[metric.name] = metric
         return metric
 
@@ -225,7 +247,9 @@ class MetricRegistry:
     def cutoff_keys(self) -> list[str]:
         return list(dict.fromkeys(m.cutoffs for m in self if m.cutoffs))
 
-    def cutoffs(self, evaluation: dict | None, n_ranked: int | None = None) -> dict[str, tuple[int, ...]]:
+    def cutoffs(
+        self, evaluation: dict | None, n_ranked: int | None = None
+    ) -> dict[str, tuple[int, ...]]:
         """``{evaluation key: cutoffs}`` of every pattern, from the
         ``evaluation`` mapping (the schema's defaults where a key is
         missing), each checked: positive integers, and at most ``n_ranked``
@@ -235,7 +259,9 @@ class MetricRegistry:
             ks = tuple(setting(evaluation, key))
             for k in ks:
                 if isinstance(k, bool) or int(k) != k or k < 1:
-                    raise ValueError(f"config key evaluation.{key}: cutoffs must be positive integers, got {k!r}")
+                    raise ValueError(
+                        f"config key evaluation.{key}: cutoffs must be positive integers, got {k!r}"
+                    )
             too_large = [k for k in ks if n_ranked is not None and k > n_ranked]
             if too_large:
                 raise ValueError(
@@ -247,7 +273,9 @@ class MetricRegistry:
             out[key] = tuple(int(k) for k in ks)
         return out
 
-    def names(self, evaluation: dict | None = None, retrieval: str | None = None) -> list[str]:
+    def names(
+        self, evaluation: dict | None = None, retrieval: str | None = None
+    ) -> list[str]:
         """Every metric name ``evaluate`` writes with these ``evaluation``
         settings (the schema's defaults where a key is missing), in order;
         ``retrieval``: only those of ``exact`` or of a two-stage method."""
@@ -258,16 +286,22 @@ class MetricRegistry:
             for name in metric.names(evaluation)
         ]
 
-    def of_clusters(self, evaluation: dict | None, embeddings, labels) -> dict[str, float]:
+    def of_clusters(
+        self, evaluation: dict | None, embeddings, labels
+    ) -> dict[str, float]:
         """The metrics of source ``clusters`` that ``evaluation`` turns on,
         from one k-means of ``embeddings`` (n, D) with k the number of
         classes in ``labels`` (:func:`kmeans_clusters`)."""
-        wanted = [metric for metric in self.source("clusters") if metric.names(evaluation)]
+        wanted = [
+            metric for metric in self.source("clusters") if metric.names(evaluation)
+        ]
         if not wanted:
             return {}
         labels = np.asarray(labels)
         clusters = kmeans_clusters(embeddings, len(np.unique(labels)))
-        return {metric.name: float(metric.compute(labels, clusters)) for metric in wanted}
+        return {
+            metric.name: float(metric.compute(labels, clusters)) for metric in wanted
+        }
 
     def order(self, names) -> list[str]:
         """Concrete names in registration order, a pattern's by k; unknown
@@ -284,43 +318,98 @@ class MetricRegistry:
 
     def markdown(self) -> str:
         """README's metric table."""
-        lines = ["| metric | better | kind | range | definition |", "|---|---|---|---|---|"]
+        lines = [
+            "| metric | better | kind | range | definition |",
+            "|---|---|---|---|---|",
+        ]
         for m in self:
             rows = " (exact retrieval only)" if m.exact_only else ""
             low, high = m.bounds
-            span = (f"{'(' if np.isinf(low) else '['}{low:g}, {high:g}{')' if np.isinf(high) else ']'}"
-                    .replace("inf", "∞"))
-            lines.append(f"| `{m.name}` | {m.direction} | {m.kind} | {span} | {m.definition}{rows} |")
+            span = f"{'(' if np.isinf(low) else '['}{low:g}, {high:g}{')' if np.isinf(high) else ']'}".replace(
+                "inf", "∞"
+            )
+            lines.append(
+                f"| `{m.name}` | {m.direction} | {m.kind} | {span} | {m.definition}{rows} |"
+            )
         return "\n".join(lines) + "\n"
 
 
 METRICS = MetricRegistry()
 
 
-def register_metric(name: str, *, direction: str, kind: str, definition: str, label: str | None = None,
-                    source: str = "ranks", cutoffs: str | None = None, enabled_by: str | None = None,
-                    exact_only: bool = False, quality: bool = True,
-                    bounds: tuple[float, float] = (0.0, 1.0)) -> Callable:
+def register_metric(
+    name: str,
+    *,
+    direction: str,
+    kind: str,
+    definition: str,
+    label: str | None = None,
+    source: str = "ranks",
+    cutoffs: str | None = None,
+    enabled_by: str | None = None,
+    exact_only: bool = False,
+    quality: bool = True,
+    bounds: tuple[float, float] = (0.0, 1.0),
+) -> Callable:
     """Register the decorated function as metric ``name`` (module docstring)."""
     for key in (cutoffs, enabled_by):
         if key is not None and key not in DEFAULT_EVALUATION:
-            raise ValueError(f"metric {name!r}: evaluation key {key!r} has no default in DEFAULT_EVALUATION "
-                             "(add it there and to the schema)")
+            raise ValueError(
+                f"metric {name!r}: evaluation key {key!r} has no default in DEFAULT_EVALUATION "
+                "(add it there and to the schema)"
+            )
 
     def decorator(fn: Callable) -> Callable:
-        METRICS.add(Metric(name, direction, kind, definition, label or name, source, cutoffs, enabled_by,
-                           exact_only, quality, bounds, compute=fn))
+        METRICS.add(
+            Metric(
+                name,
+                direction,
+                kind,
+                definition,
+                label or name,
+                source,
+                cutoffs,
+                enabled_by,
+                exact_only,
+                quality,
+                bounds,
+                compute=fn,
+            )
+        )
         return fn
 
     return decorator
 
 
-def declare_metric(name: str, *, direction: str, kind: str, definition: str, written_by: str,
-                   label: str | None = None, exact_only: bool = False, quality: bool = True,
-                   bounds: tuple[float, float] = (0.0, 1.0)) -> Metric:
+def declare_metric(
+    name: str,
+    *,
+    direction: str,
+    kind: str,
+    definition: str,
+    written_by: str,
+    label: str | None = None,
+    exact_only: bool = False,
+    quality: bool = True,
+    bounds: tuple[float, float] = (0.0, 1.0),
+) -> Metric:
     """Register a metric that ``written_by`` computes and writes."""
-    return METRICS.add(Metric(name, direction, kind, definition, label or name, "written", None, None,
-                              exact_only, quality, bounds, written_by=written_by))
+    return METRICS.add(
+        Metric(
+            name,
+            direction,
+            kind,
+            definition,
+            label or name,
+            "written",
+            None,
+            None,
+            exact_only,
+            quality,
+            bounds,
+            written_by=written_by,
+        )
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -329,8 +418,11 @@ def declare_metric(name: str, *, direction: str, kind: str, definition: str, wri
 
 
 @register_metric(
-    "precision@{k}", direction="higher", kind="per class", cutoffs="precision_at",
-    definition="the LM paper's \"mAP@k\" (its eq. 4): per query, the fraction of the top k that "
+    "precision@{k}",
+    direction="higher",
+    kind="per class",
+    cutoffs="precision_at",
+    definition='the LM paper\'s "mAP@k" (its eq. 4): per query, the fraction of the top k that '
     "share the query's class; averaged within each class, then over classes",
 )
 def precision_at_k(q, k: int):
@@ -338,7 +430,11 @@ def precision_at_k(q, k: int):
 
 
 @register_metric(
-    "top{k}_error", direction="lower", kind="per query", cutoffs="top_k_error", label="top-{k} error",
+    "top{k}_error",
+    direction="lower",
+    kind="per query",
+    cutoffs="top_k_error",
+    label="top-{k} error",
     definition="fraction of queries with no same-class image in the top k",
 )
 def top_k_error(q, k: int):
@@ -346,7 +442,11 @@ def top_k_error(q, k: int):
 
 
 @register_metric(
-    "recall@{k}", direction="higher", kind="per query", cutoffs="recall_at", label="Recall@{k}",
+    "recall@{k}",
+    direction="higher",
+    kind="per query",
+    cutoffs="recall_at",
+    label="Recall@{k}",
     definition="Recall@k of the deep-metric-learning literature: fraction of queries with a same-class "
     "image in the top k (1 - top{k}_error); at the cutoffs of evaluation.recall_at (by default the dataset's usual ones under the class-disjoint protocol, none in the closed set)",
 )
@@ -355,7 +455,10 @@ def recall_at_k(q, k: int):
 
 
 @register_metric(
-    "map", direction="higher", kind="per query", label="mAP",
+    "map",
+    direction="higher",
+    kind="per query",
+    label="mAP",
     definition="mean over queries of the average precision over the full ranking "
     "(scikit-learn's `average_precision_score` per query)",
 )
@@ -364,7 +467,10 @@ def mean_average_precision(q):
 
 
 @register_metric(
-    "map@r", direction="higher", kind="per query", label="MAP@R",
+    "map@r",
+    direction="higher",
+    kind="per query",
+    label="MAP@R",
     definition="as pytorch-metric-learning's `AccuracyCalculator` defines it: the average precision "
     "within the top R (R = number of same-class database items), averaged over queries",
 )
@@ -373,7 +479,10 @@ def map_at_r(q):
 
 
 @register_metric(
-    "r_precision", direction="higher", kind="per query", label="R-precision",
+    "r_precision",
+    direction="higher",
+    kind="per query",
+    label="R-precision",
     definition="as pytorch-metric-learning defines it: the fraction of the top R that share the "
     "query's class, averaged over queries",
 )
@@ -382,7 +491,11 @@ def r_precision(q):
 
 
 @register_metric(
-    "pr_auc", direction="higher", kind="per cell", source="curve", label="PR AUC",
+    "pr_auc",
+    direction="higher",
+    kind="per cell",
+    source="curve",
+    label="PR AUC",
     definition="area under the precision-recall curve averaged over queries, cutoffs 1 to the "
     "database size, trapezoidal over recall from 0",
 )
@@ -399,11 +512,18 @@ def kmeans_clusters(embeddings, k: int) -> np.ndarray:
     initialisation, one run, seed ``CLUSTERING_SEED``)."""
     from sklearn.cluster import KMeans
 
-    return KMeans(n_clusters=k, n_init=1, random_state=CLUSTERING_SEED).fit_predict(np.asarray(embeddings))
+    return KMeans(n_clusters=k, n_init=1, random_state=CLUSTERING_SEED).fit_predict(
+        np.asarray(embeddings)
+    )
 
 
 @register_metric(
-    "nmi", direction="higher", kind="per cell", source="clusters", enabled_by="clustering", label="NMI",
+    "nmi",
+    direction="higher",
+    kind="per cell",
+    source="clusters",
+    enabled_by="clustering",
+    label="NMI",
     exact_only=True,
     definition="normalised mutual information of the classes and a seeded k-means (k = number of "
     "classes) of the cell's test embeddings (scikit-learn); with evaluation.clustering (by default under the class-disjoint protocol)",
@@ -415,8 +535,14 @@ def nmi(labels, clusters) -> float:
 
 
 @register_metric(
-    "ami", direction="higher", kind="per cell", source="clusters", enabled_by="clustering", label="AMI",
-    exact_only=True, bounds=(float("-inf"), 1.0),  # below 0: worse than chance
+    "ami",
+    direction="higher",
+    kind="per cell",
+    source="clusters",
+    enabled_by="clustering",
+    label="AMI",
+    exact_only=True,
+    bounds=(float("-inf"), 1.0),  # below 0: worse than chance
     definition="adjusted mutual information of the same classes and k-means clusters as nmi "
     "(scikit-learn); with evaluation.clustering (by default under the class-disjoint protocol)",
 )
@@ -427,20 +553,31 @@ def ami(labels, clusters) -> float:
 
 
 declare_metric(
-    "accuracy", direction="higher", kind="per query", exact_only=True,
+    "accuracy",
+    direction="higher",
+    kind="per query",
+    exact_only=True,
     written_by="workflow.evaluate.classification_accuracy",
     definition="fraction of query images classified correctly, by the loss's own prediction "
     "(classifier head, nearest class weight, proxy or anchor), else by the nearest exported "
     "anchor; NaN for losses that cannot classify",
 )
 declare_metric(
-    "queries_without_positives", direction="lower", kind="per cell", exact_only=True, quality=False,
+    "queries_without_positives",
+    direction="lower",
+    kind="per cell",
+    exact_only=True,
+    quality=False,
     bounds=(0.0, float("inf")),
-    written_by="workflow.evaluate.evaluate_cell", label="queries without positives",
+    written_by="workflow.evaluate.evaluate_cell",
+    label="queries without positives",
     definition="queries whose class has no database item, left out of every other metric",
 )
 declare_metric(
-    "distance_computations_per_query", direction="lower", kind="per cell", quality=False,
+    "distance_computations_per_query",
+    direction="lower",
+    kind="per cell",
+    quality=False,
     bounds=(0.0, float("inf")),
     written_by="workflow.retrieval.two_stage.evaluate_retrieval_methods",
     label="distance computations per query",
@@ -453,7 +590,10 @@ def speedup_k(evaluation: dict | None) -> int:
     """The k of the speed-up figure's precision@k: ``speedup_precision_at``
     if set (it must be among ``precision_at``), else 10 if ``precision_at``
     has it, else its first cutoff."""
-    precision_at, k = list(setting(evaluation, "precision_at")), setting(evaluation, "speedup_precision_at")
+    precision_at, k = (
+        list(setting(evaluation, "precision_at")),
+        setting(evaluation, "speedup_precision_at"),
+    )
     if k is None:
         if not precision_at:
             raise ValueError(

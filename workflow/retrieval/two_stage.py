@@ -54,17 +54,23 @@ Cost
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from workflow.retrieval.accumulate import MetricAccumulator
-from workflow.retrieval.exact import ExactChunk, clustered_set, distance_buffer, keep_rows, query_chunk, rank_exact
+from workflow.retrieval.exact import (
+    ExactChunk,
+    clustered_set,
+    distance_buffer,
+    keep_rows,
+    query_chunk,
+    rank_exact,
+)
 from workflow.retrieval.inputs import Prepared, as_embeddings, check_chunk_size, prepare
-from workflow.retrieval.metrics import METRICS
 from workflow.retrieval.kernel import (
     count_at_or_before,
     distances,
@@ -75,6 +81,7 @@ from workflow.retrieval.kernel import (
     squared_norms,
     sync,
 )
+from workflow.retrieval.metrics import METRICS
 
 __all__ = [
     "AnchorIndex",
@@ -128,7 +135,9 @@ def nearest_anchors(index: AnchorIndex, emb: torch.Tensor, c: int) -> torch.Tens
 
 def build_anchor_index(prep: Prepared, anchors, chunk_size: int = 1024) -> AnchorIndex:
     """Assign every database item of ``prep`` to its nearest anchor."""
-    anchors = as_embeddings(anchors, "anchors").to(device=prep.device, dtype=torch.float32)
+    anchors = as_embeddings(anchors, "anchors").to(
+        device=prep.device, dtype=torch.float32
+    )
     if len(anchors) == 0:
         raise ValueError("two-stage retrieval needs at least one anchor")
     if anchors.shape[1] != prep.db_emb.shape[1]:
@@ -140,15 +149,26 @@ def build_anchor_index(prep: Prepared, anchors, chunk_size: int = 1024) -> Ancho
     sync(prep.device)
     began = time.perf_counter()
     index = AnchorIndex(
-        anchors=anchors, anchor_sq=squared_norms(anchors),
-        assignment=None, order=None, group_start=None, group_size=None, emb=None, sq=None,
-        codes=None, seconds=0.0,
+        anchors=anchors,
+        anchor_sq=squared_norms(anchors),
+        assignment=None,
+        order=None,
+        group_start=None,
+        group_size=None,
+        emb=None,
+        sq=None,
+        codes=None,
+        seconds=0.0,
     )
-    assignment = torch.cat([
-        nearest_anchors(index, prep.db_emb[s : s + chunk_size], 1)[:, 0]
-        for s in range(0, prep.n_db, chunk_size)
-    ])
-    order = torch.sort(assignment, stable=True).indices  # ascending index within a group
+    assignment = torch.cat(
+        [
+            nearest_anchors(index, prep.db_emb[s : s + chunk_size], 1)[:, 0]
+            for s in range(0, prep.n_db, chunk_size)
+        ]
+    )
+    order = torch.sort(
+        assignment, stable=True
+    ).indices  # ascending index within a group
     sizes = torch.bincount(assignment, minlength=len(anchors)).cpu().numpy()
     index.assignment = assignment
     index.order = order
@@ -167,8 +187,12 @@ class RetrievalResult:
     """What :func:`evaluate_retrieval_methods` returns for one method."""
 
     metrics: dict[str, float]  # retrieval metrics and distance_computations_per_query
-    curve: pd.DataFrame  # mean precision-recall curve (as workflow.retrieval.exact.pr_curve)
-    seconds_per_query: float  # wall time of the search per query (module docstring, "Cost")
+    curve: (
+        pd.DataFrame
+    )  # mean precision-recall curve (as workflow.retrieval.exact.pr_curve)
+    seconds_per_query: (
+        float  # wall time of the search per query (module docstring, "Cost")
+    )
     index_seconds: float  # building the anchor index (0 for exact retrieval)
 
 
@@ -183,7 +207,9 @@ class _Candidates:
     valid: torch.Tensor  # (B, T) bool
 
 
-def _search(index: AnchorIndex, q: torch.Tensor, q_codes: torch.Tensor, c: int) -> _Candidates:
+def _search(
+    index: AnchorIndex, q: torch.Tensor, q_codes: torch.Tensor, c: int
+) -> _Candidates:
     """Stages 1 and 2 for one chunk of queries ``q`` (B, D)."""
     device = q.device
     n = len(q)
@@ -199,16 +225,27 @@ def _search(index: AnchorIndex, q: torch.Tensor, q_codes: torch.Tensor, c: int) 
     # column, jumping at the start of each kept group to that group's start
     # (a cumulative sum of steps; empty groups' jumps add up).
     starts = group_start[selected]
-    previous_end = torch.cat([torch.zeros_like(starts[:, :1]), (starts + sizes)[:, :-1]], 1)
-    jump = starts - previous_end - torch.nn.functional.pad(
-        torch.ones_like(starts[:, :1]), (0, starts.shape[1] - 1))
+    previous_end = torch.cat(
+        [torch.zeros_like(starts[:, :1]), (starts + sizes)[:, :-1]], 1
+    )
+    jump = (
+        starts
+        - previous_end
+        - torch.nn.functional.pad(
+            torch.ones_like(starts[:, :1]), (0, starts.shape[1] - 1)
+        )
+    )
     step = torch.ones((n, width + 1), dtype=torch.int64, device=device)
     step.scatter_add_(1, slot_start, jump)
     position = step[:, :width].cumsum(1)
     padding = torch.arange(width, device=device).unsqueeze(0) >= n_cand.unsqueeze(1)
     position = position.masked_fill_(padding, 0).view(-1)
-    item = index.order.index_select(0, position).view(n, width).masked_fill_(padding, -1)
-    is_pos = index.codes.index_select(0, position).view(n, width) == q_codes.unsqueeze(1)
+    item = (
+        index.order.index_select(0, position).view(n, width).masked_fill_(padding, -1)
+    )
+    is_pos = index.codes.index_select(0, position).view(n, width) == q_codes.unsqueeze(
+        1
+    )
     is_pos &= ~padding
 
     # One matrix product per kept anchor: its queries against its group.
@@ -229,7 +266,9 @@ def _search(index: AnchorIndex, q: torch.Tensor, q_codes: torch.Tensor, c: int) 
         group = slice(start, start + size)
         block = distances(q.index_select(0, rows), index.emb[group], index.sq[group])
         at = (rows * width + slot_start.view(-1).index_select(0, pair)).unsqueeze(1)
-        dist.index_put_(((at + torch.arange(size, device=device)).view(-1),), block.view(-1))
+        dist.index_put_(
+            ((at + torch.arange(size, device=device)).view(-1),), block.view(-1)
+        )
     dist = dist.view(n, width)
 
     # The ranks of the candidate positives: by sorting the candidates when
@@ -245,7 +284,9 @@ def _search(index: AnchorIndex, q: torch.Tensor, q_codes: torch.Tensor, c: int) 
         pos_col = torch.zeros((n, t), dtype=torch.int64, device=device)
         pos_col[row, at] = col
         valid = torch.arange(t, device=device).unsqueeze(0) < n_pos.unsqueeze(1)
-        thr, thr_index, _ = sort_thresholds(dist.gather(1, pos_col), item.gather(1, pos_col), valid)
+        thr, thr_index, _ = sort_thresholds(
+            dist.gather(1, pos_col), item.gather(1, pos_col), valid
+        )
         ranks = count_at_or_before(dist, thr, thr_index, n_pos, item_index=item)
     return _Candidates(selected, n_cand, item, ranks, valid)
 
@@ -270,7 +311,9 @@ def _rest_ranks(index: AnchorIndex, exact: ExactChunk, cand: _Candidates):
     positives = exact.positives.gather(1, keep)
     exact_rank = exact.ranks.gather(1, keep)
     thr = exact.dist.gather(1, positives.clamp(min=0)).masked_fill(~valid, float("inf"))
-    cand_dist = exact.dist.gather(1, cand.item.clamp(min=0)).masked_fill(cand.item < 0, float("inf"))
+    cand_dist = exact.dist.gather(1, cand.item.clamp(min=0)).masked_fill(
+        cand.item < 0, float("inf")
+    )
     before = count_at_or_before(cand_dist, thr, positives, n_rest, item_index=cand.item)
     ranks = cand.n_candidates.unsqueeze(1) + exact_rank - before
     return ranks.masked_fill(~valid, 0), valid
@@ -320,8 +363,10 @@ def evaluate_retrieval_methods(
         if anchors is None:
             raise ValueError("two-stage retrieval (classes given) needs anchors")
         if prep.all_against_all:
-            raise ValueError("two-stage retrieval needs a database apart from the queries, "
-                             "not all against all; give no classes")
+            raise ValueError(
+                "two-stage retrieval needs a database apart from the queries, "
+                "not all against all; give no classes"
+            )
         index = build_anchor_index(prep, anchors, chunk_size)
     methods = (["exact"] if exact else []) + [method_name(c) for c in classes]
     acc = {m: MetricAccumulator(prep.n_ranked, cutoffs) for m in methods}
@@ -339,25 +384,39 @@ def evaluate_retrieval_methods(
     def add_two_stage(c, start, stop, q, codes, exact_chunk=None):
         name = method_name(c)
         # Stages 1 and 2, timed; on the CPU in parallel parts (see in_parallel).
-        parts = split_rows(0, stop - start) if prep.device.type == "cpu" else [(0, stop - start)]
+        parts = (
+            split_rows(0, stop - start)
+            if prep.device.type == "cpu"
+            else [(0, stop - start)]
+        )
         sync(prep.device)
         began = time.perf_counter()
         found = in_parallel(
-            lambda a, b: _search(index, q[a:b], codes[a:b], min(c, index.n_anchors)), parts
+            lambda a, b: _search(index, q[a:b], codes[a:b], min(c, index.n_anchors)),
+            parts,
         )
         sync(prep.device)
         seconds[name] += time.perf_counter() - began
         for (a, b), cand in zip(parts, found):
             computations[name] += float((cand.n_candidates + index.n_anchors).sum())
             ranks, valid = cand.ranks, cand.valid
-            if exact_chunk is not None:  # rest="follow": the rest's ranks after the candidates'
-                rest_ranks, rest_valid = _rest_ranks(index, exact_chunk.rows(a, b), cand)
+            if (
+                exact_chunk is not None
+            ):  # rest="follow": the rest's ranks after the candidates'
+                rest_ranks, rest_valid = _rest_ranks(
+                    index, exact_chunk.rows(a, b), cand
+                )
                 n_cand_pos = valid.sum(1, keepdim=True)
-                ranks = torch.cat([ranks.masked_fill(~valid, 0), torch.zeros_like(rest_ranks)], 1)
+                ranks = torch.cat(
+                    [ranks.masked_fill(~valid, 0), torch.zeros_like(rest_ranks)], 1
+                )
                 at = n_cand_pos + torch.arange(rest_ranks.shape[1], device=ranks.device)
                 ranks.scatter_(1, at, rest_ranks.masked_fill(~rest_valid, 0))
                 n_valid = n_cand_pos + rest_valid.sum(1, keepdim=True)
-                valid = torch.arange(ranks.shape[1], device=ranks.device).unsqueeze(0) < n_valid
+                valid = (
+                    torch.arange(ranks.shape[1], device=ranks.device).unsqueeze(0)
+                    < n_valid
+                )
             acc[name].add_rows(*keep_rows(prep, start + a, start + b, ranks, valid))
 
     follow = rest == "follow"
@@ -376,8 +435,14 @@ def evaluate_retrieval_methods(
                     rows = stage_two_rows(c)
                     for a in range(0, stop - start, rows):
                         b = min(a + rows, stop - start)
-                        add_two_stage(c, start + a, start + b, chunk.query[a:b], codes[a:b],
-                                      chunk.rows(a, b))
+                        add_two_stage(
+                            c,
+                            start + a,
+                            start + b,
+                            chunk.query[a:b],
+                            codes[a:b],
+                            chunk.rows(a, b),
+                        )
     if classes and not follow:
         # Without the exact ranking to follow, each c ranks its own chunks.
         for c in classes:
@@ -394,5 +459,7 @@ def evaluate_retrieval_methods(
             metrics.update(METRICS.of_clusters(evaluation, *clustered_set(prep)))
         metrics["distance_computations_per_query"] = computations[m] / prep.n_queries
         index_seconds = index.seconds if m != "exact" else 0.0
-        results[m] = RetrievalResult(metrics, curve, seconds[m] / prep.n_queries, index_seconds)
+        results[m] = RetrievalResult(
+            metrics, curve, seconds[m] / prep.n_queries, index_seconds
+        )
     return results

@@ -1,4 +1,5 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
+
 import json
 
 import numpy as np

@@ -1,4 +1,5 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
+
 from workflow.cost import cost_table
 from workflow.io import save_csv, save_text
 from workflow.logs import log_to
@@ -13,5 +14,8 @@ with log_to(snakemake.log[0]):
     )
     save_csv(snakemake.output.csv, table)
     text = "**Cost per cell** (wall seconds and peak memory from Snakemake's benchmark files)\n\n"
-    save_text(snakemake.output.md, text + table.to_markdown(index=False, floatfmt=".2f") + "\n")
+    save_text(
+        snakemake.output.md,
+        text + table.to_markdown(index=False, floatfmt=".2f") + "\n",
+    )
     print(table.to_string())

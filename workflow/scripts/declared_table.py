@@ -8,7 +8,9 @@ from workflow.tables import build_table, render
 with log_to(snakemake.log[0]):
     name = snakemake.wildcards.table
     declaration = snakemake.params.declaration
-    frame = build_table(name, declaration, read_csv(snakemake.input[0], METRICS_COLUMNS))
+    frame = build_table(
+        name, declaration, read_csv(snakemake.input[0], METRICS_COLUMNS)
+    )
     csv, markdown, latex = render(name, declaration, frame)
     save_text(snakemake.output.csv, csv)
     save_text(snakemake.output.md, markdown)

@@ -1,16 +1,25 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
+
 import pandas as pd
 import torch
 
 from workflow.config import CELL_PATTERN, settings_hash
 from workflow.devices import claim_device
-from workflow.embedding import class_ids, compute_embeddings, provenance, read_model, write_embeddings
+from workflow.embedding import (
+    class_ids,
+    compute_embeddings,
+    provenance,
+    read_model,
+    write_embeddings,
+)
 from workflow.jpeg_store import open_images
 from workflow.logs import log_to
 from workflow.selection import resolve_settings
 
 with log_to(snakemake.log[0]):
-    settings = resolve_settings(snakemake.params.settings, snakemake.input.get("selection"))
+    settings = resolve_settings(
+        snakemake.params.settings, snakemake.input.get("selection")
+    )
     torch.set_num_threads(snakemake.threads)
     checkpoint = read_model(snakemake.input.model, settings)
     images = open_images(snakemake.input.images, snakemake.wildcards.dataset)
@@ -23,10 +32,19 @@ with log_to(snakemake.log[0]):
     # The device this job holds while it embeds (workflow/devices.py); the
     # config key jobs_per_gpu is read here, not a rule parameter, so that
     # changing it re-embeds nothing.
-    with claim_device(settings["training"]["device"], snakemake.config.get("jobs_per_gpu", 1),
-                      CELL_PATTERN.format(**settings)) as claim:
-        embeddings, predictions, anchors = compute_embeddings(checkpoint, settings, images, index,
-                                                              source=snakemake.input.model, device=claim.device)
+    with claim_device(
+        settings["training"]["device"],
+        snakemake.config.get("jobs_per_gpu", 1),
+        CELL_PATTERN.format(**settings),
+    ) as claim:
+        embeddings, predictions, anchors = compute_embeddings(
+            checkpoint,
+            settings,
+            images,
+            index,
+            source=snakemake.input.model,
+            device=claim.device,
+        )
     write_embeddings(
         snakemake.output.embeddings,
         snakemake.output.anchors,

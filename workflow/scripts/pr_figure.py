@@ -1,4 +1,5 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
+
 import pandas as pd
 
 from workflow.figures import pr_figure
@@ -9,7 +10,11 @@ with log_to(snakemake.log[0]):
     frames = []
     for cell, path in zip(snakemake.params.cells, snakemake.input):
         curve = pd.read_parquet(path)
-        curve["backbone"], curve["loss"], curve["seed"] = cell.backbone, cell.loss, cell.seed
+        curve["backbone"], curve["loss"], curve["seed"] = (
+            cell.backbone,
+            cell.loss,
+            cell.seed,
+        )
         frames.append(curve)
     dataset, regime = snakemake.wildcards.dataset, snakemake.wildcards.regime
     fig = pr_figure(pd.concat(frames, ignore_index=True), f"{dataset} ({regime})")

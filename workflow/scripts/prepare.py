@@ -1,4 +1,5 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
+
 from workflow.logs import log_to
 from workflow.prepare import prepare
 

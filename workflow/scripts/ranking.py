@@ -9,12 +9,18 @@ from workflow.report import METRICS_COLUMNS
 with log_to(snakemake.log[0]):
     name = snakemake.wildcards.ranking
     declaration = snakemake.params.declaration
-    ranking = build_ranking(name, declaration, read_csv(snakemake.input[0], METRICS_COLUMNS))
+    ranking = build_ranking(
+        name, declaration, read_csv(snakemake.input[0], METRICS_COLUMNS)
+    )
     ranks_csv, blocks_csv, markdown = render_ranking(name, declaration, ranking)
     save_text(snakemake.output.csv, ranks_csv)
     save_text(snakemake.output.blocks, blocks_csv)
     save_text(snakemake.output.md, markdown)
-    fig = critical_difference_figure(ranking["average"], ranking["posthoc"], declaration.get("caption", name),
-                                     ranking_note(declaration, ranking))
+    fig = critical_difference_figure(
+        ranking["average"],
+        ranking["posthoc"],
+        declaration.get("caption", name),
+        ranking_note(declaration, ranking),
+    )
     save_figure(fig, snakemake.output.png, snakemake.output.pdf)
     print(markdown)

@@ -1,4 +1,5 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
+
 import json
 
 from workflow.io import save_csv, save_text
@@ -19,4 +20,7 @@ with log_to(snakemake.log[0]):
     print(text)
     trials = trials_table(records, snakemake.params.cells)
     save_csv(snakemake.output.trials_csv, trials)
-    save_text(snakemake.output.trials_md, "**Every trial** (validation scores)\n\n" + trials_markdown(trials))
+    save_text(
+        snakemake.output.trials_md,
+        "**Every trial** (validation scores)\n\n" + trials_markdown(trials),
+    )

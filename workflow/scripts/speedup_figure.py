@@ -1,4 +1,5 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
+
 import pandas as pd
 
 from workflow.figures import speedup_figure, speedup_points

@@ -1,4 +1,5 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
+
 import json
 
 import pandas as pd
@@ -14,7 +15,11 @@ with log_to(snakemake.log[0]):
     with open(snakemake.input.classes) as f:
         class_names = json.load(f)
     arrays = labels["label"].to_numpy(), labels["official_split"].to_numpy()
-    common = dict(seed=int(snakemake.wildcards.seed), name=snakemake.wildcards.dataset, class_names=class_names)
+    common = dict(
+        seed=int(snakemake.wildcards.seed),
+        name=snakemake.wildcards.dataset,
+        class_names=class_names,
+    )
     if hasattr(snakemake.params, "evaluation"):
         split = make_evaluation_split(*arrays, **snakemake.params.evaluation, **common)
     else:

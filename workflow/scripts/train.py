@@ -1,4 +1,5 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
+
 import json
 
 import pandas as pd
@@ -14,7 +15,9 @@ with log_to(snakemake.log[0]):
     # Pretrained weights come from data_mirror when it is set, else from
     # their address through results/downloads/ (workflow/backbones/weights.py).
     set_sources(mirror=snakemake.config.get("data_mirror"))
-    settings = resolve_settings(snakemake.params.settings, snakemake.input.get("selection"))
+    settings = resolve_settings(
+        snakemake.params.settings, snakemake.input.get("selection")
+    )
     print(json.dumps(settings, indent=2, sort_keys=True))
     images = open_images(snakemake.input.images, snakemake.wildcards.dataset)
     labels = pd.read_parquet(snakemake.input.labels)["label"].to_numpy()
@@ -32,7 +35,9 @@ with log_to(snakemake.log[0]):
         threads=snakemake.threads,
         # Config key tensorboard: read here, not a rule parameter, so that
         # switching it retrains nothing.
-        tensorboard_dir=final_folder(snakemake.params.checkpoint) if snakemake.config.get("tensorboard", True) else None,
+        tensorboard_dir=final_folder(snakemake.params.checkpoint)
+        if snakemake.config.get("tensorboard", True)
+        else None,
         # Config key jobs_per_gpu (workflow/devices.py): read here for the
         # same reason.
         jobs_per_gpu=snakemake.config.get("jobs_per_gpu", 1),
