@@ -27,6 +27,8 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 myst_heading_anchors = 3
 myst_enable_extensions = ["colon_fence"]
 nitpicky = True
+# Quotes stay as written: names and messages are quoted as the code quotes them.
+smartquotes = False
 html_theme = "furo"
 html_title = project
 html_static_path = []

@@ -244,22 +244,23 @@ def test_second_run_does_nothing(tiny_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def readme_block(after: str, language: str) -> str:
-    """The first fenced code block of README.md after the text ``after``."""
-    text = (REPO / "README.md").read_text()
+def docs_block(after: str, language: str) -> str:
+    """The first fenced code block of the losses page (docs/losses.md,
+    "Adding a loss") after the text ``after``."""
+    text = (REPO / "docs/losses.md").read_text()
     text = text[text.index(after) :]
     return re.search(rf"```{language}\n(.*?)```", text, flags=re.S).group(1)
 
 
 def test_added_loss_adds_only_its_cells(tiny_run, tmp_path):
-    """README's worked example: one new file plus one config entry; the dry
+    """The docs' worked example: one new file plus one config entry; the dry
     run then lists only the new loss's cells (and the reports that read them)."""
     workdir = tmp_path / "copy"
     shutil.copytree(tiny_run, workdir, symlinks=True)
     (workdir / "workflow/losses/normalized_softmax.py").write_text(
-        readme_block("Save as `workflow/losses/normalized_softmax.py`", "python")
+        docs_block("Save as `workflow/losses/normalized_softmax.py`", "python")
     )
-    entry = yaml.safe_load(readme_block("and add to `config.yaml`", "yaml"))["losses"]
+    entry = yaml.safe_load(docs_block("and add to `config.yaml`", "yaml"))["losses"]
     config = dict(TINY_CONFIG, losses={**TINY_CONFIG["losses"], **entry})
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 

@@ -97,12 +97,15 @@ def _walk(node: dict, schema: dict, prefix: str, required) -> Iterator[ConfigKey
     for name, raw in node.get("properties", {}).items():
         key = f"{prefix}{name}"
         sub = _resolve(raw, schema)
-        yield ConfigKey(
-            key,
-            _type(sub),
-            _default(sub, name in required),
-            " ".join(sub.get("description", "").split()),
-        )
+        # Fields without a description of their own (augment_scale's min
+        # and max) are described by their parent.
+        if sub.get("description"):
+            yield ConfigKey(
+                key,
+                _type(sub),
+                _default(sub, name in required),
+                " ".join(sub["description"].split()),
+            )
         # A `$ref`'d group (a backbone's or loss's `training`) is described
         # once, under the top-level key that holds its defaults.
         if "$ref" in raw:
