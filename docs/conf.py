@@ -31,7 +31,8 @@ nitpicky = True
 smartquotes = False
 html_theme = "furo"
 html_title = project
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["tables.css"]
 
 # Committed run records under results/ have no title of their own (the
 # tables the pipeline writes, cost.md): the site gives them their file name.
