@@ -88,6 +88,27 @@ def test_dated_measurements_live_on_the_performance_page():
     assert "### Measured and extrapolated GPU figures" in performance
 
 
+def test_gpu_hours_say_which_are_measured_and_which_extrapolated():
+    """The performance page's GPU-time table: a row whose throughput was
+    measured on an H100 gives its hours as they are; every other row's hours
+    are marked as an estimate (≈), and the page lists what was extrapolated."""
+    page = (DOCS / "performance.md").read_text()
+    section = page.split("## GPU time of the paper grids", 1)[1].split("\n## ", 1)[0]
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("| `")
+    ]
+    assert len(rows) >= 7
+    for config, backbone, _passes, measured, hours in rows:
+        on_h100 = measured.startswith("H100:")
+        assert ("≈" in hours) != on_h100, (config, backbone, measured, hours)
+    paragraph = section.split("### Measured and extrapolated GPU figures", 1)[1]
+    assert "Extrapolated, never run on a GPU: every 224x224 rate" in " ".join(
+        paragraph.split()
+    )
+
+
 # --- the generated references (library code, no Sphinx) ---------------------
 
 
