@@ -11,14 +11,9 @@ from statsmodels.stats.multitest import multipletests
 
 from workflow import tables
 from workflow.config import ConfigError
-from workflow.tables import (
-    build_table,
-    holm,
-    mean_ci,
-    paired_p_value,
-    render,
-    sign_flip_p_value,
-)
+from workflow.significance import holm, mean_ci, paired_p_value, sign_flip_p_value
+from workflow.table_text import render
+from workflow.tables import build_table
 
 SEEDS = [0, 1, 2, 3]
 # Known numbers: per (regime, loss) a list of per-seed map values.
@@ -666,7 +661,7 @@ def test_a_reference_with_one_seed_shows_only_the_difference():
 def test_a_reference_missing_a_row_or_metric_stops_before_any_job_naming_the_key(
     values, message
 ):
-    from workflow.config import load_config
+    from workflow.config_loader import load_config
     from workflow.guards import check_config
 
     config = {
@@ -697,8 +692,8 @@ def test_the_lm_configs_carry_the_papers_values_for_every_row_and_metric():
     import yaml
     from conftest import REPO
 
-    from workflow.config import load_config
-    from workflow.guards import check_tables
+    from workflow.config_loader import load_config
+    from workflow.guards.declarations import check_tables
 
     for name, rows in [("lm_places365", 3), ("lm_places365_hard5", 2)]:
         config = load_config(
