@@ -18,7 +18,7 @@ class ConfigError(ValueError):
 
 # A cell's folder below results/cells (and trials', logs', benchmarks'
 # folders): the one place the pattern is written. Snakemake fills it in as
-# wildcards (rules/common.smk, cell_path); Python fills it in with a cell.
+# wildcards (workflow/targets.py, cell_path); Python fills it in with a cell.
 CELL_PATTERN = "{dataset}/{regime}/{backbone}/{loss}/seed{seed}"
 
 
