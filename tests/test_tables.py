@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from workflow import tables
+from workflow import significance, tables
 from workflow.config import ConfigError
 from workflow.significance import holm, mean_ci, paired_p_value, sign_flip_p_value
 from workflow.table_text import render
@@ -136,24 +136,26 @@ def test_sign_flip_degenerate_cases():
     # The smallest p is 2/2^n, never 0.
     for n in [3, 4, 5, 8, 16]:
         assert (
-            sign_flip_p_value(np.arange(1, n + 1)) == 2 / 2**n == tables.smallest_p(n)
+            sign_flip_p_value(np.arange(1, n + 1))
+            == 2 / 2**n
+            == significance.smallest_p(n)
         )
 
 
 def test_sign_flip_monte_carlo_above_the_exact_limit(monkeypatch):
     d = np.random.default_rng(1).normal(0.3, 1, 10)
     exact = sign_flip_p_value(d)
-    monkeypatch.setattr(tables, "EXACT_MAX_SEEDS", 6)
+    monkeypatch.setattr(significance, "EXACT_MAX_SEEDS", 6)
     sampled = sign_flip_p_value(d)
     assert sampled != exact and abs(sampled - exact) < 4 * np.sqrt(
-        exact * (1 - exact) / tables.MONTE_CARLO_RESAMPLES
+        exact * (1 - exact) / significance.MONTE_CARLO_RESAMPLES
     )
     assert sign_flip_p_value(d) == sampled  # seeded
     # +1 correction: never 0, even when no sampled assignment reaches the observed one.
     assert (
         sign_flip_p_value(np.arange(1, 31))
-        == 1 / (tables.MONTE_CARLO_RESAMPLES + 1)
-        == tables.smallest_p(30)
+        == 1 / (significance.MONTE_CARLO_RESAMPLES + 1)
+        == significance.smallest_p(30)
     )
 
 
