@@ -38,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from workflow.config import (  # noqa: E402
     ConfigError,
     cells,
-    load_config,
     training_settings,
     trial_cells,
     trial_settings,
 )
+from workflow.config_loader import load_config  # noqa: E402
 
 # Official training-side sizes: images, classes and (for a `classes`
 # subset) the most images any one class has.

@@ -1,15 +1,12 @@
-import re
 import sys
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 # The `workflow` package of this repository (rule scripts import it through
 # workflow/scripts/_repo_path.py).
 sys.path.insert(0, workflow.basedir)
 
 from workflow.config import (
-    CELL_PATTERN,
     Cell,
     ConfigError,
     candidate_settings,
@@ -17,19 +14,33 @@ from workflow.config import (
     cell_settings,
     cells,
     dataset_evaluation,
-    check_finite,
-    check_integers,
-    describe_schema_error,
-    expand_sweeps,
-    prepare_config,
     prepare_settings,
     ranked_losses,
     trial_cells,
     trial_settings,
 )
+from workflow.config_loader import load_config
+from workflow.config_schema import describe_schema_error
 from workflow.datasets import input_fingerprint
 from workflow.download import plan_downloads
-from workflow.guards import check_config, check_config_files
+from workflow.targets import (
+    ANCHOR_FIGURE,
+    SELECTION_FILE,
+    all_seed_cells,
+    cell_benchmark,
+    cell_file,
+    cell_files,
+    cell_log,
+    cell_timing,
+    cells_at_first_seed,
+    cells_of,
+    final_output,
+    selection_file,
+    selection_keys,
+    selection_seeds,
+    storage_patterns,
+    trial_metric_files,
+)
 
 
 def config_files_read():
@@ -40,18 +51,9 @@ def config_files_read():
     return list(workflow.configfiles)
 
 
+# The one loader (workflow/config_loader.py), with every check before any job.
 try:
-    # First: PyYAML has merged a duplicate key silently (the last one wins).
-    check_config_files(config_files_read())
-    # YAML's .nan and .inf pass every bound of the schema.
-    check_finite(config)
-    # Sweeps (lists, ranges) expand into loss entries before the schema
-    # check, so that every expanded entry is checked like a written one.
-    EXPANDED, SWEEPS = expand_sweeps(config)
-    validate(EXPANDED, "../workflow/schemas/config.schema.yaml")
-    check_integers(EXPANDED)
-    CONFIG = prepare_config(EXPANDED, SWEEPS)
-    check_config(CONFIG)
+    CONFIG = load_config(config, files=config_files_read(), check=True)
 except WorkflowError as error:
     raise WorkflowError(describe_schema_error(error))
 except ConfigError as error:
@@ -89,43 +91,6 @@ wildcard_constraints:
     table="[A-Za-z0-9][A-Za-z0-9_.-]*",
     ranking="[A-Za-z0-9][A-Za-z0-9_.-]*",
     download="[A-Za-z0-9][A-Za-z0-9_.-]*",
-
-
-def cell_path(prefix, cell=None):
-    """`prefix/<cell folder>`, the cell folder being
-    workflow.config.CELL_PATTERN: with its wildcards left in for a rule
-    (`cell_path("results/logs/train") + ".log"`), or filled in for `cell`.
-    Every path of a cell or trial in rules/ is made here."""
-    return f"{prefix}/{CELL_PATTERN if cell is None else cell.path}"
-
-
-def cell_file(name, cell=None, root="results/cells"):
-    """A file in a cell's folder (root results/trials: a trial's)."""
-    return f"{cell_path(root, cell)}/{name}"
-
-
-def cell_log(rule):
-    return f"{cell_path(f'results/logs/{rule}')}.log"
-
-
-def cell_benchmark(rule, cell=None):
-    return f"{cell_path(f'results/benchmarks/{rule}', cell)}.tsv"
-
-
-def cell_timing(rule, cell=None):
-    """The wall times a rule measures itself (evaluate's search), beside its
-    benchmark: never in metrics.csv, which must be the same run to run."""
-    return f"{cell_path(f'results/benchmarks/{rule}', cell)}.timing.json"
-
-
-# The selection of one (dataset, regime, backbone, loss) (rules/select.smk).
-SELECTION_FILE = "results/selection/{dataset}/{regime}/{backbone}/{loss}.json"
-
-
-def selection_file(dataset, regime, backbone, loss):
-    return SELECTION_FILE.format(
-        dataset=dataset, regime=regime, backbone=backbone, loss=loss
-    )
 
 
 def config_entry(section, name, entries=None):
@@ -174,18 +139,9 @@ def get_prepare_input(wildcards):
     return {"raw": f"results/raw/{key}"} if key else {}
 
 
-# Datasets with `storage: jpeg` are prepared by rule prepare_jpeg into
-# images.jpegs, the others by rule prepare into images.npy; each rule's
-# dataset wildcard admits only its own datasets (a negative lookahead for the
-# JPEG datasets' names), so no file has two rules.
-JPEG_DATASETS = [
-    name for name, spec in CONFIG["datasets"].items() if spec.get("storage") == "jpeg"
-]
-_JPEG_NAMES = "|".join(re.escape(name) for name in JPEG_DATASETS)
-ARRAY_DATASET = (
-    f"(?!(?:{_JPEG_NAMES})/)" if JPEG_DATASETS else ""
-) + "[A-Za-z0-9][A-Za-z0-9_.-]*"
-JPEG_DATASET = f"(?:{_JPEG_NAMES})(?=/)" if JPEG_DATASETS else "(?!)"
+# Each prepare rule's dataset wildcard admits only its own datasets
+# (workflow.targets.storage_patterns).
+JPEG_DATASETS, ARRAY_DATASET, JPEG_DATASET = storage_patterns(CONFIG)
 
 
 def prepared_images(wildcards):
@@ -247,50 +203,11 @@ def get_trial_settings(wildcards):
     return trial_settings(CONFIG, trial_of(wildcards))
 
 
-def selection_seeds():
-    return (CONFIG.get("selection") or {}).get("seeds") or CONFIG["seeds"][:1]
-
-
 def get_trial_metric_files(wildcards):
     """Validation metrics of every trial of one loss, trials x seeds."""
-    return [
-        cell_file(
-            "metrics.csv",
-            Cell(wildcards.dataset, wildcards.regime, wildcards.backbone, trial, seed),
-            root="results/trials",
-        )
-        for trial in config_entry("losses", wildcards.loss, CONFIG["trials"])
-        for seed in selection_seeds()
-    ]
-
-
-def selection_keys():
-    """(dataset, regime, backbone, loss) of every selection."""
-    return [
-        (c.dataset, c.regime, c.backbone, c.loss)
-        for c in CELLS
-        if c.seed == CONFIG["seeds"][0] and c.loss in CONFIG["trials"]
-    ]
-
-
-def selection_outputs():
-    outputs = [selection_file(*key) for key in selection_keys()]
-    if outputs:
-        outputs += ["results/selection/table.csv", "results/selection/table.md"]
-        for dataset, regime, backbone, loss in selection_keys():
-            for ext in ["png", "pdf"]:
-                outputs.append(
-                    f"results/figures/{dataset}/{regime}/{backbone}/sensitivity_{loss}.{ext}"
-                )
-    return outputs
-
-
-def cells_of(dataset, regime):
-    return [c for c in CELLS if c.dataset == dataset and c.regime == regime]
-
-
-def cell_files(cells_, name):
-    return [cell_file(name, c) for c in cells_]
+    w = wildcards
+    trials = config_entry("losses", w.loss, CONFIG["trials"])
+    return trial_metric_files(CONFIG, w.dataset, w.regime, w.backbone, trials)
 
 
 def get_all_metric_files(wildcards):
@@ -298,11 +215,13 @@ def get_all_metric_files(wildcards):
 
 
 def get_pr_curve_files(wildcards):
-    return cell_files(cells_of(wildcards.dataset, wildcards.regime), "pr_curve.parquet")
+    return cell_files(
+        cells_of(CELLS, wildcards.dataset, wildcards.regime), "pr_curve.parquet"
+    )
 
 
 def get_cells_of_figure(wildcards):
-    return cells_of(wildcards.dataset, wildcards.regime)
+    return cells_of(CELLS, wildcards.dataset, wildcards.regime)
 
 
 def get_speedup_k(wildcards):
@@ -316,15 +235,8 @@ def get_speedup_k(wildcards):
 
 def first_seed_cells(wildcards):
     """Cells of one (dataset, regime, backbone) at the first seed, one per loss."""
-    return [
-        c
-        for c in cells_of(wildcards.dataset, wildcards.regime)
-        if c.backbone == wildcards.backbone and c.seed == CONFIG["seeds"][0]
-    ]
-
-
-def get_first_seed_cells(wildcards):
-    return first_seed_cells(wildcards)
+    w = wildcards
+    return cells_at_first_seed(CONFIG, CELLS, w.dataset, w.regime, w.backbone)
 
 
 def get_first_seed_embeddings(wildcards):
@@ -332,11 +244,8 @@ def get_first_seed_embeddings(wildcards):
 
 
 def get_all_seed_cells(wildcards):
-    return [
-        c
-        for c in cells_of(wildcards.dataset, wildcards.regime)
-        if c.backbone == wildcards.backbone
-    ]
+    w = wildcards
+    return all_seed_cells(CELLS, w.dataset, w.regime, w.backbone)
 
 
 def get_all_seed_models(wildcards):
@@ -361,16 +270,6 @@ def get_all_evaluate_timings(wildcards):
 
 def get_table_declaration(wildcards):
     return CONFIG["tables"][wildcards.table]
-
-
-# What rule ranking writes into results/rankings/{ranking}/ (rules/tables.smk).
-RANKING_FILES = [
-    "average_ranks.csv",
-    "average_ranks.md",
-    "blocks.csv",
-    "critical_difference.png",
-    "critical_difference.pdf",
-]
 
 
 def get_ranking_declaration(wildcards):
@@ -401,67 +300,10 @@ def get_loss_geometry(wildcards):
     return loss_geometry(config_entry("losses", wildcards.loss, losses)["impl"])
 
 
-def has_anchors(loss):
-    from workflow.losses import loss_has_anchors
-
-    return loss_has_anchors(CONFIG["losses"][loss]["impl"])
-
-
-FIGURE_KINDS = ["tsne", "examples", "training"]
-
-
-# The anchor figure of one cell, less its extension (rules/figures.smk).
-ANCHOR_FIGURE = (
-    "results/figures/{dataset}/{regime}/{backbone}/anchors_{loss}_seed{seed}"
-)
-
-
-def figure_outputs():
-    outputs = []
-    seed = CONFIG["seeds"][0]
-    for dataset in CONFIG["datasets"]:
-        for regime in CONFIG["regimes"]:
-            for backbone in CONFIG["backbones"]:
-                stems = [
-                    f"results/figures/{dataset}/{regime}/{kind}_{backbone}"
-                    for kind in FIGURE_KINDS
-                ]
-                stems += [
-                    ANCHOR_FIGURE.format(
-                        **vars(Cell(dataset, regime, backbone, loss, seed))
-                    )
-                    for loss in CONFIG["losses"]
-                    if has_anchors(loss)
-                ]
-                for stem in stems:
-                    for ext in ["png", "pdf"]:
-                        outputs.append(f"{stem}.{ext}")
-    return outputs
-
-
 def get_cell_factors():
     """Fixed factors per cell (columns of results/metrics.csv)."""
     return [cell_factors(CONFIG, c) for c in CELLS]
 
 
 def get_final_output():
-    outputs = [f"results/metrics.csv"]
-    outputs += selection_outputs()
-    outputs += ["results/cost.csv", "results/cost.md"]
-    for table in CONFIG["tables"]:
-        for ext in ["csv", "md", "tex"]:
-            outputs.append(f"results/tables/{table}.{ext}")
-    for ranking in CONFIG["rankings"]:
-        for name in RANKING_FILES:
-            outputs.append(f"results/rankings/{ranking}/{name}")
-    outputs += figure_outputs()
-    for dataset in CONFIG["datasets"]:
-        for regime in CONFIG["regimes"]:
-            for ext in ["csv", "md", "tex"]:
-                outputs.append(f"results/tables/{dataset}/{regime}.{ext}")
-            for ext in ["png", "pdf"]:
-                outputs.append(f"results/figures/{dataset}/pr_{regime}.{ext}")
-            if CONFIG["evaluation"]["two_stage"]["classes"]:
-                for ext in ["png", "pdf"]:
-                    outputs.append(f"results/figures/{dataset}/speedup_{regime}.{ext}")
-    return outputs
+    return final_output(CONFIG)

@@ -6,7 +6,7 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, workflow.basedir)
 
 from workflow.config import ConfigError
-from workflow.guards import check_config_files
+from workflow.guards.files import check_config_files
 
 # config.yaml, which the Snakefile's `configfile:` reads (also under
 # --configfile). The files given with --configfile Snakemake reads itself

@@ -16,7 +16,7 @@ rule tsne_figure:
     conda:
         "../envs/pytorch.yaml"
     params:
-        cells=get_first_seed_cells,
+        cells=first_seed_cells,
         max_points=CONFIG["figures"]["tsne_max_points"],
     script:
         "../workflow/scripts/tsne_figure.py"
@@ -43,7 +43,7 @@ rule examples_figure:
     conda:
         "../envs/pytorch.yaml"
     params:
-        cells=get_first_seed_cells,
+        cells=first_seed_cells,
         n_queries=CONFIG["figures"]["example_queries"],
         top=CONFIG["figures"]["example_top"],
     script:

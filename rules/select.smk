@@ -89,7 +89,7 @@ rule select:
         "../envs/report.yaml"
     params:
         trials=lambda wildcards: list(CONFIG["trials"][wildcards.loss]),
-        seeds=selection_seeds(),
+        seeds=selection_seeds(CONFIG),
         metric=CONFIG["selection"]["metric"] if CONFIG.get("selection") else None,
         sweeps=CONFIG["sweeps"],
     script:
@@ -98,7 +98,7 @@ rule select:
 
 rule selection_table:
     input:
-        [selection_file(*key) for key in selection_keys()],
+        [selection_file(*key) for key in selection_keys(CONFIG)],
     output:
         csv="results/selection/table.csv",
         md=report(
@@ -119,7 +119,7 @@ rule selection_table:
     conda:
         "../envs/report.yaml"
     params:
-        cells=[key[:3] for key in selection_keys()],
+        cells=[key[:3] for key in selection_keys(CONFIG)],
     script:
         "../workflow/scripts/selection_table.py"
 

@@ -44,7 +44,8 @@ def training_settings(loss: str = "ce", sampler=None, epochs: int = 4, **trainin
     """Settings of the digits/full/small_cnn/<loss>/seed0 cell of
     TINY_CONFIG with ``loss`` (and ``sampler``) alone, batches of 40 and a
     step schedule halving every 2 epochs; ``training`` adds training keys."""
-    from workflow.config import Cell, cell_settings, load_config
+    from workflow.config import Cell, cell_settings
+    from workflow.config_loader import load_config
 
     config = copy.deepcopy(TINY_CONFIG)
     config["losses"] = {loss: {"impl": loss, "sampler": sampler}}

@@ -313,7 +313,8 @@ def _digits_cell(**training):
 
     from conftest import TINY_CONFIG
 
-    from workflow.config import Cell, cell_settings, load_config
+    from workflow.config import Cell, cell_settings
+    from workflow.config_loader import load_config
     from workflow.datasets import load_dataset
 
     config = copy.deepcopy(TINY_CONFIG)

@@ -706,7 +706,8 @@ def assert_config_error(runs: dict, name: str, fragments: list[str]) -> None:
 def assert_config_error_in_process(config, fragments: list[str]) -> None:
     """``check_config(load_config(config))``, the code ``snakemake -n``
     runs, raises a ConfigError holding every fragment."""
-    from workflow.config import ConfigError, load_config
+    from workflow.config import ConfigError
+    from workflow.config_loader import load_config
     from workflow.guards import check_config
 
     with pytest.raises(ConfigError) as error:
@@ -785,7 +786,7 @@ def test_config_error_in_process(case):
 
 def test_duplicate_keys_are_found_at_any_depth_and_in_json(tmp_path):
     from workflow.config import ConfigError
-    from workflow.guards import check_config_file
+    from workflow.guards.files import check_config_file
 
     nested = tmp_path / "nested.yaml"
     nested.write_text(
@@ -1407,7 +1408,8 @@ def latex_captions_are_escaped(tmp_path):
     sys.path.insert(0, str(REPO / "tests"))
     from test_tables import metrics_frame
 
-    from workflow.tables import build_table, render, tex_escape
+    from workflow.table_text import render, tex_escape
+    from workflow.tables import build_table
 
     for char, expected in TEX_EXPECTED.items():
         assert tex_escape(f"a{char}b") == f"a{expected}b", char
@@ -2066,7 +2068,8 @@ def test_result_file_error(result_file_runs, case):
 
 def _tiny_cell(epochs=2, **training):
     """Settings of a small digits CE cell and its 60 training images (in-process cases)."""
-    from workflow.config import cell_settings, load_config
+    from workflow.config import cell_settings
+    from workflow.config_loader import load_config
     from workflow.datasets import load_dataset
 
     config = changed(("training",), {"epochs": epochs, "batch_size": 20, **training})
@@ -2299,7 +2302,8 @@ MODEL_CASES = [
 def plant_models(workdir: Path) -> None:
     import torch
 
-    from workflow.config import Cell, cell_settings, load_config, settings_hash
+    from workflow.config import Cell, cell_settings, settings_hash
+    from workflow.config_loader import load_config
     from workflow.training import save_torch
 
     def cell(loss):
@@ -2373,7 +2377,8 @@ JOB = """
 import json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[3])
-from workflow.config import Cell, cell_settings, load_config
+from workflow.config import Cell, cell_settings
+from workflow.config_loader import load_config
 from workflow.datasets import load_dataset
 from workflow.training import train_job
 config, folder = json.loads(sys.argv[1]), sys.argv[2]
@@ -2732,7 +2737,7 @@ def test_the_metric_names_of_the_table_check_are_those_evaluate_writes():
     must write exactly the registered names, in their order, for each
     retrieval method (two-stage rows without the exact-only metrics)."""
     from workflow.evaluate import evaluate_cell
-    from workflow.guards import check_table_metrics
+    from workflow.guards.declarations import check_table_metrics
     from workflow.retrieval.metrics import METRICS
 
     rng = np.random.default_rng(1)
@@ -2781,7 +2786,7 @@ def test_every_loss_and_backbone_declares_the_range_of_each_parameter():
     import inspect
 
     from workflow.backbones import BACKBONES
-    from workflow.guards import PIPELINE_ARGUMENTS
+    from workflow.guards.entries import PIPELINE_ARGUMENTS
     from workflow.losses import LOSSES
 
     for section, registry in [("losses", LOSSES), ("backbones", BACKBONES)]:
@@ -3005,7 +3010,8 @@ def _jpeg_store(tmp: Path, image_size=24):
 
 
 def _train_from_store(tmp: Path, damage=None, image_size=24, **training):
-    from workflow.config import Cell, cell_settings, load_config
+    from workflow.config import Cell, cell_settings
+    from workflow.config_loader import load_config
     from workflow.jpeg_store import JpegStore
     from workflow.training import train_cell
 

@@ -475,7 +475,8 @@ COUNT_SPLIT_CASES = [
 
 
 def _validation_split(class_fraction: float, protocol: str = "closed_set", **pool):
-    from workflow.splits import make_training_split, make_validation_split
+    from workflow.splits import make_training_split
+    from workflow.validation_split import make_validation_split
 
     labels = np.repeat(np.arange(10), 12)
     official = np.full(len(labels), "none")
@@ -692,7 +693,8 @@ def test_every_integer_key_of_the_schema_refuses_a_float():
     """The integer check is one walk of the whole schema: every key typed
     ``integer`` (in ``$defs``, nested sections, arrays) refuses ``1.0``,
     found by walking the schema itself, so a key added later is covered."""
-    from workflow.config import SCHEMA, ConfigError, check_integers
+    from workflow.config import ConfigError
+    from workflow.config_schema import SCHEMA, check_integers
 
     schema = yaml.safe_load(SCHEMA.read_text())
 

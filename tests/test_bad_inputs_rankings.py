@@ -288,7 +288,7 @@ def test_the_good_neighbours_of_the_cases_pass():
     """What the cases change, done right, passes: a select every loss has,
     percentages under percent (an error rate under 1% among them), a cost
     under percent, fractions under fraction."""
-    from workflow.config import load_config
+    from workflow.config_loader import load_config
     from workflow.guards import check_config
 
     for config in [

@@ -7,17 +7,10 @@ import copy
 import pytest
 from conftest import TINY_CONFIG, make_workspace, snakemake
 
-from workflow.config import (
-    Cell,
-    ConfigError,
-    cell_settings,
-    cells,
-    expand_losses,
-    load_config,
-    prepare_config,
-    settings_hash,
-)
+from workflow.config import Cell, ConfigError, cell_settings, cells, settings_hash
+from workflow.config_loader import load_config, prepare_config
 from workflow.losses import LOSSES
+from workflow.sweeps import expand_losses
 
 
 def test_list_parameters_expand_into_named_entries():
@@ -172,7 +165,8 @@ def test_evaluation_defaults_follow_the_dataset_protocol():
     In-Shop 1, 10, 20, 30, 50; others 1, 2, 4, 8) and NMI/AMI; a closed-set
     dataset gets the mapping it had before (no recall, no clustering), so
     no finished cell is evaluated again. Explicit values win."""
-    from workflow.config import dataset_evaluation, load_config
+    from workflow.config import dataset_evaluation
+    from workflow.config_loader import load_config
     from workflow.retrieval.metrics import METRICS
 
     datasets = {

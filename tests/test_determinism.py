@@ -7,7 +7,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from conftest import TINY_CONFIG
 
-from workflow.config import Cell, cell_settings, load_config
+from workflow.config import Cell, cell_settings
+from workflow.config_loader import load_config
 from workflow.datasets import load_dataset
 from workflow.embedding import compute_embeddings, provenance, write_embeddings
 from workflow.splits import make_split

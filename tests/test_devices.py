@@ -228,7 +228,8 @@ def test_evaluation_device_is_opt_in_and_keeps_cpu_numbers():
     import numpy as np
     import pandas as pd
 
-    from workflow.config import dataset_evaluation, load_config
+    from workflow.config import dataset_evaluation
+    from workflow.config_loader import load_config
     from workflow.evaluate import evaluate_cell
 
     config = load_config(copy.deepcopy(TINY_CONFIG))

@@ -184,11 +184,8 @@ def test_validation_is_class_disjoint_inside_the_training_classes():
     """Selection of a class-disjoint dataset: validation classes are
     training classes, disjoint from the classes trials train on, and
     evaluated all against all."""
-    from workflow.splits import (
-        ALL_AGAINST_ALL,
-        make_training_split,
-        make_validation_split,
-    )
+    from workflow.splits import ALL_AGAINST_ALL, make_training_split
+    from workflow.validation_split import make_validation_split
 
     labels = np.repeat(np.arange(10), 6)
     official = np.full(len(labels), "none")
@@ -323,7 +320,8 @@ def _digits_cell(loss, classes):
     """A 1-epoch digits cell (conftest's tiny config) trained on the images of ``classes`` only."""
     from conftest import TINY_CONFIG
 
-    from workflow.config import Cell, cell_settings, load_config
+    from workflow.config import Cell, cell_settings
+    from workflow.config_loader import load_config
     from workflow.datasets import load_dataset
     from workflow.training import train_cell
 

@@ -19,7 +19,8 @@ from conftest import TINY_CONFIG
 from official_formats import make_imagefolder
 from PIL import Image
 
-from workflow.config import Cell, cell_settings, load_config
+from workflow.config import Cell, cell_settings
+from workflow.config_loader import load_config
 from workflow.datasets import load_dataset
 from workflow.jpeg_store import QUALITY, JpegImages, JpegStore, decode, pad
 from workflow.prepare import write_prepared

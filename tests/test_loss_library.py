@@ -16,13 +16,15 @@ import pytest
 import torch
 from conftest import TINY_CONFIG, make_workspace, snakemake
 
-from workflow.config import Cell, ConfigError, cell_settings, load_config
+from workflow.config import Cell, ConfigError, cell_settings
+from workflow.config_loader import load_config
 from workflow.datasets import load_dataset
 from workflow.embedding import compute_embeddings
 from workflow.evaluate import classification_accuracy
 from workflow.losses import LOSSES, build_loss
 from workflow.samplers import MPerClassBatches, ShuffledBatches, make_batches
-from workflow.tables import build_table, regime_declaration, render
+from workflow.table_text import render
+from workflow.tables import build_table, regime_declaration
 from workflow.training import (
     build_models,
     make_optimizer,

@@ -15,8 +15,10 @@ import pytest
 import yaml
 from conftest import REPO, make_workspace, snakemake
 
-from workflow.config import cells, load_config, training_settings
-from workflow.tables import build_table, render
+from workflow.config import cells, training_settings
+from workflow.config_loader import load_config
+from workflow.table_text import render
+from workflow.tables import build_table
 
 CONFIGS = ["lm_places365", "lm_places365_hard5", "cam_grid", "mlrc"]
 # Losses that export anchors or centres (README, "Two-stage retrieval").

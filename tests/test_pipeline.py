@@ -15,7 +15,8 @@ import torch
 import yaml
 from conftest import REPO, TINY_CONFIG, make_workspace, snakemake
 
-from workflow.config import cells, prepare_config
+from workflow.config import cells
+from workflow.config_loader import prepare_config
 
 CELLS = cells(prepare_config(TINY_CONFIG))
 

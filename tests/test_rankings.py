@@ -274,7 +274,7 @@ RANKING_BASE = {
 def test_a_bad_ranking_declaration_stops_before_any_job_naming_the_key(
     ranking, message
 ):
-    from workflow.config import load_config
+    from workflow.config_loader import load_config
     from workflow.guards import check_config
 
     with pytest.raises(ConfigError) as error:
@@ -283,7 +283,7 @@ def test_a_bad_ranking_declaration_stops_before_any_job_naming_the_key(
 
 
 def test_a_good_ranking_declaration_passes():
-    from workflow.config import load_config
+    from workflow.config_loader import load_config
     from workflow.guards import check_config
 
     config = load_config(
@@ -300,7 +300,7 @@ def test_a_ranking_compares_losses_trained_alike_within_each_block():
     """The fixed factors (workflow.config.FIXED_FACTORS) are the same for
     every loss within a block, unless the ranking makes them blocks (as a
     table must lay them out)."""
-    from workflow.config import load_config
+    from workflow.config_loader import load_config
 
     longer = {
         **RANKING_BASE,

@@ -10,7 +10,8 @@ import pytest
 from conftest import TINY_CONFIG
 from scipy.stats import qmc
 
-from workflow.config import ConfigError, load_config
+from workflow.config import ConfigError
+from workflow.config_loader import load_config
 from workflow.losses import LOSSES, loss_has_parameters
 from workflow.registry import ParameterError
 from workflow.search import COMMON, Choice, Range, design, loss_space, search_table

@@ -16,15 +16,16 @@ from workflow.config import (
     Cell,
     ConfigError,
     cells,
-    load_config,
     settings_hash,
-    sweep_values,
     trial_cells,
     trial_settings,
 )
+from workflow.config_loader import load_config
 from workflow.io import read_metadata
 from workflow.selection import select_trial
-from workflow.splits import make_split, make_validation_split
+from workflow.splits import make_split
+from workflow.sweeps import sweep_values
+from workflow.validation_split import make_validation_split
 
 # --- sweeps ---------------------------------------------------------------
 

@@ -7,12 +7,8 @@ import pytest
 
 from workflow.config import ConfigError
 from workflow.datasets import load_dataset
-from workflow.splits import (
-    make_evaluation_split,
-    make_split,
-    make_training_split,
-    make_validation_split,
-)
+from workflow.splits import make_evaluation_split, make_split, make_training_split
+from workflow.validation_split import make_validation_split
 
 DIGITS = load_dataset("sklearn_digits")
 NONE = np.full(len(DIGITS.labels), "none")

@@ -9,16 +9,11 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from workflow import tables
+from workflow import significance, tables
 from workflow.config import ConfigError
-from workflow.tables import (
-    build_table,
-    holm,
-    mean_ci,
-    paired_p_value,
-    render,
-    sign_flip_p_value,
-)
+from workflow.significance import holm, mean_ci, paired_p_value, sign_flip_p_value
+from workflow.table_text import render
+from workflow.tables import build_table
 
 SEEDS = [0, 1, 2, 3]
 # Known numbers: per (regime, loss) a list of per-seed map values.
@@ -141,24 +136,26 @@ def test_sign_flip_degenerate_cases():
     # The smallest p is 2/2^n, never 0.
     for n in [3, 4, 5, 8, 16]:
         assert (
-            sign_flip_p_value(np.arange(1, n + 1)) == 2 / 2**n == tables.smallest_p(n)
+            sign_flip_p_value(np.arange(1, n + 1))
+            == 2 / 2**n
+            == significance.smallest_p(n)
         )
 
 
 def test_sign_flip_monte_carlo_above_the_exact_limit(monkeypatch):
     d = np.random.default_rng(1).normal(0.3, 1, 10)
     exact = sign_flip_p_value(d)
-    monkeypatch.setattr(tables, "EXACT_MAX_SEEDS", 6)
+    monkeypatch.setattr(significance, "EXACT_MAX_SEEDS", 6)
     sampled = sign_flip_p_value(d)
     assert sampled != exact and abs(sampled - exact) < 4 * np.sqrt(
-        exact * (1 - exact) / tables.MONTE_CARLO_RESAMPLES
+        exact * (1 - exact) / significance.MONTE_CARLO_RESAMPLES
     )
     assert sign_flip_p_value(d) == sampled  # seeded
     # +1 correction: never 0, even when no sampled assignment reaches the observed one.
     assert (
         sign_flip_p_value(np.arange(1, 31))
-        == 1 / (tables.MONTE_CARLO_RESAMPLES + 1)
-        == tables.smallest_p(30)
+        == 1 / (significance.MONTE_CARLO_RESAMPLES + 1)
+        == significance.smallest_p(30)
     )
 
 
@@ -666,7 +663,7 @@ def test_a_reference_with_one_seed_shows_only_the_difference():
 def test_a_reference_missing_a_row_or_metric_stops_before_any_job_naming_the_key(
     values, message
 ):
-    from workflow.config import load_config
+    from workflow.config_loader import load_config
     from workflow.guards import check_config
 
     config = {
@@ -697,8 +694,8 @@ def test_the_lm_configs_carry_the_papers_values_for_every_row_and_metric():
     import yaml
     from conftest import REPO
 
-    from workflow.config import load_config
-    from workflow.guards import check_tables
+    from workflow.config_loader import load_config
+    from workflow.guards.declarations import check_tables
 
     for name, rows in [("lm_places365", 3), ("lm_places365_hard5", 2)]:
         config = load_config(

@@ -17,7 +17,8 @@ from conftest import TINY_CONFIG
 
 from workflow import training
 from workflow.augment import augment
-from workflow.config import Cell, cell_settings, load_config
+from workflow.config import Cell, cell_settings
+from workflow.config_loader import load_config
 from workflow.datasets import load_dataset
 from workflow.embedding import compute_embeddings
 from workflow.retrieval.exact import retrieval_metrics

@@ -15,9 +15,13 @@ import torch
 import torchvision
 
 from workflow.backbones import build_backbone, weights
-from workflow.backbones.weights import (
+from workflow.backbones.weight_records import (
     RECORDS,
     RESNET18_PLACES365,
+    WeightsRecord,
+    get_record,
+)
+from workflow.backbones.weights import (
     UnpinnedWeightsError,
     WeightsChecksumError,
     WeightsError,
@@ -25,13 +29,12 @@ from workflow.backbones.weights import (
     WeightsMismatchError,
     WeightsMissingError,
     WeightSources,
-    WeightsRecord,
-    get_record,
     input_normalisation,
     resolve,
     weights_file,
 )
-from workflow.config import Cell, ConfigError, cell_settings, load_config
+from workflow.config import Cell, ConfigError, cell_settings
+from workflow.config_loader import load_config
 from workflow.embedding import compute_embeddings
 from workflow.guards import check_config
 from workflow.training import train_cell
@@ -82,7 +85,9 @@ def mirror(tmp_path, monkeypatch):
     )
     monkeypatch.setitem(RECORDS, NAME, record)
     monkeypatch.setattr(
-        weights, "SOURCES", WeightSources(mirror=folder, cache=tmp_path / "cache")
+        weights,
+        "WEIGHT_SOURCES",
+        WeightSources(mirror=folder, cache=tmp_path / "cache"),
     )
     return folder, record, reference
 
@@ -246,7 +251,7 @@ def test_a_record_without_a_published_checksum_must_be_pinned(tmp_path, monkeypa
         folder / RESNET18_PLACES365.file_name
     )  # stands in for CSAIL's file
     found = sha256_of(folder / RESNET18_PLACES365.file_name)
-    monkeypatch.setattr(weights, "SOURCES", WeightSources(mirror=folder))
+    monkeypatch.setattr(weights, "WEIGHT_SOURCES", WeightSources(mirror=folder))
     with pytest.raises(
         UnpinnedWeightsError,
         match=f"gives no checksum.*sha256 {found}.*checksum: 'sha256:{found}'",

@@ -42,11 +42,8 @@ from scipy import stats
 
 from workflow.config import ConfigError
 from workflow.retrieval.metrics import METRICS
-from workflow.tables import (
-    check_no_pooling,
-    declared_selection,
-    markdown_escape,
-)
+from workflow.table_text import markdown_escape
+from workflow.tables import check_no_pooling, declared_selection
 
 ALPHA = 0.05
 POSTHOC = ("nemenyi", "conover")

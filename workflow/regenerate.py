@@ -25,10 +25,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from workflow.config import load_config
+from workflow.config_loader import load_config
 from workflow.io import read_csv, save_text
 from workflow.report import CELL_COLUMNS
-from workflow.tables import build_table, regime_declaration, render
+from workflow.table_text import render
+from workflow.tables import build_table, regime_declaration
 
 # The columns every metrics.csv has; ``geometry`` and ``distance`` came
 # later (a run without them was retrieved in one distance).

@@ -3,7 +3,7 @@ the best validation score, and the selection table (its sensitivity figure
 is drawn by workflow/figures.py).
 
 Trials are trained and evaluated like cells, on the validation split (see
-``splits.make_validation_split``); their metrics files are the only input
+``validation_split.make_validation_split``); their metrics files are the only input
 of a selection, so the test queries and database cannot influence it.
 """
 

@@ -39,7 +39,7 @@ Registry metadata (given to :func:`register_dataset`, read with
 - ``classes``: the number of classes, only where the loader fixes it
   (scikit-learn's digits: 10), never for datasets read from files, whose
   copy may be a subset; the class-count checks before any job use it
-  (``workflow.guards.check_class_counts``).
+  (``workflow.guards.counts.check_class_counts``).
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ __all__ = [
 
 DIRECTIONS = ("higher", "lower")
 KINDS = ("per query", "per class", "per cell")
-SOURCES = ("ranks", "curve", "clusters", "written")
+METRIC_SOURCES = ("ranks", "curve", "clusters", "written")
 # The evaluation keys that the metrics read, with the schema's defaults
 # (used when the evaluation mapping lacks a key): a pattern's cutoffs, or a
 # switch that turns a metric on (off by default).
@@ -194,8 +194,10 @@ class MetricRegistry:
             )
         if metric.kind not in KINDS:
             raise ValueError(f"metric {metric.name!r}: kind must be one of {KINDS}")
-        if metric.source not in SOURCES:
-            raise ValueError(f"metric {metric.name!r}: source must be one of {SOURCES}")
+        if metric.source not in METRIC_SOURCES:
+            raise ValueError(
+                f"metric {metric.name!r}: source must be one of {METRIC_SOURCES}"
+            )
         if ("{k}" in metric.name) != (metric.cutoffs is not None):
             raise ValueError(
                 f"metric {metric.name!r}: a name with {{k}} needs cutoffs= and only it"

@@ -3,7 +3,8 @@ import _repo_path  # noqa: F401  (makes `workflow` importable)
 from workflow.io import read_csv, save_text
 from workflow.logs import log_to
 from workflow.report import METRICS_COLUMNS
-from workflow.tables import build_table, render
+from workflow.table_text import render
+from workflow.tables import build_table
 
 with log_to(snakemake.log[0]):
     name = snakemake.wildcards.table

@@ -9,7 +9,7 @@ import torch
 from workflow.embedding import embedding_matrix
 from workflow.evaluate import query_and_database
 from workflow.figures import retrieval_examples_figure
-from workflow.guards import example_queries_problem
+from workflow.guards.counts import example_queries_problem
 from workflow.io import save_figure
 from workflow.jpeg_store import open_images
 from workflow.logs import log_to

@@ -4,7 +4,7 @@ import pandas as pd
 
 from workflow.io import save_parquet
 from workflow.logs import log_to
-from workflow.splits import make_validation_split
+from workflow.validation_split import make_validation_split
 
 with log_to(snakemake.log[0]):
     labels = pd.read_parquet(snakemake.input.labels)

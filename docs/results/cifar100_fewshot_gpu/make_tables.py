@@ -18,7 +18,8 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
-from workflow.config import cell_factors, cells, load_config  # noqa: E402
+from workflow.config import cell_factors, cells  # noqa: E402
+from workflow.config_loader import load_config  # noqa: E402
 from workflow.regenerate import regenerate  # noqa: E402
 from workflow.report import aggregate  # noqa: E402
 
