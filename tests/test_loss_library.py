@@ -23,13 +23,12 @@ from workflow.evaluate import classification_accuracy
 from workflow.losses import LOSSES, build_loss
 from workflow.samplers import MPerClassBatches, ShuffledBatches, make_batches
 from workflow.tables import build_table, regime_declaration, render
-from workflow.training import (
+from workflow.training.loop import seed_everything, train_cell
+from workflow.training.step import (
     build_models,
     make_optimizer,
     make_scheduler,
     parameter_groups,
-    seed_everything,
-    train_cell,
 )
 
 LIBRARY = [

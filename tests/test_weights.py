@@ -34,7 +34,7 @@ from workflow.backbones.weights import (
 from workflow.config import Cell, ConfigError, cell_settings, load_config
 from workflow.embedding import compute_embeddings
 from workflow.guards import check_config
-from workflow.training import train_cell
+from workflow.training.loop import train_cell
 
 NAME = "test_places_resnet18"
 FILE_NAME = "test_places_resnet18.pth.tar"
