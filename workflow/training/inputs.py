@@ -1,4 +1,7 @@
-"""The training images as the step reads them.
+"""The training images and labels as the step reads them: the pixels'
+normalisation (:func:`normalise`, shared with embedding), the images on
+the device or in host memory, and the classes a loss sees
+(:func:`training_classes`).
 
 The training images are held on the device once, as uint8 (N, C, H, W) (a
 quarter of float32's memory); each batch is gathered by indexing, augmented
