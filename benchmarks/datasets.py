@@ -40,7 +40,7 @@ from workflow.download import fetch_files, official_files  # noqa: E402
 from workflow.embedding import compute_embeddings  # noqa: E402
 from workflow.prepare import prepare  # noqa: E402
 from workflow.splits import make_split  # noqa: E402
-from workflow.training import train_cell  # noqa: E402
+from workflow.training.loop import train_cell  # noqa: E402
 
 MIRROR = REPO.parent / "shared" / "datasets"
 EPOCHS_MEASURED = 3
@@ -151,7 +151,11 @@ def measure(work: Path) -> None:
     startup = min(
         timed(
             lambda: subprocess.run(
-                [sys.executable, "-c", "import workflow.training, workflow.embedding"],
+                [
+                    sys.executable,
+                    "-c",
+                    "import workflow.training.loop, workflow.embedding",
+                ],
                 cwd=REPO,
                 check=True,
             )

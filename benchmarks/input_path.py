@@ -54,7 +54,7 @@ from workflow.datasets import load_dataset  # noqa: E402
 from workflow.jpeg_store import JpegImages, JpegStore  # noqa: E402
 from workflow.losses import build_loss  # noqa: E402
 from workflow.prepare import write_prepared  # noqa: E402
-from workflow.training import TrainStep, make_optimizer  # noqa: E402
+from workflow.training.step import TrainStep, make_optimizer  # noqa: E402
 
 MEAN, STD = (
     (0.485, 0.456, 0.406),

@@ -1,7 +1,7 @@
 """Training and embedding throughput (images/second) of the project's loop
 against a plain PyTorch reference loop, side by side in one run.
 
-- **project**: ``workflow.training.build_training`` and its ``TrainStep``,
+- **project**: ``workflow.training.loop.build_training`` and its ``TrainStep``,
   the step ``train_cell`` runs: uint8 images held on the device, random
   crop (padding 4) and horizontal flip and normalisation on the device per
   batch, ``training.precision``/``channels_last`` at ``auto`` (channels-last;
@@ -53,7 +53,9 @@ sys.path.insert(0, str(REPO))
 
 from workflow.embedding import embed_images, load_models  # noqa: E402
 from workflow.losses import loss_classifies  # noqa: E402
-from workflow.training import STEP_PHASES, build_models, build_training, select_device  # noqa: E402
+from workflow.training.loop import build_training  # noqa: E402
+from workflow.training.settings import select_device  # noqa: E402
+from workflow.training.step import STEP_PHASES, build_models  # noqa: E402
 
 NUM_CLASSES = 100
 

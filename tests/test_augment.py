@@ -328,7 +328,8 @@ def _digits_cell(**training):
 
 def test_digits_stored_at_8_train_and_embed_at_16_without_a_stored_copy():
     from workflow.embedding import compute_embeddings, embed_images, load_models
-    from workflow.training import build_training, resolve_speed, train_cell
+    from workflow.training.loop import build_training, train_cell
+    from workflow.training.settings import resolve_speed
 
     data, settings = _digits_cell(
         augment="rrc_flip", input_size=16, augment_scale={"min": 0.5, "max": 1.0}
@@ -369,7 +370,8 @@ def test_digits_stored_at_8_train_and_embed_at_16_without_a_stored_copy():
 
 
 def test_the_default_settings_feed_the_stored_images_as_they_are():
-    from workflow.training import SPEED_DEFAULTS, build_training, input_view
+    from workflow.training.loop import build_training
+    from workflow.training.settings import SPEED_DEFAULTS, input_view
 
     data, settings = _digits_cell()
     assert (

@@ -1361,7 +1361,7 @@ def sixteen_bit_png_is_scaled(tmp_path):
     (round(v / 257)), not clipped to white."""
     from PIL import Image
 
-    from workflow.prepare import decode_image
+    from workflow.images import decode_image
 
     values = np.linspace(0, 65535, 64).round().astype(np.uint16).reshape(8, 8)
     Image.fromarray(values).save(tmp_path / "deep.png")
@@ -2108,7 +2108,7 @@ def _resume_from(make, reason):
 
         import torch
 
-        from workflow.training import train_cell
+        from workflow.training.loop import train_cell
 
         settings, data, train = _tiny_cell()
         path = tmp_path / "last.pt"
@@ -2147,7 +2147,8 @@ def _checkpoint_that_does_not_fit(path, tmp_path):
     another network's (another version of the code, a file copied over)."""
     import torch
 
-    from workflow.training import save_torch, train_cell
+    from workflow.checkpoints import save_torch
+    from workflow.training.loop import train_cell
 
     settings, data, train = _tiny_cell()
     train_cell(
@@ -2302,9 +2303,9 @@ MODEL_CASES = [
 def plant_models(workdir: Path) -> None:
     import torch
 
+    from workflow.checkpoints import save_torch
     from workflow.config import Cell, cell_settings, settings_hash
     from workflow.config_loader import load_config
-    from workflow.training import save_torch
 
     def cell(loss):
         folder = workdir / CELL.format(loss)
@@ -2380,7 +2381,7 @@ sys.path.insert(0, sys.argv[3])
 from workflow.config import Cell, cell_settings
 from workflow.config_loader import load_config
 from workflow.datasets import load_dataset
-from workflow.training import train_job
+from workflow.training.loop import train_job
 config, folder = json.loads(sys.argv[1]), sys.argv[2]
 settings = cell_settings(load_config(config), Cell("digits", "full", "small_cnn", "ce", 0))
 data = load_dataset("sklearn_digits")
@@ -3013,7 +3014,7 @@ def _train_from_store(tmp: Path, damage=None, image_size=24, **training):
     from workflow.config import Cell, cell_settings
     from workflow.config_loader import load_config
     from workflow.jpeg_store import JpegStore
-    from workflow.training import train_cell
+    from workflow.training.loop import train_cell
 
     path, labels = _jpeg_store(tmp, image_size)
     if damage:

@@ -496,7 +496,7 @@ def _validation_split(class_fraction: float, protocol: str = "closed_set", **poo
 
 
 def _train_one_class(tmp):
-    from workflow.training import training_classes
+    from workflow.training.inputs import training_classes
 
     return training_classes(np.array([3, 3, 3]), 10)
 
@@ -505,7 +505,7 @@ def _digits_cell(**training):
     from conftest import training_settings
 
     from workflow.datasets import load_dataset
-    from workflow.training import train_cell
+    from workflow.training.loop import train_cell
 
     data = load_dataset("sklearn_digits")
     settings = training_settings("ce", epochs=1, device="cpu", **training)
@@ -518,7 +518,7 @@ def _data_on_device_beyond_memory(tmp):
     import torch
     from conftest import training_settings
 
-    from workflow.training import check_images_fit
+    from workflow.training.inputs import check_images_fit
 
     # 10**5 images of 2000 x 2000 x 3: 1.2 TB of uint8, more than any host has.
     check_images_fit(

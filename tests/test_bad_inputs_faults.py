@@ -180,7 +180,7 @@ def checkpoint_larger_than_the_disk(tmp_path):
     """A model.pt (or resume checkpoint) larger than the free space."""
     import torch
 
-    from workflow.training import save_torch
+    from workflow.checkpoints import save_torch
 
     message, files = _write_on_small_disk(
         tmp_path,

@@ -29,7 +29,8 @@ from official_formats import (
 from workflow.config import ConfigError
 from workflow.datasets import DATASETS, RawDataset, load_dataset
 from workflow.datasets.arrays import save_npz
-from workflow.prepare import UndecodableImageError, prepare
+from workflow.images import UndecodableImageError
+from workflow.prepare import prepare
 from workflow.splits import make_split
 
 # ---------------------------------------------------------------- helpers
@@ -399,7 +400,7 @@ def test_resize_keeps_the_centre(tmp_path):
     blend with the neighbours, as bilinear antialiasing does)."""
     from PIL import Image
 
-    from workflow.prepare import decode_image
+    from workflow.images import decode_image
 
     pixels = np.zeros((20, 60, 3), dtype=np.uint8)
     for third in range(3):
@@ -629,7 +630,7 @@ def test_undecodable_images_are_skipped_only_when_asked(tmp_path, capsys):
     assert "train/dog/img01.png" not in set(labels["file_id"])
     assert "skipped 1 undecodable image(s) of 15" in capsys.readouterr().err
     # The kept rows are the images themselves, in order.
-    from workflow.prepare import decode_image
+    from workflow.images import decode_image
 
     assert np.array_equal(
         images[13], decode_image(tmp_path / "imgs" / labels["file_id"].iloc[13], 8)

@@ -15,7 +15,8 @@ from workflow.splits import make_split
 
 
 def run_cell(tmp_path, name, loss="cam", seed=0):
-    from workflow.training import save_torch, train_cell
+    from workflow.checkpoints import save_torch
+    from workflow.training.loop import train_cell
 
     config = load_config(TINY_CONFIG)
     settings = cell_settings(

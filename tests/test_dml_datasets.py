@@ -167,7 +167,7 @@ def test_bounding_box_crop(tmp_path, source):
     data = load_dataset(source, root=tmp_path, bounding_boxes=True)
     assert np.allclose(data.boxes, expected["boxes"])
     assert load_dataset(source, root=tmp_path).boxes is None  # off by default
-    from workflow.prepare import decode_image
+    from workflow.images import decode_image
 
     for i in [0, 1, 5]:
         box = data.boxes[i]
@@ -323,7 +323,7 @@ def _digits_cell(loss, classes):
     from workflow.config import Cell, cell_settings
     from workflow.config_loader import load_config
     from workflow.datasets import load_dataset
-    from workflow.training import train_cell
+    from workflow.training.loop import train_cell
 
     config = {
         **TINY_CONFIG,
@@ -350,8 +350,9 @@ def test_the_loss_sees_only_the_training_classes(loss, state):
     labels remapped to 0..K-1, and model.pt records the mapping, through
     which embed gives predictions and anchors the dataset's labels. In the
     closed set (every class trains) the mapping is the identity."""
-    from workflow.embedding import class_ids, compute_embeddings
-    from workflow.training import training_classes
+    from workflow.cell_files import class_ids
+    from workflow.embedding import compute_embeddings
+    from workflow.training.inputs import training_classes
 
     ids, remapped = training_classes(np.array([7, 1, 8, 4, 7]), 10)
     assert ids.tolist() == [1, 4, 7, 8] and remapped.tolist() == [2, 0, 3, 1, 2]

@@ -302,7 +302,7 @@ def test_training_from_a_store_is_reproducible_with_and_without_workers_and_resu
     tmp_path, augment
 ):
     from workflow.embedding import compute_embeddings
-    from workflow.training import train_cell
+    from workflow.training.loop import train_cell
 
     store, _, _ = make_store(tmp_path, image_size=24)
     labels = pd.read_parquet(tmp_path / "data/pics/labels.parquet")["label"].to_numpy()
@@ -350,7 +350,8 @@ def test_bounding_boxes_crop_the_stored_jpegs_as_they_crop_the_arrays(tmp_path):
     """A dataset with boxes (CUB, Cars with ``bounding_boxes: true``) stored as
     JPEGs keeps each image's box, as the array storage does."""
     from workflow.datasets import ImageFiles
-    from workflow.prepare import decode_image, write_prepared
+    from workflow.images import decode_image
+    from workflow.prepare import write_prepared
 
     paths = []
     for i in range(2):

@@ -25,13 +25,12 @@ from workflow.losses import LOSSES, build_loss
 from workflow.samplers import MPerClassBatches, ShuffledBatches, make_batches
 from workflow.table_text import render
 from workflow.tables import build_table, regime_declaration
-from workflow.training import (
+from workflow.training.loop import seed_everything, train_cell
+from workflow.training.step import (
     build_models,
     make_optimizer,
     make_scheduler,
     parameter_groups,
-    seed_everything,
-    train_cell,
 )
 
 LIBRARY = [

@@ -408,11 +408,15 @@ def test_a_loss_registered_without_anchors_or_classifies_is_refused():
 
 def test_no_code_probes_a_loss_for_its_methods():
     """The declarations are read instead (workflow.losses.loss_has_anchors,
-    loss_classifies); only the test above looks at the classes."""
+    loss_classifies); only the test above looks at the classes. Nor for its
+    terms: every loss has them (workflow.losses.base.Loss)."""
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    probe = re.compile(r"hasattr\([^)]*[\"'](predict|class_anchors)[\"']")
+    probe = re.compile(
+        r"hasattr\([^)]*[\"'](predict|class_anchors)[\"']"
+        r"|(get|has)attr\([^)]*[\"']last_(terms|diagnostics)[\"']"
+    )
     files = [
         *(repo / "workflow").rglob("*.py"),
         *(repo / "rules").glob("*.smk"),
@@ -423,6 +427,27 @@ def test_no_code_probes_a_loss_for_its_methods():
 
 
 # ------------------------------------------------- loss terms (training curves)
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_loss_reports_its_terms_through_the_loss_interface(name):
+    """Issue 28: training reads ``last_terms`` and ``last_diagnostics``,
+    declared on workflow.losses.base.Loss, which every loss subclasses:
+    empty until a loss reports parts, then detached 0-d tensors (the terms
+    sum to the loss)."""
+    from workflow.losses.base import Loss
+
+    loss = build_loss(name, num_classes=4, embedding_size=7)
+    assert isinstance(loss, Loss), name
+    assert loss.last_terms == {} and loss.last_diagnostics == {}
+    torch.manual_seed(0)
+    value = loss(torch.randn(8, 7), torch.arange(8) % 4)  # two per class
+    for part in (loss.last_terms, loss.last_diagnostics):
+        assert isinstance(part, dict)
+        assert all(v.dim() == 0 and not v.requires_grad for v in part.values())
+    if loss.last_terms:
+        total = sum(loss.last_terms.values())
+        assert torch.allclose(total, value.detach(), atol=1e-5), name
 
 
 def test_cam_terms_match_loop_and_sum_to_loss():

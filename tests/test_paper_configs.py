@@ -164,7 +164,7 @@ def test_pretrained_backbones_see_their_weights_input(name):
     the side those weights were trained on (its record's input_size), and
     where it evaluates on a centre crop, from the record's resize side."""
     from workflow.backbones.weights import resolve
-    from workflow.training import input_view
+    from workflow.training.settings import input_view
 
     config = load_config(load(name))
     pretrained = 0

@@ -56,7 +56,7 @@ def assert_same_model(a: dict, b: dict) -> None:
 def test_interrupted_then_resumed_equals_uninterrupted_bit_for_bit(
     tmp_path, digits, loss, sampler, augment
 ):
-    from workflow.training import train_cell
+    from workflow.training.loop import train_cell
 
     data, train = digits
     s = training_settings(loss, sampler, augment=augment, augment_padding=1)
@@ -98,7 +98,7 @@ def test_interrupted_then_resumed_equals_uninterrupted_bit_for_bit(
 def test_checkpoint_of_other_settings_is_ignored_with_a_log_line(
     tmp_path, digits, capfd
 ):
-    from workflow.training import train_cell
+    from workflow.training.loop import train_cell
 
     data, train = digits
     path = tmp_path / "last.pt"
@@ -139,7 +139,7 @@ def test_training_on_one_and_two_threads_agrees_but_not_bit_for_bit(digits, prec
     so models trained with different thread counts differ in their last
     bits. The train rule therefore runs with a fixed ``threads: 1``; here
     the two runs must still agree closely."""
-    from workflow.training import train_cell
+    from workflow.training.loop import train_cell
 
     data, train = digits
     s = training_settings("cam", epochs=2, precision=precision)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import TINY_CONFIG
 
-from workflow import training
+import workflow.training.settings as training_settings
 from workflow.augment import augment
 from workflow.config import Cell, cell_settings
 from workflow.config_loader import load_config
@@ -23,12 +23,9 @@ from workflow.datasets import load_dataset
 from workflow.embedding import compute_embeddings
 from workflow.retrieval.exact import retrieval_metrics
 from workflow.splits import make_split
-from workflow.training import (
-    build_training,
-    cpu_has_native_bf16,
-    resolve_speed,
-    train_cell,
-)
+from workflow.training.loop import build_training, train_cell
+from workflow.training.settings import cpu_has_native_bf16, resolve_speed
+from workflow.training.step import make_optimizer
 
 # Tolerances of the fast path (bf16 autocast, channels-last) against the
 # plain fp32 path, same seed, same batches, same augmentation draws. bf16
@@ -170,7 +167,7 @@ def test_native_bf16_detection_agrees_with_the_cpu_flags():
 def test_auto_on_the_cpu_is_fp32_on_every_cpu_and_channels_last(monkeypatch, native):
     # Stands in for the two kinds of CPU (with and without native bf16):
     # the default must not depend on which one runs it.
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(training_settings, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
     assert resolve_speed(settings()["training"], cpu) == {
         "precision": "fp32",
@@ -428,7 +425,7 @@ def test_fused_optimiser_makes_the_unfused_update(name, device):
             optimizer.step()
         return optimizer, params
 
-    fused, fused_params = run(lambda groups: training.make_optimizer(groups, cfg))
+    fused, fused_params = run(lambda groups: make_optimizer(groups, cfg))
     assert fused.defaults["fused"] is True
     reference = {
         "adam": torch.optim.Adam,

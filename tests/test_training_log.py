@@ -53,7 +53,7 @@ def expected(history: list[dict]) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_the_event_files_hold_the_history_of_model_pt(tmp_path, digits):
-    from workflow.training import train_job
+    from workflow.training.loop import train_job
     from workflow.training_log import final_folder
 
     data, train = digits
@@ -106,7 +106,7 @@ def test_the_event_files_hold_the_history_of_model_pt(tmp_path, digits):
 
 
 def test_the_event_files_change_nothing_in_the_model(tmp_path, digits):
-    from workflow.training import train_cell
+    from workflow.training.loop import train_cell
 
     data, train = digits
     plain = train_cell(
@@ -132,7 +132,7 @@ def test_a_resumed_job_continues_its_live_log_from_the_checkpoint(tmp_path, digi
     """Killed after epoch 3 with a checkpoint after epoch 2: the live log
     has steps 1-3 of the killed run; the resumed run purges step 3 and
     logs 3 and 4 again, so the log equals the finished history."""
-    from workflow.training import train_cell
+    from workflow.training.loop import train_cell
 
     data, train = digits
     checkpoint, live = tmp_path / "last.pt", tmp_path / "live"

@@ -37,7 +37,7 @@ from workflow.config import Cell, ConfigError, cell_settings
 from workflow.config_loader import load_config
 from workflow.embedding import compute_embeddings
 from workflow.guards import check_config
-from workflow.training import train_cell
+from workflow.training.loop import train_cell
 
 NAME = "test_places_resnet18"
 FILE_NAME = "test_places_resnet18.pth.tar"

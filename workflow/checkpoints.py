@@ -1,18 +1,22 @@
-"""Reading ``.pt`` files: every one (a cell's ``model.pt``, its resume
+"""Reading and writing ``.pt`` files: every one (a cell's ``model.pt``, its resume
 checkpoint ``last.pt``, pretrained weights) goes through
 :func:`load_checkpoint`, which unpickles nothing but tensors and plain data
 (``torch.load(weights_only=True)``) and turns a file it cannot read, or one
 that lacks the expected entries, into a :class:`CheckpointError` that names
 the file and says what to do. torch's own message would advise retrying
 with ``weights_only=False``, which runs whatever a planted pickle holds.
+Every ``.pt`` file this project writes goes through :func:`save_torch`.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
 import torch
+
+from workflow.io import atomic_path
 
 
 class CheckpointError(ValueError):
@@ -65,3 +69,14 @@ def load_checkpoint(
                 f"(it holds {', '.join(found) or 'nothing'}). {advice}"
             )
     return state
+
+
+def save_torch(path, obj) -> None:
+    """``torch.save`` atomically and byte-reproducibly: torch names the
+    archive inside the file after the file, so saving straight to a
+    temporary name would make every file differ; a buffer gives the fixed
+    name ``archive``."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path, size=buffer.tell()) as tmp:
+        tmp.write_bytes(buffer.getvalue())

@@ -17,19 +17,14 @@ import torch
 
 import workflow
 from workflow.augment import resize_centre_crop
-from workflow.checkpoints import CheckpointError, load_checkpoint
-from workflow.config import settings_hash
+from workflow.cell_files import MODEL_ADVICE, class_ids
+from workflow.checkpoints import CheckpointError
 from workflow.io import git_commit, save_parquet
 from workflow.jpeg_store import JpegStore, pad
 from workflow.losses import loss_classifies, loss_has_anchors
-from workflow.training import (
-    build_models,
-    input_view,
-    normalise,
-    resolve_speed,
-    select_device,
-    to_tensor,
-)
+from workflow.training.inputs import normalise, to_tensor
+from workflow.training.settings import input_view, resolve_speed, select_device
+from workflow.training.step import build_models
 
 
 def _fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
@@ -37,11 +32,6 @@ def _fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(
         pa.array(matrix.reshape(-1)), matrix.shape[1]
     )
-
-
-def embedding_matrix(frame: pd.DataFrame, column: str = "embedding") -> np.ndarray:
-    """The embedding column of a frame read from Parquet as a float32 matrix."""
-    return np.stack(frame[column].to_numpy()).astype(np.float32, copy=False)
 
 
 @torch.no_grad()
@@ -61,7 +51,7 @@ def compute_embeddings(
     embeddings are returned as float32. ``source``: where the checkpoint
     came from, for the error when its weights do not fit. Images are
     resized and centre-cropped to the backbone's input as
-    :func:`workflow.training.input_view` says (not at all by default)."""
+    :func:`workflow.training.settings.input_view` says (not at all by default)."""
     device = device or select_device(settings["training"]["device"])
     speed = resolve_speed(settings["training"], device)
     backbone, loss_fn = load_models(checkpoint, settings, device, speed, source)
@@ -98,47 +88,6 @@ def compute_embeddings(
         else None
     )
     return embeddings, predictions, anchors
-
-
-def class_ids(checkpoint: dict) -> np.ndarray:
-    """The dataset label of each class of the checkpoint's loss (its
-    anchor, classifier row or proxy i is class ``class_ids[i]``): the
-    training classes (:func:`workflow.training.training_classes`). A model.pt
-    written before they were recorded trained on the dataset's labels as
-    they are: the identity."""
-    return np.asarray(
-        checkpoint.get("class_ids", range(checkpoint["num_classes"])), dtype=np.int64
-    )
-
-
-# What model.pt holds (scripts/train.py writes train_cell's dict without its stats).
-MODEL_KEYS = (
-    "backbone",
-    "loss",
-    "mean",
-    "std",
-    "in_channels",
-    "image_size",
-    "num_classes",
-    "settings_hash",
-)
-MODEL_ADVICE = "Delete it and run Snakemake again: the train rule writes it anew."
-
-
-def read_model(path, settings: dict) -> dict:
-    """The trained model in ``path`` (a cell's ``model.pt``), checked to be
-    one the train rule wrote for these settings (their hash): anything else
-    is a :class:`workflow.checkpoints.CheckpointError` naming the file."""
-    checkpoint = load_checkpoint(
-        path, "model.pt of the train rule", keys=MODEL_KEYS, advice=MODEL_ADVICE
-    )
-    expected = settings_hash(settings)
-    if checkpoint["settings_hash"] != expected:
-        raise CheckpointError(
-            f"{path}: a model trained for other settings (hash {checkpoint['settings_hash']}), "
-            f"not for this cell's (hash {expected}). {MODEL_ADVICE}"
-        )
-    return checkpoint
 
 
 def load_models(
@@ -264,8 +213,8 @@ def write_embeddings(
     metadata: dict,
     anchor_labels: np.ndarray | None = None,
 ) -> None:
-    """``anchor_labels``: the dataset label of each anchor (:func:`class_ids`;
-    default 0..len(anchors)-1)."""
+    """``anchor_labels``: the dataset label of each anchor
+    (:func:`workflow.cell_files.class_ids`; default 0..len(anchors)-1)."""
     table = pa.table(
         {
             "index": pa.array(split["index"].to_numpy(), pa.int64()),

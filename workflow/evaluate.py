@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from workflow.embedding import embedding_matrix
+from workflow.cell_files import embedding_matrix
 from workflow.geometry import in_geometry, resolve_distances
 from workflow.retrieval.inputs import queries_without_positives
 from workflow.retrieval.metrics import METRICS

@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workflow.images import crop_to_box, to_8bit
+
 MAGIC = b"CBIRJPG1"
 SUFFIX = ".jpegs"
 QUALITY = 90  # JPEG quality of re-encoded images (Pillow; FFCV's default too)
@@ -72,8 +74,6 @@ def _quiet():
 def encode_image(image, size: int | None) -> tuple[bytes, int, int]:
     """A PIL image -> (JPEG bytes at ``QUALITY``, height, width): RGB, the
     shorter side resized to ``size`` when longer."""
-    from workflow.prepare import to_8bit  # the one 8-bit conversion (16-bit PNGs)
-
     image = to_8bit(image).convert("RGB")
     if size is not None and min(image.size) > size:
         from torchvision.transforms import InterpolationMode
@@ -142,14 +142,12 @@ def file_jpeg(path, size: int | None, box=None) -> tuple[bytes, int, int]:
     :func:`encode_image` (a large JPEG is decoded at the smallest DCT scale
     that keeps its shorter side >= ``size``, as ``prepare`` does). ``box``
     (a published bounding box) crops the image first, as ``prepare`` does
-    for arrays (:func:`workflow.prepare.crop_to_box`), and is encoded again."""
+    for arrays (:func:`workflow.images.crop_to_box`), and is encoded again."""
     from PIL import Image
 
     path = Path(path)
     with Image.open(path) as image:
         if box is not None:
-            from workflow.prepare import crop_to_box
-
             return encode_image(
                 crop_to_box(image, box, image.width, image.height), size
             )

@@ -1,6 +1,6 @@
 """TensorBoard event files of a train job (config key ``tensorboard``).
 
-Each epoch's history record (:func:`workflow.training.train_epoch`) becomes
+Each epoch's history record (:func:`workflow.training.loop.train_epoch`) becomes
 scalars at step = epoch (1, 2, ...): ``loss``, ``accuracy``, ``lr``, and
 ``terms/<name>`` and ``diagnostics/<name>`` (e.g. CAM's attractor, repeller,
 min_norm and its fractions ``pairs_within_margin`` and

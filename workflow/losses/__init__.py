@@ -1,11 +1,15 @@
 """Loss functions, one file each, registered by name.
 
-Every loss is an ``nn.Module`` built as ``cls(num_classes=..., embedding_size=...,
-**params)`` and called as ``loss(embeddings, labels) -> scalar``. Learnable
-state (anchors, centres, classifier weights) is an ordinary ``nn.Parameter``
-so the optimiser and the checkpoint include it. Two optional methods, each
-declared in the loss's registration (the code reads the declaration, never
-probes the class; a test checks that they agree):
+Every loss is a :class:`workflow.losses.base.Loss` (an ``nn.Module``) built as
+``cls(num_classes=..., embedding_size=..., **params)`` and called as
+``loss(embeddings, labels) -> scalar``; after each call it reports its
+weighted parts in ``last_terms`` and its measurements in
+``last_diagnostics`` (both empty unless it has some), which training
+averages per epoch. Learnable state (anchors, centres, classifier weights)
+is an ordinary ``nn.Parameter`` so the optimiser and the checkpoint include
+it. Two optional methods, each declared in the loss's registration (the
+code reads the declaration, never probes the class; a test checks that
+they agree):
 
 - ``predict(embeddings) -> (N, C) scores``: class scores for ``accuracy``;
   declared with ``classifies=True``;
@@ -19,13 +23,14 @@ Per loss, the config may set class-balanced batches (``sampler``, see
 ``workflow/samplers.py``; pair, triplet and SupCon losses need them) and a
 learning-rate multiplier for the loss's own parameters (``lr_multiplier``).
 
-Add a loss: a new module here with ``@register_loss("name", geometry=...,
-anchors=..., classifies=..., params={...})`` on the class (``geometry``:
-``euclidean`` or ``cosine``, see below; ``anchors``, ``classifies``: true
-or false, see above; ``params``: the range of each parameter, e.g.
-``{"margin": Number(gt=0)}``, see ``workflow/registry.py``),
-plus one entry under ``losses:`` in the config. Use pytorch-metric-learning
-for what it provides (see ``contrastive.py``, ``arcface.py``).
+Add a loss: a new module here with a subclass of ``Loss`` under
+``@register_loss("name", geometry=..., anchors=..., classifies=...,
+params={...})`` (``geometry``: ``euclidean`` or ``cosine``, see below;
+``anchors``, ``classifies``: true or false, see above; ``params``: the
+range of each parameter, e.g. ``{"margin": Number(gt=0)}``, see
+``workflow/registry.py``), plus one entry under ``losses:`` in the config.
+Use pytorch-metric-learning for what it provides (see ``contrastive.py``,
+``arcface.py``).
 """
 
 from workflow.geometry import DISTANCES as GEOMETRIES

@@ -8,9 +8,9 @@ import math
 
 import torch.nn.functional as F
 from pytorch_metric_learning import losses
-from torch import nn
 
 from workflow.losses import register_loss
+from workflow.losses.base import Loss
 from workflow.registry import Number
 from workflow.search import Range
 
@@ -28,7 +28,7 @@ from workflow.search import Range
         "params.scale": Range(16.0, 256.0, 64.0, "paper (s = 64); range ours"),
     },
 )
-class ArcFaceLoss(nn.Module):
+class ArcFaceLoss(Loss):
     """Softmax cross-entropy on scaled cosines with an angular margin on the
     target class:
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workflow.losses import register_loss
+from workflow.losses.base import Loss
 from workflow.registry import Number
 from workflow.search import Range
 
@@ -30,7 +31,7 @@ def centre_term(embeddings, centres, labels):
         )
     },
 )
-class CenterLoss(nn.Module):
+class CenterLoss(Loss):
     """Cross-entropy of a linear head plus the centre loss.
 
     ``L = CE + lambda_c * L_C`` with ``L_C = 1/2 mean_i ||x_i - c_{y_i}||^2``,

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from workflow.losses import register_loss
+from workflow.losses.base import Loss
 from workflow.registry import Number, OneOf
 from workflow.search import Choice, Range
 
@@ -72,7 +73,7 @@ REDUCTIONS = ("mean", "sum")
         "params.reduction": Choice(REDUCTIONS, "mean", "ours (the paper writes sums)"),
     },
 )
-class ClassAnchorMarginLoss(nn.Module):
+class ClassAnchorMarginLoss(Loss):
     """Attractor-repeller loss with one learnable anchor ``a_c`` per class.
 
     ``L = w_attractor * L_A + w_repeller * L_R + w_min_norm * L_N`` with

@@ -6,9 +6,9 @@ pytorch-metric-learning (PML).
 """
 
 from pytorch_metric_learning import distances, losses
-from torch import nn
 
 from workflow.losses import register_loss
+from workflow.losses.base import Loss
 from workflow.registry import Number
 from workflow.search import Range
 
@@ -36,7 +36,7 @@ class _SquaredContrastive(losses.ContrastiveLoss):
         )
     },
 )
-class ContrastiveLoss(nn.Module):
+class ContrastiveLoss(Loss):
     """Contrastive loss over every pair of the batch.
 
     For a pair (i, j) with Euclidean distance ``d = ||x_i - x_j||`` of the raw

@@ -4,10 +4,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from workflow.losses import register_loss
+from workflow.losses.base import Loss
 
 
 @register_loss("ce", geometry="euclidean", anchors=False, classifies=True, params={})
-class CrossEntropyLoss(nn.Module):
+class CrossEntropyLoss(Loss):
     """Cross-entropy of a linear classifier (with bias) on the embedding.
 
     ``L = mean_i -log softmax(W f_i + b)_{y_i}``

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workflow.losses import register_loss
+from workflow.losses.base import Loss
 from workflow.losses.center import centre_term
 from workflow.losses.class_anchor_margin import off_diagonal
 from workflow.registry import Number
@@ -29,7 +30,7 @@ from workflow.search import Range
         "params.lambda_1": Range(1.0, 100.0, 10.0, "paper (lambda_1 = 10); range ours"),
     },
 )
-class IslandLoss(nn.Module):
+class IslandLoss(Loss):
     """Cross-entropy plus the centre loss plus a pairwise centre repeller.
 
     ``L = CE + lambda_il * L_IL`` with

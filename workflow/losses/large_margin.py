@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workflow.losses import register_loss
+from workflow.losses.base import Loss
 from workflow.losses.class_anchor_margin import pairwise_safe_distance
 from workflow.registry import Number
 from workflow.search import Range
@@ -22,7 +23,7 @@ from workflow.search import Range
     params={"beta": Number(ge=0)},
     search={"params.beta": Range(1.0e-3, 0.1, 0.01, "paper (0.01); range ours")},
 )
-class LargeMarginLoss(nn.Module):
+class LargeMarginLoss(Loss):
     """Cross-entropy plus a large-margin term on normalised class centres.
 
     ``L = CE + beta * L_LM`` where CE is the cross-entropy of a linear head

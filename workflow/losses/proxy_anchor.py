@@ -6,9 +6,9 @@ Kim, Kim, Cho & Kwak, "Proxy Anchor Loss for Deep Metric Learning", CVPR
 
 import torch.nn.functional as F
 from pytorch_metric_learning import losses
-from torch import nn
 
 from workflow.losses import register_loss
+from workflow.losses.base import Loss
 from workflow.registry import Number
 from workflow.search import Range
 
@@ -27,7 +27,7 @@ from workflow.search import Range
         ),
     },
 )
-class ProxyAnchorLoss(nn.Module):
+class ProxyAnchorLoss(Loss):
     """One learnable proxy ``p`` per class, cosine similarity ``s(x, p)``:
 
     ``L = 1/|P+| sum_{p in P+} log(1 + sum_{x in X_p+} e^{-alpha (s(x, p) - delta)})

@@ -6,9 +6,9 @@ pytorch-metric-learning (PML).
 """
 
 from pytorch_metric_learning import losses
-from torch import nn
 
 from workflow.losses import register_loss
+from workflow.losses.base import Loss
 from workflow.registry import Number
 from workflow.search import Range
 
@@ -23,7 +23,7 @@ from workflow.search import Range
         "params.temperature": Range(0.025, 0.4, 0.1, "paper (tau = 0.1); range ours")
     },
 )
-class SupConLoss(nn.Module):
+class SupConLoss(Loss):
     """With ``z`` the L2-normalised embeddings, ``P(i)`` the other images of
     i's class in the batch and ``A(i)`` all images but i (the paper's
     ``L^sup_out``):

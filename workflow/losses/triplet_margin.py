@@ -8,9 +8,9 @@ miners from pytorch-metric-learning (PML).
 """
 
 from pytorch_metric_learning import distances, losses, miners, reducers
-from torch import nn
 
 from workflow.losses import register_loss
+from workflow.losses.base import Loss
 from workflow.registry import Number, OneOf
 from workflow.search import Range
 
@@ -29,7 +29,7 @@ MINING = ("semihard", "batch_hard")
         )
     },
 )
-class TripletMarginLoss(nn.Module):
+class TripletMarginLoss(Loss):
     """``mean over mined triplets (a, p, n) of max(0, d(a, p) - d(a, n) + alpha)``
 
     with, as in FaceNet, ``d(u, v) = ||u^ - v^||^2`` the squared Euclidean

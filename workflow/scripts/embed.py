@@ -3,15 +3,10 @@ import _repo_path  # noqa: F401  (makes `workflow` importable)
 import pandas as pd
 import torch
 
+from workflow.cell_files import class_ids, read_model
 from workflow.config import CELL_PATTERN, settings_hash
 from workflow.devices import claim_device
-from workflow.embedding import (
-    class_ids,
-    compute_embeddings,
-    provenance,
-    read_model,
-    write_embeddings,
-)
+from workflow.embedding import compute_embeddings, provenance, write_embeddings
 from workflow.jpeg_store import open_images
 from workflow.logs import log_to
 from workflow.selection import resolve_settings

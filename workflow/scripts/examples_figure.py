@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workflow.embedding import embedding_matrix
+from workflow.cell_files import embedding_matrix
 from workflow.evaluate import query_and_database
 from workflow.figures import retrieval_examples_figure
 from workflow.guards.counts import example_queries_problem

@@ -8,7 +8,7 @@ from workflow.backbones.weights import set_sources
 from workflow.jpeg_store import open_images
 from workflow.logs import log_to
 from workflow.selection import resolve_settings
-from workflow.training import train_job
+from workflow.training.loop import train_job
 from workflow.training_log import final_folder
 
 with log_to(snakemake.log[0]):

@@ -1,7 +1,7 @@
 import _repo_path  # noqa: F401  (makes `workflow` importable)
 
+from workflow.cell_files import MODEL_ADVICE
 from workflow.checkpoints import load_checkpoint
-from workflow.embedding import MODEL_ADVICE
 from workflow.figures import history_frame, training_curves_figure
 from workflow.io import save_figure
 from workflow.logs import log_to

@@ -2,7 +2,7 @@ import _repo_path  # noqa: F401  (makes `workflow` importable)
 
 import pandas as pd
 
-from workflow.embedding import embedding_matrix
+from workflow.cell_files import embedding_matrix
 from workflow.evaluate import query_and_database
 from workflow.figures import tsne_figure
 from workflow.io import save_figure
