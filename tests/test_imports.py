@@ -24,12 +24,6 @@ AFTER_EMBEDDING = [
 # The rule scripts that train or embed; every other one must not import that code.
 TRAINING_SCRIPTS = {"workflow.scripts.train", "workflow.scripts.embed"}
 
-# A circle left to the split of workflow/config.py (issue 28): config's
-# search_trials imports workflow.search, whose checks raise config's
-# ConfigError; both imports are deferred into functions.
-KNOWN_CIRCLES = {("workflow.search", "workflow.config")}
-
-
 def is_training_code(module: str) -> bool:
     return module in ("workflow.training", "workflow.embedding") or module.startswith(
         "workflow.training."
@@ -110,10 +104,7 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 
 def test_no_workflow_modules_import_each_other_in_a_circle():
-    graph = import_graph()
-    for source, target in KNOWN_CIRCLES:
-        graph[source].discard(target)
-    assert import_circle(graph) is None
+    assert import_circle(import_graph()) is None
 
 
 def test_the_circle_check_finds_a_circle():
