@@ -24,7 +24,8 @@ from pytorch_metric_learning.utils.inference import CustomKNN
 from workflow.evaluate import evaluate_cell
 from workflow.retrieval.exact import evaluate_retrieval
 from workflow.retrieval.inputs import queries_without_positives
-from workflow.retrieval.metrics import METRICS, kmeans_clusters
+from workflow.retrieval.metric_registry import kmeans_clusters
+from workflow.retrieval.metrics import METRICS
 from workflow.splits import ALL_AGAINST_ALL
 
 RECALL_AT = (1, 2, 4, 8)

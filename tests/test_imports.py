@@ -24,6 +24,7 @@ AFTER_EMBEDDING = [
 # The rule scripts that train or embed; every other one must not import that code.
 TRAINING_SCRIPTS = {"workflow.scripts.train", "workflow.scripts.embed"}
 
+
 def is_training_code(module: str) -> bool:
     return module in ("workflow.training", "workflow.embedding") or module.startswith(
         "workflow.training."

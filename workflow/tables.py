@@ -141,7 +141,7 @@ def reference_problem(name: str, decl: dict, rows: list[str] | None) -> str | No
 
 def reference_scale(reference: dict, metric: str) -> float:
     """What a published value of ``metric`` is divided by to read it as ours:
-    100 for a fraction (:meth:`~workflow.retrieval.metrics.MetricRegistry.is_fraction`)
+    100 for a fraction (:meth:`~workflow.retrieval.metric_registry.MetricRegistry.is_fraction`)
     under ``scale: percent``, else 1 (a count or cost is never rescaled)."""
     return (
         100.0
