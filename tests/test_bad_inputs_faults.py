@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bad_inputs import BASE, alive, changed, leftovers, wait_for
 from conftest import REPO, make_workspace, snakemake
 from official_formats import make_imagefolder
-from test_bad_inputs import BASE, alive, changed, leftovers, wait_for
 
 # ---------------------------------------------------------------- full disk
 
