@@ -178,3 +178,36 @@ def wait_for(condition, seconds=120, what=""):
     while not condition():
         assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
         time.sleep(0.1)
+
+
+def _fetch(source: str, tmp: Path, checksums=None, mirror: bool = True) -> None:
+    from workflow.download import OfficialFile, fetch_files, plan_downloads
+
+    keys, files = plan_downloads(
+        {"d": {"source": source, "checksums": checksums or {}}}
+    )
+    (tmp / "mirror").mkdir(exist_ok=True)
+    fetch_files(
+        [OfficialFile.from_dict(f) for f in files[keys["d"]]],
+        tmp / "raw" / keys["d"],
+        mirror=tmp / "mirror" if mirror else None,
+        cache=tmp / "cache",
+    )
+
+
+def _cub_archive(tmp: Path) -> Path:
+    from official_formats import make_cub200, tar_gz
+
+    make_cub200(tmp / "src")
+    (tmp / "mirror").mkdir(exist_ok=True)
+    return tar_gz(
+        tmp / "src" / "CUB_200_2011",
+        tmp / "mirror" / "CUB_200_2011.tgz",
+        "CUB_200_2011",
+    )
+
+
+def _md5_of(path: Path) -> str:
+    from official_formats import md5
+
+    return md5(path)

@@ -148,56 +148,65 @@ FIXTURE_MARKERS = {
     "browser": ["chromium"],
 }
 
-# Tests that need a tier by themselves: "file::test" (every parameter) or
-# "file::test[id]" (one parameter).
+# Tests that need a tier by themselves, as "file::test" (every parameter)
+# or "file::test[id]" (one parameter).
 TEST_MARKERS = {
-    # real pipeline runs
-    "test_determinism.py::test_same_cell_evaluated_twice_gives_byte_identical_metrics": [
-        "slow"
+    "slow": [
+        # real pipeline runs
+        "test_bad_inputs_data.py::test_outcome[changed_user_files_are_prepared_again]",
+        "test_bad_inputs_listings.py::test_outcome[cub_listing_twice_stops_the_real_run]",
+        "test_determinism.py::test_same_cell_evaluated_twice_gives_byte_identical_metrics",
+        "test_devices.py::test_real_train_jobs_hold_distinct_devices",
+        "test_dml_datasets.py::test_class_disjoint_run",
+        "test_download.py::test_snakemake_stops_on_a_missing_mirror_file_and_writes_nothing",
+        "test_loss_library.py::test_pipeline_runs_library_losses_end_to_end",
+        "test_pipeline.py::test_changing_evaluation_keys_retrains_nothing",
+        "test_resume.py::test_snakemake_run_killed_during_training_resumes_to_identical_outputs",
+        "test_resume.py::test_snakemake_killed_alone_its_train_job_stops_and_the_rerun_trains_the_new_settings",
+        "test_selection.py::test_selection_is_unchanged_when_the_test_labels_are_noise",
+        "test_training_log.py::test_tensorboard_false_writes_no_event_files",
+        # dry runs and other Snakemake commands
+        "test_bad_inputs_faults.py::test_a_tensorboard_file_passes_with_tensorboard_off",
+        "test_config.py::test_bad_config_stops_snakemake_before_any_job",
+        "test_datasets.py::test_cifar100_fewshot_config_plans_its_grid",
+        "test_datasets.py::test_cifar100_gpu_config_plans_its_grid_from_the_npz_pool",
+        "test_download.py::test_snakemake_names_a_wrong_loader_parameter_before_running",
+        "test_paper_configs.py::test_dry_run_lists_the_expected_jobs_offline",
+        "test_repository.py::test_selection_trials_get_the_resources_of_the_cells",
+        "test_repository.py::test_snakemake_lint_is_clean",
+        "test_repository.py::test_the_readme_gives_the_size_of_the_default_grid",
+        "test_selection.py::test_the_shipped_fair_comparison_config_plans_equal_budgets",
+        # real processes for seconds: jobs killed, disks filled, benchmarks
+        # (--durations=0 under load: 8 to 183 s)
+        "test_bad_inputs_faults.py::test_a_memory_map_past_the_free_space_fails_with_enospc_not_sigbus",
+        "test_bad_inputs_faults.py::test_disk_case",
+        "test_bad_inputs_faults.py::test_parent_case",
+        "test_bad_inputs_jobs.py::test_train_job_case",
+        "test_benchmarks.py::test_gpu_session_script_runs_end_to_end_in_dry_mode",
+        "test_benchmarks.py::test_input_path_benchmark_compares_both_loops_and_the_storage_modes",
+        "test_benchmarks.py::test_throughput_benchmark_writes_both_loops_side_by_side",
+        # training for seconds (--durations=0 under load: 7 to 54 s)
+        "test_jpeg_store.py::test_training_from_a_store_is_reproducible_with_and_without_workers_and_resumes",
+        "test_regenerate.py::test_regenerate_reproduces_committed_tables",
+        "test_training.py::test_batches_read_from_host_memory_train_the_same_model",
+        "test_training.py::test_compiled_training_learns_what_eager_training_learns",
+        "test_training.py::test_inputs_prepared_ahead_in_a_thread_give_the_same_bits",
     ],
-    "test_devices.py::test_real_train_jobs_hold_distinct_devices": ["slow"],
-    "test_dml_datasets.py::test_class_disjoint_run": ["slow"],
-    "test_loss_library.py::test_pipeline_runs_library_losses_end_to_end": ["slow"],
-    "test_pipeline.py::test_changing_evaluation_keys_retrains_nothing": ["slow"],
-    "test_resume.py::test_snakemake_run_killed_during_training_resumes_to_identical_outputs": [
-        "slow"
-    ],
-    "test_resume.py::test_snakemake_killed_alone_its_train_job_stops_and_the_rerun_trains_the_new_settings": [
-        "slow"
-    ],
-    "test_training_log.py::test_tensorboard_false_writes_no_event_files": ["slow"],
-    # dry runs and other Snakemake commands
-    "test_bad_inputs_faults.py::test_a_tensorboard_file_passes_with_tensorboard_off": [
-        "slow"
-    ],
-    "test_config.py::test_bad_config_stops_snakemake_before_any_job": ["slow"],
-    "test_download.py::test_snakemake_names_a_wrong_loader_parameter_before_running": [
-        "slow"
-    ],
-    "test_paper_configs.py::test_dry_run_lists_the_expected_jobs_offline": ["slow"],
-    "test_repository.py::test_selection_trials_get_the_resources_of_the_cells": [
-        "slow"
-    ],
-    "test_repository.py::test_snakemake_lint_is_clean": ["slow"],
-    "test_repository.py::test_the_readme_gives_the_size_of_the_default_grid": ["slow"],
-    # dry runs of the configs that read ../shared/datasets
-    "test_datasets.py::test_cifar100_fewshot_config_plans_its_grid": ["slow", "data"],
-    "test_datasets.py::test_cifar100_gpu_config_plans_its_grid_from_the_npz_pool": [
-        "slow",
-        "data",
-    ],
-    "test_selection.py::test_the_shipped_fair_comparison_config_plans_equal_budgets": [
-        "slow",
-        "data",
-    ],
-    # real pipeline runs on the real datasets
-    "test_download.py::test_snakemake_stops_on_a_missing_mirror_file_and_writes_nothing": [
-        "slow",
-        "data",
-    ],
-    "test_selection.py::test_selection_is_unchanged_when_the_test_labels_are_noise": [
-        "slow",
-        "data",
+    "data": [
+        "test_bad_inputs_code.py::test_the_cifar_loader_checks_the_checksum_before_unpickling",
+        "test_download.py::test_the_shared_mirror_is_where_the_tests_expect_it",
+        "test_download.py::test_real_cifar100_from_the_mirror_is_verified_and_copied",
+        "test_download.py::test_a_corrupted_byte_in_the_mirror_names_the_file_and_its_checksum",
+        "test_download.py::test_a_missing_mirror_file_names_it_and_where_to_put_it",
+        "test_download.py::test_an_archive_in_the_mirror_is_checked_against_the_official_archive_checksum",
+        "test_download.py::test_tiny_imagenet_subset_is_refused_without_the_explicit_setting",
+        "test_download.py::test_tiny_imagenet_subset_under_the_official_name_fails_the_official_checksum",
+        "test_download.py::test_a_corrupted_tiny_imagenet_subset_is_refused",
+        "test_datasets.py::test_cifar100_fewshot_config_plans_its_grid",
+        "test_datasets.py::test_cifar100_gpu_config_plans_its_grid_from_the_npz_pool",
+        "test_download.py::test_snakemake_stops_on_a_missing_mirror_file_and_writes_nothing",
+        "test_selection.py::test_selection_is_unchanged_when_the_test_labels_are_noise",
+        "test_selection.py::test_the_shipped_fair_comparison_config_plans_equal_budgets",
     ],
 }
 
@@ -207,11 +216,11 @@ def tier_markers(item) -> set[str]:
     names = set()
     for fixture in getattr(item, "fixturenames", ()):
         names.update(FIXTURE_MARKERS.get(fixture, ()))
-    for key in [
+    keys = {
         f"{item.path.name}::{item.name}",
         f"{item.path.name}::{getattr(item, 'originalname', item.name)}",
-    ]:
-        names.update(TEST_MARKERS.get(key, ()))
+    }
+    names.update(marker for marker, tests in TEST_MARKERS.items() if keys & set(tests))
     return names
 
 

@@ -45,8 +45,20 @@ def _python_files():
     return sorted(p for p in WORKFLOW.rglob("*.py") if "__pycache__" not in p.parts)
 
 
+def _segment(lines: list[bytes], node) -> str:
+    """``ast.get_source_segment`` of ``node``, from the file's lines split
+    once (splitting them per call made these checks take seconds)."""
+    part = lines[node.lineno - 1 : node.end_lineno]
+    if len(part) == 1:
+        return part[0][node.col_offset : node.end_col_offset].decode()
+    part[0], part[-1] = part[0][node.col_offset :], part[-1][: node.end_col_offset]
+    return b"".join(part).decode()
+
+
 def _calls(path: Path):
-    tree = ast.parse(path.read_text())
+    text = path.read_text()
+    lines = text.encode().splitlines(keepends=True)
+    tree = ast.parse(text)
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             func = node.func
@@ -55,7 +67,7 @@ def _calls(path: Path):
                 if isinstance(func, ast.Attribute)
                 else getattr(func, "id", None)
             )
-            yield node, name, ast.get_source_segment(path.read_text(), node)
+            yield node, name, _segment(lines, node)
 
 
 def _is_temporary(source: str) -> bool:

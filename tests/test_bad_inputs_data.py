@@ -19,7 +19,10 @@ import pytest
 from bad_inputs import (
     BASE,
     CIFAR_META_MD5,
+    _cub_archive,
+    _fetch,
     _folder_case,
+    _md5_of,
     _npz,
     _npz_case,
     _Planted,
@@ -899,36 +902,7 @@ def test_the_data_run_made_only_complete_outputs(data_run):
 # ---------------------------------------------------------------- the DML datasets' files (issue 21)
 
 CUB_MD5 = "97eceeb196236b17998738112f37df78"
-
-
 CARS_IMAGES_MD5 = "d5c8f0aa497503f355e17dc7886c3f14"
-
-
-def _fetch(source: str, tmp: Path, checksums=None, mirror: bool = True) -> None:
-    from workflow.download import OfficialFile, fetch_files, plan_downloads
-
-    keys, files = plan_downloads(
-        {"d": {"source": source, "checksums": checksums or {}}}
-    )
-    (tmp / "mirror").mkdir(exist_ok=True)
-    fetch_files(
-        [OfficialFile.from_dict(f) for f in files[keys["d"]]],
-        tmp / "raw" / keys["d"],
-        mirror=tmp / "mirror" if mirror else None,
-        cache=tmp / "cache",
-    )
-
-
-def _cub_archive(tmp: Path) -> Path:
-    from official_formats import make_cub200, tar_gz
-
-    make_cub200(tmp / "src")
-    (tmp / "mirror").mkdir(exist_ok=True)
-    return tar_gz(
-        tmp / "src" / "CUB_200_2011",
-        tmp / "mirror" / "CUB_200_2011.tgz",
-        "CUB_200_2011",
-    )
 
 
 def _cub_without_boxes(tmp: Path) -> None:
@@ -1028,12 +1002,6 @@ def _cars_images(tmp: Path) -> Path:
     make_cars196(tmp / "src")
     (tmp / "mirror").mkdir(exist_ok=True)
     return tar_gz(tmp / "src" / "car_ims", tmp / "mirror" / "car_ims.tgz", "car_ims")
-
-
-def _md5_of(path: Path) -> str:
-    from official_formats import md5
-
-    return md5(path)
 
 
 @pytest.mark.parametrize("case", DML_DATA_CASES, ids=[c[0] for c in DML_DATA_CASES])
