@@ -144,12 +144,15 @@ FIXTURE_MARKERS = {
     # a SLURM cluster, and a cluster left running by a killed test run
     "cluster": ["slow", "slurm"],
     "stale_daemons": ["slow", "slurm"],
-    # headless Chromium (tests/test_report.py's ensure_chromium)
+    # headless Chromium (tests/test_report.py's ensure_chromium; also
+    # tests/test_docs.py's), and the documentation site built by Sphinx
     "browser": ["chromium"],
+    "site": ["slow"],
 }
 
 # Tests that need a tier by themselves, as "file::test" (every parameter)
-# or "file::test[id]" (one parameter).
+# or "file::test[id]" (one parameter). An entry may name a file that is not
+# here yet (tests/test_docs.py comes from another branch).
 TEST_MARKERS = {
     "slow": [
         # real pipeline runs
@@ -168,6 +171,7 @@ TEST_MARKERS = {
         # dry runs and other Snakemake commands
         "test_bad_inputs_faults.py::test_a_tensorboard_file_passes_with_tensorboard_off",
         "test_config.py::test_bad_config_stops_snakemake_before_any_job",
+        "test_docs.py::test_the_pipeline_picture_is_the_snakefiles_rule_graph",
         "test_datasets.py::test_cifar100_fewshot_config_plans_its_grid",
         "test_datasets.py::test_cifar100_gpu_config_plans_its_grid_from_the_npz_pool",
         "test_download.py::test_snakemake_names_a_wrong_loader_parameter_before_running",
