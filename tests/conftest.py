@@ -117,9 +117,9 @@ def tiny_run(tmp_path_factory) -> Path:
 # starting Snakemake, SLURM or Chromium slips into the fast tier, and
 # snakemake() below refuses to start outside the slow tier.
 
-# Fixtures that run Snakemake jobs, start SLURM or Chromium, or read
-# ../shared/datasets: every test using one (directly or through another
-# fixture) gets their markers.
+# Fixtures that start Snakemake (jobs or dry runs), SLURM or Chromium, or
+# read ../shared/datasets: every test using one (directly or through
+# another fixture) gets their markers.
 FIXTURE_MARKERS = {
     # real pipeline runs
     "tiny_run": ["slow"],
