@@ -22,8 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import make_workspace
-from test_bad_inputs import (
+from bad_inputs import (
     BASE,
     assert_config_error,
     assert_config_error_in_process,
@@ -31,6 +30,7 @@ from test_bad_inputs import (
     dry_runs,
     leftovers,
 )
+from conftest import make_workspace
 
 TABLE = {"metrics": ["map"], "rows": ["loss"]}
 SELECTION = {"budget": 1}

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bad_inputs import BASE, alive, changed, leftovers, wait_for
 from conftest import REPO, make_workspace, snakemake
 from official_formats import make_imagefolder
-from test_bad_inputs import BASE, alive, changed, leftovers, wait_for
 
 # ---------------------------------------------------------------- full disk
 
@@ -216,7 +216,7 @@ def embeddings_larger_than_the_disk(tmp_path):
 def download_extracted_onto_a_full_disk(tmp_path):
     """A dataset archive (a CUB subset, its checksum pinned) extracted into
     results/raw/ on a disk that fills up: named, the partial folder removed."""
-    from test_bad_inputs import _cub_archive, _fetch, _md5_of
+    from bad_inputs import _cub_archive, _fetch, _md5_of
 
     _cub_archive(tmp_path)
     with small_disk(tmp_path / "raw", size="64k") as raw:

@@ -15,6 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bad_inputs import (
+    BASE,
+    _folder_case,
+    _npz,
+    _npz_case,
+    assert_config_error,
+    assert_config_error_in_process,
+    dry_runs,
+    leftovers,
+)
 from conftest import make_workspace, snakemake
 from official_formats import (
     make_cars196,
@@ -25,16 +35,6 @@ from official_formats import (
     make_sop,
     make_svhn,
     make_tiny_imagenet,
-)
-from test_bad_inputs import (
-    BASE,
-    _folder_case,
-    _npz,
-    _npz_case,
-    assert_config_error,
-    assert_config_error_in_process,
-    dry_runs,
-    leftovers,
 )
 
 MAKERS = {

@@ -19,8 +19,7 @@ from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
-from conftest import make_workspace, snakemake
-from test_bad_inputs import (
+from bad_inputs import (
     BASE,
     TABLE,
     assert_config_error,
@@ -29,6 +28,7 @@ from test_bad_inputs import (
     dry_runs,
     leftovers,
 )
+from conftest import make_workspace, snakemake
 
 RANKING = {"blocks": ["seed"], "metric": "map"}
 THREE = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_workspace, snakemake
+from conftest import make_workspace, read_test_config, snakemake
 from official_formats import SHARED_DATASETS, make_food101, make_svhn, md5, tar_gz
 
 from workflow.config import ConfigError
@@ -411,13 +411,7 @@ def test_an_unknown_or_missing_loader_parameter_names_the_key():
         plan_downloads({"mine": {"source": "imagefolder", "params": {}}})
 
 
-TINY_RUN = {
-    "datasets": {"tiny": {"source": "tiny_imagenet", "query_per_class": 5}},
-    "regimes": {"full": {}},
-    "backbones": {"small_cnn": {"arch": "small_cnn", "embedding_size": 8}},
-    "losses": {"ce": {"impl": "ce"}},
-    "seeds": [0],
-}
+TINY_RUN = read_test_config("tiny_imagenet")
 
 
 def test_snakemake_stops_on_a_missing_mirror_file_and_writes_nothing(tmp_path):

@@ -20,7 +20,13 @@ import time
 
 import pytest
 import torch
-from conftest import digits_training_set, make_workspace, snakemake, training_settings
+from conftest import (
+    digits_training_set,
+    make_workspace,
+    read_test_config,
+    snakemake,
+    training_settings,
+)
 
 
 @pytest.fixture(scope="module")
@@ -157,25 +163,7 @@ def test_training_on_one_and_two_threads_agrees_but_not_bit_for_bit(digits, prec
 
 # A cell that trains for several seconds, so the kill lands between two
 # checkpoints: the full digits training set (about 1,200 images), 25 epochs.
-RESUME_CONFIG = {
-    "datasets": {"digits": {"source": "sklearn_digits", "query_per_class": 5}},
-    "regimes": {"full": {"train_per_class": None}},
-    "backbones": {
-        "small_cnn": {
-            "arch": "small_cnn",
-            "embedding_size": 16,
-            "params": {"widths": [8, 16]},
-        }
-    },
-    "losses": {"cam": {"impl": "cam"}},
-    "seeds": [0],
-    "training": {
-        "epochs": 25,
-        "batch_size": 64,
-        "augment": "crop",
-        "augment_padding": 1,
-    },
-}
+RESUME_CONFIG = read_test_config("resume")
 CELL = "digits/full/small_cnn/cam/seed0"
 TARGETS = [f"results/cells/{CELL}/metrics.csv"]
 
