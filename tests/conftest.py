@@ -152,8 +152,8 @@ FIXTURE_MARKERS = {
 }
 
 # Tests that need a tier by themselves, as "file::test" (every parameter)
-# or "file::test[id]" (one parameter). An entry may name a file that is not
-# here yet (tests/test_docs.py comes from another branch).
+# or "file::test[id]" (one parameter); tests/test_tiers.py checks that each
+# names a collected test.
 TEST_MARKERS = {
     "slow": [
         # real pipeline runs
@@ -179,7 +179,7 @@ TEST_MARKERS = {
         "test_paper_configs.py::test_dry_run_lists_the_expected_jobs_offline",
         "test_repository.py::test_selection_trials_get_the_resources_of_the_cells",
         "test_repository.py::test_snakemake_lint_is_clean",
-        "test_repository.py::test_the_readme_gives_the_size_of_the_default_grid",
+        "test_repository.py::test_the_docs_give_the_size_of_the_default_grid",
         "test_selection.py::test_the_shipped_fair_comparison_config_plans_equal_budgets",
         # real processes for seconds: jobs killed, disks filled, benchmarks
         # (--durations=0 under load: 8 to 183 s)

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from workflow.io import save_text
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 RULEGRAPH_DOT = REPO / "docs" / "pipeline.dot"
@@ -291,8 +293,8 @@ def render_svg(dot: str) -> str:
 def main(argv: list[str]) -> int:
     if argv == ["rulegraph"]:
         dot = rulegraph()
-        RULEGRAPH_DOT.write_text(dot)
-        RULEGRAPH_SVG.write_text(render_svg(dot))
+        save_text(RULEGRAPH_DOT, dot)
+        save_text(RULEGRAPH_SVG, render_svg(dot))
         print(
             f"wrote {RULEGRAPH_DOT.relative_to(REPO)}, {RULEGRAPH_SVG.relative_to(REPO)}"
         )
