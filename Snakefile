@@ -1,12 +1,12 @@
 # CBIR loss benchmark: regenerates every table and figure of the configured
-# grid. `snakemake --cores 8 --resources gpu=1`; see README.md.
+# grid. `snakemake --cores 8 --resources gpu=1`; see README.md and docs/.
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
 # Snakemake's reader names neither the file nor the line of a broken config
-# file: check config.yaml first (README "Configuration").
+# file: check config.yaml first (docs/configuration.md).
 include: "rules/config_file.smk"
 
 

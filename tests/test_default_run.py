@@ -90,9 +90,12 @@ def test_default_cam_run_has_every_term_acting_in_epoch_one(default_run):
     assert first["terms"]["attractor"] > 0
     assert first["terms"]["repeller"] > 0
     assert first["terms"]["min_norm"] > 0
-    # The anchors start inside the margins: all pairs and anchors active.
+    # The anchors start inside the margins: pairs and anchors active.
     assert first["diagnostics"]["pairs_within_margin"] > 0.5
-    assert first["diagnostics"]["anchors_below_min_norm"] > 0.5
+    assert first["diagnostics"]["anchors_below_min_norm"] > 0
+    # At CAM's shipped lr_multiplier the anchors move (issue 27): by the last
+    # epoch pairs have left the margin (at 1x it stayed 1.0 in every epoch).
+    assert model["history"][-1]["diagnostics"]["pairs_within_margin"] < 0.9
 
 
 def test_default_run_retrieves_each_loss_in_its_own_geometry(default_run):

@@ -206,3 +206,35 @@ def test_python_m_workflow_lists_every_loss_search_space():
             f"{row['loss']:<13} {row['key']:<22} {row['values']:<40} {row['source']}"
             in out
         )
+
+
+def test_a_loss_entry_without_lr_multiplier_gets_its_shipped_default():
+    """Issue 27, item 5: Proxy-Anchor's proxies at the paper's 100x, CAM's
+    anchors at 31.6x (at 1x they never leave the margin in a short run),
+    1x for the others; a value the entry writes wins, and searched trials
+    keep their own."""
+    from workflow.config import Cell, cell_settings
+    from workflow.losses import shipped_lr_multiplier
+
+    config = copy.deepcopy(TINY_CONFIG)
+    config["losses"] = {
+        "ce": {"impl": "ce"},
+        "cam": {"impl": "cam"},
+        "proxy_anchor": {"impl": "proxy_anchor"},
+        "cam_1x": {"impl": "cam", "lr_multiplier": 1.0},
+    }
+    config = load_config(config)
+    dataset, regime, backbone = (
+        next(iter(config[k])) for k in ("datasets", "regimes", "backbones")
+    )
+
+    def multiplier(loss):
+        cell = Cell(dataset, regime, backbone, loss, config["seeds"][0])
+        return cell_settings(config, cell)["loss_lr_multiplier"]
+
+    assert [multiplier(x) for x in config["losses"]] == [1.0, 31.6, 100.0, 1.0]
+    assert "paper" in shipped_lr_multiplier("proxy_anchor").source
+    assert "ours" in shipped_lr_multiplier("cam").source
+    searched = load_config(copy.deepcopy(SEARCHED))["trials"]["cam"]
+    values = [entry["lr_multiplier"] for entry in searched.values()]
+    assert values[0] == 31.6 and len(set(values)) == len(values)

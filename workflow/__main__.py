@@ -1,5 +1,5 @@
 """`python -m workflow`: list the registered datasets, backbones, losses and
-metrics (`python -m workflow.retrieval.metrics` prints README's metric table)."""
+metrics (`python -m workflow.retrieval.metrics` prints the metric reference's table)."""
 
 from workflow.backbones import BACKBONES
 from workflow.datasets import DATASETS
@@ -13,7 +13,13 @@ for title, registry in [
 ]:
     print(f"{title}: {', '.join(registry.names())}")
 print(f"metrics: {', '.join(m.name for m in METRICS)}")
-print('\nsearch spaces (losses.<name>.search: default; README "Fair comparisons"):')
+print("\nshipped lr_multiplier (losses.<name>.lr_multiplier left out):")
+from workflow.losses import shipped_lr_multiplier  # noqa: E402
+
+for impl in LOSSES.names():
+    shipped = shipped_lr_multiplier(impl)
+    print(f"{impl:<13} {shipped.value:<8g} {shipped.source}")
+print("\nsearch spaces (losses.<name>.search: default; docs/selection.md):")
 from workflow.search import search_table  # noqa: E402
 
 print(f"{'loss':<13} {'key':<22} {'values':<40} source")

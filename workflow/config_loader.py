@@ -61,6 +61,7 @@ def prepare_config(config: dict, sweeps: dict | None = None) -> dict:
     config["sweeps"] = sweeps
     config["trials"] = {}
     check_registered(config)
+    fill_shipped_defaults(config)
     check_samplers(config)
     check_augment_ranges(config)
     if config.get("selection"):
@@ -87,6 +88,18 @@ def check_registered(config: dict) -> None:
                     f"config key {section}.{name}.{key}: unknown {registry.kind} "
                     f"{entry[key]!r}; registered: {', '.join(registry.names())}"
                 )
+
+
+def fill_shipped_defaults(config: dict) -> None:
+    """A loss entry without ``lr_multiplier`` (null) gets its loss's shipped
+    default (:func:`workflow.losses.shipped_lr_multiplier`). Searched
+    entries (``-tNN``) already hold their own value; trial entries are the
+    same objects as the loss entries they come from."""
+    from workflow.losses import shipped_lr_multiplier
+
+    for entry in config["losses"].values():
+        if entry.get("lr_multiplier") is None:
+            entry["lr_multiplier"] = shipped_lr_multiplier(entry["impl"]).value
 
 
 def check_fixed_factors(config: dict) -> None:

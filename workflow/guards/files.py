@@ -76,13 +76,13 @@ def check_config_file(path) -> None:
     if data is None:
         raise ConfigError(
             f"config file {path} is empty (or only comments); a config is a mapping of keys "
-            '(datasets:, regimes:, backbones:, losses:, seeds:, ...): see README "Configuration"'
+            "(datasets:, regimes:, backbones:, losses:, seeds:, ...): see docs/configuration.md"
         )
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"the single value {data!r}"
         raise ConfigError(
             f"config file {path} holds {kind}, not a mapping of keys; a config is a mapping at its top "
-            'level (datasets:, regimes:, backbones:, losses:, seeds:, ...): see README "Configuration"'
+            "level (datasets:, regimes:, backbones:, losses:, seeds:, ...): see docs/configuration.md"
         )
 
 

@@ -21,7 +21,10 @@ Losses that do not classify (contrastive, triplet, supcon) get their
 ``accuracy`` from the nearest exported anchor, or NaN when they have none.
 Per loss, the config may set class-balanced batches (``sampler``, see
 ``workflow/samplers.py``; pair, triplet and SupCon losses need them) and a
-learning-rate multiplier for the loss's own parameters (``lr_multiplier``).
+learning-rate multiplier for the loss's own parameters (``lr_multiplier``);
+left out, it is the loss's shipped default, declared in its registration
+(``lr_multiplier=ShippedDefault(value, source)``: the paper's value where
+one is published, else ours, with the reason), 1 when none is declared.
 
 Add a loss: a new module here with a subclass of ``Loss`` under
 ``@register_loss("name", geometry=..., anchors=..., classifies=...,
@@ -32,6 +35,8 @@ range of each parameter, e.g. ``{"margin": Number(gt=0)}``, see
 Use pytorch-metric-learning for what it provides (see ``contrastive.py``,
 ``arcface.py``).
 """
+
+from dataclasses import dataclass
 
 from workflow.geometry import DISTANCES as GEOMETRIES
 from workflow.registry import Registry
@@ -64,6 +69,22 @@ def loss_has_anchors(impl: str) -> bool:
 def loss_classifies(impl: str) -> bool:
     """Whether loss ``impl`` scores classes (``predict()``)."""
     return LOSSES.metadata(impl)["classifies"]
+
+
+@dataclass(frozen=True)
+class ShippedDefault:
+    """A value a user gets without setting it, and where it comes from."""
+
+    value: float
+    source: str
+
+
+def shipped_lr_multiplier(impl: str) -> ShippedDefault:
+    """The ``lr_multiplier`` loss ``impl`` trains with when its config entry
+    sets none (``lr_multiplier=`` in its registration; 1 otherwise)."""
+    return LOSSES.metadata(impl).get("lr_multiplier") or ShippedDefault(
+        1.0, "the backbone's learning rate"
+    )
 
 
 def loss_has_parameters(impl: str) -> bool:

@@ -7,7 +7,7 @@ Kim, Kim, Cho & Kwak, "Proxy Anchor Loss for Deep Metric Learning", CVPR
 import torch.nn.functional as F
 from pytorch_metric_learning import losses
 
-from workflow.losses import register_loss
+from workflow.losses import ShippedDefault, register_loss
 from workflow.losses.base import Loss
 from workflow.registry import Number
 from workflow.search import Range
@@ -19,6 +19,7 @@ from workflow.search import Range
     anchors=True,
     classifies=True,
     params={"alpha": Number(gt=0), "margin": Number(ge=0)},
+    lr_multiplier=ShippedDefault(100.0, "paper (proxies at 100x the learning rate)"),
     search={
         "params.alpha": Range(8.0, 128.0, 32.0, "paper (alpha = 32); range ours"),
         "params.margin": Range(0.025, 0.4, 0.1, "paper (delta = 0.1); range ours"),

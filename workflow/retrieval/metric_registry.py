@@ -36,7 +36,7 @@ class Metric:
     name: str
     direction: str  # "higher" or "lower" is better
     kind: str  # "per query", "per class" or "per cell"
-    definition: str  # one line, README's table
+    definition: str  # one line, the metric reference's table
     label: str  # axis label in figures ({k} filled in)
     source: str  # "ranks", "curve" or "written" (by written_by)
     cutoffs: str | None = None  # evaluation.<key> giving the k of a pattern
@@ -224,7 +224,7 @@ class MetricRegistry:
         return sorted(set(names), key=key)
 
     def markdown(self) -> str:
-        """README's metric table."""
+        """The metric reference's table (docs/metrics.md)."""
         lines = [
             "| metric | better | kind | range | definition |",
             "|---|---|---|---|---|",

@@ -14,7 +14,7 @@ pytorch-metric-learning's ``AccuracyCalculator`` finds its metrics by name,
 ``evaluate`` writes what is registered here, in this order; the config check
 of table and selection metrics (``workflow.guards``), the tables' best value
 and the selection (:meth:`MetricRegistry.lower_is_better`), the figures'
-labels, ``python -m workflow`` and README's metric table read it here.
+labels, ``python -m workflow`` and the docs' metric reference read it here.
 
 Adding a metric is one registered function (and its test):
 
@@ -281,5 +281,5 @@ def speedup_k(evaluation: dict | None) -> int:
     return k
 
 
-if __name__ == "__main__":  # README's metric table
+if __name__ == "__main__":  # the metric reference (docs/metrics.md)
     print(METRICS.markdown(), end="")
