@@ -551,3 +551,20 @@ def test_the_papers_losses_compile_to_one_graph(name):
     )
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
+
+
+def test_registering_a_loss_that_is_no_loss_subclass_names_it():
+    """Training reads every loss's terms through the Loss interface, so a
+    plain nn.Module is refused where it is registered, by name."""
+    from torch import nn
+
+    from workflow.losses import LOSSES, register_loss
+
+    with pytest.raises(TypeError, match="loss 'plain'.*must subclass"):
+
+        @register_loss("plain", geometry="euclidean", anchors=False, classifies=False)
+        class Plain(nn.Module):
+            def forward(self, embeddings, labels):
+                return embeddings.sum()
+
+    assert "plain" not in LOSSES.names()

@@ -39,6 +39,7 @@ Use pytorch-metric-learning for what it provides (see ``contrastive.py``,
 from dataclasses import dataclass
 
 from workflow.geometry import DISTANCES as GEOMETRIES
+from workflow.losses.base import Loss
 from workflow.registry import Registry
 
 # A loss's geometry: the distance its training shapes the embedding for,
@@ -54,7 +55,22 @@ LOSSES = Registry(
         "classifies": (True, False),
     },
 )
-register_loss = LOSSES.register
+
+
+def register_loss(name: str, **metadata):
+    """``LOSSES.register`` for a subclass of :class:`Loss` (the interface
+    training reads a loss's terms through); anything else is named."""
+    register = LOSSES.register(name, **metadata)
+
+    def check(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Loss)):
+            raise TypeError(
+                f"loss {name!r}: {getattr(cls, '__name__', cls)!r} must subclass "
+                "workflow.losses.base.Loss (class MyLoss(Loss): ...; see docs/losses.md)"
+            )
+        return register(cls)
+
+    return check
 
 
 def loss_geometry(impl: str) -> str:
