@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workflow.download import describe_checksums
+from workflow.checksums import describe_checksums
 
 
 @dataclass(frozen=True)

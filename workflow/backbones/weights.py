@@ -44,15 +44,9 @@ import torch
 
 from workflow.backbones.weight_records import WeightsRecord, get_record, weights_names
 from workflow.checkpoints import CheckpointError, load_checkpoint
+from workflow.checksums import CHECKSUM_FORM, CHUNK, file_mismatch, parse_checksum
 from workflow.config import ConfigError
-from workflow.download import (
-    CHECKSUM_FORM,
-    CHUNK,
-    DownloadError,
-    download_url,
-    file_mismatch,
-    parse_checksum,
-)
+from workflow.download import DownloadError, download_url
 
 # ---------------------------------------------------------------- errors
 

@@ -45,7 +45,7 @@ def _unpickle(path: Path) -> dict:
     loaded: each is checked against its official checksum right before
     loading (the download rule checked it too; this also covers a file
     changed since), and a mismatch stops before anything is unpickled."""
-    from workflow.download import file_mismatch
+    from workflow.checksums import file_mismatch
 
     expected = {Path(m.path).name: m.md5 for m in cifar100_files()[0].members}
     problem = file_mismatch(path, expected[path.name])
