@@ -111,6 +111,28 @@ def assert_config_error_in_process(config, fragments: list[str]) -> None:
         assert fragment in str(error.value), f"{fragment!r} not in {error.value}"
 
 
+def assert_prepare_error(tmp_path: Path, case) -> None:
+    """``prepare`` of a PREPARE_CASES case stops with every fragment in its
+    message and writes none of its outputs (no temporary file either)."""
+    from workflow.prepare import prepare
+
+    _, make, fragments = case
+    name, spec = make(tmp_path)
+    out = tmp_path / "results" / "data" / name
+    out.mkdir(parents=True)
+    with pytest.raises((ValueError, OSError)) as error:
+        prepare(
+            spec,
+            out / "images.npy",
+            out / "labels.parquet",
+            out / "classes.json",
+            name=name,
+        )
+    for fragment in fragments:
+        assert fragment in str(error.value), f"{fragment!r} not in {error.value}"
+    assert list(out.iterdir()) == []
+
+
 def catalogue_size() -> int:
     """Every case of the catalogue (README "Bad inputs and guards" gives
     this number): the ``CATALOGUE`` lists of the catalogue's files

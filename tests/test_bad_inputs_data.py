@@ -26,6 +26,7 @@ from bad_inputs import (
     _npz,
     _npz_case,
     _Planted,
+    assert_prepare_error,
     leftovers,
 )
 from conftest import REPO, make_workspace, read_test_config, snakemake
@@ -297,23 +298,7 @@ def _float_images(root: Path) -> Path:
 @pytest.mark.parametrize("case", PREPARE_CASES, ids=[c[0] for c in PREPARE_CASES])
 def test_prepare_error(tmp_path, case):
     """prepare stops with the message and writes none of its outputs."""
-    from workflow.prepare import prepare
-
-    _, make, fragments = case
-    name, spec = make(tmp_path)
-    out = tmp_path / "results" / "data" / name
-    out.mkdir(parents=True)
-    with pytest.raises((ValueError, OSError)) as error:
-        prepare(
-            spec,
-            out / "images.npy",
-            out / "labels.parquet",
-            out / "classes.json",
-            name=name,
-        )
-    for fragment in fragments:
-        assert fragment in str(error.value), f"{fragment!r} not in {error.value}"
-    assert list(out.iterdir()) == []  # no output, no temporary file
+    assert_prepare_error(tmp_path, case)
     assert not (tmp_path / "unpickled").exists()  # no planted pickle ever runs
 
 

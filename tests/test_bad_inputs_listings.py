@@ -22,6 +22,7 @@ from bad_inputs import (
     _npz_case,
     assert_config_error,
     assert_config_error_in_process,
+    assert_prepare_error,
     dry_runs,
     leftovers,
 )
@@ -625,23 +626,7 @@ PREPARE_CASES = [
 @pytest.mark.parametrize("case", PREPARE_CASES, ids=[c[0] for c in PREPARE_CASES])
 def test_prepare_error(tmp_path, case):
     """As test_bad_inputs.test_prepare_error: the message, and no output."""
-    from workflow.prepare import prepare
-
-    _, make, fragments = case
-    name, spec = make(tmp_path)
-    out = tmp_path / "results" / "data" / name
-    out.mkdir(parents=True)
-    with pytest.raises((ValueError, OSError)) as error:
-        prepare(
-            spec,
-            out / "images.npy",
-            out / "labels.parquet",
-            out / "classes.json",
-            name=name,
-        )
-    for fragment in fragments:
-        assert fragment in str(error.value), f"{fragment!r} not in {error.value}"
-    assert list(out.iterdir()) == []
+    assert_prepare_error(tmp_path, case)
 
 
 # ---------------------------------------------------------------- config errors
