@@ -59,7 +59,7 @@ TRAIN_SIZES = {
     "inshop": {"images": 25_882, "classes": 3_997},
 }
 # The training pool of protocol class_disjoint at the registered boundary
-# or official sides (README "Datasets"): CUB classes 1-100, Cars196 1-98,
+# or official sides (docs "Datasets"): CUB classes 1-100, Cars196 1-98,
 # SOP Ebay_train, In-Shop train; and every image and class, for another
 # `train_classes` (estimated at the dataset's mean images per class).
 CLASS_DISJOINT_SIZES = {
@@ -132,7 +132,7 @@ def training_pool(name: str, spec: dict) -> tuple[int, int, bool]:
 
 
 def trial_images(config: dict, spec: dict, train_images: int, classes: int, k) -> int:
-    """Training images of a selection trial (README "Selection"): the
+    """Training images of a selection trial (docs "Selection"): the
     cell's less the validation images. Class-disjoint validation (protocol
     class_disjoint, or validation.class_disjoint) holds out whole classes,
     a ``class_fraction`` of them; otherwise the full regime gives up

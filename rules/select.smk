@@ -1,5 +1,5 @@
 # Hyperparameter selection on the validation split (config key `selection`;
-# README "Fair comparisons"). Trials are cells under results/trials/ whose
+# docs "Fair comparisons"). Trials are cells under results/trials/ whose
 # loss is a trial name; they train, embed and evaluate with the same rules
 # as cells, on the validation split, which holds training-pool images only.
 

@@ -1,7 +1,7 @@
 """Helpers of the bad-input catalogue (``tests/test_bad_inputs*.py``): the
 base config of its cases, the check that nothing partial was left, the
 dry runs of config cases and the two error assertions, and the count of
-every case (README "Bad inputs and guards" gives it)."""
+every case (docs "Bad inputs and guards" gives it)."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def assert_prepare_error(tmp_path: Path, case) -> None:
 
 
 def catalogue_size() -> int:
-    """Every case of the catalogue (README "Bad inputs and guards" gives
+    """Every case of the catalogue (docs "Bad inputs and guards" gives
     this number): the ``CATALOGUE`` lists of the catalogue's files
     (``tests/test_bad_inputs.py`` and ``tests/test_bad_inputs_*.py``, one per
     stage or kind)."""

@@ -796,7 +796,7 @@ def test_config_file_error(config_file_runs, case):
     for fragment in [f"config file {name}.yaml", *fragments]:
         assert fragment in check.stderr, f"{fragment!r} not in:\n{check.stderr}"
     # Given with --configfile, Snakemake reads it before the workflow: its
-    # own message (README "Configuration"), but exit status 1 all the same.
+    # own message (docs "Configuration"), but exit status 1 all the same.
     assert runs["--configfile"].returncode == 1
     assert not (runs["workdir"] / "results").exists()
 

@@ -1,7 +1,7 @@
 """The shipped default config (config.yaml), run for real through Snakemake
 on the cells whose numbers the issue tracker found wrong: every term of
 CAM acts in epoch 1, and the losses trained on normalised embeddings are
-retrieved by cosine (README "Metrics")."""
+retrieved by cosine (docs "Metrics")."""
 
 from __future__ import annotations
 

@@ -279,8 +279,8 @@ def test_the_built_references_are_the_schema_and_the_registry(site):
         row = rows[key.key]
         assert row[1] == key.type.replace("\\", ""), key.key
         assert row[2] == key.default.strip("`"), key.key
-        # the prose as written; a README "<section>" becomes a link to its page
-        prose = re.sub(r'README "([^"]+)"', r"\1", key.description).replace("`", "")
+        # the prose as written; a docs "<section>" becomes a link to its page
+        prose = re.sub(r'docs "([^"]+)"', r"\1", key.description).replace("`", "")
         assert row[3].startswith(prose[:60]), key.key
     metrics = table_rows((site / "metrics.html").read_text())
     assert [r[0] for r in metrics] == [m.name for m in METRICS]

@@ -1,4 +1,4 @@
-"""Each loss retrieved in its own geometry (README "Metrics"): cosine
+"""Each loss retrieved in its own geometry (docs "Metrics"): cosine
 retrieval against independent implementations on random float data, the
 distance resolution and the registry's geometries."""
 

@@ -83,7 +83,7 @@ def expected_jobs(config: dict) -> dict[str, int]:
     }
     if config.get(
         "selection"
-    ):  # README "Selection": every loss gets exactly `budget` trials per selection seed
+    ):  # docs "Selection": every loss gets exactly `budget` trials per selection seed
         selection = config["selection"]
         selected = (
             per_regime * n["backbones"] * n["losses"]

@@ -1,5 +1,5 @@
 """`python -m workflow.regenerate`: the committed results' tables are what
-today's engine writes from the committed metrics.csv (README "Results on
+today's engine writes from the committed metrics.csv (docs "Results on
 real data")."""
 
 from __future__ import annotations

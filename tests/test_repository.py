@@ -415,7 +415,7 @@ def test_slurm_profile_resources_are_known_and_reach_the_jobs(dry_run, rule_name
 def test_every_shipped_backbone_has_a_slurm_time_limit_of_its_own():
     """The train time limits are looked up by backbone name: each backbone
     of a shipped config is listed (none falls to the default), and the LM
-    Table 1 cells (about 11 H100 hours each, README "GPU time") get more."""
+    Table 1 cells (about 11 H100 hours each, docs "GPU time") get more."""
     runtime = profile("slurm")["set-resources"]["train"]["runtime"]
     limits = eval(re.search(r"dict\([^)]*\)", runtime).group(0))
     for path in [REPO / "config.yaml", *sorted((REPO / "config").glob("*.yaml"))]:

@@ -4,7 +4,7 @@
 - :func:`speedup_figure`: precision@k against the speed-up of two-stage
   over exact retrieval (:func:`speedup_points` computes the points);
 - :func:`sensitivity_figure`: validation score of every trial against each
-  swept parameter (selection, README "Fair comparisons");
+  swept parameter (selection, docs "Fair comparisons");
 - :func:`tsne_figure`: t-SNE maps of database embeddings, one panel per loss
   (LM paper Figs. 4, 6, 8);
 - :func:`retrieval_examples_figure`: queries with their top results per loss,

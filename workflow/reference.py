@@ -167,7 +167,7 @@ def markdown_cell(text: str) -> str:
 
 
 # The schema's descriptions point to sections of the manual as
-# README "<section>"; the site links each to its page.
+# docs "<section>"; the site links each to its page.
 SECTIONS = {
     "Configuration": "configuration.md",
     "Fair comparisons": "selection.md",
@@ -183,7 +183,7 @@ def _link_sections(cell: str) -> str:
         page = SECTIONS.get(match.group(1))
         return f"[{match.group(1)}]({page})" if page else match.group(0)
 
-    return re.sub(r'README "([^"]+)"', link, cell)
+    return re.sub(r'docs "([^"]+)"', link, cell)
 
 
 def config_reference(schema: dict | None = None) -> str:

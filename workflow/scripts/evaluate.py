@@ -13,7 +13,7 @@ with log_to(snakemake.log[0]):
         snakemake.input.embeddings, snakemake.input.anchors
     )
     timing = {}
-    # evaluation.device: the CPU, or a GPU claimed like a train job's (README "GPUs").
+    # evaluation.device: the CPU, or a GPU claimed like a train job's (docs "GPUs").
     with claim_device(
         snakemake.params.evaluation.get("device", "cpu"),
         snakemake.config.get("jobs_per_gpu", 1),
