@@ -16,10 +16,12 @@ REPO = Path(__file__).resolve().parents[1]
 RUNS = sorted(p.parent for p in (REPO / "docs" / "results").glob("*/metrics.csv"))
 
 
-def test_regenerate_reproduces_committed_tables(tmp_path):
-    """The command, run as README names it, rewrites one committed run's
-    tables byte for byte, and nothing else."""
-    run = REPO / "docs" / "results" / "tiny_imagenet"
+@pytest.mark.parametrize("name", ["tiny_imagenet", "fair_cifar100_closed"])
+def test_regenerate_reproduces_committed_tables(tmp_path, name):
+    """The command, run as the docs name it, rewrites a committed run's
+    tables byte for byte, and nothing else (a tuned run's selection tables
+    too, from its selection records)."""
+    run = REPO / "docs" / "results" / name
     subprocess.run(
         [
             sys.executable,
@@ -63,9 +65,34 @@ def test_results_folder_holds_exactly_the_regenerated_tables(run):
         for name in declarations(config, metrics)
         for ext in ["csv", "md", "tex"]
     )
+    if (run / "selection").is_dir():  # a tuned run: rule selection_table's files
+        expected = sorted(
+            expected
+            + [f"selection/{n}.{e}" for n in ["table", "trials"] for e in ["csv", "md"]]
+        )
     committed = sorted(
         str(p.relative_to(run / "tables"))
         for p in (run / "tables").rglob("*")
         if p.is_file()
     )
     assert committed == expected
+
+
+def test_a_tuned_run_without_one_selection_record_stops_naming_it(tmp_path):
+    """A results folder whose selection/ lacks a tuned loss's record stops
+    with the missing file named, and writes no table."""
+    import shutil
+
+    from workflow.regenerate import regenerate
+
+    run = tmp_path / "run"
+    shutil.copytree(
+        REPO / "docs/results/fair_cifar100_closed",
+        run,
+        ignore=shutil.ignore_patterns("tables", "figures"),
+    )
+    missing = run / "selection/cifar100/fewshot20/small_cnn/lm.json"
+    missing.unlink()
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        regenerate(run)
+    assert not (run / "tables").exists()

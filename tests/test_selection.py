@@ -4,6 +4,7 @@ it, the equal trial budget and the fixed-factor check of tables."""
 from __future__ import annotations
 
 import copy
+import io
 import json
 
 import numpy as np
@@ -274,6 +275,42 @@ def selection_run(tmp_path_factory):
     return workdir
 
 
+def test_the_trials_table_ranks_in_the_metrics_direction_and_escapes_names():
+    """selection_texts: ranks 1 = best in the metric's direction (ties
+    share the better rank), the selected trial marked, and a name with
+    Markdown characters printed as written."""
+    from workflow.selection import selection_texts
+
+    def record(loss, metric, scores, selected):
+        return {
+            "loss": loss,
+            "metric": metric,
+            "score": scores[selected],
+            "selected": selected,
+            "trials": len(scores),
+            "values": {"m": 1.0},
+            "scores": [
+                {"trial": t, "score": v, "values": {"m": float(i)}}
+                for i, (t, v) in enumerate(scores.items())
+            ],
+        }
+
+    records = [
+        record("a_b*", "map@r", {"t0": 0.2, "t1": 0.5, "t2": 0.2}, "t1"),
+        record("err", "top1_error", {"e0": 0.3, "e1": 0.1, "e2": 0.3}, "e1"),
+    ]
+    texts = selection_texts(records, [("d", "r", "b")] * 2)
+    trials = pd.read_csv(io.StringIO(texts["trials.csv"]))
+    ranks = dict(zip(trials["trial"], trials["rank"]))
+    assert ranks == {"t0": 2, "t1": 1, "t2": 2, "e0": 2, "e1": 1, "e2": 2}
+    assert list(trials.loc[trials["selected"], "trial"]) == ["t1", "e1"]
+    # (an intraword _ does not emphasise in CommonMark and stays as it is)
+    assert r"**a_b\*** (d, r, b)" in texts["trials.md"]
+    assert "**t1**" in texts["trials.md"] and "**e1**" in texts["trials.md"]
+    table = pd.read_csv(io.StringIO(texts["table.csv"]))
+    assert list(table["score"]) == [0.5, 0.1]
+
+
 def test_selection_picks_the_best_validation_value_and_trains_it(selection_run):
     results = selection_run / "results"
     for loss, trials in [
@@ -293,6 +330,20 @@ def test_selection_picks_the_best_validation_value_and_trains_it(selection_run):
             ]
             scores[trial] = float(row["value"].iloc[0])
         assert record["selected"] == max(scores, key=scores.get)
+        # The trials table: every trial's validation score, its rank, the
+        # selected one (rule selection_table; docs/results' tuned runs).
+        trials_table = pd.read_csv(results / "selection/trials.csv")
+        rows = trials_table[trials_table["loss"] == loss].set_index("trial")
+        assert sorted(rows.index) == sorted(trials)
+        for trial, score in scores.items():
+            assert rows.loc[trial, "score"] == pytest.approx(score, abs=0, rel=1e-12)
+            assert rows.loc[trial, "rank"] == 1 + sum(
+                v > score for v in scores.values()
+            )
+            assert rows.loc[trial, "selected"] == (trial == record["selected"])
+        assert (
+            f"**{record['selected']}**" in (results / "selection/trials.md").read_text()
+        )
         assert record["trials"] == 2 and record["score"] == pytest.approx(
             max(scores.values())
         )

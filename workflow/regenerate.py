@@ -8,7 +8,11 @@ pipeline's table rules write from ``results/metrics.csv``: every table
 declared under ``tables:`` (``{name}.{csv,md,tex}``, rule
 ``declared_table``) and the table of each dataset and regime
 (``{dataset}/{regime}.{csv,md,tex}``, rule ``table``), into
-``<run>/tables`` (or ``DIR``). No cell is trained or evaluated again, so a
+``<run>/tables`` (or ``DIR``). A tuned run's folder also holds its
+selection records, ``<run>/selection/{dataset}/{regime}/{backbone}/{loss}.json``
+(rule ``select``'s outputs, copied as they are); from them it writes the
+selection tables too (``selection/table.{csv,md}``,
+``selection/trials.{csv,md}``, rule ``selection_table``). No cell is trained or evaluated again, so a
 change of the engine (markers, captions, layout) reaches the committed
 results without a rerun.
 
@@ -20,6 +24,7 @@ has fewer seeds for some losses; every caption then says which
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -28,8 +33,10 @@ import yaml
 from workflow.config_loader import load_config
 from workflow.io import read_csv, save_text
 from workflow.report import CELL_COLUMNS
+from workflow.selection import selection_texts
 from workflow.table_text import render
 from workflow.tables import build_table, regime_declaration
+from workflow.targets import selection_keys
 
 # The columns every metrics.csv has; ``geometry`` and ``distance`` came
 # later (a run without them was retrieved in one distance).
@@ -77,6 +84,26 @@ def table_texts(config: dict, metrics: pd.DataFrame) -> dict[str, str]:
     return texts
 
 
+def selection_records(folder, config: dict) -> tuple[list[dict], list[tuple]]:
+    """The selection records of the run in ``folder`` in the pipeline's
+    order, and their (dataset, regime, backbone) cells; none where the
+    folder has no ``selection/`` (an untuned run)."""
+    root = Path(folder) / "selection"
+    if not root.is_dir():
+        return [], []
+    records, cells = [], []
+    for dataset, regime, backbone, loss in selection_keys(config):
+        path = root / dataset / regime / backbone / f"{loss}.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: no such file; a results folder with selection/ holds the "
+                "selection record (rule select's JSON) of every tuned loss of its config"
+            )
+        records.append(json.loads(path.read_text()))
+        cells.append((dataset, regime, backbone))
+    return records, cells
+
+
 def read_run(folder) -> tuple[dict, pd.DataFrame]:
     """The checked config and the metrics of the run in ``folder``."""
     folder = Path(folder)
@@ -97,7 +124,12 @@ def regenerate(folder, out=None) -> list[Path]:
     config, metrics = read_run(folder)
     out = Path(out) if out is not None else Path(folder) / "tables"
     written = []
-    for relative, text in table_texts(config, metrics).items():
+    texts = table_texts(config, metrics)
+    records, cells = selection_records(folder, config)
+    if records:
+        for name, text in selection_texts(records, cells).items():
+            texts[f"selection/{name}"] = text
+    for relative, text in texts.items():
         save_text(out / relative, text)
         written.append(out / relative)
     return written

@@ -17,6 +17,7 @@ import pandas as pd
 from workflow.geometry import own_distance_rows
 from workflow.io import read_csv
 from workflow.retrieval.metrics import METRICS
+from workflow.table_text import markdown_escape as esc
 
 
 def trial_scores(
@@ -152,8 +153,30 @@ def trials_markdown(table: pd.DataFrame) -> str:
         ]
         metric = group["metric"].iloc[0]
         parts.append(
-            f"### {key[3]} ({key[0]}, {key[1]}, {key[2]})\n\nvalidation {metric} of every trial, "
-            f"best first; selected in bold\n\n"
+            f"**{esc(key[3])}** ({esc(key[0])}, {esc(key[1])}, {esc(key[2])}): "
+            f"validation {metric} of "
+            f"every trial, best first; selected in bold\n\n"
             + shown.to_markdown(index=False, floatfmt=".4g")
         )
     return "\n\n".join(parts) + "\n"
+
+
+def selection_texts(records: list[dict], cells: list[tuple]) -> dict[str, str]:
+    """What rule ``selection_table`` writes, by file name: ``table.csv``,
+    ``table.md`` (the selected settings) and ``trials.csv``, ``trials.md``
+    (every trial's values, validation score and rank); also what
+    ``python -m workflow.regenerate`` writes from a committed run's
+    selection records."""
+    table = selection_table(records, cells)
+    budget = ", ".join(sorted({str(n) for n in table["trials"]}))
+    trials = trials_table(records, cells)
+    return {
+        "table.csv": table.to_csv(index=False),
+        "table.md": (
+            f"**Selected settings** (validation {table['metric'].iloc[0]}; "
+            f"trials per loss: {budget})\n\n" + table.to_markdown(index=False) + "\n"
+        ),
+        "trials.csv": trials.to_csv(index=False),
+        "trials.md": "**Every trial** (validation scores)\n\n"
+        + trials_markdown(trials),
+    }
