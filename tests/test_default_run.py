@@ -1,6 +1,6 @@
 """The shipped default config (config.yaml), run for real through Snakemake
-on the cells whose numbers the issue tracker found wrong: every term of
-CAM acts in epoch 1, and the losses trained on normalised embeddings are
+on the cells whose numbers the issue tracker found wrong: CAM's terms at
+its shipped setting, and the losses trained on normalised embeddings are
 retrieved by cosine (docs "Metrics")."""
 
 from __future__ import annotations
@@ -82,20 +82,24 @@ def test_default_run_writes_tensorboard_logs_equal_to_the_history(default_run):
     assert [e.value for e in events.Scalars("lr")] == [np.float32(0.001)] * len(history)
 
 
-def test_default_cam_run_has_every_term_acting_in_epoch_one(default_run):
+def test_default_cam_run_trains_its_anchors_at_the_shipped_setting(default_run):
+    """CAM at its shipped defaults (issue 27: the fair-fight searches' best,
+    m = 0.779, p = 3.62, anchors from norm 2.6, sums, 5.92x), as the run
+    shows them: attractor and minimum norm act from epoch 1 (every anchor
+    starts below p), the anchors move out to p (none below it by the last
+    epoch), and the repeller is idle because random anchors of norm 2.6
+    start about 3.7 apart, beyond 2m = 1.56. The repeller acting is seen in
+    the tiny run (tests/test_pipeline.py), whose CAM has the class's own
+    defaults."""
     model = torch.load(
         default_run / CELL.format(loss="cam") / "model.pt", weights_only=True
     )
-    first = model["history"][0]
-    assert first["terms"]["attractor"] > 0
-    assert first["terms"]["repeller"] > 0
-    assert first["terms"]["min_norm"] > 0
-    # The anchors start inside the margins: pairs and anchors active.
-    assert first["diagnostics"]["pairs_within_margin"] > 0.5
-    assert first["diagnostics"]["anchors_below_min_norm"] > 0
-    # At CAM's shipped lr_multiplier the anchors move (issue 27): by the last
-    # epoch pairs have left the margin (at 1x it stayed 1.0 in every epoch).
-    assert model["history"][-1]["diagnostics"]["pairs_within_margin"] < 0.9
+    first, last = model["history"][0], model["history"][-1]
+    assert first["terms"]["attractor"] > 0 and first["terms"]["min_norm"] > 0
+    assert first["diagnostics"]["anchors_below_min_norm"] == 1.0
+    assert last["diagnostics"]["anchors_below_min_norm"] < 0.5
+    assert first["diagnostics"]["pairs_within_margin"] == 0.0
+    assert first["terms"]["repeller"] == 0.0
 
 
 def test_default_run_retrieves_each_loss_in_its_own_geometry(default_run):

@@ -358,6 +358,25 @@ def job_counts(out: str) -> dict[str, int]:
     }
 
 
+def test_every_cam_term_acts_in_a_real_run(tiny_run):
+    """The tiny run's CAM (the class's own defaults, anchors starting within
+    the margins): attractor, repeller and minimum norm are all > 0 in
+    epoch 1 of every cell (the epoch's means), with most anchor pairs
+    within 2m and anchors below p (the default run checks the shipped
+    setting)."""
+    cam = [c for c in CELLS if c.loss == "cam"]
+    assert len(cam) == 4
+    for cell in cam:
+        path = (
+            tiny_run
+            / f"results/cells/{cell.dataset}/{cell.regime}/{cell.backbone}/cam/seed{cell.seed}/model.pt"
+        )
+        first = torch.load(path, weights_only=True)["history"][0]
+        assert all(first["terms"][t] > 0 for t in ["attractor", "repeller", "min_norm"])
+        assert first["diagnostics"]["pairs_within_margin"] > 0.5, cell
+        assert first["diagnostics"]["anchors_below_min_norm"] > 0, cell
+
+
 def test_changing_evaluation_keys_retrains_nothing(tmp_path):
     """Training reads only the training split and its settings (hash,
     params) hold only what training reads: after a change of

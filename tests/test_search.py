@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import pytest
-from conftest import TINY_CONFIG
+from conftest import REPO, TINY_CONFIG
 from scipy.stats import qmc
 
 from workflow.config import ConfigError
@@ -210,11 +211,11 @@ def test_python_m_workflow_lists_every_loss_search_space():
 
 def test_a_loss_entry_without_lr_multiplier_gets_its_shipped_default():
     """Issue 27, item 5: Proxy-Anchor's proxies at the paper's 100x, CAM's
-    anchors at 31.6x (at 1x they never leave the margin in a short run),
+    anchors at 5.92x (the searches' setting; at 1x they never left the margin in a short run),
     1x for the others; a value the entry writes wins, and searched trials
     keep their own."""
     from workflow.config import Cell, cell_settings
-    from workflow.losses import shipped_lr_multiplier
+    from workflow.losses import shipped_defaults
 
     config = copy.deepcopy(TINY_CONFIG)
     config["losses"] = {
@@ -232,9 +233,60 @@ def test_a_loss_entry_without_lr_multiplier_gets_its_shipped_default():
         cell = Cell(dataset, regime, backbone, loss, config["seeds"][0])
         return cell_settings(config, cell)["loss_lr_multiplier"]
 
-    assert [multiplier(x) for x in config["losses"]] == [1.0, 31.6, 100.0, 1.0]
-    assert "paper" in shipped_lr_multiplier("proxy_anchor").source
-    assert "ours" in shipped_lr_multiplier("cam").source
+    assert [multiplier(x) for x in config["losses"]] == [1.0, 5.92, 100.0, 1.0]
+    assert "paper" in shipped_defaults("proxy_anchor")["lr_multiplier"].source
+    assert "ours" in shipped_defaults("cam")["lr_multiplier"].source
     searched = load_config(copy.deepcopy(SEARCHED))["trials"]["cam"]
     values = [entry["lr_multiplier"] for entry in searched.values()]
     assert values[0] == 31.6 and len(set(values)) == len(values)
+
+
+def test_every_shipped_default_passes_its_losss_checks():
+    """Every shipped parameter is one the loss declares, with a value its
+    checks accept (the check build_loss runs), and every shipped
+    lr_multiplier is positive."""
+    from workflow.losses import LOSSES, shipped_defaults
+
+    for impl in LOSSES.names():
+        shipped = shipped_defaults(impl)
+        assert shipped["lr_multiplier"].value > 0, impl
+        params = {
+            key.removeprefix("params."): default.value
+            for key, default in shipped.items()
+            if key != "lr_multiplier"
+        }
+        assert all(
+            key.startswith("params.") or key == "lr_multiplier" for key in shipped
+        )
+        LOSSES.check_params(impl, params)
+        assert all(default.source for default in shipped.values()), impl
+
+
+def test_cams_shipped_setting_is_the_searches_best_on_both_protocols():
+    """CAM ships the trial with the best mean rank over the two fair-fight
+    searches' committed selection records (ties: the better mean score
+    relative to each protocol's best), every value as searched."""
+    from workflow.losses import shipped_defaults
+
+    records = [
+        json.loads((REPO / "docs/results" / path).read_text())
+        for path in [
+            "fair_cifar100_closed/selection/cifar100/fewshot20/small_cnn/cam.json",
+            "fair_cifar100_disjoint/selection/cifar100/k50/small_cnn/cam.json",
+        ]
+    ]
+    scores = [{s["trial"]: s["score"] for s in r["scores"]} for r in records]
+    assert scores[0].keys() == scores[1].keys() and len(scores[0]) == 12
+
+    def rank(trial, protocol):
+        return 1 + sum(v > protocol[trial] for v in protocol.values())
+
+    def key(trial):
+        mean_rank = sum(rank(trial, p) for p in scores) / 2
+        relative = sum(p[trial] / max(p.values()) for p in scores) / 2
+        return (mean_rank, -relative)
+
+    best = min(scores[0], key=key)
+    values = next(s["values"] for s in records[0]["scores"] if s["trial"] == best)
+    shipped = {k: d.value for k, d in shipped_defaults("cam").items()}
+    assert shipped == {k: v for k, v in values.items() if not k.startswith("training.")}

@@ -13,12 +13,12 @@ for title, registry in [
 ]:
     print(f"{title}: {', '.join(registry.names())}")
 print(f"metrics: {', '.join(m.name for m in METRICS)}")
-print("\nshipped lr_multiplier (losses.<name>.lr_multiplier left out):")
-from workflow.losses import shipped_lr_multiplier  # noqa: E402
+print("\nshipped defaults (the keys a loss entry leaves out; docs/losses.md):")
+from workflow.losses import shipped_defaults  # noqa: E402
 
 for impl in LOSSES.names():
-    shipped = shipped_lr_multiplier(impl)
-    print(f"{impl:<13} {shipped.value:<8g} {shipped.source}")
+    for key, shipped in shipped_defaults(impl).items():
+        print(f"{impl:<13} {key:<22} {shipped.value!s:<8} {shipped.source}")
 print("\nsearch spaces (losses.<name>.search: default; docs/selection.md):")
 from workflow.search import search_table  # noqa: E402
 

@@ -91,15 +91,23 @@ def check_registered(config: dict) -> None:
 
 
 def fill_shipped_defaults(config: dict) -> None:
-    """A loss entry without ``lr_multiplier`` (null) gets its loss's shipped
-    default (:func:`workflow.losses.shipped_lr_multiplier`). Searched
-    entries (``-tNN``) already hold their own value; trial entries are the
-    same objects as the loss entries they come from."""
-    from workflow.losses import shipped_lr_multiplier
+    """A loss entry gets its loss's shipped defaults
+    (:func:`workflow.losses.shipped_defaults`) for the keys it leaves out:
+    ``lr_multiplier`` when null, ``params.<name>`` when ``params`` lacks
+    the name (a parameter set to anything, null included, stays). Searched
+    entries (``-tNN``) already hold their searched values; trial entries
+    are the same objects as the loss entries they come from."""
+    from workflow.losses import shipped_defaults
 
     for entry in config["losses"].values():
-        if entry.get("lr_multiplier") is None:
-            entry["lr_multiplier"] = shipped_lr_multiplier(entry["impl"]).value
+        for key, shipped in shipped_defaults(entry["impl"]).items():
+            if key == "lr_multiplier":
+                if entry.get("lr_multiplier") is None:
+                    entry["lr_multiplier"] = shipped.value
+            else:
+                params = entry.get("params") or {}
+                params.setdefault(key.removeprefix("params."), shipped.value)
+                entry["params"] = params
 
 
 def check_fixed_factors(config: dict) -> None:

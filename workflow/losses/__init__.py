@@ -21,10 +21,13 @@ Losses that do not classify (contrastive, triplet, supcon) get their
 ``accuracy`` from the nearest exported anchor, or NaN when they have none.
 Per loss, the config may set class-balanced batches (``sampler``, see
 ``workflow/samplers.py``; pair, triplet and SupCon losses need them) and a
-learning-rate multiplier for the loss's own parameters (``lr_multiplier``);
-left out, it is the loss's shipped default, declared in its registration
-(``lr_multiplier=ShippedDefault(value, source)``: the paper's value where
-one is published, else ours, with the reason), 1 when none is declared.
+learning-rate multiplier for the loss's own parameters (``lr_multiplier``).
+A loss may ship defaults, declared in its registration
+(``shipped={"lr_multiplier": ShippedDefault(value, source),
+"params.margin": ShippedDefault(...)}``: the paper's or its official code's
+value where one is published, else ours, with the reason): a config entry
+that leaves such a key out gets the shipped value; ``lr_multiplier`` is 1
+where none is declared, a parameter without one takes the class's default.
 
 Add a loss: a new module here with a subclass of ``Loss`` under
 ``@register_loss("name", geometry=..., anchors=..., classifies=...,
@@ -91,16 +94,19 @@ def loss_classifies(impl: str) -> bool:
 class ShippedDefault:
     """A value a user gets without setting it, and where it comes from."""
 
-    value: float
+    value: float | str
     source: str
 
 
-def shipped_lr_multiplier(impl: str) -> ShippedDefault:
-    """The ``lr_multiplier`` loss ``impl`` trains with when its config entry
-    sets none (``lr_multiplier=`` in its registration; 1 otherwise)."""
-    return LOSSES.metadata(impl).get("lr_multiplier") or ShippedDefault(
-        1.0, "the backbone's learning rate"
+def shipped_defaults(impl: str) -> dict[str, ShippedDefault]:
+    """What loss ``impl`` trains with where its config entry leaves a key
+    out: ``lr_multiplier`` (always; 1 unless its registration's ``shipped``
+    declares one) and each ``params.<name>`` its registration declares."""
+    shipped = dict(LOSSES.metadata(impl).get("shipped") or {})
+    shipped.setdefault(
+        "lr_multiplier", ShippedDefault(1.0, "the backbone's learning rate")
     )
+    return shipped
 
 
 def loss_has_parameters(impl: str) -> bool:

@@ -46,6 +46,10 @@ def off_diagonal(matrix):
 
 
 REDUCTIONS = ("mean", "sum")
+CAM_SHIPPED_SOURCE = (
+    "ours: the fair-fight searches' best on both protocols (cam-t01; "
+    "paper values not checked)"
+)
 
 
 @register_loss(
@@ -62,14 +66,24 @@ REDUCTIONS = ("mean", "sum")
         "w_repeller": Number(ge=0),
         "w_min_norm": Number(ge=0),
     },
-    # At 1x (Adam moves a parameter about lr per step) the anchors barely
-    # leave their start in a short run and the margin is never reached
-    # (pairs_within_margin 1.0 in every epoch of the default digits run;
-    # 0.69 at 31.6x). The fair-fight searches (docs/results/fair_*) are to
-    # replace this interim value by the setting they find best.
-    lr_multiplier=ShippedDefault(
-        31.6, "ours: the centre of the searched range, until the searches choose"
-    ),
+    # The paper's values could not be checked, so CAM ships the setting the
+    # fair-fight searches found best on both protocols (trial cam-t01: rank
+    # 1 of 12 on the CIFAR-100 closed set, 2 class-disjoint; best mean rank,
+    # tied with cam-t02, 2 and 1, and ahead of it on the mean score relative
+    # to each protocol's best: docs/losses.md "Shipped defaults"), found with
+    # the backbone at lr 0.00197. At the class's own defaults (m = p = 1,
+    # anchors from norm 0.5) and 1x the anchors never left the margin in a
+    # short run (pairs_within_margin 1.0 in every epoch).
+    shipped={
+        key: ShippedDefault(value, CAM_SHIPPED_SOURCE)
+        for key, value in {
+            "lr_multiplier": 5.92,
+            "params.margin": 0.779,
+            "params.min_norm": 3.62,
+            "params.init_norm": 2.6,
+            "params.reduction": "sum",
+        }.items()
+    },
     # The paper's m and p could not be checked offline: ranges ours, a
     # factor 4 either side of 1.
     search={

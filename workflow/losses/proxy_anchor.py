@@ -19,7 +19,11 @@ from workflow.search import Range
     anchors=True,
     classifies=True,
     params={"alpha": Number(gt=0), "margin": Number(ge=0)},
-    lr_multiplier=ShippedDefault(100.0, "paper (proxies at 100x the learning rate)"),
+    shipped={
+        "lr_multiplier": ShippedDefault(
+            100.0, "paper (proxies at 100x the learning rate)"
+        )
+    },
     search={
         "params.alpha": Range(8.0, 128.0, 32.0, "paper (alpha = 32); range ours"),
         "params.margin": Range(0.025, 0.4, 0.1, "paper (delta = 0.1); range ours"),
