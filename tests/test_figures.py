@@ -122,6 +122,9 @@ def test_training_curves_plot_loss_terms_when_recorded():
     ]
     assert np.allclose(diagnostics.get_lines()[0].get_ydata(), [1.0, 0.5, 1.0 / 3])
     assert fig.axes[2].get_yscale() == "symlog"
+    # The total loss too (losses' totals differ by orders of magnitude);
+    # accuracy, a fraction, stays linear.
+    assert [ax.get_yscale() for ax in fig.axes[:2]] == ["symlog", "linear"]
     # Five panels: a grid of four a row, the unused fifth... eighth removed.
     rows = sorted({round(ax.get_position().y0, 3) for ax in fig.axes})
     assert len(rows) == 2

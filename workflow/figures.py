@@ -172,8 +172,8 @@ def training_curves_figure(history: pd.DataFrame, title: str = ""):
     total quantity (loss, accuracy) with one line per loss; then, for every
     loss that recorded its terms, one panel "<loss>: terms" with one line per
     term (weighted as they enter the loss, so they add up to its total; a
-    symmetric log scale, so that a small term next to a large one and a
-    term at 0 both show), and for every loss that recorded diagnostics, one
+    symmetric log scale, as for the total loss, so that a small term next to
+    a large one and a term at 0 both show), and for every loss that recorded diagnostics, one
     panel "<loss>: diagnostics" (fractions, 0 to 1). Lines are means over
     seeds with a ± sd band."""
     set_style()
@@ -207,7 +207,10 @@ def training_curves_figure(history: pd.DataFrame, title: str = ""):
             len(labels) > 6
         ):  # many losses: a compact legend that leaves the curves visible
             ax.legend(handles, labels, fontsize="xx-small", ncol=2, framealpha=0.6)
-        if part == "term":
+        if part == "term" or name == "loss":
+            # Totals of different losses differ by orders of magnitude too
+            # (island's pairwise term keeps its total near 13,000 where
+            # CE's is 2 to 5 on CIFAR-100).
             ax.set_yscale("symlog", linthresh=1e-3)
         elif part == "diagnostic":
             ax.set_ylim(-0.02, 1.02)

@@ -2,31 +2,44 @@
 epoch, term, value, part: what the training figure plots, e.g. CAM's
 ``pairs_within_margin`` per epoch), written beside a committed run:
 
-    python docs/results/training_history.py <run>/results docs/results/<folder>/training_history.csv
+    python docs/results/training_history.py <run>/results docs/results/<folder>/training_history.csv [figure.png "title"]
 
 It reads every ``results/cells/*/*/*/<loss>/seed<k>/model.pt`` with the
-pipeline's own readers (workflow.checkpoints, workflow.figures)."""
+pipeline's own readers (workflow.checkpoints, workflow.figures); with a
+figure path it also draws the training figure from them with today's
+code (``training_curves_figure``, what rule ``training_figure`` draws)."""
 
 import sys
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from workflow.checkpoints import load_checkpoint  # noqa: E402
-from workflow.figures import history_frame  # noqa: E402
+from workflow.figures import history_frame, training_curves_figure  # noqa: E402
 
 
-def main(results: str, out: str) -> None:
+def main(results: str, out: str, figure: str | None = None, title: str = "") -> None:
+    # Cells in the order of the folder's config (losses, then seeds), as the
+    # pipeline lists them.
+    losses = list(
+        yaml.safe_load((Path(out).parent / "config.yaml").read_text())["losses"]
+    )
+    paths = Path(results).glob("cells/*/*/*/*/seed*/model.pt")
     histories = []
-    for path in sorted(Path(results).glob("cells/*/*/*/*/seed*/model.pt")):
+    for path in sorted(
+        paths, key=lambda p: (losses.index(p.parts[-3]), int(p.parts[-2][4:]))
+    ):
         loss, seed = path.parts[-3], int(path.parts[-2].removeprefix("seed"))
         history = load_checkpoint(path, "model.pt", keys=("history",))["history"]
         histories.append((loss, seed, history))
-    frame = history_frame(histories).sort_values(
-        ["loss", "seed", "epoch", "part", "term"]
-    )
+    frame = history_frame(histories)
     frame.to_csv(out, index=False, float_format="%.6g")
     print(f"{out}: {len(histories)} cells, {len(frame)} rows")
+    if figure:
+        training_curves_figure(frame, title=title).savefig(figure)
+        print(figure)
 
 
 if __name__ == "__main__":
