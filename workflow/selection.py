@@ -17,7 +17,6 @@ import pandas as pd
 from workflow.geometry import own_distance_rows
 from workflow.io import read_csv
 from workflow.retrieval.metrics import METRICS
-from workflow.table_text import markdown_escape as esc
 
 
 def trial_scores(
@@ -142,6 +141,10 @@ def trials_markdown(table: pd.DataFrame) -> str:
     """The trials table in Markdown: a section per loss (and dataset,
     regime, backbone), its trials from best to worst, the searched keys
     as columns, the selected trial in bold."""
+    # Imported here: train and embed jobs import this module (for
+    # resolve_settings), and table_text brings in the table engine and scipy.
+    from workflow.table_text import markdown_escape as esc
+
     parts = []
     keys = ["dataset", "regime", "backbone", "loss"]
     for key, group in table.groupby(keys, sort=False):
