@@ -65,6 +65,7 @@ def test_readme_is_a_front_door():
     # The verdicts come from the tuned run, with the test that decides
     # them; the untuned runs are marked as such.
     assert "docs/results/fair_cifar100_closed/README.md" in readme
+    assert "docs/results/fair_cifar100_disjoint/README.md" in readme
     assert "Holm-corrected" in readme and "none (defaults)" in readme
     targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
     local = [t for t in targets if not re.match(r"[a-z]+:", t)]
