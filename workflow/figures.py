@@ -172,10 +172,10 @@ def training_curves_figure(history: pd.DataFrame, title: str = ""):
     total quantity (loss, accuracy) with one line per loss; then, for every
     loss that recorded its terms, one panel "<loss>: terms" with one line per
     term (weighted as they enter the loss, so they add up to its total; a
-    symmetric log scale, as for the total loss, so that a small term next to
-    a large one and a term at 0 both show), and for every loss that recorded diagnostics, one
-    panel "<loss>: diagnostics" (fractions, 0 to 1). Lines are means over
-    seeds with a ± sd band."""
+    symmetric log scale, as for the total loss, so that a small term next
+    to a large one and a term at 0 both show), and for every loss that
+    recorded diagnostics, one panel "<loss>: diagnostics" (fractions, 0 to
+    1). Lines are means over seeds with a ± sd band."""
     set_style()
     if "part" not in history:
         history = history.assign(part="total")

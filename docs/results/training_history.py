@@ -26,14 +26,18 @@ def main(results: str, out: str, figure: str | None = None, title: str = "") -> 
     losses = list(
         yaml.safe_load((Path(out).parent / "config.yaml").read_text())["losses"]
     )
-    paths = Path(results).glob("cells/*/*/*/*/seed*/model.pt")
-    histories = []
-    for path in sorted(
-        paths, key=lambda p: (losses.index(p.parts[-3]), int(p.parts[-2][4:]))
-    ):
-        loss, seed = path.parts[-3], int(path.parts[-2].removeprefix("seed"))
-        history = load_checkpoint(path, "model.pt", keys=("history",))["history"]
-        histories.append((loss, seed, history))
+    cells = sorted(
+        (losses.index(path.parts[-3]), int(path.parts[-2].removeprefix("seed")), path)
+        for path in Path(results).glob("cells/*/*/*/*/seed*/model.pt")
+    )
+    histories = [
+        (
+            losses[loss],
+            seed,
+            load_checkpoint(path, "model.pt", keys=("history",))["history"],
+        )
+        for loss, seed, path in cells
+    ]
     frame = history_frame(histories)
     frame.to_csv(out, index=False, float_format="%.6g")
     print(f"{out}: {len(histories)} cells, {len(frame)} rows")
